@@ -1,0 +1,30 @@
+# CheXpert workbook. `make help` lists the targets; `make demo` and `make test` do their own set-up.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/demo.yaml
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test lab clean-output
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv (Python 3.11) and install chexutils with its dev extras; a no-op when done
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --editable '.[dev]'
+	touch $(STAMP)
+
+demo: setup ## run the whole workbook on a generated phantom CheXpert (CONFIG=configs/demo.yaml)
+	$(PY) -m chexutils.workbook run $(CONFIG)
+
+test: setup ## run the test suite
+	$(PY) -m pytest
+
+lab: setup ## open JupyterLab on notebooks/ with the project's interpreter as kernel
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-output: ## delete everything under output/ except its README
+	find output -mindepth 1 ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,94 @@
+"""Figures for the exploration and split notebooks; each returns the figure and saves it as PNG when asked."""
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from .data import read_image
+
+
+def save(fig, path) -> Path | None:
+    """Save ``fig`` as PNG under ``path`` (folders created); None leaves it unsaved."""
+    if path is None:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def label_rates(rates: pd.DataFrame, path=None):
+    """Stacked bars of positive / negative / uncertain / blank share per observation."""
+    kinds = ["positive", "negative", "uncertain", "blank"]
+    colors = ["#c0392b", "#2e86c1", "#f1c40f", "#d5d8dc"]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    rates[kinds].iloc[::-1].plot.barh(stacked=True, color=colors, ax=ax, width=0.8)
+    ax.set_xlabel("share of images")
+    ax.set_xlim(0, 1)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Label values per observation")
+    save(fig, path)
+    return fig
+
+
+def rates_vs_real(table: pd.DataFrame, kind: str = "uncertain", path=None):
+    """This data set's rate of one label kind beside the real train.csv's."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    table[kind].iloc[::-1].plot.barh(ax=ax, color=["#5dade2", "#34495e"], width=0.8)
+    ax.set_xlabel(f"share of images labelled {kind}")
+    ax.set_title(f"{kind.capitalize()} rate: this data vs real train.csv")
+    save(fig, path)
+    return fig
+
+
+def distributions(frame: pd.DataFrame, path=None):
+    """Studies per patient, images per study, age by sex, and view kinds, in one 2x2 figure."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    per_patient = frame.groupby("patient")["study"].nunique()
+    sns.histplot(per_patient, discrete=True, ax=axes[0, 0]).set(xlabel="studies per patient", title="Studies per patient")
+    sns.countplot(x=frame.groupby("study").size(), ax=axes[0, 1]).set(xlabel="images per study", title="Images per study")
+    first = frame.drop_duplicates("patient")
+    sns.histplot(data=first, x="Age", hue="Sex", bins=20, ax=axes[1, 0]).set(title="Age by sex (patients)")
+    views = frame["Frontal/Lateral"] + " " + frame["AP/PA"].fillna("")
+    sns.countplot(y=views, ax=axes[1, 1]).set(ylabel="", title="Views")
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+def cooccurrence(matrix: pd.DataFrame, path=None):
+    """Heat map of P(column positive | row positive)."""
+    fig, ax = plt.subplots(figsize=(9, 7.5))
+    sns.heatmap(matrix, vmin=0, vmax=1, cmap="rocket_r", annot=True, fmt=".2f", annot_kws={"size": 6}, ax=ax)
+    ax.set_title("P(column positive | row positive), studies")
+    save(fig, path)
+    return fig
+
+
+def image_grid(samples: pd.DataFrame, path=None, per_row: int = 3):
+    """Sample images per finding: one row per finding, ``per_row`` images each."""
+    findings = list(dict.fromkeys(samples["finding"]))
+    fig, axes = plt.subplots(len(findings), per_row, figsize=(per_row * 1.6, len(findings) * 1.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, finding in enumerate(findings):
+        rows = samples[samples["finding"] == finding].head(per_row)
+        for c, image in enumerate(rows["image"]):
+            axes[r, c].imshow(read_image(image), cmap="gray", vmin=0, vmax=255)
+        axes[r, 0].text(-0.05, 0.5, finding, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7)
+    fig.subplots_adjust(left=0.3, wspace=0.05, hspace=0.08)
+    save(fig, path)
+    return fig
+
+
+def split_prevalence(summary: pd.DataFrame, observations, path=None):
+    """Positive rate per observation in each split, side by side."""
+    long = summary[list(observations)].T.rename_axis("observation").reset_index().melt(
+        id_vars="observation", var_name="split", value_name="positive rate")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sns.barplot(data=long, y="observation", x="positive rate", hue="split", ax=ax)
+    ax.set_title("Positive rate per split (patient-level split)")
+    save(fig, path)
+    return fig

@@ -1,0 +1,58 @@
+"""CheXpert observations, label value semantics and the observation hierarchy.
+
+Observations are always addressed by name, never by column position.
+"""
+
+import math
+
+OBSERVATIONS: tuple[str, ...] = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+
+# The five tasks of the CheXpert competition (Irvin et al. 2019), in alphabetical order.
+COMPETITION_TASKS: tuple[str, ...] = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Pleural Effusion",
+)
+
+# Value semantics of the label columns. BLANK ("not mentioned" in the report) is read as NaN.
+POSITIVE = 1.0
+NEGATIVE = 0.0
+UNCERTAIN = -1.0
+BLANK = math.nan
+LABEL_VALUES = {POSITIVE: "positive", NEGATIVE: "negative", UNCERTAIN: "uncertain"}
+
+# Parent -> children. A child finding implies its parent (a consolidation is a lung opacity).
+HIERARCHY: dict[str, tuple[str, ...]] = {
+    "Lung Opacity": ("Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis"),
+    "Enlarged Cardiomediastinum": ("Cardiomegaly",),
+}
+PARENT: dict[str, str] = {child: parent for parent, kids in HIERARCHY.items() for child in kids}
+
+# Observations that are not pathologies: "No Finding" means none of the pathologies is present
+# (support devices may be), and support devices are not a disease.
+NON_PATHOLOGIES = ("No Finding", "Support Devices")
+PATHOLOGIES: tuple[str, ...] = tuple(o for o in OBSERVATIONS if o not in NON_PATHOLOGIES)
+
+
+def check_observation(name: str) -> str:
+    """Return ``name`` if it is a CheXpert observation, else fail with the list of known ones."""
+    if name not in OBSERVATIONS:
+        raise KeyError(f"unknown observation {name!r}; known: {', '.join(OBSERVATIONS)}")
+    return name

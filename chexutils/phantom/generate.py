@@ -1,0 +1,155 @@
+"""Write a phantom CheXpert: the real folder layout and CSV schema, images whose pixels carry the
+findings, and a sidecar with the planted truth that the CSVs do not reveal."""
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..data import CSV_COLUMNS, write_chexpert_csv
+from ..errors import DataError
+from ..io import write_json, write_table
+from ..labels import OBSERVATIONS
+from ..paths import SMALL_PREFIX
+from . import label_model as lm
+from .layout import sample_layout
+from .render import render_image
+
+TRUTH_JSON = "phantom_truth.json"
+TRUTH_CSV = "phantom_truth.csv"
+IN_PROGRESS = "phantom_incomplete"  # present while generating: a later call may overwrite
+JPEG_QUALITY = 92
+DEFAULT_SIZE = (128, 104)  # (W, H); the real small release is about 390x320
+
+
+def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=DEFAULT_SIZE,
+                     seed: int = 0, workers: int | None = None) -> Path:
+    """Generate (or reuse, when already complete with the same parameters) a phantom CheXpert.
+
+    Returns the CheXpert folder ``out/CheXpert-v1.0-small``. Images are written first and the CSVs
+    last, so an interrupted run leaves no CSV and is simply redone by the next call.
+    """
+    root = Path(out) / SMALL_PREFIX
+    params = {"patients": int(patients), "valid_patients": int(valid_patients),
+              "size": [int(size[0]), int(size[1])], "seed": int(seed)}
+    if _existing_params(root) is not None:
+        if _existing_params(root) == params:
+            return root
+        raise DataError(f"{root / TRUTH_JSON}: a phantom with other parameters ({_existing_params(root)}) is already here; "
+                        f"expected {params} — choose another output folder or delete this one")
+    if patients < 1 or valid_patients < 1 or min(size) < 32:
+        raise ValueError(f"need patients >= 1, valid_patients >= 1 and size >= 32x32; got {params}")
+    if (root / "train.csv").is_file() and not (root / IN_PROGRESS).is_file():
+        raise DataError(f"{root / 'train.csv'}: a CheXpert CSV that is not a phantom is already here; "
+                        "refusing to overwrite it — choose another output folder")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / IN_PROGRESS).write_text("phantom generation started; rerun generate_phantom to finish\n")
+
+    rng = np.random.default_rng(seed)
+    models = lm.observation_models()
+    nf_rate = lm.no_finding_mention_rate(models)
+    train_studies, train_images = sample_layout(1, patients, "train", rng)
+    valid_studies, valid_images = sample_layout(patients + 1, valid_patients, "valid", rng, one_study=True)
+    train_cats, train_extra = lm.sample_truth(len(train_studies), models, rng)
+    valid_cats, valid_extra = lm.sample_truth(len(valid_studies), models, rng)
+    train_labels = lm.sample_reports(train_cats, models, nf_rate, rng)
+    valid_labels = lm.truth_labels(valid_cats)
+
+    train = _image_rows(train_studies, train_images, train_labels)
+    valid = _image_rows(valid_studies, valid_images, valid_labels)
+    tasks = (_render_tasks(train, train_images, train_cats, train_extra, root.parent, size, seed, 0)
+             + _render_tasks(valid, valid_images, valid_cats, valid_extra, root.parent, size, seed, len(train)))
+    _render_all(tasks, workers)
+
+    truth = pd.concat([_truth_rows(train_studies, train_cats, train_extra),
+                       _truth_rows(valid_studies, valid_cats, valid_extra)], ignore_index=True)
+    write_table(truth.round(4), root / TRUTH_CSV, index=False)
+    write_chexpert_csv(valid, root / "valid.csv")
+    write_chexpert_csv(train, root / "train.csv")
+    write_json(root / TRUTH_JSON, _truth_summary(params, models, nf_rate))
+    (root / IN_PROGRESS).unlink()
+    return root
+
+
+def _existing_params(root: Path):
+    path = root / TRUTH_JSON
+    if not (path.is_file() and (root / "train.csv").is_file()) or (root / IN_PROGRESS).is_file():
+        return None
+    return json.loads(path.read_text())["params"]
+
+
+def _image_rows(studies: pd.DataFrame, images: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """One CSV row per image, labels copied from its study (labels come from the study's report)."""
+    st = studies.iloc[images["study_row"]].reset_index(drop=True)
+    lab = labels.iloc[images["study_row"]].reset_index(drop=True)
+    kind = np.where(images["frontal"], "frontal", "lateral")
+    rows = pd.DataFrame({
+        "Path": SMALL_PREFIX + "/" + st["folder"] + "/" + st["study"] + "/view"
+                + images["view_num"].astype(str) + "_" + kind + ".jpg",
+        "Sex": st["Sex"], "Age": st["Age"],
+        "Frontal/Lateral": np.where(images["frontal"], "Frontal", "Lateral"),
+        "AP/PA": images["AP/PA"],
+    })
+    return pd.concat([rows, lab[list(OBSERVATIONS)]], axis=1)[list(CSV_COLUMNS)]
+
+
+def _render_tasks(rows, images, cats, extra, base: Path, size, seed: int, offset: int) -> list:
+    """Arguments for each image: what to draw (own signs and mimics) and a per-image seed."""
+    own, sev = extra["own"], extra["severity"]
+    tasks = []
+    for i, (path, study_row, frontal) in enumerate(zip(rows["Path"], images["study_row"], images["frontal"])):
+        signs = {o: float(sev[o][study_row]) for o in own if own[o][study_row] in (lm.CLEAR, lm.FAINT)}
+        mimics = {o: float(sev[o][study_row]) for o in cats if cats[o][study_row] == lm.MIMIC}
+        tasks.append((str(base / path), signs, mimics, bool(frontal), tuple(size), (seed, offset + i)))
+    return tasks
+
+
+def _render_one(task) -> None:
+    path, signs, mimics, frontal, size, seed = task
+    pixels = render_image(signs, mimics, frontal=frontal, size=size, rng=np.random.default_rng(seed))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(pixels, mode="L").save(path, quality=JPEG_QUALITY)
+
+
+def _render_all(tasks: list, workers: int | None) -> None:
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(tasks) < 400:
+        for task in tqdm(tasks, desc="phantom images", unit="img", mininterval=1):
+            _render_one(task)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        list(tqdm(pool.map(_render_one, tasks, chunksize=64), total=len(tasks), desc="phantom images",
+                  unit="img", mininterval=1))
+
+
+def _truth_rows(studies: pd.DataFrame, cats, extra) -> pd.DataFrame:
+    """Per study: true finding (0/1), latent category and severity per observation."""
+    truth = lm.truth_labels(cats)
+    out = {"study": studies["study"].to_numpy(), "folder": studies["folder"].to_numpy()}
+    for obs in OBSERVATIONS:
+        out[f"{obs}|truth"] = truth[obs].to_numpy()
+        if obs in cats:
+            out[f"{obs}|category"] = np.array(lm.CATEGORIES)[cats[obs]]
+            out[f"{obs}|severity"] = extra["severity"][obs]
+    return pd.DataFrame(out)
+
+
+def _truth_summary(params: dict, models: dict, nf_rate: float) -> dict:
+    return {
+        "params": params,
+        "planted_q": lm.PLANTED_Q,
+        "better_policy": {o: ("U-Ones" if q > 0.5 else "U-Zeros") for o, q in lm.PLANTED_Q.items()},
+        "zone": {"uncertain": lm.ZONE_UNCERTAIN, "reader_accuracy": lm.ZONE_READER_ACCURACY,
+                 "severity_ranges": {lm.CATEGORIES[k]: v for k, v in lm.SEVERITY_RANGES.items()}},
+        "no_finding_mention_rate": nf_rate,
+        "observation_models": {o: vars(m) for o, m in models.items()},
+        "truth_csv": TRUTH_CSV,
+        "doc": "planted_q[obs] = P(an uncertain label is truly positive). Uncertain labels come only from "
+               "equivocal studies: 'faint' (truly positive, faint sign) or 'mimic' (truly negative, look-alike). "
+               "phantom_truth.csv holds per study the truth (0/1), category and severity per observation.",
+    }

@@ -1,0 +1,441 @@
+"""Drawing primitives and the per-finding signs and look-alike mimics used by `render.py`.
+
+Everything draws into a `Canvas`: normalised coordinates (x across, y down, both 0..1) and an
+additive density map (0 = air, about 0.5 = soft tissue, about 0.8 = bone). A sign scales with its
+severity ``s`` in (0, 1]; a mimic copies a faint sign's brightness and place but differs in shape,
+texture or position, so a model could in principle tell the two apart.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=256)
+def _basis(n: int, k: int) -> np.ndarray:
+    """(n, k) rows of gaussian bumps with unit norm: maps k random knots to a smooth n-sample profile."""
+    t = (np.arange(n) + 0.5) / n
+    c = (np.arange(k) + 0.5) / k
+    b = np.exp(-0.5 * ((t[:, None] - c[None, :]) * k) ** 2)
+    return (b / np.sqrt((b * b).sum(axis=1, keepdims=True))).astype(np.float32)
+
+
+def smooth_field(rng: np.random.Generator, shape: tuple[int, int], k: int) -> np.ndarray:
+    """Unit-variance random field with about ``k`` blobs down the image (two small matmuls, no FFT)."""
+    h, w = shape
+    ky = max(2, min(k, h // 2))
+    kx = max(2, min(round(k * w / h), w // 2))
+    knots = rng.standard_normal((ky, kx), dtype=np.float32)
+    return _basis(h, ky) @ knots @ _basis(w, kx).T
+
+
+def ramp(a, width: float):
+    """Soft step: 0 for a <= 0, rising linearly to 1 at a = width (used for every mask edge)."""
+    return np.clip(a * (1.0 / width), 0.0, 1.0)
+
+
+@dataclass
+class Lung:
+    """One lung field: parabolic apex, lateral wall at ``cx + side*a`` and a diaphragm dome below.
+
+    ``side`` points to the wall where the costophrenic angle lies (lateral on a frontal view,
+    posterior on a lateral view); hilum and zones are derived from the same numbers.
+    """
+
+    cx: float
+    a: float
+    top: float
+    apex_h: float
+    dome_y: float
+    dome_cx: float
+    depth: float
+    side: int
+
+    def halfwidth(self, v):
+        return self.a * np.sqrt(np.clip((v - self.top) * (1.0 / self.apex_h), 0.0, 1.0))
+
+    def dome(self, u):
+        return self.dome_y + self.depth * ((u - self.dome_cx) * (1.0 / self.a)) ** 2
+
+    def mask(self, u, v, px: float, py: float):
+        """Soft-edged lung mask (edge about two pixels wide)."""
+        return ramp(self.halfwidth(v) - np.abs(u - self.cx), 2 * px) * ramp(self.dome(u) - v, 2 * py)
+
+    @property
+    def hilum(self) -> tuple[float, float]:
+        return self.cx - self.side * 0.45 * self.a, self.top + 0.5 * (self.dome_y - self.top)
+
+    def zone_y(self, frac: float) -> float:
+        """y at ``frac`` of the way from apex (0) to dome top (1)."""
+        return self.top + frac * (self.dome_y - self.top)
+
+
+class Canvas:
+    """Working state of one image: coordinate grids, anatomy, density map and marking gain."""
+
+    def __init__(self, u, v, x, y, frontal: bool, anat: dict):
+        self.u, self.v, self.x, self.y = u, v, x, y
+        self.h, self.w = u.shape
+        self.px, self.py = 1.0 / self.w, 1.0 / self.h
+        self.asp = self.w / self.h
+        self.frontal = frontal
+        self.lungs: list[Lung] = anat["lungs"]
+        self.heart: dict = anat["heart"]
+        self.med: dict = anat["med"]
+        self.air: float = anat["air"]
+        self.rib_amp: float = anat["ribs"]["amp"]
+        self.memo: dict = {}
+        self.density = self.lung_mask = self.lung_masks = self.rib_phase = self.rib_zone = None
+        self.body = self.patchy = None
+        self.mark_gain = np.ones_like(u)
+
+    def pick_lung(self, rng) -> int:
+        return int(rng.integers(len(self.lungs)))
+
+    def zone_point(self, lung: Lung, frac: float, rng) -> tuple[float, float]:
+        """A point in the lung at height ``frac`` (0 apex .. 1 base), away from the medial edge."""
+        y = lung.zone_y(frac)
+        hw = float(lung.halfwidth(np.float32(y)))
+        return lung.cx + lung.side * hw * rng.uniform(-0.1, 0.6), y
+
+    def blob(self, cx, cy, r, sharp_px: float | None = None):
+        """Round spot of radius ``r`` (x units): gaussian, or a disk with a ``sharp_px`` edge."""
+        d2 = ((self.u - cx) * (1.0 / r)) ** 2 + ((self.v - cy) * (1.0 / (r * self.asp))) ** 2
+        if sharp_px is None:
+            return np.exp(-d2)
+        return ramp(1.0 - np.sqrt(d2), sharp_px * self.px / r)
+
+    def band(self, x0, y0, x1, y1, half: float, soft_px: float = 1.0):
+        """Straight band of half-width ``half`` (x units) between two points, with rounded ends."""
+        dx, dy = (x1 - x0), (y1 - y0) / self.asp
+        ln = max(np.hypot(dx, dy), 1e-6)
+        pu, pv = self.u - x0, (self.v - y0) * (1.0 / self.asp)
+        t = np.clip((pu * dx + pv * dy) * (1.0 / ln**2), 0.0, 1.0)
+        d = np.hypot(pu - t * dx, pv - t * dy)
+        return ramp(half - d, soft_px * self.px)
+
+    def curve(self, ys, xs, width_px: float):
+        """Thin line x = f(y) through knots (raw, unrotated coordinates: devices sit on the patient)."""
+        yc = self.y[:, 0]
+        c = np.interp(yc, ys, xs)
+        slope = np.gradient(c, yc) * self.asp
+        inside = ((yc >= ys[0]) & (yc <= ys[-1])).astype(np.float32)
+        d = np.abs(self.x - c[:, None]) * (self.w / np.sqrt(1.0 + slope**2))[:, None]
+        return np.clip(0.5 * width_px + 0.5 - d, 0.0, 1.0) * inside[:, None]
+
+
+# ---- geometric signs: change anatomy before it is drawn -----------------------------------------
+
+def pre_enlarged_cardiomediastinum(cv: Canvas, s: float, rng) -> None:
+    """Wider upper mediastinum (bulging most at the level of the great vessels)."""
+    cv.med["w"] *= 1.0 + 0.9 * s
+    cv.med["bulge"] += 0.03 * s
+
+
+def pre_cardiomegaly(cv: Canvas, s: float, rng) -> None:
+    """Wider, slightly taller heart (cardiothoracic ratio rising from ~0.4 to ~0.6)."""
+    cv.heart["a"] *= 1.0 + 0.5 * s
+    cv.heart["b"] *= 1.0 + 0.15 * s
+
+
+def pre_atelectasis(cv: Canvas, s: float, rng) -> None:
+    """Volume loss: the hemidiaphragm under the collapsed base rises."""
+    i = cv.pick_lung(rng)
+    cv.lungs[i].dome_y -= 0.01 + 0.05 * s
+    cv.memo["atelectasis"] = i
+
+
+def mimic_pre_enlarged_cardiomediastinum(cv: Canvas, s: float, rng) -> None:
+    """Patient rotation: the mediastinum is shifted to one side, widened there only."""
+    side = 1 if rng.random() < 0.5 else -1
+    cv.med["shift"] += side * 0.035 * s
+    cv.med["w"] *= 1.0 + 0.2 * s
+
+
+def mimic_pre_cardiomegaly(cv: Canvas, s: float, rng) -> None:
+    """Low inspiration / AP: high diaphragms make a normal heart look broad and squat."""
+    for lung in cv.lungs:
+        lung.dome_y -= 0.07 * s
+    cv.heart["a"] *= 1.0 + 0.2 * s
+    cv.heart["b"] *= 1.0 - 0.12 * s
+    cv.heart["y"] -= 0.06 * s
+
+
+# ---- overlay signs: add density to the drawn anatomy --------------------------------------------
+
+def sign_lung_opacity(cv: Canvas, s: float, rng) -> None:
+    """Single patch of increased density in one lung zone, patchy in texture."""
+    lung = cv.lungs[cv.pick_lung(rng)]
+    x, y = cv.zone_point(lung, rng.uniform(0.25, 0.85), rng)
+    r = 0.05 + 0.04 * s
+    patch = cv.blob(x, y, r) * np.clip(0.45 + 0.55 * cv.patchy, 0.0, 1.0)
+    cv.density += (0.05 + 0.2 * s) * patch * cv.lung_mask
+
+
+def mimic_lung_opacity(cv: Canvas, s: float, rng) -> None:
+    """Pectoral muscle / soft tissue: a smooth homogeneous band that runs on beyond the lung."""
+    lung = cv.lungs[cv.pick_lung(rng)]
+    x0, x1 = lung.cx + lung.side * (lung.a + 0.08), lung.cx - lung.side * 0.2 * lung.a
+    y0 = lung.top + rng.uniform(0.0, 0.05)
+    cv.density += (0.05 + 0.12 * s) * cv.band(x0, y0, x1, y0 + 0.25, 0.045, soft_px=4.0)
+
+
+def sign_lung_lesion(cv: Canvas, s: float, rng) -> None:
+    """Small, sharply marginated round nodule."""
+    lung = cv.lungs[cv.pick_lung(rng)]
+    x, y = cv.zone_point(lung, rng.uniform(0.2, 0.8), rng)
+    cv.density += (0.1 + 0.25 * s) * cv.blob(x, y, 0.01 + 0.018 * s, sharp_px=1.0)
+
+
+def mimic_lung_lesion(cv: Canvas, s: float, rng) -> None:
+    """Nipple shadows: paired soft spots low and lateral, sharp laterally and fading medially."""
+    lungs = cv.lungs if cv.frontal else cv.lungs[:1]
+    for lung in lungs:
+        side = lung.side if cv.frontal else -lung.side
+        x = lung.cx + side * lung.a * (0.45 if cv.frontal else 0.85)
+        y = lung.dome_y - rng.uniform(0.03, 0.07)
+        dx = (cv.u - x) * np.where((cv.u - x) * side > 0, 2.5, 0.8).astype(np.float32)
+        d2 = (dx * (1.0 / 0.022)) ** 2 + ((cv.v - y) * (1.0 / (0.022 * cv.asp))) ** 2
+        cv.density += (0.08 + 0.14 * s) * np.exp(-d2)
+
+
+def sign_edema(cv: Canvas, s: float, rng) -> None:
+    """Bilateral perihilar (butterfly) haze with loss of the vascular markings."""
+    haze = 0.0
+    for lung in cv.lungs:
+        hx, hy = lung.hilum
+        haze = haze + np.exp(-(((cv.u - hx) * (1.0 / (0.1 + 0.08 * s))) ** 2
+                               + ((cv.v - hy) * (1.0 / 0.16)) ** 2))
+    haze = haze * cv.lung_mask
+    cv.density += (0.05 + 0.17 * s) * haze * np.clip(0.8 + 0.3 * cv.patchy, 0.0, 1.0)
+    cv.mark_gain *= 1.0 - min(1.0, 0.3 + 0.7 * s) * haze
+
+
+def mimic_edema(cv: Canvas, s: float, rng) -> None:
+    """Thick soft tissue / under-penetration: haze rising to the bases over the whole chest, markings kept."""
+    grad = np.clip((cv.v - 0.3) * (1.0 / 0.55), 0.0, 1.0)
+    cv.density += (0.03 + 0.09 * s) * grad * cv.body
+
+
+def sign_consolidation(cv: Canvas, s: float, rng) -> None:
+    """Dense lobar opacity bounded sharply by a fissure, with dark air-bronchogram lines."""
+    i = cv.pick_lung(rng)
+    lung = cv.lungs[i]
+    upper = rng.random() < 0.35
+    fis = lung.zone_y(0.45 if upper else 0.55) + rng.uniform(0.1, 0.4) * (cv.u - lung.cx) * lung.side
+    dist = (fis - cv.v) if upper else (cv.v - fis)
+    region = ramp(dist, 1.5 * cv.py) * ramp(0.1 + 0.3 * s - dist, 0.06) * cv.lung_masks[i]
+    bronchi = np.exp(-(smooth_field(rng, (cv.h, cv.w), 9) * 4.0) ** 2)
+    cv.density += (0.1 + 0.25 * s) * region * (1.0 - 0.55 * bronchi)
+    cv.mark_gain *= 1.0 - min(1.0, 0.5 + 0.5 * s) * region
+
+
+def mimic_consolidation(cv: Canvas, s: float, rng) -> None:
+    """Overlapping scapula: a homogeneous triangle on the upper lateral lung, running off the chest wall."""
+    lung = cv.lungs[cv.pick_lung(rng)]
+    wall = lung.cx + lung.side * lung.a
+    y0 = lung.zone_y(rng.uniform(0.05, 0.15))
+    out = (cv.u - wall) * lung.side + 0.11 - 0.25 * (cv.v - y0)  # medial edge slants laterally downward
+    tri = ramp(out, 1.5 * cv.px) * ramp(cv.v - y0, 3 * cv.py) * ramp(y0 + 0.38 - cv.v, 0.08)
+    cv.density += (0.06 + 0.14 * s) * tri
+
+
+def sign_pneumonia(cv: Canvas, s: float, rng) -> None:
+    """Patchy, multifocal, ill-defined opacities in one lung."""
+    i = cv.pick_lung(rng)
+    lung = cv.lungs[i]
+    spots = 0.0
+    for _ in range(3 + int(rng.integers(3))):
+        x, y = cv.zone_point(lung, rng.uniform(0.35, 0.9), rng)
+        spots = spots + cv.blob(x, y, 0.025 + 0.02 * s)
+    patch = np.minimum(spots, 1.0) * np.clip(0.3 + 0.8 * cv.patchy, 0.0, 1.0) * cv.lung_masks[i]
+    cv.density += (0.06 + 0.2 * s) * patch
+    cv.mark_gain *= 1.0 - 0.6 * s * patch
+
+
+def mimic_pneumonia(cv: Canvas, s: float, rng) -> None:
+    """Bilateral basal vascular crowding: more prominent tubular markings at both bases, no patches."""
+    zone = 0.0
+    for lung in cv.lungs:
+        zone = zone + np.exp(-(((cv.v - lung.dome_y) * (1.0 / 0.12)) ** 2)
+                             - ((cv.u - lung.cx) * (1.0 / (1.3 * lung.a))) ** 2)
+    cv.mark_gain *= 1.0 + (1.0 + 2.5 * s) * zone
+    cv.density += 0.02 * s * zone * cv.lung_mask
+
+
+def sign_atelectasis(cv: Canvas, s: float, rng) -> None:
+    """Plate-like linear band above the (raised) hemidiaphragm of one base."""
+    i = cv.memo.get("atelectasis", 0)
+    lung = cv.lungs[i]
+    yb = lung.dome_y - rng.uniform(0.04, 0.08) + rng.uniform(-0.15, 0.15) * (cv.u - lung.cx)
+    half = 0.004 + 0.01 * s
+    xc = lung.cx + lung.side * 0.15 * lung.a
+    plate = ramp(half - np.abs(cv.v - yb), 1.5 * cv.py) * ramp((0.3 + 0.35 * s) * lung.a - np.abs(cv.u - xc), 0.03)
+    cv.density += (0.12 + 0.2 * s) * plate * cv.lung_masks[i]
+
+
+def mimic_atelectasis(cv: Canvas, s: float, rng) -> None:
+    """A normal fissure seen end-on: hair-thin, crossing the whole lung, no volume loss."""
+    lung = cv.lungs[0]
+    if cv.frontal:
+        x0, y0, x1, y1 = lung.cx - 0.9 * lung.a, lung.zone_y(0.45), lung.cx + 0.9 * lung.a, lung.zone_y(0.47)
+    else:
+        x0, y0, x1, y1 = lung.cx + 0.8 * lung.a, lung.zone_y(0.25), lung.cx - 0.7 * lung.a, lung.dome_y
+    line = cv.band(x0, y0, x1, y1, 0.35 * cv.px, soft_px=1.0)
+    cv.density += (0.08 + 0.15 * s) * line * cv.lung_mask
+
+
+def sign_pneumothorax(cv: Canvas, s: float, rng) -> None:
+    """Visceral pleural line near the apex/lateral wall, with darker marking-free lung beyond it."""
+    i = cv.pick_lung(rng)
+    lung = cv.lungs[i]
+    f = 1.0 - (0.05 + 0.2 * s)
+    ox, oy = lung.cx - lung.side * 0.4 * lung.a, lung.dome_y
+    inner = lung.mask(ox + (cv.u - ox) * (1.0 / f), oy + (cv.v - oy) * (1.0 / f), cv.px, cv.py)
+    upper = ramp(lung.dome_y - 0.06 - cv.v, 0.06)
+    gap = np.clip(cv.lung_masks[i] - inner, 0.0, 1.0) * upper
+    edge = (1.0 - np.abs(2.0 * inner - 1.0)) * cv.lung_masks[i] * upper
+    cv.mark_gain *= 1.0 - gap
+    cv.density += (0.06 + 0.12 * s) * edge - (0.03 + 0.05 * s) * gap
+
+
+def mimic_pneumothorax(cv: Canvas, s: float, rng) -> None:
+    """Skin fold: a density edge (not a line) along the chest wall that runs past the lung, markings kept."""
+    lung = cv.lungs[cv.pick_lung(rng)]
+    xw = lung.cx + lung.side * lung.a * rng.uniform(0.6, 0.85)
+    d = (cv.u - (xw - lung.side * 0.12 * (cv.v - 0.5) ** 2)) * lung.side
+    fold = ramp(d, 1.0 * cv.px) * np.exp(-np.maximum(d, 0.0) * (1.0 / 0.035))
+    cv.density += (0.05 + 0.1 * s) * fold * cv.body * ramp(cv.v - 0.2, 0.08)
+
+
+def sign_pleural_effusion(cv: Canvas, s: float, rng) -> None:
+    """Fluid filling the costophrenic angle: a meniscus that climbs the wall, blunting the angle."""
+    i = cv.pick_lung(rng)
+    lung = cv.lungs[i]
+    t = np.clip((cv.u - lung.cx) * (lung.side / lung.a), 0.0, 1.0)
+    level = lung.dome_y + lung.depth - (0.025 + 0.17 * s) * (0.3 + 0.7 * t * t)
+    fluid = ramp(cv.v - level, 0.015) * cv.lung_masks[i]
+    cv.density += 0.85 * cv.air * fluid
+    cv.mark_gain *= 1.0 - fluid
+
+
+def mimic_pleural_effusion(cv: Canvas, s: float, rng) -> None:
+    """Epicardial fat pad at the cardiophrenic angle, or bilateral breast shadows with a convex lower edge."""
+    amp = 0.05 + 0.12 * s
+    if rng.random() < 0.5:
+        lung = cv.lungs[-1]
+        x = cv.heart["x"] + cv.heart["a"] * (1.0 if cv.frontal else -1.0) * 0.9
+        cv.density += amp * cv.blob(x, lung.dome_y - 0.02, 0.05)
+        return
+    for lung in cv.lungs:
+        cx, cy = lung.cx + lung.side * 0.5 * lung.a, lung.dome_y - 0.03
+        d2 = ((cv.u - cx) * (1.0 / 0.17)) ** 2 + ((cv.v - cy) * (1.0 / 0.13)) ** 2
+        cv.density += 0.8 * amp * ramp(1.0 - d2, 0.08) * ramp(cv.v - cy + 0.12, 0.14) * cv.body
+
+
+def sign_pleural_other(cv: Canvas, s: float, rng) -> None:
+    """Lobulated pleural thickening strip along the lateral (or posterior) chest wall."""
+    i = cv.pick_lung(rng)
+    lung = cv.lungs[i]
+    y0 = lung.zone_y(rng.uniform(0.2, 0.45))
+    length = 0.15 + 0.2 * s
+    thick = (0.008 + 0.025 * s) * (1.0 + 0.4 * cv.patchy)
+    d_in = lung.halfwidth(cv.v) - (cv.u - lung.cx) * lung.side
+    strip = ramp(thick - d_in, 1.5 * cv.px) * ramp(cv.v - y0, 0.03) * ramp(y0 + length - cv.v, 0.03)
+    cv.density += 0.8 * cv.air * strip * cv.lung_masks[i]
+
+
+def mimic_pleural_other(cv: Canvas, s: float, rng) -> None:
+    """Companion shadow: a thin smooth band hugging the under-edge of an upper rib near the apex."""
+    k = float(rng.integers(1, 3))
+    rel = cv.rib_phase - k
+    lat = np.abs(cv.u - 0.5) if cv.frontal else (cv.u - 0.35)
+    shadow = ramp(rel - 0.22, 0.05) * ramp(0.36 - rel, 0.05) * ramp(lat - 0.15, 0.08)
+    cv.density += (0.06 + 0.12 * s) * shadow * cv.lung_mask
+
+
+def sign_fracture(cv: Canvas, s: float, rng) -> None:
+    """One rib broken: a lucent gap and a step (the lateral fragment displaced, angulating back)."""
+    lung = cv.lungs[cv.pick_lung(rng)]
+    k = float(rng.integers(3, 8))
+    uf = lung.cx + lung.side * lung.a * rng.uniform(0.35, 0.7)
+    gap = (1.0 + 3.0 * s) * cv.px
+    lateral = (cv.u - uf) * lung.side
+    shift = (0.1 + 0.5 * s) * np.clip(1.0 - lateral * (1.0 / 0.12), 0.0, 1.0) * (lateral > 0)
+    w = cv.memo["rib_width"]
+    old = np.exp(-((cv.rib_phase - k) * (1.0 / w)) ** 2)
+    new = np.exp(-((cv.rib_phase - k - shift) * (1.0 / w)) ** 2) * ramp(np.abs(cv.u - uf) - 0.5 * gap, cv.px)
+    cv.density += (cv.rib_amp * (1.0 + 0.8 * s)) * (new - old) * cv.rib_zone
+
+
+def mimic_fracture(cv: Canvas, s: float, rng) -> None:
+    """Overlapping (crowded) anterior rib: an extra oblique rib shadow crossing the posterior ribs, unbroken."""
+    lung = cv.lungs[cv.pick_lung(rng)]
+    y0 = lung.zone_y(rng.uniform(0.3, 0.6))
+    x0, x1 = lung.cx + lung.side * lung.a, lung.cx - lung.side * 0.2 * lung.a
+    rib = cv.band(x0, y0, x1, y0 + 0.12, 0.012, soft_px=2.0)
+    cv.density += cv.rib_amp * (0.6 + 0.8 * s) * rib * cv.rib_zone
+
+
+def sign_support_devices(cv: Canvas, s: float, rng) -> None:
+    """Radio-opaque tube or line (NG/ET tube or central line), with a pacemaker box at high severity."""
+    amp, wpx = 0.12 + 0.3 * s, 1.0 + 1.5 * s
+    mid = 0.5 + cv.med["shift"]
+    if not cv.frontal:
+        cv.density += amp * cv.curve([0.0, 0.4, 0.8], [0.48, 0.55, 0.5], wpx)
+    elif rng.random() < 0.5:  # nasogastric tube down the midline into the stomach
+        cv.density += amp * cv.curve([0.0, 0.5, 0.78, 0.9], [mid, mid + 0.01, mid + 0.06, mid + 0.13], wpx)
+    else:  # central venous line from the shoulder to the SVC
+        side = 1 if rng.random() < 0.5 else -1
+        cv.density += amp * cv.curve([0.12, 0.2, 0.42], [0.5 + side * 0.3, 0.5 + side * 0.12, mid + side * 0.03], wpx)
+    if cv.frontal and s > 0.6 and rng.random() < 0.6:
+        box = ramp(0.035 - np.abs(cv.x - 0.74), 2 * cv.px) * ramp(0.025 * cv.asp - np.abs(cv.y - 0.16), 2 * cv.py)
+        cv.density += 0.5 * box + amp * cv.curve([0.16, 0.4, 0.62], [0.73, 0.6, 0.56], wpx)
+
+
+def mimic_support_devices(cv: Canvas, s: float, rng) -> None:
+    """ECG wire / clothing: a fainter wavy wire running off the body, ending in an electrode ring."""
+    side = 1 if rng.random() < 0.5 else -1
+    ys = np.linspace(0.0, rng.uniform(0.45, 0.7), 24)
+    xs = 0.5 + side * (0.34 + 0.05 * np.sin(ys * rng.uniform(14, 22) + rng.uniform(0, 6)))
+    amp = 0.08 + 0.18 * s
+    cv.density += amp * cv.curve(ys, xs, 1.0)
+    ex, ey = xs[-1], ys[-1] + 0.03
+    r = np.sqrt(((cv.x - ex) * (1.0 / 0.02)) ** 2 + ((cv.y - ey) * (1.0 / (0.02 * cv.asp))) ** 2)
+    cv.density += amp * ramp(0.25 - np.abs(r - 1.0), 0.15)
+
+
+# name -> (geometric pre-step or None, overlay or None), for signs and for mimics
+SIGNS = {
+    "Enlarged Cardiomediastinum": (pre_enlarged_cardiomediastinum, None),
+    "Cardiomegaly": (pre_cardiomegaly, None),
+    "Lung Opacity": (None, sign_lung_opacity),
+    "Lung Lesion": (None, sign_lung_lesion),
+    "Edema": (None, sign_edema),
+    "Consolidation": (None, sign_consolidation),
+    "Pneumonia": (None, sign_pneumonia),
+    "Atelectasis": (pre_atelectasis, sign_atelectasis),
+    "Pneumothorax": (None, sign_pneumothorax),
+    "Pleural Effusion": (None, sign_pleural_effusion),
+    "Pleural Other": (None, sign_pleural_other),
+    "Fracture": (None, sign_fracture),
+    "Support Devices": (None, sign_support_devices),
+}
+MIMICS = {
+    "Enlarged Cardiomediastinum": (mimic_pre_enlarged_cardiomediastinum, None),
+    "Cardiomegaly": (mimic_pre_cardiomegaly, None),
+    "Lung Opacity": (None, mimic_lung_opacity),
+    "Lung Lesion": (None, mimic_lung_lesion),
+    "Edema": (None, mimic_edema),
+    "Consolidation": (None, mimic_consolidation),
+    "Pneumonia": (None, mimic_pneumonia),
+    "Atelectasis": (None, mimic_atelectasis),
+    "Pneumothorax": (None, mimic_pneumothorax),
+    "Pleural Effusion": (None, mimic_pleural_effusion),
+    "Pleural Other": (None, mimic_pleural_other),
+    "Fracture": (None, mimic_fracture),
+    "Support Devices": (None, mimic_support_devices),
+}

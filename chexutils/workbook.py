@@ -1,0 +1,225 @@
+"""Run the numbered notebooks headless with papermill, as a config says.
+
+    python -m chexutils.workbook run configs/demo.yaml [--force]
+
+A config names the sweep (``output/<name>/``), parameters shared by all notebooks, the list of
+steps (notebooks), and a grid of runs; a step with ``per_run: true`` executes once per grid
+point into ``output/<name>/<run>/``. A step whose notebook and parameters are unchanged since it
+last succeeded is skipped (resumable). A failing notebook is kept with its error cell; shared
+steps stop the series, a failed run only stops that run, and the exit code is non-zero.
+"""
+
+import argparse
+import hashlib
+import itertools
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import papermill
+import yaml
+
+from . import paths
+from .errors import DataError
+from .io import write_json
+
+CONFIG_KEYS = {"name", "description", "parameters", "steps", "grid", "kernel"}
+STEP_KEYS = {"notebook", "parameters", "per_run"}
+
+
+@dataclass
+class Step:
+    notebook: str
+    parameters: dict = field(default_factory=dict)
+    per_run: bool = False
+
+
+@dataclass
+class Config:
+    path: Path
+    name: str
+    parameters: dict
+    steps: list[Step]
+    grid: dict[str, list]
+    kernel: str | None = None
+    output_root: Path = paths.OUTPUT_DIR
+
+    @property
+    def output_dir(self) -> Path:
+        return self.output_root / self.name
+
+    def runs(self) -> list[tuple[str, dict]]:
+        """(run name, grid values) for every grid point; one unnamed run when the grid is empty."""
+        if not self.grid:
+            return []
+        keys = list(self.grid)
+        return [("_".join(str(v) for v in values), dict(zip(keys, values)))
+                for values in itertools.product(*(self.grid[k] for k in keys))]
+
+
+@dataclass
+class Outcome:
+    step: str
+    run: str | None
+    status: str  # "ok", "skipped", "failed"
+    seconds: float
+    output: Path
+    error: str = ""
+
+
+def load_config(path, output_root=None) -> Config:
+    """Parse and check a runner config; every problem is a DataError naming the file and key.
+
+    Results go to ``<output_root>/<name>/`` (default: the project's output/)."""
+    path = paths.resolve(path)
+    if not path.is_file():
+        raise DataError(f"{path}: config file does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise DataError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path} line 1: expected a mapping with keys {', '.join(sorted(CONFIG_KEYS))}")
+    unknown = set(raw) - CONFIG_KEYS
+    if unknown:
+        raise DataError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(CONFIG_KEYS))}")
+    if not isinstance(raw.get("name"), str) or not raw["name"].strip() or "/" in raw["name"]:
+        raise DataError(f"{path}: key 'name' must be a folder name for output/<name>/")
+    steps = []
+    for i, item in enumerate(raw.get("steps") or []):
+        if not isinstance(item, dict) or "notebook" not in item or set(item) - STEP_KEYS:
+            raise DataError(f"{path}: steps[{i}] must be a mapping with 'notebook' and optional 'parameters', 'per_run'")
+        if not (paths.NOTEBOOK_DIR / item["notebook"]).is_file():
+            raise DataError(f"{path}: steps[{i}] names {item['notebook']!r}, which is not in {paths.NOTEBOOK_DIR}")
+        steps.append(Step(item["notebook"], dict(item.get("parameters") or {}), bool(item.get("per_run", False))))
+    if not steps:
+        raise DataError(f"{path}: key 'steps' must list at least one notebook")
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
+        raise DataError(f"{path}: key 'grid' must map each name to a non-empty list of values")
+    config = Config(path, raw["name"], dict(raw.get("parameters") or {}), steps, grid, raw.get("kernel"),
+                    paths.resolve(output_root) if output_root else paths.OUTPUT_DIR)
+    _check_parameters_declared(config)
+    return config
+
+
+def _declared(notebook: str) -> set[str]:
+    return set(papermill.inspect_notebook(str(paths.NOTEBOOK_DIR / notebook)))
+
+
+def _check_parameters_declared(config: Config) -> None:
+    """Fail on a parameter no notebook declares (a typo would otherwise be silently ignored)."""
+    declared = set().union(*(_declared(s.notebook) for s in config.steps))
+    for where, names in [("parameters", config.parameters), ("grid", config.grid)] + [
+            (f"steps[{i}].parameters", s.parameters) for i, s in enumerate(config.steps)]:
+        unknown = set(names) - declared
+        if unknown:
+            raise DataError(f"{config.path}: {where} has {', '.join(sorted(unknown))}, which no step's notebook "
+                            f"declares; declared: {', '.join(sorted(declared))}")
+
+
+def step_parameters(config: Config, step: Step, run: tuple[str, dict] | None) -> dict:
+    """What papermill injects: shared < step < grid values, plus output folders; only declared names."""
+    params = {**config.parameters, **step.parameters, "output_dir": str(config.output_dir)}
+    if run is not None:
+        params.update(run[1])
+        params.update(run_name=run[0], run_dir=str(config.output_dir / run[0]))
+    declared = _declared(step.notebook)
+    return {k: v for k, v in params.items() if k in declared}
+
+
+def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:
+    """Execute every step (per-run steps once per grid point); return one outcome per execution."""
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    runs = config.runs() or [("default", {})]
+    failed_runs: set[str] = set()
+    outcomes = []
+    for step in config.steps:
+        targets = [r for r in runs if r[0] not in failed_runs] if step.per_run else [None]
+        for run in targets:
+            outcome = _execute_step(config, step, run if step.per_run else None, force, log)
+            outcomes.append(outcome)
+            if outcome.status == "failed":
+                if not step.per_run:
+                    log(f"stopping: shared step {step.notebook} failed")
+                    return outcomes
+                failed_runs.add(run[0])
+    return outcomes
+
+
+def _execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
+    source = paths.NOTEBOOK_DIR / step.notebook
+    folder = config.output_dir / run[0] if run else config.output_dir / "notebooks"
+    output = folder / step.notebook
+    params = step_parameters(config, step, run)
+    digest = hashlib.sha256(source.read_bytes() + json.dumps(params, sort_keys=True).encode()).hexdigest()
+    marker = config.output_dir / ".done" / f"{Path(step.notebook).stem}{'__' + run[0] if run else ''}.json"
+    label = f"{step.notebook}" + (f" [{run[0]}]" if run else "")
+    if not force and marker.is_file() and json.loads(marker.read_text()).get("digest") == digest and output.is_file():
+        log(f"skip   {label} (unchanged since it succeeded)")
+        return Outcome(step.notebook, run[0] if run else None, "skipped", 0.0, output)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    log(f"run    {label}")
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(source), str(output), parameters=params, cwd=str(paths.PROJECT_ROOT),
+                                   kernel_name=config.kernel, progress_bar=False, log_output=False)
+    except Exception as err:  # papermill keeps the executed notebook with its error cell
+        seconds = time.perf_counter() - start
+        message = f"{type(err).__name__}: {getattr(err, 'evalue', err)}".splitlines()[0]
+        log(f"FAILED {label} after {seconds:.1f} s: {message} (see {output})")
+        return Outcome(step.notebook, run[0] if run else None, "failed", seconds, output, message)
+    seconds = time.perf_counter() - start
+    write_json(marker, {"digest": digest, "seconds": seconds, "parameters": params})
+    log(f"ok     {label} ({seconds:.1f} s)")
+    return Outcome(step.notebook, run[0] if run else None, "ok", seconds, output)
+
+
+def write_report(config: Config, outcomes: list[Outcome]) -> Path:
+    """``output/<name>/report.md``: each step's status and time, links to notebooks and figures."""
+    root = config.output_dir
+    lines = [f"# Workbook report: {config.name}", "", f"Config: `{config.path.name}`", "",
+             "| step | run | status | seconds | notebook |", "|---|---|---|---:|---|"]
+    for o in outcomes:
+        rel = o.output.relative_to(root) if o.output.is_relative_to(root) else o.output
+        lines.append(f"| {o.step} | {o.run or ''} | {o.status}{': ' + o.error if o.error else ''} | "
+                     f"{o.seconds:.1f} | [{rel}]({rel}) |")
+    figures = sorted(p.relative_to(root) for p in root.rglob("*.png"))
+    if figures:
+        lines += ["", "## Figures", ""] + [f"- [{p}]({p})" for p in figures]
+    report = root / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chexutils.workbook", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute the notebooks of a config")
+    run.add_argument("config", help="a YAML file, e.g. configs/demo.yaml")
+    run.add_argument("--force", action="store_true", help="re-execute steps that already succeeded")
+    run.add_argument("--output-root", default=None, help="folder for <name>/ (default: output/)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.output_root)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    outcomes = execute(config, force=args.force)
+    report = write_report(config, outcomes)
+    failed = [o for o in outcomes if o.status == "failed"]
+    print(f"{len(outcomes)} step(s) in {time.perf_counter() - start:.1f} s; report: {report}")
+    for o in failed:
+        print(f"failed: {o.step}{' [' + o.run + ']' if o.run else ''}: {o.error} -> {o.output}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Shared fixtures: hand-made CheXpert folders and one tiny phantom per test session."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from chexutils.data import CSV_COLUMNS
+from chexutils.labels import OBSERVATIONS
+
+TINY_PHANTOM = dict(patients=40, valid_patients=12, size=(64, 52), seed=3)
+
+
+def chexpert_rows(n: int = 4, prefix: str = "CheXpert-v1.0-small") -> pd.DataFrame:
+    """``n`` valid rows in the CheXpert schema (as strings), two views per study."""
+    rows = []
+    for i in range(n):
+        patient, study, view = 1 + i // 2, 1, 1 + i % 2
+        kind = "frontal" if view == 1 else "lateral"
+        row = {"Path": f"{prefix}/train/patient{patient:05d}/study{study}/view{view}_{kind}.jpg",
+               "Sex": "Female" if i % 3 else "Male", "Age": str(40 + i),
+               "Frontal/Lateral": kind.capitalize(), "AP/PA": "AP" if kind == "frontal" else ""}
+        row.update({obs: ["1.0", "0.0", "-1.0", ""][(i + j) % 4] for j, obs in enumerate(OBSERVATIONS)})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+
+
+def write_chexpert(root, rows: pd.DataFrame, name: str = "train.csv", images: bool = True):
+    """Write ``rows`` as ``root/<prefix>/<name>`` and (optionally) a small JPEG for every Path."""
+    prefix = rows["Path"].iloc[0].split("/")[0]
+    csv_path = root / prefix / name
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(csv_path, index=False)
+    if images:
+        rng = np.random.default_rng(0)
+        for path in rows["Path"]:
+            target = root / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8), mode="L").save(target)
+    return csv_path
+
+
+@pytest.fixture
+def chexpert_dir(tmp_path):
+    """A valid four-image CheXpert folder; returns the train.csv path."""
+    return write_chexpert(tmp_path, chexpert_rows())
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory):
+    """One tiny phantom for the session; returns its CheXpert folder."""
+    from chexutils.phantom import generate_phantom
+
+    return generate_phantom(tmp_path_factory.mktemp("phantom"), workers=1, **TINY_PHANTOM)

@@ -1,0 +1,90 @@
+"""The generated phantom folder: layout, schema, sidecar truth, determinism, reuse, safety."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chexutils.data import read_chexpert, read_image
+from chexutils.errors import DataError
+from chexutils.labels import OBSERVATIONS
+from chexutils.phantom import TRUTH_CSV, TRUTH_JSON, generate_phantom
+from chexutils.phantom.__main__ import main as phantom_cli
+
+from conftest import TINY_PHANTOM
+
+
+def test_layout_and_schema_like_the_real_release(tiny_phantom):
+    train = read_chexpert(tiny_phantom / "train.csv")
+    valid = read_chexpert(tiny_phantom / "valid.csv")
+    assert tiny_phantom.name == "CheXpert-v1.0-small"
+    assert set(train["folder"]) == {"train"} and set(valid["folder"]) == {"valid"}
+    assert train["patient"].nunique() == TINY_PHANTOM["patients"]
+    assert valid["patient"].nunique() == TINY_PHANTOM["valid_patients"]
+    assert max(train["patient"]) < min(valid["patient"])  # valid patients numbered after train
+    assert valid.groupby("patient")["study"].nunique().max() == 1
+    assert set(np.unique(valid[list(OBSERVATIONS)].to_numpy())) <= {0.0, 1.0}
+    assert (train[list(OBSERVATIONS)] == -1.0).to_numpy().any()
+    assert train["frontal"].mean() > 0.7 and (~train["frontal"]).any()
+    assert set(train.loc[train["frontal"], "AP/PA"]) <= {"AP", "PA"}
+    pixels = read_image(train["image"].iloc[0])
+    assert pixels.shape == (TINY_PHANTOM["size"][1], TINY_PHANTOM["size"][0])
+    # all views of a study carry the study's labels
+    assert (train.groupby("study")[list(OBSERVATIONS)].nunique(dropna=False) == 1).all().all()
+
+
+def test_sidecar_truth_matches_valid_labels_and_explains_uncertain(tiny_phantom):
+    meta = json.loads((tiny_phantom / TRUTH_JSON).read_text())
+    assert meta["params"]["seed"] == TINY_PHANTOM["seed"]
+    assert meta["better_policy"]["Edema"] == "U-Ones" and meta["better_policy"]["Cardiomegaly"] == "U-Zeros"
+    truth = pd.read_csv(tiny_phantom / TRUTH_CSV).set_index("study")
+    valid = read_chexpert(tiny_phantom / "valid.csv").drop_duplicates("study").set_index("study")
+    for obs in OBSERVATIONS:
+        assert (truth.loc[valid.index, f"{obs}|truth"] == valid[obs]).all(), obs
+    train = read_chexpert(tiny_phantom / "train.csv").drop_duplicates("study").set_index("study")
+    for obs in ("Edema", "Consolidation"):
+        uncertain = train.index[train[obs] == -1.0]
+        assert set(truth.loc[uncertain, f"{obs}|category"]) <= {"faint", "mimic"}
+    assert "|truth" not in (tiny_phantom / "train.csv").read_text()
+
+
+def test_same_seed_same_files_and_reuse_is_a_no_op(tmp_path, tiny_phantom):
+    again = generate_phantom(tmp_path, workers=2, **TINY_PHANTOM)
+    assert (again / "train.csv").read_bytes() == (tiny_phantom / "train.csv").read_bytes()
+    first = read_chexpert(again / "train.csv")["Path"].iloc[-1]
+    assert (again.parent / first).read_bytes() == (tiny_phantom.parent / first).read_bytes()
+    stamp = (again / "train.csv").stat().st_mtime_ns
+    assert generate_phantom(tmp_path, **TINY_PHANTOM) == again
+    assert (again / "train.csv").stat().st_mtime_ns == stamp
+
+
+def test_other_seed_gives_other_data(tmp_path, tiny_phantom):
+    other = generate_phantom(tmp_path, **{**TINY_PHANTOM, "seed": 4})
+    assert (other / "train.csv").read_bytes() != (tiny_phantom / "train.csv").read_bytes()
+
+
+def test_refuses_other_parameters_and_real_data(tmp_path, tiny_phantom):
+    with pytest.raises(DataError, match="other parameters"):
+        generate_phantom(tiny_phantom.parent, **{**TINY_PHANTOM, "seed": 99})
+    real = tmp_path / "CheXpert-v1.0-small"
+    real.mkdir()
+    (real / "train.csv").write_text("precious")
+    with pytest.raises(DataError, match="not a phantom"):
+        generate_phantom(tmp_path, patients=3, valid_patients=2, size=(48, 40))
+    assert (real / "train.csv").read_text() == "precious"
+
+
+def test_interrupted_generation_is_finished_by_the_next_call(tmp_path):
+    root = tmp_path / "CheXpert-v1.0-small"
+    root.mkdir()
+    (root / "phantom_incomplete").write_text("")
+    (root / "train.csv").write_text("half written")
+    done = generate_phantom(tmp_path, patients=3, valid_patients=2, size=(48, 40))
+    assert len(read_chexpert(done / "train.csv")) > 0 and not (root / "phantom_incomplete").exists()
+
+
+def test_command_line(tmp_path, capsys):
+    phantom_cli(["--out", str(tmp_path), "--patients", "4", "--valid-patients", "2", "--size", "48", "40", "--seed", "1"])
+    assert "phantom CheXpert in" in capsys.readouterr().out
+    assert read_chexpert(tmp_path / "CheXpert-v1.0-small" / "train.csv")["patient"].nunique() == 4

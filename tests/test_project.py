@@ -1,0 +1,50 @@
+"""Project hygiene: pins agree, notebooks are thin and clean, CI runs the README's test command."""
+
+import ast
+import tomllib
+
+import nbformat
+import pytest
+import yaml
+
+from chexutils import paths
+
+NOTEBOOKS = sorted(paths.NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+def test_environment_yml_pins_equal_pyproject():
+    project = tomllib.loads((paths.PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    pinned = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((paths.PROJECT_ROOT / "environment.yml").read_text())
+    assert env["name"] == "chexpert" and "python=3.11" in env["dependencies"]
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert set(pip_section) == pinned
+    assert all("==" in p for p in pinned)
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (paths.PROJECT_ROOT / "README.md").read_text()
+    assert "make test" in readme and "make demo" in readme
+    commands = [line for line in (paths.PROJECT_ROOT / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+    assert commands == ["make test"]
+
+
+def test_numbered_notebooks_exist():
+    assert [p.name[:2] for p in NOTEBOOKS][:3] == ["00", "01", "02"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_thin_and_clean(path):
+    book = nbformat.read(path, as_version=4)
+    code = [c for c in book.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "outputs must be cleared in git"
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    for node in ast.parse(params[0].source).body:
+        assert isinstance(node, ast.Assign), "the parameters cell holds assignments only"
+        ast.literal_eval(node.value)  # literals only: derived values belong below
+    assert book.cells[0].cell_type == "markdown" and book.cells[0].source.startswith("# ")
+    for cell in code:
+        for node in ast.walk(ast.parse(cell.source)):
+            assert not isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Lambda)), "no definitions in notebooks"

@@ -1,0 +1,71 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from chexutils.data import read_chexpert
+from chexutils.errors import DataError
+from chexutils.labels import OBSERVATIONS
+from chexutils.split import patient_split, prevalence_spread, split_summary, write_split
+
+
+@pytest.fixture(scope="module")
+def train(tiny_phantom):
+    return read_chexpert(tiny_phantom / "train.csv")
+
+
+def test_no_patient_in_two_splits_and_every_image_kept(train):
+    parts = patient_split(train, seed=0)
+    patients = [set(p["patient"]) for p in parts.values()]
+    assert all(not (a & b) for i, a in enumerate(patients) for b in patients[i + 1:])
+    assert sum(len(p) for p in parts.values()) == len(train)
+    assert set(pd.concat(parts.values())["Path"]) == set(train["Path"])
+    assert (split_summary(parts)["shared patients"] == 0).all()
+
+
+def test_reproducible_for_a_seed_and_different_across_seeds(train):
+    a, b, c = (patient_split(train, seed=s) for s in (1, 1, 2))
+    assert all(a[k]["Path"].tolist() == b[k]["Path"].tolist() for k in a)
+    assert any(a[k]["Path"].tolist() != c[k]["Path"].tolist() for k in a)
+
+
+def test_fractions_respected_and_prevalences_close(tiny_phantom):
+    train = read_chexpert(tiny_phantom / "train.csv")
+    parts = patient_split(train, fractions=(0.6, 0.2, 0.2), seed=0)
+    shares = np.array([len(parts[k]) for k in ("train", "valid", "test")]) / len(train)
+    assert np.allclose(shares, (0.6, 0.2, 0.2), atol=0.12)
+    spread = prevalence_spread(split_summary(parts))
+    common = [o for o in OBSERVATIONS if (train[o] == 1).mean() > 0.2]
+    assert (spread[common] < 0.2).all(), spread[common]
+
+
+def test_stratification_beats_a_random_patient_split_on_a_larger_frame():
+    rng = np.random.default_rng(0)
+    patients = np.repeat([f"patient{i:05d}" for i in range(600)], 3)
+    labels = (rng.random((len(patients), len(OBSERVATIONS))) < np.linspace(0.02, 0.5, len(OBSERVATIONS))).astype(float)
+    frame = pd.DataFrame(labels, columns=list(OBSERVATIONS)).assign(
+        patient=patients, study=[f"{p}/study{i % 3 + 1}" for i, p in enumerate(patients)], folder="train",
+        line=np.arange(2, len(patients) + 2), Path=[f"x{i}" for i in range(len(patients))])
+    spread = prevalence_spread(split_summary(patient_split(frame, seed=0)))
+    assert spread.max() < 0.03
+
+
+def test_patient_under_two_source_folders_is_a_data_error(train):
+    leaky = train.copy()
+    leaky.loc[leaky.index[-1], "patient"] = leaky.loc[leaky.index[0], "patient"]
+    leaky.loc[leaky.index[-1], "folder"] = "valid"
+    with pytest.raises(DataError, match=rf"patient {leaky.loc[leaky.index[0], 'patient']} appears under several source folders .*lines"):
+        patient_split(leaky)
+
+
+def test_bad_fractions(train):
+    with pytest.raises(ValueError, match="sum"):
+        patient_split(train, fractions=(0.5, 0.2, 0.2))
+
+
+def test_written_splits_read_back_in_the_chexpert_schema(train, tiny_phantom, tmp_path):
+    parts = patient_split(train, seed=0)
+    written = write_split(parts, tmp_path / "split")
+    assert sorted(p.name for p in written.values()) == ["data_test.csv", "data_train.csv", "data_valid.csv"]
+    back = read_chexpert(written["valid"], root=tiny_phantom.parent)
+    assert back["Path"].tolist() == parts["valid"]["Path"].tolist()
+    np.testing.assert_array_equal(back[list(OBSERVATIONS)].to_numpy(), parts["valid"][list(OBSERVATIONS)].to_numpy())

@@ -1,0 +1,125 @@
+"""The papermill runner: config checks, notebooks 00-02 on a tiny phantom, resume, failure handling."""
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+
+from chexutils import workbook
+from chexutils.errors import DataError
+from chexutils.workbook import execute, load_config, main, write_report
+
+from conftest import TINY_PHANTOM
+
+
+def _config(tmp_path, text: str):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+SERIES = """
+name: tiny
+parameters:
+  data_dir: {data}
+  phantom: true
+  phantom_patients: {patients}
+  phantom_valid_patients: {valid}
+  phantom_size: [{w}, {h}]
+  seed: {seed}
+steps:
+  - notebook: 00_data.ipynb
+  - notebook: 01_explore.ipynb
+    parameters: {{sample_per_finding: 2}}
+  - notebook: 02_split.ipynb
+"""
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    """Run notebooks 00-02 once through the runner's command line; return the sweep folder."""
+    root = tmp_path_factory.mktemp("workbook")
+    text = SERIES.format(data=root / "data", patients=TINY_PHANTOM["patients"], valid=TINY_PHANTOM["valid_patients"],
+                         w=TINY_PHANTOM["size"][0], h=TINY_PHANTOM["size"][1], seed=TINY_PHANTOM["seed"])
+    config = _config(root, text)
+    assert main(["run", str(config), "--output-root", str(root / "out")]) == 0
+    return root, config, root / "out" / "tiny"
+
+
+def test_series_writes_the_files_later_steps_read(series):
+    root, _, out = series
+    record = json.loads((out / "data.json").read_text())
+    assert record["chexpert_dir"] == str(root / "data" / "CheXpert-v1.0-small")
+    assert record["summary"]["valid"]["patients"] == TINY_PHANTOM["valid_patients"]
+    rates = pd.read_csv(out / "tables" / "label_rates.csv", index_col=0)
+    assert rates.loc["No Finding", "uncertain"] == 0 and rates.loc["Edema", "uncertain"] > 0
+    for name in ("label_rates", "uncertain_vs_real", "distributions", "cooccurrence", "samples", "split_prevalence"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000, name
+    summary = pd.read_csv(out / "split" / "split_summary.csv", index_col=0)
+    assert (summary["shared patients"] == 0).all()
+    assert summary["images"].sum() == record["summary"]["train"]["images"]
+    for split in ("train", "valid", "test"):
+        assert (out / "split" / f"data_{split}.csv").is_file()
+    for nb in ("00_data", "01_explore", "02_split"):
+        executed = nbformat.read(out / "notebooks" / f"{nb}.ipynb", as_version=4)
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    assert "02_split.ipynb | | ok" in (out / "report.md").read_text()
+
+
+def test_second_run_skips_unchanged_steps(series):
+    _, config, out = series
+    outcomes = execute(load_config(config, out.parent), log=lambda *_: None)
+    assert [o.status for o in outcomes] == ["skipped"] * 3
+
+
+def test_failing_notebook_is_kept_with_its_error_and_stops_the_series(tmp_path):
+    config = load_config(_config(tmp_path, """
+name: broken
+parameters: {data_dir: nowhere, phantom: false}
+steps: [{notebook: 00_data.ipynb}, {notebook: 01_explore.ipynb}]
+"""), tmp_path / "out")
+    outcomes = execute(config, log=lambda *_: None)
+    assert [o.status for o in outcomes] == ["failed"]
+    assert "DataError" in outcomes[0].error and "nowhere" in outcomes[0].error
+    executed = nbformat.read(outcomes[0].output, as_version=4)
+    assert any(out.get("ename") == "DataError" for c in executed.cells for out in c.get("outputs", []))
+    report = write_report(config, outcomes)
+    assert "failed" in report.read_text()
+    assert main(["run", str(config.path), "--output-root", str(tmp_path / "out")]) == 1
+
+
+def test_grid_runs_per_run_steps_once_per_point(tmp_path):
+    config = load_config(_config(tmp_path, """
+name: grid
+parameters: {data_dir: nowhere}
+steps: [{notebook: 01_explore.ipynb, per_run: true}]
+grid: {seed: [1, 2]}
+"""), tmp_path / "out")
+    assert [name for name, _ in config.runs()] == ["1", "2"]
+    params = workbook.step_parameters(config, config.steps[0], config.runs()[1])
+    assert params["seed"] == 2 and params["output_dir"] == str(tmp_path / "out" / "grid")
+    outcomes = execute(config, log=lambda *_: None)  # both runs fail (no data) but both are tried
+    assert [(o.run, o.status) for o in outcomes] == [("1", "failed"), ("2", "failed")]
+    assert (tmp_path / "out" / "grid" / "2" / "01_explore.ipynb").is_file()
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("name: x\nsteps: [{notebook: 00_data.ipynb}]\nparameters: {data_dri: data}\n", "data_dri, which no step's notebook declares"),
+    ("name: x\nsteps: [{notebook: 99_missing.ipynb}]\n", "99_missing.ipynb"),
+    ("name: x\nstep: []\n", "unknown key"),
+    ("steps: [{notebook: 00_data.ipynb}]\n", "'name'"),
+    ("name: x\nsteps: []\n", "at least one notebook"),
+    ("name: x\nsteps: [{notebook: 00_data.ipynb}]\ngrid: {seed: 3}\n", "non-empty list"),
+    ("name: x\nsteps: [\n  {notebook: 00_data.ipynb\n", r"line \d+: not valid YAML"),
+])
+def test_bad_config_is_a_data_error_naming_the_file(tmp_path, text, pattern):
+    path = _config(tmp_path, text)
+    with pytest.raises(DataError, match=pattern) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
