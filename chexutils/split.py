@@ -36,27 +36,25 @@ def patient_split(frame: pd.DataFrame, fractions=(0.8, 0.1, 0.1), seed: int = 0)
 
 
 def _stratify(weights: np.ndarray, fractions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Greedy iterative stratification; returns the split index of each patient."""
-    n_patients, n_cols = weights.shape
+    """Greedy iterative stratification; returns the split index of each patient.
+
+    Patients are taken rarest-label first; each goes to the split with the largest summed
+    *relative* shortfall over the patient's positive labels and its image count.
+    """
+    n_patients = len(weights)
     wanted = fractions[:, None] * weights.sum(axis=0)[None, :]
     have = np.zeros_like(wanted)
     label_totals = weights[:, :-1].sum(axis=0)
-    # each patient's rarest positive label decides its place in the queue (no positives: last)
-    rarity = np.where(weights[:, :-1] > 0, label_totals[None, :], np.inf)
-    key_label = rarity.argmin(axis=1)
-    key_rarity = rarity.min(axis=1)
-    order = np.lexsort((rng.random(n_patients), key_rarity))
+    rarity = np.where(weights[:, :-1] > 0, label_totals[None, :], np.inf).min(axis=1)
+    order = np.lexsort((rng.random(n_patients), rarity))
+    open_splits = fractions > 0
     assignment = np.empty(n_patients, int)
     for p in order:
-        col = key_label[p] if np.isfinite(key_rarity[p]) else n_cols - 1
-        need = wanted[:, col] - have[:, col]
-        images_need = wanted[:, -1] - have[:, -1]
-        candidates = np.flatnonzero(np.isclose(need, need.max()))
-        if len(candidates) > 1:
-            candidates = candidates[np.isclose(images_need[candidates], images_need[candidates].max())]
-        choice = candidates[0] if len(candidates) == 1 else rng.choice(candidates)
-        if fractions[choice] == 0:
-            choice = int(np.argmax(np.where(fractions > 0, images_need, -np.inf)))
+        carried = weights[p] > 0
+        shortfall = (wanted[:, carried] - have[:, carried]) / np.maximum(wanted[:, carried], 1e-9)
+        score = np.where(open_splits, shortfall.sum(axis=1), -np.inf)
+        best = np.flatnonzero(np.isclose(score, score.max()))
+        choice = best[0] if len(best) == 1 else rng.choice(best)
         assignment[p] = choice
         have[choice] += weights[p]
     return assignment

@@ -171,7 +171,8 @@ def _execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
                                    kernel_name=config.kernel, progress_bar=False, log_output=False)
     except Exception as err:  # papermill keeps the executed notebook with its error cell
         seconds = time.perf_counter() - start
-        message = f"{type(err).__name__}: {getattr(err, 'evalue', err)}".splitlines()[0]
+        name = getattr(err, "ename", type(err).__name__)  # the notebook's exception, not papermill's wrapper
+        message = f"{name}: {getattr(err, 'evalue', err)}".splitlines()[0]
         log(f"FAILED {label} after {seconds:.1f} s: {message} (see {output})")
         return Outcome(step.notebook, run[0] if run else None, "failed", seconds, output, message)
     seconds = time.perf_counter() - start

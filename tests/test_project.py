@@ -4,6 +4,7 @@ import ast
 import tomllib
 
 import nbformat
+import papermill
 import pytest
 import yaml
 
@@ -41,9 +42,12 @@ def test_notebook_is_thin_and_clean(path):
     assert all(not c.outputs and c.execution_count is None for c in code), "outputs must be cleared in git"
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    names = []
     for node in ast.parse(params[0].source).body:
         assert isinstance(node, ast.Assign), "the parameters cell holds assignments only"
         ast.literal_eval(node.value)  # literals only: derived values belong below
+        names += [t.id for t in node.targets]
+    assert sorted(papermill.inspect_notebook(str(path))) == sorted(names), "papermill must see every parameter"
     assert book.cells[0].cell_type == "markdown" and book.cells[0].source.startswith("# ")
     for cell in code:
         for node in ast.walk(ast.parse(cell.source)):

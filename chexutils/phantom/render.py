@@ -120,19 +120,19 @@ def _frontal_anatomy(g: np.random.Generator) -> dict:
     scale, dome = g.uniform(0.9, 1.08), g.uniform(0.72, 0.79)
     lungs = []
     for side in (-1, 1):
-        a = 0.16 * scale * g.uniform(0.95, 1.05)
+        a = 0.165 * scale * g.uniform(0.95, 1.05)
         cx = 0.5 + side * (g.uniform(0.035, 0.05) + a)
-        lungs.append(Lung(cx=cx, a=a, top=g.uniform(0.1, 0.15), apex_h=g.uniform(0.18, 0.26),
+        lungs.append(Lung(cx=cx, a=a, top=g.uniform(0.09, 0.14), apex_h=g.uniform(0.28, 0.4),
                           dome_y=dome - (0.025 if side < 0 else 0.0) + g.uniform(-0.01, 0.01),
                           dome_cx=cx - side * 0.015, depth=g.uniform(0.06, 0.1), side=side))
     level = g.uniform(0.45, 0.58)
     return {"lungs": lungs, "air": level * g.uniform(0.6, 0.7),
-            "heart": {"x": 0.5 + g.uniform(0.02, 0.05), "y": dome - g.uniform(0.06, 0.09),
-                      "a": 0.125 * g.uniform(0.88, 1.12), "b": 0.11 * g.uniform(0.9, 1.1)},
+            "heart": {"x": 0.5 + g.uniform(0.025, 0.055), "y": dome - g.uniform(0.04, 0.07),
+                      "a": 0.145 * g.uniform(0.88, 1.12), "b": 0.13 * g.uniform(0.9, 1.1)},
             "med": {"w": 0.05 * g.uniform(0.85, 1.15), "shift": g.uniform(-0.01, 0.01), "bulge": 0.0},
-            "body": {"w": g.uniform(0.4, 0.48), "level": level},
-            "ribs": {"top": g.uniform(0.12, 0.16), "sp": 0.066 * scale * g.uniform(0.94, 1.06),
-                     "curv": g.uniform(1.0, 1.8), "amp": g.uniform(0.05, 0.09)},
+            "body": {"w": g.uniform(0.4, 0.47), "level": level},
+            "ribs": {"top": g.uniform(0.1, 0.14), "sp": 0.066 * scale * g.uniform(0.94, 1.06),
+                     "curv": g.uniform(2.0, 3.0), "amp": g.uniform(0.05, 0.08)},
             "tone": _tone(g), "rot": math.radians(g.uniform(-4, 4)),
             "shift": (g.uniform(-0.025, 0.025), g.uniform(-0.03, 0.03))}
 
@@ -141,25 +141,33 @@ def _lateral_anatomy(g: np.random.Generator) -> dict:
     """Random lateral anatomy: one lung field, anterior heart, great vessels, spine and sternum."""
     scale, dome = g.uniform(0.92, 1.06), g.uniform(0.64, 0.7)
     a = 0.27 * scale
-    lung = Lung(cx=0.47, a=a, top=g.uniform(0.08, 0.13), apex_h=g.uniform(0.25, 0.32), dome_y=dome,
+    lung = Lung(cx=0.47, a=a, top=g.uniform(0.08, 0.13), apex_h=g.uniform(0.3, 0.4), dome_y=dome,
                 dome_cx=0.47 - 0.1 * a, depth=g.uniform(0.08, 0.11), side=1)
     level = g.uniform(0.45, 0.58)
     return {"lungs": [lung], "air": level * g.uniform(0.5, 0.6),
-            "heart": {"x": g.uniform(0.34, 0.38), "y": dome + 0.01, "a": 0.14 * g.uniform(0.9, 1.1),
-                      "b": 0.16 * g.uniform(0.9, 1.1)},
+            "heart": {"x": g.uniform(0.34, 0.38), "y": dome + 0.02, "a": 0.15 * g.uniform(0.9, 1.1),
+                      "b": 0.17 * g.uniform(0.9, 1.1)},
             "med": {"w": 0.06 * g.uniform(0.85, 1.15), "shift": 0.0, "bulge": 0.0},
             "body": {"w": g.uniform(0.42, 0.47), "level": level},
             "ribs": {"top": g.uniform(0.1, 0.14), "sp": 0.07 * scale * g.uniform(0.94, 1.06),
-                     "curv": g.uniform(0.35, 0.55), "amp": g.uniform(0.03, 0.05)},
+                     "curv": g.uniform(0.35, 0.55), "amp": g.uniform(0.04, 0.06)},
             "tone": _tone(g), "rot": math.radians(g.uniform(-3, 3)),
             "shift": (g.uniform(-0.02, 0.02), g.uniform(-0.03, 0.03))}
 
 
 def _body(cv: Canvas, half_width: float):
-    """Soft-tissue column with a neck taper at the top; stored as ``cv.body``."""
-    neck = half_width - 0.22 * np.clip((0.12 - cv.v) * (1.0 / 0.12), 0.0, 1.0)
-    cv.body = ramp(neck - np.abs(cv.u - 0.5), 3 * cv.px)
+    """Soft-tissue silhouette (neck, shoulders, chest wall); stored as ``cv.body``."""
+    if cv.frontal:
+        half = 0.12 + (half_width + 0.03 - 0.12) * ramp(cv.v - 0.01, 0.13) - 0.03 * ramp(cv.v - 0.2, 0.6)
+    else:
+        half = half_width - 0.12 * ramp(0.12 - cv.v, 0.12)
+    cv.body = ramp(half - np.abs(cv.u - 0.5), 3 * cv.px)
     return cv.body
+
+
+def _ellipse(cv: Canvas, x: float, y: float, a: float, b: float, soft: float):
+    """Soft ellipse mask with semi-axes a (x units) and b (y units)."""
+    return ramp(1.0 - ((cv.u - x) * (1.0 / a)) ** 2 - ((cv.v - y) * (1.0 / b)) ** 2, soft)
 
 
 def _ribs(cv: Canvas, phase, zone, amp: float):
@@ -173,15 +181,18 @@ def _draw_frontal(cv: Canvas, anat: dict) -> None:
     """PA view: body, lungs, heart, mediastinum with trachea, gastric bubble, clavicles and ribs."""
     u, v, air = cv.u, cv.v, cv.air
     dens = anat["body"]["level"] * _body(cv, anat["body"]["w"])
-    cv.lung_masks = [lung.mask(u, v, cv.px, cv.py) for lung in cv.lungs]
+    raw = [lung.mask(u, v, cv.px, cv.py) for lung in cv.lungs]
     hrt, med = cv.heart, cv.med
-    heart = ramp(1.0 - ((u - hrt["x"]) * (1.0 / hrt["a"])) ** 2 - ((v - hrt["y"]) * (1.0 / hrt["b"])) ** 2, 0.25)
+    heart = _ellipse(cv, hrt["x"], hrt["y"], hrt["a"], hrt["b"], 0.25)
     mid = 0.5 + med["shift"]
     half = med["w"] + med["bulge"] * np.exp(-((v - 0.3) * (1.0 / 0.1)) ** 2)
     mediast = ramp(half - np.abs(u - mid), 2 * cv.px) + 0.8 * cv.blob(mid + med["w"] + 0.005, 0.3, 0.025)
     mediast = np.minimum(mediast, 1.0) * ramp(hrt["y"] - v, 0.05)
-    cv.lung_mask = (cv.lung_masks[0] + cv.lung_masks[1]) * (1.0 - heart) * (1.0 - mediast)
-    dens += 0.06 * heart + 0.03 * mediast - air * cv.lung_mask
+    hidden = (1.0 - heart) * (1.0 - mediast)
+    cv.lung_masks = [m * hidden for m in raw]
+    cv.lung_mask = cv.lung_masks[0] + cv.lung_masks[1]
+    dome = max(lung.dome_y for lung in cv.lungs)
+    dens += (0.05 * heart + 0.03 * mediast) * ramp(dome - v, 0.04) - air * cv.lung_mask
     dens -= 0.5 * air * ramp(0.016 - np.abs(u - mid), 1.5 * cv.px) * ramp(0.33 - v, 0.04)
     right = cv.lungs[1]
     dens -= 0.6 * air * cv.blob(right.cx - 0.02, right.dome_y + 0.07, 0.035) * cv.body
@@ -189,10 +200,14 @@ def _draw_frontal(cv: Canvas, anat: dict) -> None:
         dens += 0.12 * cv.band(0.5 + side * 0.05, 0.17, 0.5 + side * 0.33, 0.1, 0.013, soft_px=2.0)
     r = anat["ribs"]
     ax = np.abs(u - 0.5)
-    phase = (v - r["top"] - r["curv"] * (ax - 0.17) ** 2) * (1.0 / r["sp"])
+    phase = (v - r["top"] - r["curv"] * (ax - 0.15) ** 2) * (1.0 / r["sp"])
+    outer = max(abs(lung.cx - 0.5) + lung.a for lung in cv.lungs) + 0.025
     bottom = max(lung.dome_y + lung.depth for lung in cv.lungs)
-    zone = ramp(0.45 - ax, 0.04) * ramp(phase + 0.3, 0.3) * ramp(bottom + 0.03 - v, 0.04)
-    cv.density = dens + _ribs(cv, phase, zone, r["amp"])
+    lungs = raw[0] + raw[1]
+    zone = ramp(outer - ax, 0.03) * ramp(phase + 0.3, 0.3) * ramp(bottom + 0.03 - v, 0.04) * (0.4 + 0.6 * lungs)
+    front = (v + 0.35 * ax - r["top"] - 0.1) * (1.0 / (1.15 * r["sp"]))
+    anterior = np.exp(-((front - np.round(front)) * (1.0 / 0.3)) ** 2) * lungs * ramp(ax - 0.06, 0.06)
+    cv.density = dens + _ribs(cv, phase, zone, r["amp"]) + 0.35 * r["amp"] * anterior
 
 
 def _draw_lateral(cv: Canvas, anat: dict) -> None:
@@ -200,17 +215,18 @@ def _draw_lateral(cv: Canvas, anat: dict) -> None:
     u, v, air = cv.u, cv.v, cv.air
     dens = anat["body"]["level"] * _body(cv, anat["body"]["w"])
     lung = cv.lungs[0]
-    cv.lung_masks = [lung.mask(u, v, cv.px, cv.py)]
+    raw = lung.mask(u, v, cv.px, cv.py)
     hrt, med = cv.heart, cv.med
-    heart = ramp(1.0 - ((u - hrt["x"]) * (1.0 / hrt["a"])) ** 2 - ((v - hrt["y"]) * (1.0 / hrt["b"])) ** 2, 0.25)
-    vessels = ramp(1.0 - ((u - 0.47) * (1.0 / med["w"])) ** 2 - ((v - 0.3) * (1.0 / 0.13)) ** 2, 0.4)
-    cv.lung_mask = cv.lung_masks[0] * (1.0 - heart) * (1.0 - 0.6 * vessels)
-    dens += 0.06 * heart - air * cv.lung_mask
+    heart = _ellipse(cv, hrt["x"], hrt["y"], hrt["a"], hrt["b"], 0.25)
+    vessels = _ellipse(cv, 0.47, 0.3, med["w"], 0.13, 0.5)
+    cv.lung_masks = [raw * (1.0 - heart) * (1.0 - 0.5 * vessels)]
+    cv.lung_mask = cv.lung_masks[0]
+    dens += 0.05 * heart * ramp(lung.dome_y - v, 0.04) - air * cv.lung_mask
     dens -= 0.5 * air * cv.band(0.49, 0.0, 0.54, 0.32, 0.016, soft_px=2.0)
     dens += 0.12 * cv.band(0.2, 0.14, 0.23, 0.52, 0.011, soft_px=2.0)
     seg = v * (1.0 / 0.068) + 2.0 * u
     discs = np.exp(-((seg - np.round(seg)) * (1.0 / 0.12)) ** 2)
-    dens += 0.22 * ramp(0.05 - np.abs(u - 0.82), 2 * cv.px) * ramp(v - 0.02, 0.04) * (1.0 - 0.45 * discs)
+    dens += 0.17 * ramp(0.05 - np.abs(u - 0.82), 2 * cv.px) * ramp(v - 0.02, 0.04) * (1.0 - 0.4 * discs)
     dens += 0.06 * ramp(0.22 - v, 0.12) * cv.body  # arms raised over the apices
     r = anat["ribs"]
     phase = (v - r["top"] - r["curv"] * (u - 0.4)) * (1.0 / r["sp"])
@@ -220,7 +236,7 @@ def _draw_lateral(cv: Canvas, anat: dict) -> None:
 
 def _add_markings(cv: Canvas, anat: dict, tex_rng: np.random.Generator) -> None:
     """Vessel-like lung markings (ridges of a random field), strongest near the hila, scaled by mark_gain."""
-    ridges = np.exp(-(smooth_field(tex_rng, (cv.h, cv.w), 34) * 3.0) ** 2)
+    ridges = np.exp(-(smooth_field(tex_rng, (cv.h, cv.w), 36) * 3.5) ** 2)
     if cv.frontal:
         fall = np.clip(1.2 - 2.2 * np.abs(np.abs(cv.u - 0.5) - 0.12), 0.3, 1.0)
     else:

@@ -172,7 +172,7 @@ def sign_lung_opacity(cv: Canvas, s: float, rng) -> None:
     x, y = cv.zone_point(lung, rng.uniform(0.25, 0.85), rng)
     r = 0.05 + 0.04 * s
     patch = cv.blob(x, y, r) * np.clip(0.45 + 0.55 * cv.patchy, 0.0, 1.0)
-    cv.density += (0.05 + 0.2 * s) * patch * cv.lung_mask
+    cv.density += cv.air * (0.15 + 0.5 * s) * patch * cv.lung_mask
 
 
 def mimic_lung_opacity(cv: Canvas, s: float, rng) -> None:
@@ -180,14 +180,14 @@ def mimic_lung_opacity(cv: Canvas, s: float, rng) -> None:
     lung = cv.lungs[cv.pick_lung(rng)]
     x0, x1 = lung.cx + lung.side * (lung.a + 0.08), lung.cx - lung.side * 0.2 * lung.a
     y0 = lung.top + rng.uniform(0.0, 0.05)
-    cv.density += (0.05 + 0.12 * s) * cv.band(x0, y0, x1, y0 + 0.25, 0.045, soft_px=4.0)
+    cv.density += cv.air * (0.15 + 0.3 * s) * cv.band(x0, y0, x1, y0 + 0.25, 0.045, soft_px=4.0) * cv.body
 
 
 def sign_lung_lesion(cv: Canvas, s: float, rng) -> None:
     """Small, sharply marginated round nodule."""
     lung = cv.lungs[cv.pick_lung(rng)]
     x, y = cv.zone_point(lung, rng.uniform(0.2, 0.8), rng)
-    cv.density += (0.1 + 0.25 * s) * cv.blob(x, y, 0.01 + 0.018 * s, sharp_px=1.0)
+    cv.density += cv.air * (0.35 + 0.6 * s) * cv.blob(x, y, 0.011 + 0.017 * s, sharp_px=1.0)
 
 
 def mimic_lung_lesion(cv: Canvas, s: float, rng) -> None:
@@ -199,7 +199,7 @@ def mimic_lung_lesion(cv: Canvas, s: float, rng) -> None:
         y = lung.dome_y - rng.uniform(0.03, 0.07)
         dx = (cv.u - x) * np.where((cv.u - x) * side > 0, 2.5, 0.8).astype(np.float32)
         d2 = (dx * (1.0 / 0.022)) ** 2 + ((cv.v - y) * (1.0 / (0.022 * cv.asp))) ** 2
-        cv.density += (0.08 + 0.14 * s) * np.exp(-d2)
+        cv.density += cv.air * (0.25 + 0.4 * s) * np.exp(-d2)
 
 
 def sign_edema(cv: Canvas, s: float, rng) -> None:
@@ -210,14 +210,14 @@ def sign_edema(cv: Canvas, s: float, rng) -> None:
         haze = haze + np.exp(-(((cv.u - hx) * (1.0 / (0.1 + 0.08 * s))) ** 2
                                + ((cv.v - hy) * (1.0 / 0.16)) ** 2))
     haze = haze * cv.lung_mask
-    cv.density += (0.05 + 0.17 * s) * haze * np.clip(0.8 + 0.3 * cv.patchy, 0.0, 1.0)
+    cv.density += cv.air * (0.15 + 0.5 * s) * haze * np.clip(0.8 + 0.3 * cv.patchy, 0.0, 1.0)
     cv.mark_gain *= 1.0 - min(1.0, 0.3 + 0.7 * s) * haze
 
 
 def mimic_edema(cv: Canvas, s: float, rng) -> None:
     """Thick soft tissue / under-penetration: haze rising to the bases over the whole chest, markings kept."""
     grad = np.clip((cv.v - 0.3) * (1.0 / 0.55), 0.0, 1.0)
-    cv.density += (0.03 + 0.09 * s) * grad * cv.body
+    cv.density += cv.air * (0.06 + 0.16 * s) * grad * cv.body
 
 
 def sign_consolidation(cv: Canvas, s: float, rng) -> None:
@@ -229,7 +229,7 @@ def sign_consolidation(cv: Canvas, s: float, rng) -> None:
     dist = (fis - cv.v) if upper else (cv.v - fis)
     region = ramp(dist, 1.5 * cv.py) * ramp(0.1 + 0.3 * s - dist, 0.06) * cv.lung_masks[i]
     bronchi = np.exp(-(smooth_field(rng, (cv.h, cv.w), 9) * 4.0) ** 2)
-    cv.density += (0.1 + 0.25 * s) * region * (1.0 - 0.55 * bronchi)
+    cv.density += cv.air * (0.3 + 0.6 * s) * region * (1.0 - 0.55 * bronchi)
     cv.mark_gain *= 1.0 - min(1.0, 0.5 + 0.5 * s) * region
 
 
@@ -240,7 +240,7 @@ def mimic_consolidation(cv: Canvas, s: float, rng) -> None:
     y0 = lung.zone_y(rng.uniform(0.05, 0.15))
     out = (cv.u - wall) * lung.side + 0.11 - 0.25 * (cv.v - y0)  # medial edge slants laterally downward
     tri = ramp(out, 1.5 * cv.px) * ramp(cv.v - y0, 3 * cv.py) * ramp(y0 + 0.38 - cv.v, 0.08)
-    cv.density += (0.06 + 0.14 * s) * tri
+    cv.density += cv.air * (0.2 + 0.35 * s) * tri * cv.body
 
 
 def sign_pneumonia(cv: Canvas, s: float, rng) -> None:
@@ -252,7 +252,7 @@ def sign_pneumonia(cv: Canvas, s: float, rng) -> None:
         x, y = cv.zone_point(lung, rng.uniform(0.35, 0.9), rng)
         spots = spots + cv.blob(x, y, 0.025 + 0.02 * s)
     patch = np.minimum(spots, 1.0) * np.clip(0.3 + 0.8 * cv.patchy, 0.0, 1.0) * cv.lung_masks[i]
-    cv.density += (0.06 + 0.2 * s) * patch
+    cv.density += cv.air * (0.2 + 0.55 * s) * patch
     cv.mark_gain *= 1.0 - 0.6 * s * patch
 
 
@@ -263,7 +263,7 @@ def mimic_pneumonia(cv: Canvas, s: float, rng) -> None:
         zone = zone + np.exp(-(((cv.v - lung.dome_y) * (1.0 / 0.12)) ** 2)
                              - ((cv.u - lung.cx) * (1.0 / (1.3 * lung.a))) ** 2)
     cv.mark_gain *= 1.0 + (1.0 + 2.5 * s) * zone
-    cv.density += 0.02 * s * zone * cv.lung_mask
+    cv.density += cv.air * 0.08 * s * zone * cv.lung_mask
 
 
 def sign_atelectasis(cv: Canvas, s: float, rng) -> None:
@@ -274,7 +274,7 @@ def sign_atelectasis(cv: Canvas, s: float, rng) -> None:
     half = 0.004 + 0.01 * s
     xc = lung.cx + lung.side * 0.15 * lung.a
     plate = ramp(half - np.abs(cv.v - yb), 1.5 * cv.py) * ramp((0.3 + 0.35 * s) * lung.a - np.abs(cv.u - xc), 0.03)
-    cv.density += (0.12 + 0.2 * s) * plate * cv.lung_masks[i]
+    cv.density += cv.air * (0.35 + 0.55 * s) * plate * cv.lung_masks[i]
 
 
 def mimic_atelectasis(cv: Canvas, s: float, rng) -> None:
@@ -284,8 +284,8 @@ def mimic_atelectasis(cv: Canvas, s: float, rng) -> None:
         x0, y0, x1, y1 = lung.cx - 0.9 * lung.a, lung.zone_y(0.45), lung.cx + 0.9 * lung.a, lung.zone_y(0.47)
     else:
         x0, y0, x1, y1 = lung.cx + 0.8 * lung.a, lung.zone_y(0.25), lung.cx - 0.7 * lung.a, lung.dome_y
-    line = cv.band(x0, y0, x1, y1, 0.35 * cv.px, soft_px=1.0)
-    cv.density += (0.08 + 0.15 * s) * line * cv.lung_mask
+    line = cv.band(x0, y0, x1, y1, 0.6 * cv.px, soft_px=1.0)
+    cv.density += cv.air * (0.25 + 0.4 * s) * line * cv.lung_mask
 
 
 def sign_pneumothorax(cv: Canvas, s: float, rng) -> None:
@@ -299,7 +299,7 @@ def sign_pneumothorax(cv: Canvas, s: float, rng) -> None:
     gap = np.clip(cv.lung_masks[i] - inner, 0.0, 1.0) * upper
     edge = (1.0 - np.abs(2.0 * inner - 1.0)) * cv.lung_masks[i] * upper
     cv.mark_gain *= 1.0 - gap
-    cv.density += (0.06 + 0.12 * s) * edge - (0.03 + 0.05 * s) * gap
+    cv.density += cv.air * ((0.2 + 0.35 * s) * edge - (0.1 + 0.15 * s) * gap)
 
 
 def mimic_pneumothorax(cv: Canvas, s: float, rng) -> None:
@@ -308,7 +308,7 @@ def mimic_pneumothorax(cv: Canvas, s: float, rng) -> None:
     xw = lung.cx + lung.side * lung.a * rng.uniform(0.6, 0.85)
     d = (cv.u - (xw - lung.side * 0.12 * (cv.v - 0.5) ** 2)) * lung.side
     fold = ramp(d, 1.0 * cv.px) * np.exp(-np.maximum(d, 0.0) * (1.0 / 0.035))
-    cv.density += (0.05 + 0.1 * s) * fold * cv.body * ramp(cv.v - 0.2, 0.08)
+    cv.density += cv.air * (0.15 + 0.3 * s) * fold * cv.body * ramp(cv.v - 0.2, 0.08)
 
 
 def sign_pleural_effusion(cv: Canvas, s: float, rng) -> None:
@@ -316,7 +316,7 @@ def sign_pleural_effusion(cv: Canvas, s: float, rng) -> None:
     i = cv.pick_lung(rng)
     lung = cv.lungs[i]
     t = np.clip((cv.u - lung.cx) * (lung.side / lung.a), 0.0, 1.0)
-    level = lung.dome_y + lung.depth - (0.025 + 0.17 * s) * (0.3 + 0.7 * t * t)
+    level = lung.dome_y + lung.depth - (0.03 + 0.3 * s) * (0.45 + 0.55 * t * t)
     fluid = ramp(cv.v - level, 0.015) * cv.lung_masks[i]
     cv.density += 0.85 * cv.air * fluid
     cv.mark_gain *= 1.0 - fluid
@@ -324,7 +324,7 @@ def sign_pleural_effusion(cv: Canvas, s: float, rng) -> None:
 
 def mimic_pleural_effusion(cv: Canvas, s: float, rng) -> None:
     """Epicardial fat pad at the cardiophrenic angle, or bilateral breast shadows with a convex lower edge."""
-    amp = 0.05 + 0.12 * s
+    amp = cv.air * (0.15 + 0.35 * s)
     if rng.random() < 0.5:
         lung = cv.lungs[-1]
         x = cv.heart["x"] + cv.heart["a"] * (1.0 if cv.frontal else -1.0) * 0.9
@@ -342,7 +342,7 @@ def sign_pleural_other(cv: Canvas, s: float, rng) -> None:
     lung = cv.lungs[i]
     y0 = lung.zone_y(rng.uniform(0.2, 0.45))
     length = 0.15 + 0.2 * s
-    thick = (0.008 + 0.025 * s) * (1.0 + 0.4 * cv.patchy)
+    thick = (0.01 + 0.035 * s) * (1.0 + 0.4 * cv.patchy)
     d_in = lung.halfwidth(cv.v) - (cv.u - lung.cx) * lung.side
     strip = ramp(thick - d_in, 1.5 * cv.px) * ramp(cv.v - y0, 0.03) * ramp(y0 + length - cv.v, 0.03)
     cv.density += 0.8 * cv.air * strip * cv.lung_masks[i]
@@ -354,21 +354,22 @@ def mimic_pleural_other(cv: Canvas, s: float, rng) -> None:
     rel = cv.rib_phase - k
     lat = np.abs(cv.u - 0.5) if cv.frontal else (cv.u - 0.35)
     shadow = ramp(rel - 0.22, 0.05) * ramp(0.36 - rel, 0.05) * ramp(lat - 0.15, 0.08)
-    cv.density += (0.06 + 0.12 * s) * shadow * cv.lung_mask
+    cv.density += cv.air * (0.2 + 0.35 * s) * shadow * cv.lung_mask
 
 
 def sign_fracture(cv: Canvas, s: float, rng) -> None:
-    """One rib broken: a lucent gap and a step (the lateral fragment displaced, angulating back)."""
+    """One rib broken: a lucent gap, a step (lateral fragment displaced, angulating back) and callus."""
     lung = cv.lungs[cv.pick_lung(rng)]
     k = float(rng.integers(3, 8))
     uf = lung.cx + lung.side * lung.a * rng.uniform(0.35, 0.7)
-    gap = (1.0 + 3.0 * s) * cv.px
+    gap = (1.0 + 2.5 * s) * cv.px
     lateral = (cv.u - uf) * lung.side
-    shift = (0.1 + 0.5 * s) * np.clip(1.0 - lateral * (1.0 / 0.12), 0.0, 1.0) * (lateral > 0)
+    shift = (0.15 + 0.5 * s) * np.clip(1.0 - lateral * (1.0 / 0.15), 0.0, 1.0) * (lateral > 0)
     w = cv.memo["rib_width"]
     old = np.exp(-((cv.rib_phase - k) * (1.0 / w)) ** 2)
     new = np.exp(-((cv.rib_phase - k - shift) * (1.0 / w)) ** 2) * ramp(np.abs(cv.u - uf) - 0.5 * gap, cv.px)
-    cv.density += (cv.rib_amp * (1.0 + 0.8 * s)) * (new - old) * cv.rib_zone
+    near = np.exp(-((cv.u - uf) * (1.0 / 0.03)) ** 2)
+    cv.density += cv.rib_amp * (new - old + s * near * (0.5 * new + 0.6 * old)) * cv.rib_zone
 
 
 def mimic_fracture(cv: Canvas, s: float, rng) -> None:
