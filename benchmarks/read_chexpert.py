@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=real_stats.TRAIN_IMAGES)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    patients = int(args.rows / (real_stats.TRAIN_IMAGES / real_stats.TRAIN_PATIENTS)) + 1
+    patients = int(1.3 * args.rows / (real_stats.TRAIN_IMAGES / real_stats.TRAIN_PATIENTS)) + 10  # then cut to --rows
     studies, images = sample_layout(1, patients, "train", rng)
     models = lm.observation_models()
     cats, _ = lm.sample_truth(len(studies), models, rng)
