@@ -26,7 +26,7 @@ FINDINGS: tuple[str, ...] = (
     "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
     "Pleural Other", "Fracture", "Support Devices",
 )
-_RIB_WIDTH = 0.2  # rib half-profile width, as a fraction of the rib spacing
+_RIB_WIDTH = 0.17  # rib half-profile width, as a fraction of the rib spacing
 
 
 def render_image(signs: Mapping[str, float], mimics: Mapping[str, float], *, frontal: bool,
@@ -127,12 +127,12 @@ def _frontal_anatomy(g: np.random.Generator) -> dict:
                           dome_cx=cx - side * 0.015, depth=g.uniform(0.06, 0.1), side=side))
     level = g.uniform(0.45, 0.58)
     return {"lungs": lungs, "air": level * g.uniform(0.6, 0.7),
-            "heart": {"x": 0.5 + g.uniform(0.025, 0.055), "y": dome - g.uniform(0.04, 0.07),
-                      "a": 0.145 * g.uniform(0.88, 1.12), "b": 0.13 * g.uniform(0.9, 1.1)},
+            "heart": {"x": 0.5 + g.uniform(0.025, 0.055), "y": dome - g.uniform(0.07, 0.1),
+                      "a": 0.15 * g.uniform(0.88, 1.12), "b": 0.15 * g.uniform(0.9, 1.1)},
             "med": {"w": 0.05 * g.uniform(0.85, 1.15), "shift": g.uniform(-0.01, 0.01), "bulge": 0.0},
             "body": {"w": g.uniform(0.4, 0.47), "level": level},
             "ribs": {"top": g.uniform(0.1, 0.14), "sp": 0.066 * scale * g.uniform(0.94, 1.06),
-                     "curv": g.uniform(2.0, 3.0), "amp": g.uniform(0.05, 0.08)},
+                     "curv": g.uniform(2.0, 3.0), "amp": g.uniform(0.07, 0.1)},
             "tone": _tone(g), "rot": math.radians(g.uniform(-4, 4)),
             "shift": (g.uniform(-0.025, 0.025), g.uniform(-0.03, 0.03))}
 
@@ -145,12 +145,12 @@ def _lateral_anatomy(g: np.random.Generator) -> dict:
                 dome_cx=0.47 - 0.1 * a, depth=g.uniform(0.08, 0.11), side=1)
     level = g.uniform(0.45, 0.58)
     return {"lungs": [lung], "air": level * g.uniform(0.5, 0.6),
-            "heart": {"x": g.uniform(0.34, 0.38), "y": dome + 0.02, "a": 0.15 * g.uniform(0.9, 1.1),
+            "heart": {"x": g.uniform(0.34, 0.38), "y": dome - 0.03, "a": 0.15 * g.uniform(0.9, 1.1),
                       "b": 0.17 * g.uniform(0.9, 1.1)},
             "med": {"w": 0.06 * g.uniform(0.85, 1.15), "shift": 0.0, "bulge": 0.0},
             "body": {"w": g.uniform(0.42, 0.47), "level": level},
             "ribs": {"top": g.uniform(0.1, 0.14), "sp": 0.07 * scale * g.uniform(0.94, 1.06),
-                     "curv": g.uniform(0.35, 0.55), "amp": g.uniform(0.04, 0.06)},
+                     "curv": g.uniform(0.35, 0.55), "amp": g.uniform(0.05, 0.08)},
             "tone": _tone(g), "rot": math.radians(g.uniform(-3, 3)),
             "shift": (g.uniform(-0.02, 0.02), g.uniform(-0.03, 0.03))}
 
@@ -165,9 +165,10 @@ def _body(cv: Canvas, half_width: float):
     return cv.body
 
 
-def _ellipse(cv: Canvas, x: float, y: float, a: float, b: float, soft: float):
-    """Soft ellipse mask with semi-axes a (x units) and b (y units)."""
-    return ramp(1.0 - ((cv.u - x) * (1.0 / a)) ** 2 - ((cv.v - y) * (1.0 / b)) ** 2, soft)
+def _ellipse(cv: Canvas, x: float, y: float, a: float, b: float, soft: float, tilt: float = 0.0):
+    """Soft ellipse mask with semi-axes a (x units) and b (y units); tilt < 0 leans it down-right."""
+    du, dv = (cv.u - x) * (1.0 / a), (cv.v - y) * (1.0 / b)
+    return ramp(1.0 - du * du - dv * dv - tilt * du * dv, soft)
 
 
 def _ribs(cv: Canvas, phase, zone, amp: float):
@@ -183,7 +184,7 @@ def _draw_frontal(cv: Canvas, anat: dict) -> None:
     dens = anat["body"]["level"] * _body(cv, anat["body"]["w"])
     raw = [lung.mask(u, v, cv.px, cv.py) for lung in cv.lungs]
     hrt, med = cv.heart, cv.med
-    heart = _ellipse(cv, hrt["x"], hrt["y"], hrt["a"], hrt["b"], 0.25)
+    heart = _ellipse(cv, hrt["x"], hrt["y"], hrt["a"], hrt["b"], 0.25, tilt=-0.6)
     mid = 0.5 + med["shift"]
     half = med["w"] + med["bulge"] * np.exp(-((v - 0.3) * (1.0 / 0.1)) ** 2)
     mediast = ramp(half - np.abs(u - mid), 2 * cv.px) + 0.8 * cv.blob(mid + med["w"] + 0.005, 0.3, 0.025)
@@ -192,7 +193,10 @@ def _draw_frontal(cv: Canvas, anat: dict) -> None:
     cv.lung_masks = [m * hidden for m in raw]
     cv.lung_mask = cv.lung_masks[0] + cv.lung_masks[1]
     dome = max(lung.dome_y for lung in cv.lungs)
-    dens += (0.05 * heart + 0.03 * mediast) * ramp(dome - v, 0.04) - air * cv.lung_mask
+    dens += (0.05 * heart + 0.03 * mediast) * ramp(dome - v, 0.04)
+    dens -= air * (1.0 - 0.18 * ramp(v - 0.45, 0.4)) * cv.lung_mask  # bases overlapped by soft tissue
+    for lung in cv.lungs:  # hilar vessels
+        dens += 0.3 * air * cv.blob(lung.cx - lung.side * 0.8 * lung.a, lung.zone_y(0.5), 0.04) * cv.lung_mask
     dens -= 0.5 * air * ramp(0.016 - np.abs(u - mid), 1.5 * cv.px) * ramp(0.33 - v, 0.04)
     right = cv.lungs[1]
     dens -= 0.6 * air * cv.blob(right.cx - 0.02, right.dome_y + 0.07, 0.035) * cv.body
@@ -200,11 +204,12 @@ def _draw_frontal(cv: Canvas, anat: dict) -> None:
         dens += 0.12 * cv.band(0.5 + side * 0.05, 0.17, 0.5 + side * 0.33, 0.1, 0.013, soft_px=2.0)
     r = anat["ribs"]
     ax = np.abs(u - 0.5)
-    phase = (v - r["top"] - r["curv"] * (ax - 0.15) ** 2) * (1.0 / r["sp"])
+    d = v - r["top"] - r["curv"] * (ax - 0.15) ** 2
+    phase = d * (1.0 - 0.2 * d) * (1.0 / r["sp"])  # ribs spread a little towards the bases
     outer = max(abs(lung.cx - 0.5) + lung.a for lung in cv.lungs) + 0.025
     bottom = max(lung.dome_y + lung.depth for lung in cv.lungs)
     lungs = raw[0] + raw[1]
-    zone = ramp(outer - ax, 0.03) * ramp(phase + 0.3, 0.3) * ramp(bottom + 0.03 - v, 0.04) * (0.4 + 0.6 * lungs)
+    zone = ramp(outer - ax, 0.03) * ramp(phase + 0.3, 0.3) * ramp(bottom + 0.03 - v, 0.04) * (0.35 + 0.65 * cv.lung_mask)
     front = (v + 0.35 * ax - r["top"] - 0.1) * (1.0 / (1.15 * r["sp"]))
     anterior = np.exp(-((front - np.round(front)) * (1.0 / 0.3)) ** 2) * lungs * ramp(ax - 0.06, 0.06)
     cv.density = dens + _ribs(cv, phase, zone, r["amp"]) + 0.35 * r["amp"] * anterior
@@ -217,8 +222,8 @@ def _draw_lateral(cv: Canvas, anat: dict) -> None:
     lung = cv.lungs[0]
     raw = lung.mask(u, v, cv.px, cv.py)
     hrt, med = cv.heart, cv.med
-    heart = _ellipse(cv, hrt["x"], hrt["y"], hrt["a"], hrt["b"], 0.25)
-    vessels = _ellipse(cv, 0.47, 0.3, med["w"], 0.13, 0.5)
+    heart = _ellipse(cv, hrt["x"], hrt["y"], hrt["a"], hrt["b"], 0.25, tilt=0.5)
+    vessels = _ellipse(cv, 0.47, 0.3, med["w"], 0.13, 0.8)
     cv.lung_masks = [raw * (1.0 - heart) * (1.0 - 0.5 * vessels)]
     cv.lung_mask = cv.lung_masks[0]
     dens += 0.05 * heart * ramp(lung.dome_y - v, 0.04) - air * cv.lung_mask
@@ -230,7 +235,7 @@ def _draw_lateral(cv: Canvas, anat: dict) -> None:
     dens += 0.06 * ramp(0.22 - v, 0.12) * cv.body  # arms raised over the apices
     r = anat["ribs"]
     phase = (v - r["top"] - r["curv"] * (u - 0.4)) * (1.0 / r["sp"])
-    zone = ramp(u - 0.35, 0.25) * ramp(0.79 - u, 0.03) * ramp(phase + 0.3, 0.3) * ramp(0.9 - v, 0.05)
+    zone = ramp(u - 0.35, 0.25) * ramp(0.79 - u, 0.03) * ramp(phase + 0.3, 0.3) * (0.3 + 0.7 * cv.lung_mask)
     cv.density = dens + _ribs(cv, phase, zone, r["amp"])
 
 
@@ -248,7 +253,7 @@ def _expose(cv: Canvas, tone: dict, noise_rng: np.random.Generator) -> np.ndarra
     """Density -> 8-bit film: contrast, heel gradient, low-frequency and pixel noise, then a gamma LUT."""
     shape = (cv.h, cv.w)
     img = tone["bias"] + tone["contrast"] * cv.density + tone["grad"] * (cv.y - 0.5)
-    img += tone["low"] * smooth_field(noise_rng, shape, 3)
+    img += tone["low"] * smooth_field(noise_rng, shape, 3) + 0.012 * smooth_field(noise_rng, shape, 10)
     img += tone["noise"] * noise_rng.standard_normal(shape, dtype=np.float32)
     q = np.clip(img * 1023.0 + 0.5, 0.0, 1023.0).astype(np.uint16)
     lut = (255.0 * np.linspace(0.0, 1.0, 1024) ** tone["gamma"] + 0.5).astype(np.uint8)

@@ -86,7 +86,7 @@ class Canvas:
         self.heart: dict = anat["heart"]
         self.med: dict = anat["med"]
         self.air: float = anat["air"]
-        self.rib_amp: float = anat["ribs"]["amp"]
+        self.rib_amp, self.rib_sp = anat["ribs"]["amp"], anat["ribs"]["sp"]
         self.memo: dict = {}
         self.density = self.lung_mask = self.lung_masks = self.rib_phase = self.rib_zone = None
         self.body = self.patchy = None
@@ -109,16 +109,17 @@ class Canvas:
         return ramp(1.0 - np.sqrt(d2), sharp_px * self.px / r)
 
     def band(self, x0, y0, x1, y1, half: float, soft_px: float = 1.0):
-        """Straight band of half-width ``half`` (x units) between two points, with rounded ends."""
+        """Straight band of half-width ``half`` (x units) from one point to another, with soft ends."""
         dx, dy = (x1 - x0), (y1 - y0) / self.asp
-        ln = max(np.hypot(dx, dy), 1e-6)
+        ln = max(float(np.hypot(dx, dy)), 1e-6)
         pu, pv = self.u - x0, (self.v - y0) * (1.0 / self.asp)
-        t = np.clip((pu * dx + pv * dy) * (1.0 / ln**2), 0.0, 1.0)
-        d = np.hypot(pu - t * dx, pv - t * dy)
-        return ramp(half - d, soft_px * self.px)
+        across = np.abs(pu * (dy / ln) - pv * (dx / ln))
+        along = pu * (dx / ln) + pv * (dy / ln)
+        soft = soft_px * self.px
+        return ramp(half - across, soft) * ramp(along + half, soft) * ramp(ln + half - along, soft)
 
     def curve(self, ys, xs, width_px: float):
-        """Thin line x = f(y) through knots (raw, unrotated coordinates: devices sit on the patient)."""
+        """Thin line x = f(y) through knots, ``width_px`` wide (pixel grid: one interp per row, no rotation)."""
         yc = self.y[:, 0]
         c = np.interp(yc, ys, xs)
         slope = np.gradient(c, yc) * self.asp
@@ -171,7 +172,7 @@ def sign_lung_opacity(cv: Canvas, s: float, rng) -> None:
     lung = cv.lungs[cv.pick_lung(rng)]
     x, y = cv.zone_point(lung, rng.uniform(0.25, 0.85), rng)
     r = 0.05 + 0.04 * s
-    patch = cv.blob(x, y, r) * np.clip(0.45 + 0.55 * cv.patchy, 0.0, 1.0)
+    patch = cv.blob(x, y, r) * np.clip(0.55 + 0.45 * cv.patchy, 0.2, 1.0)
     cv.density += cv.air * (0.15 + 0.5 * s) * patch * cv.lung_mask
 
 
@@ -187,7 +188,8 @@ def sign_lung_lesion(cv: Canvas, s: float, rng) -> None:
     """Small, sharply marginated round nodule."""
     lung = cv.lungs[cv.pick_lung(rng)]
     x, y = cv.zone_point(lung, rng.uniform(0.2, 0.8), rng)
-    cv.density += cv.air * (0.35 + 0.6 * s) * cv.blob(x, y, 0.011 + 0.017 * s, sharp_px=1.0)
+    r = max(0.011 + 0.017 * s, (0.8 + s) * cv.px)  # at least a pixel or two on tiny images
+    cv.density += cv.air * (0.35 + 0.6 * s) * cv.blob(x, y, r, sharp_px=1.0)
 
 
 def mimic_lung_lesion(cv: Canvas, s: float, rng) -> None:
@@ -217,7 +219,7 @@ def sign_edema(cv: Canvas, s: float, rng) -> None:
 def mimic_edema(cv: Canvas, s: float, rng) -> None:
     """Thick soft tissue / under-penetration: haze rising to the bases over the whole chest, markings kept."""
     grad = np.clip((cv.v - 0.3) * (1.0 / 0.55), 0.0, 1.0)
-    cv.density += cv.air * (0.06 + 0.16 * s) * grad * cv.body
+    cv.density += cv.air * (0.05 + 0.12 * s) * grad * cv.body
 
 
 def sign_consolidation(cv: Canvas, s: float, rng) -> None:
@@ -229,7 +231,7 @@ def sign_consolidation(cv: Canvas, s: float, rng) -> None:
     dist = (fis - cv.v) if upper else (cv.v - fis)
     region = ramp(dist, 1.5 * cv.py) * ramp(0.1 + 0.3 * s - dist, 0.06) * cv.lung_masks[i]
     bronchi = np.exp(-(smooth_field(rng, (cv.h, cv.w), 9) * 4.0) ** 2)
-    cv.density += cv.air * (0.3 + 0.6 * s) * region * (1.0 - 0.55 * bronchi)
+    cv.density += cv.air * (0.15 + 0.75 * s) * region * (1.0 - 0.55 * bronchi)
     cv.mark_gain *= 1.0 - min(1.0, 0.5 + 0.5 * s) * region
 
 
@@ -238,8 +240,9 @@ def mimic_consolidation(cv: Canvas, s: float, rng) -> None:
     lung = cv.lungs[cv.pick_lung(rng)]
     wall = lung.cx + lung.side * lung.a
     y0 = lung.zone_y(rng.uniform(0.05, 0.15))
-    out = (cv.u - wall) * lung.side + 0.11 - 0.25 * (cv.v - y0)  # medial edge slants laterally downward
-    tri = ramp(out, 1.5 * cv.px) * ramp(cv.v - y0, 3 * cv.py) * ramp(y0 + 0.38 - cv.v, 0.08)
+    out = (cv.u - wall) * lung.side + 0.09 - 0.25 * (cv.v - y0)  # medial edge slants laterally downward
+    tri = ramp(out, 1.5 * cv.px) * ramp(cv.v - y0, 3 * cv.py) * ramp(y0 + 0.3 - cv.v, 0.08)
+    tri = tri * ramp(0.05 - (cv.u - wall) * lung.side, 0.03)
     cv.density += cv.air * (0.2 + 0.35 * s) * tri * cv.body
 
 
@@ -251,7 +254,7 @@ def sign_pneumonia(cv: Canvas, s: float, rng) -> None:
     for _ in range(3 + int(rng.integers(3))):
         x, y = cv.zone_point(lung, rng.uniform(0.35, 0.9), rng)
         spots = spots + cv.blob(x, y, 0.025 + 0.02 * s)
-    patch = np.minimum(spots, 1.0) * np.clip(0.3 + 0.8 * cv.patchy, 0.0, 1.0) * cv.lung_masks[i]
+    patch = np.minimum(spots, 1.0) * np.clip(0.5 + 0.6 * cv.patchy, 0.15, 1.0) * cv.lung_masks[i]
     cv.density += cv.air * (0.2 + 0.55 * s) * patch
     cv.mark_gain *= 1.0 - 0.6 * s * patch
 
@@ -284,7 +287,7 @@ def mimic_atelectasis(cv: Canvas, s: float, rng) -> None:
         x0, y0, x1, y1 = lung.cx - 0.9 * lung.a, lung.zone_y(0.45), lung.cx + 0.9 * lung.a, lung.zone_y(0.47)
     else:
         x0, y0, x1, y1 = lung.cx + 0.8 * lung.a, lung.zone_y(0.25), lung.cx - 0.7 * lung.a, lung.dome_y
-    line = cv.band(x0, y0, x1, y1, 0.6 * cv.px, soft_px=1.0)
+    line = cv.band(x0, y0, x1, y1, 0.8 * cv.px, soft_px=1.0)
     cv.density += cv.air * (0.25 + 0.4 * s) * line * cv.lung_mask
 
 
@@ -331,7 +334,7 @@ def mimic_pleural_effusion(cv: Canvas, s: float, rng) -> None:
         cv.density += amp * cv.blob(x, lung.dome_y - 0.02, 0.05)
         return
     for lung in cv.lungs:
-        cx, cy = lung.cx + lung.side * 0.5 * lung.a, lung.dome_y - 0.03
+        cx, cy = lung.cx + (lung.side if cv.frontal else -1) * 0.5 * lung.a, lung.dome_y - 0.03
         d2 = ((cv.u - cx) * (1.0 / 0.17)) ** 2 + ((cv.v - cy) * (1.0 / 0.13)) ** 2
         cv.density += 0.8 * amp * ramp(1.0 - d2, 0.08) * ramp(cv.v - cy + 0.12, 0.14) * cv.body
 
@@ -342,7 +345,7 @@ def sign_pleural_other(cv: Canvas, s: float, rng) -> None:
     lung = cv.lungs[i]
     y0 = lung.zone_y(rng.uniform(0.2, 0.45))
     length = 0.15 + 0.2 * s
-    thick = (0.01 + 0.035 * s) * (1.0 + 0.4 * cv.patchy)
+    thick = max(0.01 + 0.035 * s, (1.0 + s) * cv.px) * np.clip(1.0 + 0.4 * cv.patchy, 0.5, 1.6)
     d_in = lung.halfwidth(cv.v) - (cv.u - lung.cx) * lung.side
     strip = ramp(thick - d_in, 1.5 * cv.px) * ramp(cv.v - y0, 0.03) * ramp(y0 + length - cv.v, 0.03)
     cv.density += 0.8 * cv.air * strip * cv.lung_masks[i]
@@ -353,23 +356,24 @@ def mimic_pleural_other(cv: Canvas, s: float, rng) -> None:
     k = float(rng.integers(1, 3))
     rel = cv.rib_phase - k
     lat = np.abs(cv.u - 0.5) if cv.frontal else (cv.u - 0.35)
-    shadow = ramp(rel - 0.22, 0.05) * ramp(0.36 - rel, 0.05) * ramp(lat - 0.15, 0.08)
+    width = max(0.07, 1.2 * cv.py / cv.rib_sp)  # in rib spacings, at least about a pixel
+    shadow = np.exp(-((rel - 0.3) * (1.0 / width)) ** 2) * ramp(lat - 0.15, 0.08)
     cv.density += cv.air * (0.2 + 0.35 * s) * shadow * cv.lung_mask
 
 
 def sign_fracture(cv: Canvas, s: float, rng) -> None:
-    """One rib broken: a lucent gap, a step (lateral fragment displaced, angulating back) and callus."""
+    """One rib broken: a lucent gap and a step (the lateral fragment displaced, denser, angulating back)."""
     lung = cv.lungs[cv.pick_lung(rng)]
     k = float(rng.integers(3, 8))
     uf = lung.cx + lung.side * lung.a * rng.uniform(0.35, 0.7)
-    gap = (1.0 + 2.5 * s) * cv.px
+    gap = (1.5 + 3.0 * s) * cv.px
     lateral = (cv.u - uf) * lung.side
-    shift = (0.15 + 0.5 * s) * np.clip(1.0 - lateral * (1.0 / 0.15), 0.0, 1.0) * (lateral > 0)
+    shift = (0.15 + 0.35 * s) * np.clip(1.0 - lateral * (1.0 / 0.15), 0.0, 1.0) * (lateral > 0)
     w = cv.memo["rib_width"]
     old = np.exp(-((cv.rib_phase - k) * (1.0 / w)) ** 2)
     new = np.exp(-((cv.rib_phase - k - shift) * (1.0 / w)) ** 2) * ramp(np.abs(cv.u - uf) - 0.5 * gap, cv.px)
     near = np.exp(-((cv.u - uf) * (1.0 / 0.03)) ** 2)
-    cv.density += cv.rib_amp * (new - old + s * near * (0.5 * new + 0.6 * old)) * cv.rib_zone
+    cv.density += cv.rib_amp * (new * (1.0 + 0.8 * s * near) - old) * cv.rib_zone
 
 
 def mimic_fracture(cv: Canvas, s: float, rng) -> None:

@@ -1,0 +1,263 @@
+"""Train one model under one uncertainty policy; the run directory is the record.
+
+    python -m chexutils.train --config configs/x.yaml [--set key=value ...]
+    torchrun --nproc_per_node N -m chexutils.train --config FILE     # DistributedDataParallel
+
+In the style of torchvision's references/classification: ``train_one_epoch`` / ``evaluate`` /
+``fit``; the checkpoint is a dict with the resolved config; only rank 0 writes. A run whose
+``checkpoint.pt`` exists resumes at the next epoch with model, optimiser, scheduler and RNG
+state, so a killed run ends with the same numbers as an uninterrupted one.
+"""
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torchvision
+import yaml
+from tqdm.auto import tqdm
+
+from . import __version__, paths
+from .aggregate import aggregate_studies
+from .cache import open_cache
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import read_chexpert
+from .io import write_json, write_table
+from .labels import COMPETITION_TASKS, OBSERVATIONS
+from .loader import BatchLoader, ResizedImages
+from .losses import masked_loss, probabilities
+from .metrics import per_observation
+from .models import build_model
+from .policies import Targets, get_policy
+from .predict import predict_logits, write_predictions
+from .train_config import TrainConfig, config_differences, make_config
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_auroc_tasks", "lr", "seconds", "images_per_s"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class Split:
+    """One CSV's rows, their images (cache or JPEGs) and the training targets for them."""
+    frame: pd.DataFrame
+    images: object
+    values: torch.Tensor
+    mask: torch.Tensor
+
+
+def load_split(csv_path: Path, root: Path, cfg: TrainConfig, targets, rank: int) -> Split:
+    """Read and validate a CSV, open its image cache (rank 0 builds it), compute ``targets(frame)``."""
+    frame = read_chexpert(csv_path, root=root)
+    if cfg.use_cache:
+        if rank == 0:
+            images = open_cache(frame, cfg.image_size, paths.resolve(cfg.cache_dir), cfg.resize_method)
+        _barrier()
+        if rank != 0:
+            images = open_cache(frame, cfg.image_size, paths.resolve(cfg.cache_dir), cfg.resize_method)
+    else:
+        images = ResizedImages(frame["image"], cfg.image_size, cfg.resize_method)
+    made = targets(frame)
+    return Split(frame, images, torch.as_tensor(made.values), torch.as_tensor(made.mask, dtype=torch.float32))
+
+
+def certain_targets(head: str):
+    """Policy-independent targets for the valid loss: certain labels only (blank negative, -1 ignored)."""
+    def targets(frame):
+        labels = frame[list(OBSERVATIONS)].fillna(0.0).to_numpy()
+        mask = (labels != -1.0).astype(np.float32)
+        labels = np.where(labels == -1.0, 0.0, labels)
+        return Targets(labels.astype(np.int64) if head == "multiclass" else labels.astype(np.float32), mask)
+    return targets
+
+
+def train_one_epoch(model, head, optimizer, loader, split: Split, device, cfg: TrainConfig, epoch: int, show: bool):
+    """One pass over the training batches; returns mean loss, seconds and images/s."""
+    model.train()
+    loader.set_epoch(epoch)
+    total_loss, total_images, start = 0.0, 0, time.perf_counter()
+    bar = tqdm(loader, total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, mininterval=2)
+    for step, (images, rows) in enumerate(bar):
+        if cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch:
+            break
+        images = images.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+            logits = model(images)
+        loss = masked_loss(logits.float(), split.values[rows].to(device), split.mask[rows].to(device), head)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                   "stopped, the last good checkpoint is kept (try a lower lr)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(rows)
+        total_images += len(rows)
+        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{total_images / (time.perf_counter() - start):.1f}")
+    seconds = time.perf_counter() - start
+    mean_loss = _all_ranks_mean(total_loss / max(total_images, 1), device)
+    return {"train_loss": mean_loss, "seconds": seconds, "images_per_s": total_images / seconds}
+
+
+def evaluate(model, head, split: Split, device, cfg: TrainConfig) -> tuple[dict, np.ndarray]:
+    """Valid loss on certain labels and study-level (max over views) mean AUROC over the 5 tasks."""
+    loader = BatchLoader(split.images, cfg.batch_size * 2, workers=cfg.workers)
+    logits = predict_logits(model, loader, len(split.frame), device, cfg.amp)
+    loss = masked_loss(logits, split.values, split.mask, head).item()
+    probs = probabilities(logits, head).numpy()
+    labels, study_probs = aggregate_studies(split.frame, probs)
+    auroc = per_observation(labels, study_probs).loc[list(COMPETITION_TASKS), "auroc"].astype(float)
+    return {"valid_loss": loss, "valid_auroc_tasks": float(auroc.mean()) if auroc.notna().any() else math.nan}, probs
+
+
+def fit(cfg: TrainConfig) -> Path:
+    """Train (or resume) the run ``cfg.run_dir``; returns the run directory."""
+    rank, world, local_rank = _setup_distributed()
+    device = _pick_device(cfg.device, local_rank)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    run_dir = paths.resolve(cfg.run_dir)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)  # a run's own seed; the caller's RNG state is restored afterwards
+        policy = get_policy(cfg.policy, blank=cfg.blank, **cfg.policy_options)
+        chexpert_dir = paths.find_chexpert(cfg.data_dir)
+        train = load_split(_csv(cfg.train_csv, chexpert_dir / "train.csv"), chexpert_dir.parent, cfg,
+                           policy.targets, rank)
+        valid = load_split(_csv(cfg.valid_csv, chexpert_dir / "valid.csv"), chexpert_dir.parent, cfg,
+                           certain_targets(policy.head), rank)
+        model = build_model(cfg.backbone, policy.head, cfg.pretrained).to(device)
+        if cfg.channels_last and device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
+        start_epoch, history, best = _resume(run_dir / "checkpoint.pt", cfg, model, optimizer, scheduler)
+        if rank == 0:
+            write_json(run_dir / "config.json", _config_record(cfg, policy, len(train.frame), len(valid.frame), world))
+        trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        loader = BatchLoader(train.images, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers,
+                             pin_memory=device.type == "cuda", rank=rank, world=world)
+        for epoch in range(start_epoch, cfg.epochs):
+            lr = optimizer.param_groups[0]["lr"]
+            stats = train_one_epoch(trained, policy.head, optimizer, loader, train, device, cfg, epoch, show=rank == 0)
+            scheduler.step()
+            if rank == 0:
+                scores, _ = evaluate(model, policy.head, valid, device, cfg)
+                history.append({"epoch": epoch + 1, **stats, **scores, "lr": lr})
+                best = _save_epoch(run_dir, cfg, model, optimizer, scheduler, epoch, history, best)
+            _barrier()
+        if rank == 0:
+            _write_predictions(run_dir, cfg, model, policy.head, {"valid": valid}, device)
+    if world > 1:
+        dist.destroy_process_group()
+    return run_dir
+
+
+def _save_epoch(run_dir: Path, cfg, model, optimizer, scheduler, epoch: int, history: list, best: float) -> float:
+    """history.csv, best.pt when the selection metric improved, then checkpoint.pt (all atomic)."""
+    write_table(pd.DataFrame(history)[HISTORY_COLUMNS], run_dir / "history.csv", index=False)
+    metric = history[-1][cfg.select_metric]
+    config = dataclasses.asdict(cfg)
+    if metric > best or not (run_dir / "best.pt").is_file():
+        best = metric if math.isfinite(metric) else best
+        save_checkpoint({"model": model.state_dict(), "epoch": epoch, "metric": metric, "config": config},
+                        run_dir / "best.pt")
+    save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "history": history,
+                     "rng": torch.get_rng_state(), "config": config}, run_dir / "checkpoint.pt")
+    return best
+
+
+def _resume(path: Path, cfg: TrainConfig, model, optimizer, scheduler) -> tuple[int, list, float]:
+    """Restore a run from checkpoint.pt (same config required); (0, [], -inf) for a new run."""
+    if not path.is_file():
+        return 0, [], -math.inf
+    state = load_checkpoint(path)
+    changed = config_differences(state["config"], cfg)
+    if changed:
+        raise CheckpointError(f"{path}: was trained with other settings ({', '.join(changed)}); "
+                              "use another run_dir or delete the run to start over")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    return state["epoch"] + 1, list(state["history"]), state["best"]
+
+
+def _write_predictions(run_dir: Path, cfg, model, head, splits: dict, device) -> None:
+    """predictions_<split>.csv from the best checkpoint's weights."""
+    model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
+    for name, split in splits.items():
+        _, probs = evaluate(model, head, split, device, cfg)
+        write_predictions(split.frame, probs, run_dir / f"predictions_{name}.csv")
+
+
+def _config_record(cfg: TrainConfig, policy, n_train: int, n_valid: int, world: int) -> dict:
+    return {**dataclasses.asdict(cfg), "policy_resolved": policy.describe(), "head": policy.head,
+            "train_images": n_train, "valid_images": n_valid, "world_size": world,
+            "versions": {"chexutils": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+                         "python": sys.version.split()[0]}}
+
+
+def _csv(given: str, default: Path) -> Path:
+    return paths.resolve(given) if given else default
+
+
+def _setup_distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; initialises the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _pick_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _all_ranks_mean(value: float, device) -> float:
+    if not dist.is_initialized():
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.item() / dist.get_world_size()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chexutils.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file with TrainConfig keys (flat, or under 'train:')")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override keys (YAML values)")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    cfg = make_config(args.config, **overrides)
+    run_dir = fit(cfg)
+    print(f"run finished: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The flat training config: every parameter of a run, commented, resolved and saved with the run."""
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import DataError
+
+
+@dataclass
+class TrainConfig:
+    # --- data -------------------------------------------------------------------------------
+    data_dir: str = "data/phantom"       # folder holding CheXpert-v1.0-small/ (Paths resolve against it)
+    train_csv: str = ""                  # CSV to train on; "" = <data_dir>/CheXpert-v1.0-small/train.csv
+    valid_csv: str = ""                  # CSV scored every epoch; "" = the official valid.csv
+    # --- labels -----------------------------------------------------------------------------
+    policy: str = "U-Ones"               # uncertainty policy (chexutils.policies.POLICIES)
+    policy_options: dict = field(default_factory=dict)  # e.g. {"teacher": run_dir} or {"mapping": {...}}
+    blank: str = "negative"              # blank (not mentioned) as "negative" (the paper) or "ignore"
+    # --- model ------------------------------------------------------------------------------
+    backbone: str = "densenet121"        # chexutils.models.BACKBONES
+    pretrained: str | None = None        # "imagenet": real weights from the torch hub cache; None: random init
+    image_size: int = 224                # square side in pixels (the seed: 224 or 320; xception >= 299)
+    # --- optimisation (the seed's recipe) ---------------------------------------------------
+    epochs: int = 6
+    batch_size: int = 0                  # 0 = the seed's choice: 32 at <= 224 px, 16 above
+    lr: float = 1e-4                     # Adam
+    betas: tuple = (0.9, 0.999)
+    weight_decay: float = 0.0
+    lr_step_epochs: int = 2              # lr x lr_gamma every lr_step_epochs epochs
+    lr_gamma: float = 0.1
+    # --- run ---------------------------------------------------------------------------------
+    run_dir: str = "output/scratch/run"  # config.json, history.csv, checkpoint.pt, best.pt land here
+    seed: int = 0                        # model init, shuffling, label smoothing
+    select_metric: str = "valid_auroc_tasks"  # best.pt = highest value of this history column
+    max_steps_per_epoch: int = 0         # > 0 caps an epoch (smoke tests); 0 = whole epoch
+    # --- data path and device ---------------------------------------------------------------
+    use_cache: bool = True               # read pre-resized uint8 batches from the image cache
+    cache_dir: str = "output/cache"      # where caches live (one per image list x size x method)
+    resize_method: str = "bilinear"
+    workers: int = 0                     # loader worker processes (0 = main process + prefetch thread)
+    device: str = "auto"                 # "auto" = cuda if available, else cpu
+    amp: bool = True                     # bf16 autocast on CUDA; no-op on CPU
+    channels_last: bool = True           # channels-last memory format on CUDA; no-op on CPU
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with derived defaults filled in (what config.json records)."""
+        batch = self.batch_size or (32 if self.image_size <= 224 else 16)
+        return dataclasses.replace(self, batch_size=batch, betas=tuple(self.betas),
+                                   policy_options=dict(self.policy_options))
+
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+RESUME_MAY_CHANGE = {"epochs", "workers", "device", "cache_dir", "use_cache"}  # everything else must match
+
+
+def make_config(source=None, **overrides) -> TrainConfig:
+    """Build a config from a YAML file (or a dict) plus keyword overrides; unknown keys fail loudly."""
+    values = {}
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise DataError(f"{path}: cannot read the training config ({err})") from None
+        values = values.get("train", values)
+        where = str(path)
+    else:
+        values, where = dict(source or {}), "training config"
+    values.update(overrides)
+    unknown = set(values) - FIELDS
+    if unknown:
+        raise DataError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(FIELDS))}")
+    return TrainConfig(**values).resolved()
+
+
+def config_differences(saved: dict, current: TrainConfig) -> list[str]:
+    """Keys whose values differ between a checkpoint's config and this one (resume must match)."""
+    now = dataclasses.asdict(current)
+    return sorted(k for k in now if k not in RESUME_MAY_CHANGE and _plain(saved.get(k)) != _plain(now[k]))
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value

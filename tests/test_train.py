@@ -1,0 +1,135 @@
+"""Training runs on a tiny phantom: run directory, resume == uninterrupted, safety, DDP on CPU."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from chexutils import train as train_module
+from chexutils.checkpoint import CheckpointError, load_checkpoint
+from chexutils.errors import DataError
+from chexutils.train import HISTORY_COLUMNS, TrainingDiverged, fit
+from chexutils.train_config import make_config
+
+
+def tiny_config(tiny_phantom, run_dir, **overrides):
+    base = dict(data_dir=str(tiny_phantom.parent), backbone="densenet121", image_size=32, epochs=2, batch_size=16,
+                lr=1e-3, run_dir=str(run_dir), cache_dir=str(run_dir.parent / "cache"), policy="U-Ones")
+    return make_config(**{**base, **overrides})
+
+
+def test_run_directory_is_complete(tiny_phantom, tmp_path):
+    run = fit(tiny_config(tiny_phantom, tmp_path / "run"))
+    config = json.loads((run / "config.json").read_text())
+    assert config["policy"] == "U-Ones" and config["head"] == "binary" and config["batch_size"] == 16
+    assert config["versions"]["torch"] == torch.__version__
+    history = pd.read_csv(run / "history.csv")
+    assert list(history.columns) == HISTORY_COLUMNS and list(history["epoch"]) == [1, 2]
+    assert np.isfinite(history[["train_loss", "valid_loss", "images_per_s"]].to_numpy()).all()
+    assert history["lr"].tolist() == [1e-3, 1e-3]
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["epoch"] == 1 and state["config"]["seed"] == 0 and len(state["history"]) == 2
+    best = load_checkpoint(run / "best.pt")
+    assert set(best) == {"model", "epoch", "metric", "config"}
+    predictions = pd.read_csv(run / "predictions_valid.csv")
+    assert len(predictions) == config["valid_images"]
+    assert predictions["Edema"].between(0, 1).all()
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(tiny_phantom, tmp_path, monkeypatch):
+    whole = fit(tiny_config(tiny_phantom, tmp_path / "whole", epochs=3, lr_step_epochs=1, lr_gamma=0.5))
+    real_epoch = train_module.train_one_epoch
+
+    def killed_in_epoch_two(model, head, optimizer, loader, split, device, cfg, epoch, show):
+        if epoch == 1:
+            for step, _ in enumerate(loader):  # part of an epoch, then the machine dies
+                optimizer.step()
+                if step == 2:
+                    raise KeyboardInterrupt
+        return real_epoch(model, head, optimizer, loader, split, device, cfg, epoch, show)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", killed_in_epoch_two)
+    cfg = tiny_config(tiny_phantom, tmp_path / "resumed", epochs=3, lr_step_epochs=1, lr_gamma=0.5)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["epoch"] == 0
+    monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
+    resumed = fit(cfg)
+    a, b = pd.read_csv(whole / "history.csv"), pd.read_csv(resumed / "history.csv")
+    cols = ["train_loss", "valid_loss", "valid_auroc_tasks", "lr"]
+    np.testing.assert_allclose(a[cols].to_numpy(), b[cols].to_numpy(), rtol=1e-6)
+    wa, wb = load_checkpoint(whole / "checkpoint.pt")["model"], load_checkpoint(resumed / "checkpoint.pt")["model"]
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
+
+
+def test_same_seed_same_run_and_caller_rng_untouched(tiny_phantom, tmp_path):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = fit(tiny_config(tiny_phantom, tmp_path / "a", epochs=1))
+    assert torch.equal(torch.get_rng_state(), before)
+    b = fit(tiny_config(tiny_phantom, tmp_path / "b", epochs=1))
+    pd.testing.assert_frame_equal(pd.read_csv(a / "history.csv").drop(columns=["seconds", "images_per_s"]),
+                                  pd.read_csv(b / "history.csv").drop(columns=["seconds", "images_per_s"]))
+
+
+def test_pickled_checkpoint_is_refused(tiny_phantom, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": {}, "config": make_config()}, run / "checkpoint.pt")  # a dataclass: needs pickle
+    with pytest.raises(CheckpointError, match="refused .*weights_only"):
+        load_checkpoint(run / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="checkpoint.pt: refused"):
+        fit(tiny_config(tiny_phantom, run))
+
+
+def test_resume_with_other_settings_is_refused(tiny_phantom, tmp_path):
+    fit(tiny_config(tiny_phantom, tmp_path / "run", epochs=1))
+    with pytest.raises(CheckpointError, match="other settings \\(lr\\)"):
+        fit(tiny_config(tiny_phantom, tmp_path / "run", epochs=2, lr=0.5))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_phantom, tmp_path, monkeypatch):
+    real_loss = train_module.masked_loss
+    calls = {"n": 0}
+
+    def loss_nan_in_epoch_two(logits, values, mask, head):
+        loss = real_loss(logits, values, mask, head)
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] > 12 and torch.is_grad_enabled() else loss
+
+    monkeypatch.setattr(train_module, "masked_loss", loss_nan_in_epoch_two)
+    cfg = tiny_config(tiny_phantom, tmp_path / "run", epochs=3)
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2"):
+        fit(cfg)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["epoch"] == 0 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_unknown_config_key_fails_loudly(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("train:\n  polcy: U-Ones\n")
+    with pytest.raises(DataError, match="unknown key\\(s\\) polcy"):
+        make_config(path)
+    assert make_config(image_size=320).batch_size == 16 and make_config(image_size=224).batch_size == 32
+
+
+def test_two_process_ddp_on_cpu(tiny_phantom, tmp_path):
+    cfg = tiny_config(tiny_phantom, tmp_path / "ddp", epochs=1, policy="U-MultiClass")
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    done = subprocess.run(torchrun + ["-m", "chexutils.train", "--config", str(path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert config["world_size"] == 2 and config["head"] == "multiclass"
+    assert len(pd.read_csv(tmp_path / "ddp" / "history.csv")) == 1
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
+        "best.pt", "checkpoint.pt", "config.json", "history.csv", "predictions_valid.csv"]
