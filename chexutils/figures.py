@@ -92,3 +92,17 @@ def split_prevalence(summary: pd.DataFrame, observations, path=None):
     ax.set_title("Positive rate per split (patient-level split)")
     save(fig, path)
     return fig
+
+
+def learning_curves(history: pd.DataFrame, path=None):
+    """Train and valid loss, and valid mean AUROC over the competition tasks, per epoch."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    losses = history.melt(id_vars="epoch", value_vars=["train_loss", "valid_loss"], var_name="split", value_name="loss")
+    sns.lineplot(data=losses, x="epoch", y="loss", hue="split", marker="o", ax=left).set(title="Loss")
+    sns.lineplot(data=history, x="epoch", y="valid_auroc_tasks", marker="o", ax=right).set(
+        title="Valid mean AUROC, 5 competition tasks (study level)", ylabel="AUROC")
+    for ax in (left, right):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    save(fig, path)
+    return fig

@@ -86,12 +86,14 @@ class FractalNet(nn.Module):
                  drop_path: float = 0.15, global_drop_ratio: float = 0.0, in_channels: int = 3):
         super().__init__()
         if columns < 1 or blocks < 1:
-            raise ValueError(f"FractalNet needs columns >= 1 and blocks >= 1, got {columns}, {blocks}")
+            raise ValueError(f"FractalNet needs columns >= 1 and blocks >= 1, "
+                             f"got {columns}, {blocks}")
         if not 0.0 <= drop_path < 1.0 or not 0.0 <= global_drop_ratio <= 1.0:
             raise ValueError(f"drop_path must be in [0, 1) and global_drop_ratio in [0, 1], "
                              f"got {drop_path}, {global_drop_ratio}")
         if channels is None:  # the paper's CIFAR widths, widened no further after 512
-            channels = DEFAULT_CHANNELS[:blocks] + (DEFAULT_CHANNELS[-1],) * (blocks - len(DEFAULT_CHANNELS))
+            extra = max(0, blocks - len(DEFAULT_CHANNELS))
+            channels = DEFAULT_CHANNELS[:blocks] + (DEFAULT_CHANNELS[-1],) * extra
         channels = tuple(int(c) for c in channels)
         if len(channels) != blocks:
             raise ValueError(f"channels {channels} must give one width per block ({blocks} blocks)")

@@ -101,7 +101,7 @@ class PooledFeatures(nn.Module):
 
 
 class XceptionTrunk(nn.Module):
-    """Exposes pretrainedmodels' ``Xception.features`` method (a method, not a module) as forward."""
+    """Wraps pretrainedmodels' ``Xception.features`` (a method, not a module) as a module."""
 
     def __init__(self, xception: nn.Module):
         super().__init__()
@@ -124,10 +124,19 @@ def build_densenet121(pretrained: str | None) -> tuple[nn.Module, int]:
     return PooledFeatures(net.features), net.classifier.in_features
 
 
+def import_pretrainedmodels():
+    """Import pretrainedmodels lazily (~2 s, ~650 MB) without advancing torch's global RNG."""
+    # Workaround: pretrainedmodels' resnext_features modules build two ResNeXt-101 trunks at
+    # import time, which consumes torch's RNG; without fork_rng the first seeded build in a
+    # process would get different weights from every later one.
+    with torch.random.fork_rng(devices=[]):
+        import pretrainedmodels
+    return pretrainedmodels
+
+
 def build_xception(pretrained: str | None) -> tuple[nn.Module, int]:
     """pretrainedmodels' Xception trunk (2048 features); ImageNet weights via its own loader."""
-    import pretrainedmodels  # imported lazily: it loads all of its model modules (~2 s)
-
+    pretrainedmodels = import_pretrainedmodels()
     if pretrained == "imagenet":
         expected = pretrainedmodels.pretrained_settings["xception"]["imagenet"]["url"]
         if expected != BACKBONES["xception"].pretrained_url:  # a different pretrainedmodels version
@@ -152,7 +161,7 @@ register_backbone(Backbone(
     name="densenet121", build=build_densenet121, min_size=32,
     pretrained_file="densenet121-a639ec97.pth",
     pretrained_url="https://download.pytorch.org/models/densenet121-a639ec97.pth",
-    source="torchvision.models.densenet121 (Huang et al. 2017), weights DenseNet121_Weights.IMAGENET1K_V1"))
+    source="torchvision.models.densenet121 (Huang et al. 2017), weights IMAGENET1K_V1"))
 register_backbone(Backbone(
     name="xception", build=build_xception, min_size=299,
     pretrained_file="xception-43020ad28.pth",
@@ -181,8 +190,8 @@ class ChexpertNet(nn.Module):
         classes = len(MULTICLASS_CLASSES) if head == "multiclass" else 1
         self.classifier = nn.Linear(num_features, num_outputs * classes)
         # Constants, not learned: buffers follow the model's device but stay out of state dicts.
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        for name, values in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
+            self.register_buffer(name, torch.tensor(values).view(1, 3, 1, 1), persistent=False)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """Check shape/size, scale to [0, 1], broadcast grey to RGB and apply ImageNet mean/std."""
@@ -194,7 +203,8 @@ class ChexpertNet(nn.Module):
             raise ValueError(f"backbone {self.backbone_name!r} needs images of at least "
                              f"{self.min_size}x{self.min_size}, got {height}x{width}")
         if images.dtype != torch.uint8 and not images.is_floating_point():
-            raise ValueError(f"expected uint8 (0..255) or float ([0, 1]) images, got {images.dtype}")
+            raise ValueError(f"expected uint8 (0..255) or float ([0, 1]) images, "
+                             f"got {images.dtype}")
         x = images.to(self.mean.device)  # move the compact uint8 batch, convert on the device
         scale = 255 if x.dtype == torch.uint8 else 1
         x = x.to(self.mean.dtype) / scale

@@ -123,11 +123,21 @@ def _check_parameters_declared(config: Config) -> None:
 
 
 def step_parameters(config: Config, step: Step, run: tuple[str, dict] | None) -> dict:
-    """What papermill injects: shared < step < grid values, plus output folders; only declared names."""
+    """What papermill injects: shared < step < grid values, plus output folders; only declared names.
+
+    In string values ``{output_dir}`` and ``{run_name}`` are replaced, so a step can name files an
+    earlier step wrote (e.g. ``{output_dir}/split/data_train.csv``).
+    """
     params = {**config.parameters, **step.parameters, "output_dir": str(config.output_dir)}
     if run is not None:
         params.update(run[1])
         params.update(run_name=run[0], run_dir=str(config.output_dir / run[0]))
+    fill = {"{output_dir}": str(config.output_dir), "{run_name}": run[0] if run else ""}
+    for key, value in params.items():
+        if isinstance(value, str):
+            for placeholder, text in fill.items():
+                value = value.replace(placeholder, text)
+            params[key] = value
     declared = _declared(step.notebook)
     return {k: v for k, v in params.items() if k in declared}
 

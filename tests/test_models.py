@@ -1,5 +1,9 @@
 """Backbone registry, heads, input handling, offline pretrained loading and FractalNet drop-path."""
 
+import pathlib
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -19,9 +23,18 @@ def grey_batch(size: int, batch: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8, generator=generator)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny CPU tensors run several times faster on one thread than with OpenMP spin-waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def seeded_models():
-    """Models built once per (backbone, head) after ``torch.manual_seed(0)``; use in eval mode only."""
+    """Models built once per (backbone, head) after ``torch.manual_seed(0)``; eval mode only."""
     cache = {}
 
     def get(name: str, head: str = "binary") -> ChexpertNet:
@@ -85,6 +98,16 @@ def test_xception_file_matches_pretrainedmodels_settings():
 
     url = pretrainedmodels.pretrained_settings["xception"]["imagenet"]["url"]
     assert BACKBONES["xception"].pretrained_url == url
+
+
+def test_importing_pretrainedmodels_leaves_torch_rng_alone():
+    # Fresh interpreter: pretrainedmodels builds models at import time, which would shift seeds.
+    script = ("import torch; from chexutils.models import import_pretrainedmodels; "
+              "torch.manual_seed(0); a = torch.rand(3); torch.manual_seed(0); "
+              "import_pretrainedmodels(); assert torch.equal(a, torch.rand(3)), 'RNG advanced'")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=pathlib.Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
 
 
 def test_unknown_backbone_lists_known_names():
@@ -251,7 +274,8 @@ def test_global_drop_path_uses_one_column_throughout():
         net.zero_grad(set_to_none=True)
         torch.manual_seed(seed)
         net(torch.rand(2, 3, 16, 16)).sum().backward()
-        used = {(b, j) for b, block in enumerate(net.blocks) for j, column in enumerate(block.columns)
+        used = {(b, j) for b, block in enumerate(net.blocks)
+                for j, column in enumerate(block.columns)
                 if any(p.grad is not None for p in column.parameters())}
         columns = {j for _, j in used}
         assert len(columns) == 1 and len(used) == len(net.blocks)
@@ -279,6 +303,7 @@ def test_parameter_count_follows_columns_and_blocks(columns, channels):
 def test_default_fractalnet_matches_the_papers_layout():
     net = FractalNet()
     assert len(net.blocks) == 5 and net.num_columns == 3
-    assert sum(p.numel() for p in net.parameters()) == expected_parameters(3, (64, 128, 256, 512, 512))
+    expected = expected_parameters(3, (64, 128, 256, 512, 512))
+    assert sum(p.numel() for p in net.parameters()) == expected
     with pytest.raises(ValueError, match="one width per block"):
         FractalNet(blocks=4, channels=(64, 128))
