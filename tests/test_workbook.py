@@ -34,6 +34,16 @@ steps:
   - notebook: 01_explore.ipynb
     parameters: {{sample_per_finding: 2}}
   - notebook: 02_split.ipynb
+  - notebook: 03_train.ipynb
+    per_run: true
+    parameters:
+      train_csv: "{{output_dir}}/split/data_train.csv"
+      valid_csv: "{{output_dir}}/split/data_valid.csv"
+      image_size: 32
+      epochs: 1
+      batch_size: 16
+grid:
+  policy: [U-Zeros, U-MultiClass]
 """
 
 
@@ -68,10 +78,23 @@ def test_series_writes_the_files_later_steps_read(series):
     assert re.search(r"\| 02_split\.ipynb \| +\| ok \|", (out / "report.md").read_text())
 
 
+def test_train_step_runs_once_per_grid_point_on_the_split(series):
+    _, _, out = series
+    for policy, head in (("U-Zeros", "binary"), ("U-MultiClass", "multiclass")):
+        run = out / policy
+        config = json.loads((run / "config.json").read_text())
+        assert config["policy"] == policy and config["head"] == head and config["image_size"] == 32
+        assert config["train_csv"] == str(out / "split" / "data_train.csv")
+        assert len(pd.read_csv(run / "history.csv")) == 1
+        assert (run / "best.pt").is_file() and (run / "learning_curves.png").stat().st_size > 1000
+        assert (run / "03_train.ipynb").is_file()
+    assert len(list((out / "cache").iterdir())) == 2  # one cache per CSV (train, valid), shared by both runs
+
+
 def test_second_run_skips_unchanged_steps(series):
     _, config, out = series
     outcomes = execute(load_config(config, out.parent), log=lambda *_: None)
-    assert [o.status for o in outcomes] == ["skipped"] * 3
+    assert [o.status for o in outcomes] == ["skipped"] * 5
 
 
 def test_failing_notebook_is_kept_with_its_error_and_stops_the_series(tmp_path):
