@@ -113,6 +113,19 @@ def data_wait_share(loader, model, device, steps: int, amp: bool = False) -> dic
     return {"steps": steps, "step_s": elapsed / steps, "wait_share": waited / elapsed}
 
 
+def backbone_speeds(sizes: dict, batch: int, steps: int, device) -> list[dict]:
+    """Training images/s of each backbone on synthetic uint8 batches, at each of its sizes."""
+    rows = []
+    for backbone, backbone_sizes in sizes.items():
+        for size in backbone_sizes:
+            model = build_model(backbone).to(device)
+            synthetic = [(torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8), torch.arange(batch))] * (steps + 1)
+            timed = data_wait_share(iter(synthetic), model, device, steps)
+            rows.append({"backbone": backbone, "size": size, "batch": batch, "train_img_s": batch / timed["step_s"]})
+            print(f"  {backbone:12s} {size:4d}px  {rows[-1]['train_img_s']:8.1f} train img/s", flush=True)
+    return rows
+
+
 def gpu_table(cache_by_size: dict, batch: int, steps: int) -> list[dict]:
     """DenseNet121 training images/s on the GPU: synthetic vs cached batches, fp32 vs bf16+channels_last."""
     device = torch.device("cuda")
@@ -146,6 +159,8 @@ def main(argv=None) -> None:
     parser.add_argument("--train-size", type=int, default=64, help="CPU train-step image size (default 64)")
     parser.add_argument("--steps", type=int, default=5, help="timed train steps")
     parser.add_argument("--gpu", action="store_true", help="also the DenseNet121 GPU benchmark at 224 and 320")
+    parser.add_argument("--backbones", action="store_true",
+                        help="also CPU training images/s per backbone at --train-size and 224 (xception: 320)")
     parser.add_argument("--out", default="output/bench")
     args = parser.parse_args(argv)
     out = paths.resolve(args.out)
@@ -175,6 +190,10 @@ def main(argv=None) -> None:
         if isinstance(row, dict):
             print(f"  CPU train step {args.train_size}px via {name}: {row['step_s']:.3f} s/step, "
                   f"waiting for data {100 * row['wait_share']:.2f}%")
+    if args.backbones:
+        print(f"CPU training speed per backbone (batch {args.batch}, synthetic batches):")
+        sizes = {"densenet121": [args.train_size, 224], "fractalnet": [args.train_size, 224], "xception": [320]}
+        report["cpu_backbones"] = backbone_speeds(sizes, args.batch, 2, cpu)
     if args.gpu and torch.cuda.is_available():
         caches = {size: open_cache(frame, size, out / "cache") for size in (224, 320)}
         report["gpu"] = gpu_table(caches, args.batch, args.steps)

@@ -157,7 +157,8 @@ def fit(cfg: TrainConfig) -> Path:
                 best = _save_epoch(run_dir, cfg, model, optimizer, scheduler, epoch, history, best)
             _barrier()
         if rank == 0:
-            _write_predictions(run_dir, cfg, model, policy.head, {"valid": valid}, device)
+            splits = {"valid": valid, **({"train": train} if cfg.predict_train else {})}
+            _write_predictions(run_dir, cfg, model, policy.head, splits, device)
     if world > 1:
         dist.destroy_process_group()
     return run_dir

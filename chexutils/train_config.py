@@ -36,6 +36,7 @@ class TrainConfig:
     seed: int = 0                        # model init, shuffling, label smoothing
     select_metric: str = "valid_auroc_tasks"  # best.pt = highest value of this history column
     max_steps_per_epoch: int = 0         # > 0 caps an epoch (smoke tests); 0 = whole epoch
+    predict_train: bool = False          # also write predictions_train.csv (a U-SelfTrained teacher needs it)
     # --- data path and device ---------------------------------------------------------------
     use_cache: bool = True               # read pre-resized uint8 batches from the image cache
     cache_dir: str = "output/cache"      # where caches live (one per image list x size x method)
@@ -53,7 +54,7 @@ class TrainConfig:
 
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-RESUME_MAY_CHANGE = {"epochs", "workers", "device", "cache_dir", "use_cache"}  # everything else must match
+RESUME_MAY_CHANGE = {"epochs", "workers", "device", "cache_dir", "use_cache", "predict_train"}  # everything else must match
 
 
 def make_config(source=None, **overrides) -> TrainConfig:

@@ -125,7 +125,7 @@ def _check_parameters_declared(config: Config) -> None:
 def step_parameters(config: Config, step: Step, run: tuple[str, dict] | None) -> dict:
     """What papermill injects: shared < step < grid values, plus output folders; only declared names.
 
-    In string values ``{output_dir}`` and ``{run_name}`` are replaced, so a step can name files an
+    In strings (also nested in lists and mappings) ``{output_dir}`` and ``{run_name}`` are replaced, so a step can name files an
     earlier step wrote (e.g. ``{output_dir}/split/data_train.csv``).
     """
     params = {**config.parameters, **step.parameters, "output_dir": str(config.output_dir)}
@@ -133,13 +133,22 @@ def step_parameters(config: Config, step: Step, run: tuple[str, dict] | None) ->
         params.update(run[1])
         params.update(run_name=run[0], run_dir=str(config.output_dir / run[0]))
     fill = {"{output_dir}": str(config.output_dir), "{run_name}": run[0] if run else ""}
-    for key, value in params.items():
-        if isinstance(value, str):
-            for placeholder, text in fill.items():
-                value = value.replace(placeholder, text)
-            params[key] = value
+    params = {key: _fill_placeholders(value, fill) for key, value in params.items()}
     declared = _declared(step.notebook)
     return {k: v for k, v in params.items() if k in declared}
+
+
+def _fill_placeholders(value, fill: dict):
+    """Replace placeholders in strings, also inside lists and mappings (e.g. policy_options)."""
+    if isinstance(value, str):
+        for placeholder, text in fill.items():
+            value = value.replace(placeholder, text)
+        return value
+    if isinstance(value, list):
+        return [_fill_placeholders(v, fill) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill_placeholders(v, fill) for k, v in value.items()}
+    return value
 
 
 def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:

@@ -52,3 +52,11 @@ def test_notebook_is_thin_and_clean(path):
     for cell in code:
         for node in ast.walk(ast.parse(cell.source)):
             assert not isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Lambda)), "no definitions in notebooks"
+
+
+@pytest.mark.parametrize("path", sorted(paths.CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    from chexutils.workbook import load_config
+
+    config = load_config(path)
+    assert config.steps and config.name == path.stem

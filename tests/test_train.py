@@ -133,3 +133,13 @@ def test_two_process_ddp_on_cpu(tiny_phantom, tmp_path):
     assert len(pd.read_csv(tmp_path / "ddp" / "history.csv")) == 1
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
         "best.pt", "checkpoint.pt", "config.json", "history.csv", "predictions_valid.csv"]
+
+
+def test_self_trained_student_learns_from_a_u_ignore_teacher(tiny_phantom, tmp_path):
+    teacher = fit(tiny_config(tiny_phantom, tmp_path / "teacher", epochs=1, policy="U-Ignore", predict_train=True))
+    predictions = pd.read_csv(teacher / "predictions_train.csv")
+    assert len(predictions) == json.loads((teacher / "config.json").read_text())["train_images"]
+    student = fit(tiny_config(tiny_phantom, tmp_path / "student", epochs=1, policy="U-SelfTrained",
+                              policy_options={"teacher": str(teacher)}))
+    resolved = json.loads((student / "config.json").read_text())["policy_resolved"]
+    assert resolved["name"] == "U-SelfTrained" and str(teacher) in json.dumps(resolved)
