@@ -143,3 +143,11 @@ def test_self_trained_student_learns_from_a_u_ignore_teacher(tiny_phantom, tmp_p
                               policy_options={"teacher": str(teacher)}))
     resolved = json.loads((student / "config.json").read_text())["policy_resolved"]
     assert resolved["name"] == "U-SelfTrained" and str(teacher) in json.dumps(resolved)
+
+
+def test_training_with_and_without_the_cache_agrees(tiny_phantom, tmp_path):
+    cached = fit(tiny_config(tiny_phantom, tmp_path / "cached", epochs=1))
+    jpeg = fit(tiny_config(tiny_phantom, tmp_path / "jpeg", epochs=1, use_cache=False, workers=2))
+    cols = ["train_loss", "valid_loss", "valid_auroc_tasks"]
+    np.testing.assert_allclose(pd.read_csv(cached / "history.csv")[cols].to_numpy(),
+                               pd.read_csv(jpeg / "history.csv")[cols].to_numpy(), rtol=1e-5)
