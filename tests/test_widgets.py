@@ -1,0 +1,192 @@
+"""The ROC browser: operating points by hand, the Path join, and widget changes driving state() and the HTML."""
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from chexutils.errors import DataError
+from chexutils.labels import OBSERVATIONS
+from chexutils.widgets import RocBrowser, load_run_scores, operating_point, roc_points
+
+NAN = math.nan
+# Four studies; s4 has one view. Study labels: Atelectasis 1 / 0 / uncertain / blank, Edema 0 / 1 / 1 / 0.
+STUDIES = {"patient00001/study1": (1.0, 0.0), "patient00001/study2": (0.0, 1.0),
+           "patient00002/study1": (-1.0, 1.0), "patient00003/study1": (NAN, 0.0)}
+VIEWS = ["patient00001/study1/view1", "patient00001/study1/view2", "patient00001/study2/view1",
+         "patient00001/study2/view2", "patient00002/study1/view1", "patient00002/study1/view2",
+         "patient00003/study1/view1"]
+# Per image, in VIEWS order: (Atelectasis, Edema) probabilities of run "a" and run "b".
+SCORES = {"a": [(0.9, 0.3), (0.2, 0.2), (0.6, 0.7), (0.1, 0.5), (0.8, 0.45), (0.3, 0.6), (0.4, 0.1)],
+          "b": [(0.35, 0.8), (0.55, 0.1), (0.25, 0.9), (0.65, 0.4), (0.5, 0.2), (0.05, 0.3), (0.75, 0.6)]}
+
+
+def _path(view: str) -> str:
+    kind = "frontal" if view.endswith("1") else "lateral"
+    return f"CheXpert-v1.0-small/valid/{view}_{kind}.jpg"
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    """The label frame, in the CSV order (Fracture all negative: one class only)."""
+    rows = []
+    for line, view in enumerate(VIEWS, start=2):
+        patient, study, _ = view.split("/")
+        atelectasis, edema = STUDIES[f"{patient}/{study}"]
+        row = {"Path": _path(view), "patient": patient, "study": f"{patient}/{study}",
+               "frontal": view.endswith("1"), "line": line}
+        row.update({obs: NAN for obs in OBSERVATIONS})
+        row.update({"Atelectasis": atelectasis, "Edema": edema, "Fracture": 0.0})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_run(folder, frame, name, seed, extra_path=None):
+    """Write predictions_valid.csv for run ``name`` with its rows shuffled; returns the run folder."""
+    table = frame[["Path", "patient", "study", "frontal"]].copy()
+    rng = np.random.default_rng(seed)
+    for obs in OBSERVATIONS:
+        table[obs] = rng.uniform(size=len(table)).round(3)
+    table[["Atelectasis", "Edema"]] = np.array(SCORES[name])
+    if extra_path:
+        table.loc[len(table)] = [extra_path, "patient09999", "patient09999/study1", True] + [0.5] * len(OBSERVATIONS)
+    run_dir = folder / f"run_{name}"
+    run_dir.mkdir()
+    table.sample(frac=1.0, random_state=seed).to_csv(run_dir / "predictions_valid.csv", index=False)
+    return run_dir
+
+
+@pytest.fixture
+def runs(tmp_path, frame):
+    return [load_run_scores(write_run(tmp_path, frame, name, seed), frame, name=name)
+            for name, seed in (("a", 1), ("b", 2))]
+
+
+def expected(name, observation, level, threshold):
+    """operating_point on arrays built here from the hand-made tables (study level = max over views)."""
+    column = {"Atelectasis": 0, "Edema": 1}[observation]
+    studies = ["/".join(v.split("/")[:2]) for v in VIEWS]
+    scores = pd.Series([s[column] for s in SCORES[name]])
+    labels = pd.Series([STUDIES[s][column] for s in studies])
+    if level == "study":
+        scores, labels = scores.groupby(studies).max(), labels.groupby(studies).first()
+    y = labels.fillna(0.0)
+    keep = y != -1.0
+    return operating_point(y[keep].to_numpy(), scores[keep].to_numpy(), threshold)
+
+
+def counts(row) -> tuple:
+    return tuple(int(row[k]) for k in ("tp", "fp", "tn", "fn"))
+
+
+def body_rows(html: str) -> int:
+    return html.split("<tbody>")[1].count("<tr>") if "<tbody>" in html else 0
+
+
+def test_operating_point_by_hand():
+    y = np.array([1, 1, 0, 0, 0, 1])
+    s = np.array([0.9, 0.4, 0.6, 0.2, 0.4, 0.7])
+    op = operating_point(y, s, 0.5)
+    assert (op["tp"], op["fp"], op["tn"], op["fn"]) == (2, 1, 2, 1)
+    assert op["sensitivity"] == pytest.approx(2 / 3) and op["specificity"] == pytest.approx(2 / 3)
+    assert op["ppv"] == pytest.approx(2 / 3) and op["npv"] == pytest.approx(2 / 3)
+    tie = operating_point(y, s, 0.4)  # score == threshold counts as positive
+    assert (tie["tp"], tie["fp"], tie["tn"], tie["fn"]) == (3, 2, 1, 0)
+    assert tie["npv"] == 1.0
+    everything = operating_point(y, s, 0.0)
+    assert (everything["tp"], everything["fp"], everything["tn"], everything["fn"]) == (3, 3, 0, 0)
+    assert everything["sensitivity"] == 1.0 and everything["specificity"] == 0.0 and math.isnan(everything["npv"])
+    nothing = operating_point(y, s, 0.95)
+    assert (nothing["tp"], nothing["fp"], nothing["tn"], nothing["fn"]) == (0, 0, 3, 3)
+    assert math.isnan(nothing["ppv"]) and nothing["sensitivity"] == 0.0 and nothing["threshold"] == 0.95
+
+
+def test_roc_points_and_one_class():
+    points = roc_points(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    assert list(points.columns[:3]) == ["fpr", "tpr", "thresholds"]
+    assert points["auroc"].iloc[0] == pytest.approx(0.75)
+    assert math.isnan(roc_points(np.array([0, 0]), np.array([0.1, 0.2])).attrs["auroc"])
+
+
+def test_load_joins_by_path(runs, frame):
+    a = runs[0]
+    assert a.image_scores.loc[_path(VIEWS[0]), "Atelectasis"] == 0.9
+    assert a.image_labels.loc[_path(VIEWS[2]), "Edema"] == 1.0
+    assert a.study_scores.loc["patient00001/study1", "Atelectasis"] == 0.9  # max over the two views
+    assert a.study_labels.loc["patient00002/study1", "Atelectasis"] == -1.0
+    assert len(a.study_labels) == 4
+
+
+def test_missing_path_is_data_error(tmp_path, frame):
+    run_dir = write_run(tmp_path, frame, "a", 1, extra_path="CheXpert-v1.0-small/valid/patient09999/study1/view1_frontal.jpg")
+    with pytest.raises(DataError, match=r"predictions_valid\.csv: 1 Path.*patient09999"):
+        load_run_scores(run_dir, frame)
+
+
+def test_threshold_drives_state(runs):
+    browser = RocBrowser(runs)
+    browser.observation_select.value = "Atelectasis"
+    for threshold in (0.0, 0.5, 0.7, 1.0):
+        browser.threshold_slider.value = threshold
+        state = browser.state()
+        for name in ("a", "b"):
+            want = expected(name, "Atelectasis", "image", threshold)
+            got = state.loc[name]
+            assert counts(got) == (want["tp"], want["fp"], want["tn"], want["fn"])
+            for key in ("sensitivity", "specificity", "ppv", "npv"):
+                assert got[key] == pytest.approx(want[key], nan_ok=True)
+    browser.threshold_slider.value = 0.5
+    assert counts(browser.state().loc["a"]) == (1, 1, 2, 1)  # by hand, from SCORES and STUDIES
+    browser.threshold_slider.value = 0.7
+    assert counts(browser.state().loc["a"]) == (1, 0, 3, 1)
+
+
+def test_observation_and_level_change_counts(runs):
+    browser = RocBrowser(runs)
+    browser.threshold_slider.value = 0.5
+    browser.observation_select.value = "Atelectasis"
+    browser.level_toggle.value = "study"
+    assert counts(browser.state().loc["a"]) == (1, 1, 1, 0)  # studies s1 0.9 / s2 0.6 / s4 0.4
+    browser.observation_select.value = "Edema"
+    assert counts(browser.state().loc["a"]) == (2, 0, 2, 0)
+    browser.level_toggle.value = "image"
+    assert counts(browser.state().loc["a"]) == (3, 0, 3, 1)
+    for level in ("image", "study"):
+        browser.level_toggle.value = level
+        want = expected("b", "Edema", level, 0.5)
+        assert counts(browser.state().loc["b"]) == (want["tp"], want["fp"], want["tn"], want["fn"])
+        assert browser.state().loc["b", "n"] == (7 if level == "image" else 4)
+
+
+def test_run_selection_and_html(runs):
+    browser = RocBrowser(runs)
+    browser.observation_select.value = "Edema"
+    browser.threshold_slider.value = 0.45
+    assert list(browser.state().index) == ["a", "b"] and body_rows(browser.table.value) == 2
+    browser.runs_select.value = ("b",)
+    state = browser.state()
+    assert list(state.index) == ["b"] and body_rows(browser.table.value) == 1
+    html = browser.table.value
+    for key in ("tp", "fp", "tn", "fn", "n", "positives"):
+        assert f"<td>{int(state.loc['b', key])}</td>" in html
+    for key in ("sensitivity", "specificity", "ppv", "npv", "auroc"):
+        assert f"<td>{state.loc['b', key]:.3f}</td>" in html
+    browser.runs_select.value = ()
+    assert browser.state().empty and body_rows(browser.table.value) == 0
+
+
+def test_one_class_plot_and_no_figure_leak(runs):
+    before = set(plt.get_fignums())
+    browser = RocBrowser(runs)
+    browser.observation_select.value = "Fracture"  # all negative: AUROC undefined, not a crash
+    state = browser.state()
+    assert state["auroc"].isna().all() and state["note"].str.contains("one class").all()
+    assert "one class" in browser.table.value
+    browser.observation_select.value = "Edema"
+    assert browser.state()["auroc"].notna().all()
+    (shown,) = browser.output.outputs
+    assert shown["data"]["image/png"] and "Edema" in shown["data"]["text/plain"]
+    assert set(plt.get_fignums()) == before
+    assert browser.display() is browser.box
