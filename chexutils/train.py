@@ -39,7 +39,7 @@ from .metrics import per_observation
 from .models import build_model
 from .policies import Targets, get_policy
 from .predict import predict_logits, write_predictions
-from .train_config import TrainConfig, config_differences, make_config
+from .train_config import SELECT_METRICS, TrainConfig, config_differences, make_config
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_auroc_tasks", "lr", "seconds", "images_per_s"]
 
@@ -167,7 +167,7 @@ def fit(cfg: TrainConfig) -> Path:
 def _save_epoch(run_dir: Path, cfg, model, optimizer, scheduler, epoch: int, history: list, best: float) -> float:
     """history.csv, best.pt when the selection metric improved, then checkpoint.pt (all atomic)."""
     write_table(pd.DataFrame(history)[HISTORY_COLUMNS], run_dir / "history.csv", index=False)
-    metric = history[-1][cfg.select_metric]
+    metric = SELECT_METRICS[cfg.select_metric] * history[-1][cfg.select_metric]  # higher is better
     config = dataclasses.asdict(cfg)
     if metric > best or not (run_dir / "best.pt").is_file():
         best = metric if math.isfinite(metric) else best

@@ -34,7 +34,7 @@ class TrainConfig:
     # --- run ---------------------------------------------------------------------------------
     run_dir: str = "output/scratch/run"  # config.json, history.csv, checkpoint.pt, best.pt land here
     seed: int = 0                        # model init, shuffling, label smoothing
-    select_metric: str = "valid_auroc_tasks"  # best.pt = highest value of this history column
+    select_metric: str = "valid_auroc_tasks"  # best.pt by this history column: valid_auroc_tasks or valid_loss
     max_steps_per_epoch: int = 0         # > 0 caps an epoch (smoke tests); 0 = whole epoch
     predict_train: bool = False          # also write predictions_train.csv (a U-SelfTrained teacher needs it)
     # --- data path and device ---------------------------------------------------------------
@@ -54,6 +54,7 @@ class TrainConfig:
 
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+SELECT_METRICS = {"valid_auroc_tasks": 1.0, "valid_loss": -1.0}  # sign that makes higher better
 RESUME_MAY_CHANGE = {"epochs", "workers", "device", "cache_dir", "use_cache", "predict_train"}  # everything else must match
 
 
@@ -74,6 +75,8 @@ def make_config(source=None, **overrides) -> TrainConfig:
     unknown = set(values) - FIELDS
     if unknown:
         raise DataError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(FIELDS))}")
+    if values.get("select_metric", "valid_auroc_tasks") not in SELECT_METRICS:
+        raise DataError(f"{where}: select_metric {values['select_metric']!r} is not one of {', '.join(SELECT_METRICS)}")
     return TrainConfig(**values).resolved()
 
 

@@ -10,6 +10,7 @@ steps stop the series, a failed run only stops that run, and the exit code is no
 """
 
 import argparse
+import functools
 import hashlib
 import itertools
 import json
@@ -107,8 +108,10 @@ def load_config(path, output_root=None) -> Config:
     return config
 
 
-def _declared(notebook: str) -> set[str]:
-    return set(papermill.inspect_notebook(str(paths.NOTEBOOK_DIR / notebook)))
+@functools.lru_cache(maxsize=None)
+def _declared(notebook: str) -> frozenset[str]:
+    """Names the notebook's parameters cell declares (read once per runner process)."""
+    return frozenset(papermill.inspect_notebook(str(paths.NOTEBOOK_DIR / notebook)))
 
 
 def _check_parameters_declared(config: Config) -> None:

@@ -37,10 +37,11 @@ def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=D
     root = Path(out) / SMALL_PREFIX
     params = {"patients": int(patients), "valid_patients": int(valid_patients),
               "size": [int(size[0]), int(size[1])], "seed": int(seed)}
-    if _existing_params(root) is not None:
-        if _existing_params(root) == params:
+    existing = _existing_params(root)
+    if existing is not None:
+        if existing == params:
             return root
-        raise DataError(f"{root / TRUTH_JSON}: a phantom with other parameters ({_existing_params(root)}) is already here; "
+        raise DataError(f"{root / TRUTH_JSON}: a phantom with other parameters ({existing}) is already here; "
                         f"expected {params} — choose another output folder or delete this one")
     if patients < 1 or valid_patients < 1 or min(size) < 32:
         raise ValueError(f"need patients >= 1, valid_patients >= 1 and size >= 32x32; got {params}")

@@ -1,0 +1,213 @@
+"""Metrics: point estimates equal sklearn, the vectorised bootstrap equals sklearn per resample, CIs cover."""
+
+import json
+import math
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from chexutils.labels import COMPETITION_TASKS, OBSERVATIONS
+from chexutils.metrics import (bootstrap_auroc, mean_tasks_with_ci, paired_bootstrap, per_observation,
+                               resample_counts, weighted_auroc_ap, write_metrics)
+
+
+def study_tables(n=200, seed=0, observations=OBSERVATIONS, uncertain=0.1):
+    """Random study labels (1/0/-1/blank) and tied scores (one decimal) that track the labels."""
+    rng = np.random.default_rng(seed)
+    p_blank = 0.3 - uncertain
+    values = rng.choice([1.0, 0.0, -1.0, np.nan], size=(n, len(observations)), p=[0.25, 0.45, uncertain, p_blank])
+    index = pd.Index([f"study{i}" for i in range(n)], name="study")
+    labels = pd.DataFrame(values, index=index, columns=list(observations))
+    signal = labels.fillna(0.0).clip(lower=0.0).to_numpy()
+    scores = pd.DataFrame(np.round(rng.random(values.shape) + 0.4 * signal, 1), index=index, columns=labels.columns)
+    return labels, scores
+
+
+def certain(labels, scores, obs):
+    keep = labels[obs].fillna(0.0).to_numpy() != -1.0
+    return labels[obs].fillna(0.0).to_numpy()[keep].astype(int), scores[obs].to_numpy()[keep], keep
+
+
+def test_point_estimates_equal_sklearn_with_ties():
+    labels, scores = study_tables()
+    table = bootstrap_auroc(labels, scores, n_resamples=50)
+    for obs in labels.columns:
+        y, s, _ = certain(labels, scores, obs)
+        assert len(np.unique(s)) < len(s)  # ties present
+        assert table.loc[obs, "auroc"] == roc_auc_score(y, s)
+        assert table.loc[obs, "ap"] == average_precision_score(y, s)
+        assert (table.loc[obs, "n"], table.loc[obs, "positives"]) == (len(y), y.sum())
+        # the vectorised core with unit weights agrees too
+        auroc, ap = weighted_auroc_ap(y, s, np.ones((1, len(y))))
+        assert auroc[0] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert ap[0] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+
+
+def test_each_resample_equals_sklearn_on_the_reconstructed_data():
+    labels, scores = study_tables(n=120, seed=1)
+    counts = resample_counts(len(labels), 40, seed=7)
+    assert counts.shape == (40, 120) and (counts.sum(axis=1) == 120).all()
+    for obs in ["Edema", "Pleural Effusion"]:
+        y, s, keep = certain(labels, scores, obs)
+        auroc, ap = weighted_auroc_ap(y, s, counts[:, keep])
+        for r in range(0, 40, 7):
+            rows = np.repeat(np.arange(len(labels)), counts[r])  # the resample, studies repeated
+            y_r = labels[obs].fillna(0.0).to_numpy()[rows]
+            s_r = scores[obs].to_numpy()[rows][y_r != -1.0]
+            y_r = y_r[y_r != -1.0].astype(int)
+            assert auroc[r] == pytest.approx(roc_auc_score(y_r, s_r), abs=1e-12)
+            assert ap[r] == pytest.approx(average_precision_score(y_r, s_r), abs=1e-12)
+        # and bootstrap_auroc's CI is the percentile interval of exactly these resamples
+        table = bootstrap_auroc(labels, scores, n_resamples=40, seed=7)
+        assert table.loc[obs, "ci_low"] == pytest.approx(np.quantile(auroc, 0.025))
+        assert table.loc[obs, "ap_high"] == pytest.approx(np.quantile(ap, 0.975))
+
+
+def test_binormal_ci_covers_the_true_auroc():
+    d = 1.0
+    truth = norm.cdf(d / math.sqrt(2))
+    rng = np.random.default_rng(11)
+    covered = []
+    for i in range(200):
+        y = rng.random(120) < 0.4
+        s = rng.normal(size=120) + d * y
+        frame = pd.DataFrame({"Edema": y.astype(float)})
+        table = bootstrap_auroc(frame, pd.DataFrame({"Edema": s}), n_resamples=300, seed=i)
+        covered.append(table.loc["Edema", "ci_low"] <= truth <= table.loc["Edema", "ci_high"])
+    coverage = float(np.mean(covered))
+    print(f"95% CI coverage over 200 binormal data sets: {coverage:.3f}")
+    assert 0.88 <= coverage <= 0.99
+
+
+def test_group_resampling_keeps_groups_whole():
+    groups = np.array(["p1", "p1", "p2", "p3", "p3", "p3", "p4"])
+    counts = resample_counts(len(groups), 500, seed=3, groups=groups)
+    for g in np.unique(groups):
+        block = counts[:, groups == g]
+        assert (block == block[:, :1]).all()  # every row of a group drawn equally often
+    first_rows = [np.flatnonzero(groups == g)[0] for g in np.unique(groups)]
+    assert (counts[:, first_rows].sum(axis=1) == 4).all()  # 4 patients drawn per resample
+    assert (counts == 0).any() and (counts > 1).any()
+
+
+def test_duplicated_rows_resampled_by_group_match_the_original_by_row():
+    labels, scores = study_tables(n=80, seed=4, observations=["Edema", "Atelectasis"], uncertain=0.0)
+    copies = np.repeat(np.arange(len(labels)), 3)
+    big_labels = labels.iloc[copies].set_axis([f"img{i}" for i in range(len(copies))])
+    big_scores = scores.iloc[copies].set_axis(big_labels.index)
+    patients = pd.Series(labels.index[copies], index=big_labels.index)
+    by_row = bootstrap_auroc(labels, scores, n_resamples=200, seed=5)
+    by_group = bootstrap_auroc(big_labels, big_scores, n_resamples=200, seed=5, groups=patients)
+    columns = ["auroc", "ci_low", "ci_high", "ap", "ap_low", "ap_high"]
+    np.testing.assert_allclose(by_group[columns].to_numpy(float), by_row[columns].to_numpy(float), atol=1e-12)
+
+
+def test_paired_identical_scores_give_zero_delta_and_p_one():
+    labels, scores = study_tables(seed=2)
+    out = paired_bootstrap(labels, scores, scores.copy(), "Edema", n_resamples=300)
+    assert out["delta"] == 0.0 and out["ci_low"] == 0.0 and out["ci_high"] == 0.0 and out["p_value"] == 1.0
+    assert out["n"] == (labels["Edema"] != -1.0).sum()
+
+
+def test_paired_clearly_better_scores_are_significant():
+    labels, scores = study_tables(seed=3)
+    rng = np.random.default_rng(0)
+    noise = pd.DataFrame(rng.random(scores.shape), index=scores.index, columns=scores.columns)
+    out = paired_bootstrap(labels, scores, noise, "Cardiomegaly", n_resamples=500)
+    assert out["delta"] > 0 and out["ci_low"] > 0 and out["p_value"] < 0.05
+    assert out["p_value"] >= 1 / 501
+    table = paired_bootstrap(labels, scores, noise, None, n_resamples=500)
+    assert list(table.index) == list(OBSERVATIONS)
+    assert table.loc["Cardiomegaly", "delta"] == pytest.approx(out["delta"])
+    assert table.loc["Cardiomegaly", "p_value"] == out["p_value"]  # same resamples for every observation
+
+
+def test_one_class_observation_is_nan_with_a_reason_and_no_warning():
+    labels, scores = study_tables(n=60, seed=5)
+    labels["Fracture"] = 0.0
+    labels.loc[labels.index[:3], "Fracture"] = -1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = bootstrap_auroc(labels, scores, n_resamples=100)
+        paired = paired_bootstrap(labels, scores, scores * 0.5, "Fracture", n_resamples=100)
+    row = table.loc["Fracture"]
+    assert row[["auroc", "ci_low", "ci_high", "ap", "ap_low", "ap_high"]].isna().all()
+    assert row["note"] == "only one class present (0 positive of 57)"
+    assert math.isnan(paired["delta"]) and math.isnan(paired["p_value"]) and "only one class" in paired["note"]
+
+
+def test_resamples_with_one_class_are_dropped_and_counted():
+    y = np.zeros(100)
+    y[[5, 50]] = 1.0
+    labels = pd.DataFrame({"Edema": y})
+    scores = pd.DataFrame({"Edema": np.linspace(0, 1, 100)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        row = bootstrap_auroc(labels, scores, n_resamples=400, seed=1).loc["Edema"]
+    dropped = int(row["note"].split()[0])
+    assert 0 < dropped < 400 and row["note"].endswith("of 400 resamples dropped (one class)")
+    assert np.isfinite(row["ci_low"]) and row["ci_low"] <= row["auroc"] <= row["ci_high"]
+
+
+def test_uncertain_entries_are_left_out():
+    labels, scores = study_tables(seed=6, uncertain=0.2)
+    changed = scores.copy()
+    changed[labels == -1.0] = 99.0  # scores of uncertain studies must not matter
+    first = bootstrap_auroc(labels, scores, n_resamples=200)
+    second = bootstrap_auroc(labels, changed, n_resamples=200)
+    pd.testing.assert_frame_equal(first, second)
+    reference = per_observation(labels, scores)
+    assert (first["n"] == reference["n"].astype(int)).all()
+    assert np.allclose(first["auroc"], reference["auroc"].astype(float))
+
+
+def test_mean_tasks_with_ci_uses_the_same_resamples():
+    labels, scores = study_tables(seed=8)
+    out = mean_tasks_with_ci(labels, scores, n_resamples=300, seed=4)
+    counts = resample_counts(len(labels), 300, seed=4)
+    per_task = []
+    for task in COMPETITION_TASKS:
+        y, s, keep = certain(labels, scores, task)
+        per_task.append(weighted_auroc_ap(y, s, counts[:, keep])[0])
+    means = np.mean(per_task, axis=0)
+    assert out["mean"] == pytest.approx(bootstrap_auroc(labels, scores, 10).loc[list(COMPETITION_TASKS), "auroc"].mean())
+    assert out["ci_low"] == pytest.approx(np.quantile(means, 0.025))
+    assert out["ci_high"] == pytest.approx(np.quantile(means, 0.975))
+    assert out["ci_low"] < out["mean"] < out["ci_high"] and out["dropped"] == 0
+
+
+def test_scores_are_matched_by_study_not_position():
+    labels, scores = study_tables(n=50, seed=9)
+    shuffled = scores.sample(frac=1.0, random_state=0)
+    pd.testing.assert_frame_equal(bootstrap_auroc(labels, scores, 50), bootstrap_auroc(labels, shuffled, 50))
+    with pytest.raises(KeyError):
+        bootstrap_auroc(labels, scores.iloc[1:], 50)
+
+
+def test_write_metrics_nan_as_null(tmp_path):
+    labels, scores = study_tables(n=40, seed=10)
+    labels["Fracture"] = 0.0
+    table = bootstrap_auroc(labels, scores, n_resamples=50)
+    summary = {"mean_auroc": mean_tasks_with_ci(labels, scores, n_resamples=50), "undefined": float("nan")}
+    json_path, csv_path = write_metrics(table, summary, tmp_path / "run")
+    text = json_path.read_text()
+    assert "NaN" not in text
+    payload = json.loads(text)
+    assert payload["observations"]["Fracture"]["auroc"] is None
+    assert payload["observations"]["Edema"]["auroc"] == pytest.approx(table.loc["Edema", "auroc"])
+    assert payload["summary"]["undefined"] is None
+    back = pd.read_csv(csv_path, index_col="observation")
+    assert list(back.index) == list(OBSERVATIONS) and "ci_low" in back.columns
+
+
+def test_timing_14_observations_1000_resamples_200_studies():
+    labels, scores = study_tables(n=200, seed=12)
+    bootstrap_auroc(labels, scores, n_resamples=20)
+    start = time.perf_counter()
+    bootstrap_auroc(labels, scores, n_resamples=1000)
+    print(f"bootstrap_auroc 14 x 1000 x 200: {time.perf_counter() - start:.3f} s")  # reported, not asserted
