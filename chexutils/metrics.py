@@ -256,13 +256,13 @@ def _json_ready(value):
     return value
 
 
-def write_metrics(table: pd.DataFrame, summary: dict, run_dir) -> tuple[Path, Path]:
-    """Write ``metrics.json`` (per-observation dicts + summary, NaN as null) and a tidy ``metrics.csv``."""
+def write_metrics(table: pd.DataFrame, summary: dict, run_dir, name: str = "metrics") -> tuple[Path, Path]:
+    """Write ``<name>.json`` (per-observation dicts + summary, NaN as null) and a tidy ``<name>.csv``."""
     run_dir = Path(run_dir)
     table = table.copy()
     table.index.name = table.index.name or "observation"
     observations = {str(obs): row for obs, row in table.to_dict(orient="index").items()}
     payload = _json_ready({"observations": observations, "summary": summary})
-    json_path = write_json(run_dir / "metrics.json", payload)
-    csv_path = write_table(table, run_dir / "metrics.csv")
+    json_path = write_json(run_dir / f"{name}.json", payload)
+    csv_path = write_table(table, run_dir / f"{name}.csv")
     return json_path, csv_path

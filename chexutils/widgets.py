@@ -6,8 +6,6 @@ testable without a browser; `RocBrowser` only wires ipywidgets to them and draws
 
 import base64
 import io
-from dataclasses import dataclass
-from pathlib import Path
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
@@ -15,12 +13,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from .aggregate import aggregate_studies
-from .errors import DataError
+from .evaluate import LEVELS, RunScores, load_run_scores  # noqa: F401  (load_run_scores: the browser's input)
 from .labels import OBSERVATIONS
 from .metrics import certain_scores
 
-LEVELS = ("image", "study")
 STATE_COLUMNS = ("n", "positives", "auroc", "threshold", "sensitivity", "specificity", "ppv", "npv",
                  "tp", "fp", "tn", "fn", "note")
 
@@ -64,50 +60,6 @@ def roc_points(y: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
     points = pd.DataFrame({"fpr": fpr, "tpr": tpr, "thresholds": thresholds, "auroc": auroc})
     points.attrs["auroc"] = auroc
     return points
-
-
-@dataclass
-class RunScores:
-    """One run's labels and probabilities at image level (index Path) and study level (index study)."""
-    name: str
-    image_labels: pd.DataFrame
-    image_scores: pd.DataFrame
-    study_labels: pd.DataFrame
-    study_scores: pd.DataFrame
-
-    def level(self, level: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(labels, scores) at 'image' or 'study' level."""
-        if level not in LEVELS:
-            raise ValueError(f"unknown level {level!r}; known: {', '.join(LEVELS)}")
-        return (self.image_labels, self.image_scores) if level == "image" else (self.study_labels, self.study_scores)
-
-
-def load_run_scores(run_dir, frame: pd.DataFrame, split: str = "valid", name: str | None = None) -> RunScores:
-    """Read ``run_dir/predictions_<split>.csv`` and pair it with ``frame``'s labels by Path (never row order)."""
-    path = Path(run_dir) / f"predictions_{split}.csv"
-    if not path.is_file():
-        raise DataError(f"{path}: file does not exist; expected the run's image-level predictions")
-    preds = pd.read_csv(path)
-    missing_cols = [c for c in ("Path", *OBSERVATIONS) if c not in preds.columns]
-    if missing_cols:
-        raise DataError(f"{path} line 1: missing column(s) {', '.join(map(repr, missing_cols))}; "
-                        "expected Path and one probability column per observation")
-    duplicated = preds["Path"][preds["Path"].duplicated()]
-    if len(duplicated):
-        raise DataError(f"{path}: {len(duplicated)} duplicate Path(s), first {duplicated.iloc[0]!r}; expected each image once")
-    unknown = preds["Path"][~preds["Path"].isin(frame["Path"])]
-    if len(unknown):
-        first = ", ".join(repr(p) for p in unknown.iloc[:3])
-        raise DataError(f"{path}: {len(unknown)} Path(s) not in the label frame (first: {first}); "
-                        "expected predictions for images of the same CheXpert split")
-    rows = frame.set_index("Path").loc[preds["Path"]].reset_index()  # the frame's rows in the CSV's order
-    scores = preds[list(OBSERVATIONS)].astype(float)
-    study_labels, study_scores = aggregate_studies(rows, scores.to_numpy(), how="max")
-    by_path = pd.Index(preds["Path"], name="Path")
-    return RunScores(name=name or Path(run_dir).name,
-                     image_labels=rows[list(OBSERVATIONS)].set_axis(by_path),
-                     image_scores=scores.set_axis(by_path),
-                     study_labels=study_labels, study_scores=study_scores)
 
 
 def run_state(run: RunScores, observation: str, level: str, threshold: float) -> dict:

@@ -42,8 +42,13 @@ steps:
       image_size: 32
       epochs: 1
       batch_size: 16
+  - notebook: 04_evaluate.ipynb
+    per_run: true
+    parameters: {{test_csv: "{{output_dir}}/split/data_test.csv", n_resamples: 200}}
+  - notebook: 05_compare.ipynb
+    parameters: {{test_csv: "{{output_dir}}/split/data_test.csv", n_resamples: 200}}
 grid:
-  policy: [U-Zeros, U-MultiClass]
+  policy: [U-Zeros, U-Ones, U-MultiClass]
 """
 
 
@@ -80,7 +85,7 @@ def test_series_writes_the_files_later_steps_read(series):
 
 def test_train_step_runs_once_per_grid_point_on_the_split(series):
     _, _, out = series
-    for policy, head in (("U-Zeros", "binary"), ("U-MultiClass", "multiclass")):
+    for policy, head in (("U-Zeros", "binary"), ("U-Ones", "binary"), ("U-MultiClass", "multiclass")):
         run = out / policy
         config = json.loads((run / "config.json").read_text())
         assert config["policy"] == policy and config["head"] == head and config["image_size"] == 32
@@ -88,13 +93,45 @@ def test_train_step_runs_once_per_grid_point_on_the_split(series):
         assert len(pd.read_csv(run / "history.csv")) == 1
         assert (run / "best.pt").is_file() and (run / "learning_curves.png").stat().st_size > 1000
         assert (run / "03_train.ipynb").is_file()
-    assert len(list((out / "cache").iterdir())) == 2  # one cache per CSV (train, valid), shared by both runs
+    assert len(list((out / "cache").iterdir())) == 4  # one per CSV (split train/valid/test, official valid), shared
+
+
+def test_evaluate_writes_study_level_metrics_with_ci_and_curves(series):
+    _, _, out = series
+    for policy in ("U-Zeros", "U-Ones", "U-MultiClass"):
+        run = out / policy
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["summary"]["split"] == "valid" and metrics["summary"]["resampled"] == "patients"
+        edema = metrics["observations"]["Edema"]
+        if edema["auroc"] is not None:
+            assert edema["ci_low"] <= edema["auroc"] <= edema["ci_high"]
+        else:
+            assert "one class" in edema["note"]
+        predictions = pd.read_csv(run / "predictions_test.csv")
+        assert predictions["Edema"].between(0, 1).all()
+        assert (run / "metrics_test.json").is_file()
+        for name in ("roc.png", "pr.png"):
+            assert (run / name).stat().st_size > 10_000
+
+
+def test_compare_writes_the_tables_mapping_and_report(series):
+    _, _, out = series
+    mapping = json.loads((out / "mixed_mapping.json").read_text())
+    assert set(mapping.values()) <= {"U-Zeros", "U-Ones"} and len(mapping) == 14
+    comparison = (out / "comparison.md").read_text()
+    for section in ("AUROC on the official valid set", "Per-label choice on held-out patients",
+                    "Phantom: planted truth vs choice", "Ensemble of all runs"):
+        assert section in comparison
+    assert "[published, official valid] CheXpert best policy" not in comparison  # published rows stay in the figure/table
+    assert (out / "figures" / "comparison.png").stat().st_size > 10_000
+    assert (out / "ensemble-all" / "metrics.json").is_file()
+    assert "Per-label choice" in (out / "report.md").read_text()
 
 
 def test_second_run_skips_unchanged_steps(series):
     _, config, out = series
     outcomes = execute(load_config(config, out.parent), log=lambda *_: None)
-    assert [o.status for o in outcomes] == ["skipped"] * 5
+    assert [o.status for o in outcomes] == ["skipped"] * 10
 
 
 def test_failing_notebook_is_kept_with_its_error_and_stops_the_series(tmp_path):

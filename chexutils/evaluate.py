@@ -1,0 +1,128 @@
+"""Evaluate a finished run: predict a CSV with its best checkpoint, pair predictions with labels by
+Path, aggregate per study, and score with bootstrap confidence intervals."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import paths
+from .aggregate import aggregate_studies
+from .cache import open_cache
+from .checkpoint import load_checkpoint
+from .data import read_chexpert
+from .errors import DataError
+from .labels import OBSERVATIONS
+from .loader import BatchLoader, ResizedImages
+from .losses import probabilities
+from .metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
+from .models import build_model
+from .predict import predict_logits, write_predictions
+
+LEVELS = ("image", "study")
+
+
+@dataclass
+class RunScores:
+    """One run's labels and probabilities at image level (index Path) and study level (index study)."""
+    name: str
+    image_labels: pd.DataFrame
+    image_scores: pd.DataFrame
+    study_labels: pd.DataFrame
+    study_scores: pd.DataFrame
+
+    def level(self, level: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(labels, scores) at 'image' or 'study' level."""
+        if level not in LEVELS:
+            raise ValueError(f"unknown level {level!r}; known: {', '.join(LEVELS)}")
+        return (self.image_labels, self.image_scores) if level == "image" else (self.study_labels, self.study_scores)
+
+
+def run_config(run_dir) -> dict:
+    """The resolved config.json a training run wrote."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist; expected a finished training run")
+    return json.loads(path.read_text())
+
+
+def read_split(csv_path, data_dir) -> pd.DataFrame:
+    """A CheXpert-format CSV whose Paths are relative to the data folder (official or re-split)."""
+    return read_chexpert(paths.resolve(csv_path), root=paths.find_chexpert(data_dir).parent)
+
+
+@torch.no_grad()
+def predict_run(run_dir, frame: pd.DataFrame, split: str, device: str = "auto") -> Path:
+    """Write ``predictions_<split>.csv`` for ``frame`` with the run's best.pt (cached images when the run used them)."""
+    run_dir = Path(run_dir)
+    config = run_config(run_dir)
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if device == "auto" else device))
+    model = build_model(config["backbone"], config["head"])
+    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    model.to(device)
+    size, method = config["image_size"], config["resize_method"]
+    images = (open_cache(frame, size, paths.resolve(config["cache_dir"]), method) if config["use_cache"]
+              else ResizedImages(frame["image"], size, method))
+    loader = BatchLoader(images, config["batch_size"] * 2)
+    logits = predict_logits(model, loader, len(frame), device, config["amp"])
+    path = run_dir / f"predictions_{split}.csv"
+    write_predictions(frame, probabilities(logits, config["head"]).numpy(), path)
+    return path
+
+
+def load_run_scores(run_dir, frame: pd.DataFrame, split: str = "valid", name: str | None = None) -> RunScores:
+    """Read ``run_dir/predictions_<split>.csv`` and pair it with ``frame``'s labels by Path (never row order)."""
+    path = Path(run_dir) / f"predictions_{split}.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist; expected the run's image-level predictions")
+    preds = pd.read_csv(path)
+    missing_cols = [c for c in ("Path", *OBSERVATIONS) if c not in preds.columns]
+    if missing_cols:
+        raise DataError(f"{path} line 1: missing column(s) {', '.join(map(repr, missing_cols))}; "
+                        "expected Path and one probability column per observation")
+    duplicated = preds["Path"][preds["Path"].duplicated()]
+    if len(duplicated):
+        raise DataError(f"{path}: {len(duplicated)} duplicate Path(s), first {duplicated.iloc[0]!r}; expected each image once")
+    unknown = preds["Path"][~preds["Path"].isin(frame["Path"])]
+    if len(unknown):
+        first = ", ".join(repr(p) for p in unknown.iloc[:3])
+        raise DataError(f"{path}: {len(unknown)} Path(s) not in the label frame (first: {first}); "
+                        "expected predictions for images of the same CheXpert split")
+    rows = frame.set_index("Path").loc[preds["Path"]].reset_index()  # the frame's rows in the CSV's order
+    scores = preds[list(OBSERVATIONS)].astype(float)
+    study_labels, study_scores = aggregate_studies(rows, scores.to_numpy(), how="max")
+    by_path = pd.Index(preds["Path"], name="Path")
+    return RunScores(name=name or Path(run_dir).name,
+                     image_labels=rows[list(OBSERVATIONS)].set_axis(by_path),
+                     image_scores=scores.set_axis(by_path),
+                     study_labels=study_labels, study_scores=study_scores)
+
+
+def score_run(run: RunScores, frame: pd.DataFrame, n_resamples: int = 1000, seed: int = 0,
+              by_patient: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Study-level AUROC/AP with bootstrap CIs (resampling patients) and the 5-task mean with its CI."""
+    groups = frame.drop_duplicates("study").set_index("study")["patient"] if by_patient else None
+    table = bootstrap_auroc(run.study_labels, run.study_scores, n_resamples, seed, groups=groups)
+    summary = {"mean_auroc_tasks": mean_tasks_with_ci(run.study_labels, run.study_scores, n_resamples=n_resamples,
+                                                      seed=seed, groups=groups),
+               "studies": len(run.study_labels), "images": len(run.image_labels), "resamples": n_resamples,
+               "resampled": "patients" if by_patient else "studies", "aggregation": "max over a study's images"}
+    return table, summary
+
+
+def evaluate_split(run_dir, frame: pd.DataFrame, split: str, n_resamples: int = 1000, seed: int = 0,
+                   predict: bool = True) -> tuple[RunScores, pd.DataFrame, dict]:
+    """Predict (unless the predictions exist and ``predict`` is False), score and write ``metrics[_<split>].json``.
+
+    The official valid set's metrics are ``metrics.json``; any other split's are ``metrics_<split>.json``.
+    """
+    if predict or not (Path(run_dir) / f"predictions_{split}.csv").is_file():
+        predict_run(run_dir, frame, split)
+    run = load_run_scores(run_dir, frame, split)
+    table, summary = score_run(run, frame, n_resamples, seed)
+    summary["split"] = split
+    write_metrics(table, summary, run_dir, "metrics" if split == "valid" else f"metrics_{split}")
+    return run, table, summary
