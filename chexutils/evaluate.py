@@ -10,12 +10,11 @@ import torch
 
 from . import paths
 from .aggregate import aggregate_studies
-from .cache import open_cache
 from .checkpoint import load_checkpoint
 from .data import read_chexpert
 from .errors import DataError
 from .labels import OBSERVATIONS
-from .loader import BatchLoader, ResizedImages
+from .loader import BatchLoader, image_source
 from .losses import probabilities
 from .metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
 from .models import build_model
@@ -64,8 +63,7 @@ def predict_run(run_dir, frame: pd.DataFrame, split: str, device: str = "auto") 
     model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     model.to(device)
     size, method = config["image_size"], config["resize_method"]
-    images = (open_cache(frame, size, paths.resolve(config["cache_dir"]), method) if config["use_cache"]
-              else ResizedImages(frame["image"], size, method))
+    images = image_source(frame, size, method, config["use_cache"], paths.resolve(config["cache_dir"]))
     loader = BatchLoader(images, config["batch_size"] * 2)
     logits = predict_logits(model, loader, len(frame), device, config["amp"])
     path = run_dir / f"predictions_{split}.csv"

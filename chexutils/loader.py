@@ -12,7 +12,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .cache import ImageCache, load_resized
+from .cache import ImageCache, load_resized, open_cache
+
+
+def image_source(frame, size: int, method: str, use_cache: bool, cache_dir):
+    """Where a frame's resized images come from: the uint8 cache (built or reused) or the JPEGs per item."""
+    if use_cache:
+        return open_cache(frame, size, cache_dir, method)
+    return ResizedImages(frame["image"], size, method)
 
 
 def epoch_batches(n: int, batch_size: int, shuffle: bool, seed: int, epoch: int,

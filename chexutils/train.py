@@ -28,12 +28,11 @@ from tqdm.auto import tqdm
 
 from . import __version__, paths
 from .aggregate import aggregate_studies
-from .cache import open_cache
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import read_chexpert
 from .io import write_json, write_table
 from .labels import COMPETITION_TASKS, OBSERVATIONS
-from .loader import BatchLoader, ResizedImages
+from .loader import BatchLoader, image_source
 from .losses import masked_loss, probabilities
 from .metrics import per_observation
 from .models import build_model
@@ -60,14 +59,12 @@ class Split:
 def load_split(csv_path: Path, root: Path, cfg: TrainConfig, targets, rank: int) -> Split:
     """Read and validate a CSV, open its image cache (rank 0 builds it), compute ``targets(frame)``."""
     frame = read_chexpert(csv_path, root=root)
-    if cfg.use_cache:
-        if rank == 0:
-            images = open_cache(frame, cfg.image_size, paths.resolve(cfg.cache_dir), cfg.resize_method)
-        _barrier()
-        if rank != 0:
-            images = open_cache(frame, cfg.image_size, paths.resolve(cfg.cache_dir), cfg.resize_method)
-    else:
-        images = ResizedImages(frame["image"], cfg.image_size, cfg.resize_method)
+    source = lambda: image_source(frame, cfg.image_size, cfg.resize_method, cfg.use_cache, paths.resolve(cfg.cache_dir))
+    if rank == 0:
+        images = source()
+    _barrier()  # other ranks reuse the cache rank 0 built
+    if rank != 0:
+        images = source()
     made = targets(frame)
     return Split(frame, images, torch.as_tensor(made.values), torch.as_tensor(made.mask, dtype=torch.float32))
 
