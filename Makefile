@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lab clean-output
+.PHONY: help setup demo test lint format lab clean-output
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -20,8 +20,16 @@ $(STAMP): pyproject.toml
 demo: setup ## run the whole workbook on a generated phantom CheXpert (CONFIG=configs/demo.yaml)
 	$(PY) -m chexutils.workbook run $(CONFIG)
 
-test: setup ## run the test suite
+test: lint ## lint, then run the test suite (what CI runs)
 	$(PY) -m pytest
+
+lint: setup ## ruff: lint rules and formatting check (config in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup ## ruff: fix what can be fixed and format the code
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 lab: setup ## open JupyterLab on notebooks/ with the project's interpreter as kernel
 	$(VENV)/bin/jupyter lab notebooks/

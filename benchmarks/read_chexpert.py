@@ -16,7 +16,7 @@ import numpy as np
 from chexutils import real_stats
 from chexutils.data import read_chexpert, write_chexpert_csv
 from chexutils.phantom import label_model as lm
-from chexutils.phantom.generate import _image_rows
+from chexutils.phantom.generate import image_rows
 from chexutils.phantom.layout import sample_layout
 
 
@@ -29,7 +29,7 @@ def main() -> None:
     studies, images = sample_layout(1, patients, "train", rng)
     models = lm.observation_models()
     cats, _ = lm.sample_truth(len(studies), models, rng)
-    rows = _image_rows(studies, images, lm.sample_reports(cats, models, lm.no_finding_mention_rate(models), rng))
+    rows = image_rows(studies, images, lm.sample_reports(cats, models, lm.no_finding_mention_rate(models), rng))
     rows = rows.iloc[: args.rows]
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = write_chexpert_csv(rows, Path(tmp) / "CheXpert-v1.0-small" / "train.csv")

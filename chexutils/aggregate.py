@@ -1,4 +1,4 @@
-"""Study-level predictions: combine a study's image-level probabilities (the seed: max over views).
+"""Study-level predictions: combine a study's image-level probabilities (the original study: max over views).
 
 Keyed by (patient, study) — never by row order — and a study's images must agree on its labels.
 """

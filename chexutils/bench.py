@@ -12,11 +12,9 @@ Prints a table and writes ``<out>/bench.json``. A benchmark: it prints figures a
 """
 
 import argparse
-import json
 import platform
 import time
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -28,7 +26,8 @@ from .data import read_chexpert
 from .io import write_json
 from .loader import BatchLoader, ResizedImages
 from .losses import masked_loss
-from .models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from .devices import autocast
+from .models import IMAGENET_MEAN, IMAGENET_STD, build_model, imagenet_constants, normalise_images
 from .phantom import generate_phantom
 
 REAL_SMALL_SIZE = (390, 320)  # the small release's image size (W, H)
@@ -49,20 +48,13 @@ class UsualChexpertImages(Dataset):
         return self.transform(Image.open(self.paths[i]).convert("RGB")), i
 
 
-def normalise_batch(images: torch.Tensor, device) -> torch.Tensor:
-    """uint8 (B,1,S,S) -> normalised float (B,3,S,S) on ``device``: the project's per-batch step."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    x = images.to(device, non_blocking=True).float().div_(255).expand(-1, 3, -1, -1)
-    return (x - mean) / std
-
-
 def images_per_second(batches, device="cpu", normalise: bool = True) -> float:
     """Drain an iterable of (images, rows) once; images per second (optionally normalising each batch)."""
+    mean, std = imagenet_constants(device)
     start, count = time.perf_counter(), 0
     for images, _ in batches:
         if normalise:
-            normalise_batch(images, device)
+            normalise_images(images, mean, std)
         count += len(images)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -100,7 +92,7 @@ def data_wait_share(loader, model, device, steps: int, amp: bool = False) -> dic
         t0 = time.perf_counter()
         images, rows = next(iterator)
         waited += time.perf_counter() - t0
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with autocast(device, amp):
             logits = model(images.to(device, non_blocking=True))
         loss = masked_loss(logits.float(), torch.zeros(len(rows), 14, device=device),
                            torch.ones(len(rows), 14, device=device), "binary")

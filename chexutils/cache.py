@@ -8,7 +8,6 @@ cache is never read.
 """
 
 import hashlib
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .data import read_image
 from .errors import DataError
-from .io import write_json
+from .io import atomic_path, write_json
 
 CACHE_VERSION = 1
 RESIZE_METHODS = {"bilinear": Image.Resampling.BILINEAR, "area": Image.Resampling.BOX, "bicubic": Image.Resampling.BICUBIC}
@@ -29,7 +28,7 @@ CHUNK = 256  # rows per work unit; progress is saved after each
 
 
 def resize_image(pixels: np.ndarray, size: int, method: str = "bilinear") -> np.ndarray:
-    """Resize an (H, W) uint8 image to (size, size) — the seed's square resize — with PIL."""
+    """Resize an (H, W) uint8 image to (size, size) — the original study's square resize — with PIL."""
     return np.array(Image.fromarray(pixels, mode="L").resize((size, size), RESIZE_METHODS[method]), dtype=np.uint8)
 
 
@@ -124,9 +123,8 @@ def _fill_chunk(job) -> np.ndarray:
 
 def _mark(filled: np.ndarray, rows: np.ndarray, filled_path: Path, bar) -> np.ndarray:
     filled[rows] = True
-    tmp = filled_path.with_name("filled.tmp.npy")
-    np.save(tmp, filled)
-    os.replace(tmp, filled_path)
+    with atomic_path(filled_path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, filled)
     bar.update(len(rows))
     return filled
 

@@ -1,10 +1,11 @@
 """Checkpoints as plain dicts of tensors and primitive values, written atomically, loaded safely."""
 
-import os
 import pickle
 from pathlib import Path
 
 import torch
+
+from .io import atomic_path
 
 
 class CheckpointError(RuntimeError):
@@ -13,11 +14,9 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(state: dict, path) -> Path:
     """torch.save to a temp file, then rename: a crash never leaves a half-written checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

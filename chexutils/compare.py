@@ -7,15 +7,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import rundir
 from .errors import DataError
-from .evaluate import RunScores, load_run_scores, run_config
+from .evaluate import RunScores, load_run_scores
 from .io import write_json
 from .labels import OBSERVATIONS
 from .metrics import paired_bootstrap
 from .phantom import TRUTH_CSV, TRUTH_JSON
-from .policies import SEED_MIXED_MAPPING
+from .policies import ORIGINAL_MIXED_MAPPING
 from .predict import write_predictions
 from .references import reference_table
+from .rundir import OFFICIAL_VALID, RunDir
 
 MEAN = "mean of 5 competition tasks"
 SCORED_ON = "certain labels only (1 positive; 0 and blank negative; uncertain left out)"
@@ -24,20 +26,18 @@ SCORED_ON = "certain labels only (1 positive; 0 and blank negative; uncertain le
 def find_runs(sweep_dir) -> pd.DataFrame:
     """One row per finished run folder (config.json + best.pt) of a sweep: policy, backbone, size, path."""
     rows = []
-    for config_path in sorted(Path(sweep_dir).glob("*/config.json")):
-        if not (config_path.parent / "best.pt").is_file():
-            continue
-        config = json.loads(config_path.read_text())
-        rows.append({"run": config_path.parent.name, "policy": config["policy"], "backbone": config["backbone"],
-                     "image_size": config["image_size"], "path": config_path.parent})
+    for run in rundir.find_runs(sweep_dir):
+        config = run.config()
+        rows.append({"run": run.name, "policy": config["policy"], "backbone": config["backbone"],
+                     "image_size": config["image_size"], "path": run.path})
     return pd.DataFrame(rows, columns=["run", "policy", "backbone", "image_size", "path"]).set_index("run")
 
 
-def auroc_table(runs: pd.DataFrame, metrics_name: str = "metrics") -> tuple[pd.DataFrame, pd.DataFrame]:
+def auroc_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(AUROC values, 'value (low–high)' text) per run x observation plus the 5-task mean, from each run's metrics."""
     values, text = {}, {}
     for run, row in runs.iterrows():
-        metrics = json.loads((Path(row["path"]) / f"{metrics_name}.json").read_text())
+        metrics = json.loads(RunDir(row["path"]).metrics(eval_set).read_text())
         obs = metrics["observations"]
         mean = metrics["summary"]["mean_auroc_tasks"]
         values[run] = {o: _num(obs[o]["auroc"]) for o in OBSERVATIONS} | {MEAN: _num(mean["mean"])}
@@ -84,8 +84,8 @@ def per_label_choice(zeros: RunScores, ones: RunScores, frame: pd.DataFrame, n_r
 
 
 def mixed_mapping(choice: pd.DataFrame) -> dict[str, str]:
-    """The mapping for the ``mixed`` policy: the chosen policy per observation (the seed's where undefined)."""
-    return {obs: (choice.loc[obs, "choice"] if choice.loc[obs, "choice"] != "undefined" else SEED_MIXED_MAPPING[obs])
+    """The mapping for the ``mixed`` policy: the chosen policy per observation (the original study's where undefined)."""
+    return {obs: (choice.loc[obs, "choice"] if choice.loc[obs, "choice"] != "undefined" else ORIGINAL_MIXED_MAPPING[obs])
             for obs in OBSERVATIONS}
 
 
@@ -113,17 +113,17 @@ def choice_vs_truth(from_labels: pd.DataFrame, from_truth: pd.DataFrame, planted
     return table
 
 
-def ensemble(run_dirs, frame: pd.DataFrame, split: str, out_dir) -> Path:
+def ensemble(run_dirs, frame: pd.DataFrame, eval_set: str, out_dir) -> Path:
     """Mean of the runs' image-level probabilities (joined by Path), written like a run's predictions."""
-    runs = [load_run_scores(d, frame, split) for d in run_dirs]
+    runs = [load_run_scores(d, frame, eval_set) for d in run_dirs]
     if not runs:
         raise DataError(f"{out_dir}: an ensemble needs at least one run")
     paths = runs[0].image_scores.index
     mean = sum(run.image_scores.loc[paths] for run in runs) / len(runs)
     out_dir = Path(out_dir)
     rows = frame.set_index("Path").loc[paths].reset_index()
-    write_predictions(rows, mean.to_numpy(), out_dir / f"predictions_{split}.csv")
-    configs = [run_config(d) for d in run_dirs]
+    write_predictions(rows, mean.to_numpy(), RunDir(out_dir).predictions(eval_set))
+    configs = [RunDir(d).config() for d in run_dirs]
     write_json(out_dir / "ensemble.json", {"members": [str(d) for d in run_dirs],
                                            "policies": [c["policy"] for c in configs], "combine": "mean probability"})
     return out_dir

@@ -1,7 +1,6 @@
 """Evaluate a finished run: predict a CSV with its best checkpoint, pair predictions with labels by
 Path, aggregate per study, and score with bootstrap confidence intervals."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from . import paths
 from .aggregate import aggregate_studies
 from .checkpoint import load_checkpoint
 from .data import read_chexpert
+from .devices import pick_device
 from .errors import DataError
 from .labels import OBSERVATIONS
 from .loader import BatchLoader, image_source
@@ -19,6 +19,7 @@ from .losses import probabilities
 from .metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
 from .models import build_model
 from .predict import predict_logits, write_predictions
+from .rundir import OFFICIAL_VALID, RunDir, check_eval_set
 
 LEVELS = ("image", "study")
 
@@ -39,41 +40,33 @@ class RunScores:
         return (self.image_labels, self.image_scores) if level == "image" else (self.study_labels, self.study_scores)
 
 
-def run_config(run_dir) -> dict:
-    """The resolved config.json a training run wrote."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise DataError(f"{path}: file does not exist; expected a finished training run")
-    return json.loads(path.read_text())
-
-
-def read_split(csv_path, data_dir) -> pd.DataFrame:
-    """A CheXpert-format CSV whose Paths are relative to the data folder (official or re-split)."""
+def read_labels_csv(csv_path, data_dir) -> pd.DataFrame:
+    """A CheXpert-format CSV whose Paths are relative to the data folder (official or re-split), validated."""
     return read_chexpert(paths.resolve(csv_path), root=paths.find_chexpert(data_dir).parent)
 
 
 @torch.no_grad()
-def predict_run(run_dir, frame: pd.DataFrame, split: str, device: str = "auto") -> Path:
-    """Write ``predictions_<split>.csv`` for ``frame`` with the run's best.pt (cached images when the run used them)."""
-    run_dir = Path(run_dir)
-    config = run_config(run_dir)
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
+def predict_run(run_dir, frame: pd.DataFrame, eval_set: str, device: str = "auto") -> Path:
+    """Write the run's predictions for ``frame`` (evaluation set ``eval_set``) with its best.pt (cached images
+    when the run used them)."""
+    run = RunDir(run_dir)
+    config = run.config()
+    device = pick_device(device)
     model = build_model(config["backbone"], config["head"])
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    model.load_state_dict(load_checkpoint(run.best)["model"])
     model.to(device)
     size, method = config["image_size"], config["resize_method"]
     images = image_source(frame, size, method, config["use_cache"], paths.resolve(config["cache_dir"]))
     loader = BatchLoader(images, config["batch_size"] * 2)
     logits = predict_logits(model, loader, len(frame), device, config["amp"])
-    path = run_dir / f"predictions_{split}.csv"
+    path = run.predictions(eval_set)
     write_predictions(frame, probabilities(logits, config["head"]).numpy(), path)
     return path
 
 
-def load_run_scores(run_dir, frame: pd.DataFrame, split: str = "valid", name: str | None = None) -> RunScores:
-    """Read ``run_dir/predictions_<split>.csv`` and pair it with ``frame``'s labels by Path (never row order)."""
-    path = Path(run_dir) / f"predictions_{split}.csv"
+def load_run_scores(run_dir, frame: pd.DataFrame, eval_set: str = OFFICIAL_VALID, name: str | None = None) -> RunScores:
+    """Read the run's predictions for ``eval_set`` and pair them with ``frame``'s labels by Path (never row order)."""
+    path = RunDir(run_dir).predictions(eval_set)
     if not path.is_file():
         raise DataError(f"{path}: file does not exist; expected the run's image-level predictions")
     preds = pd.read_csv(path)
@@ -111,16 +104,15 @@ def score_run(run: RunScores, frame: pd.DataFrame, n_resamples: int = 1000, seed
     return table, summary
 
 
-def evaluate_split(run_dir, frame: pd.DataFrame, split: str, n_resamples: int = 1000, seed: int = 0,
-                   predict: bool = True) -> tuple[RunScores, pd.DataFrame, dict]:
-    """Predict (unless the predictions exist and ``predict`` is False), score and write ``metrics[_<split>].json``.
-
-    The official valid set's metrics are ``metrics.json``; any other split's are ``metrics_<split>.json``.
-    """
-    if predict or not (Path(run_dir) / f"predictions_{split}.csv").is_file():
-        predict_run(run_dir, frame, split)
-    run = load_run_scores(run_dir, frame, split)
+def evaluate_set(run_dir, frame: pd.DataFrame, eval_set: str, n_resamples: int = 1000, seed: int = 0,
+                 predict: bool = True) -> tuple[RunScores, pd.DataFrame, dict]:
+    """Predict (unless the predictions exist and ``predict`` is False), score and write the run's metrics for
+    ``eval_set`` (one of ``rundir.EVAL_SETS``)."""
+    check_eval_set(eval_set)
+    if predict or not RunDir(run_dir).predictions(eval_set).is_file():
+        predict_run(run_dir, frame, eval_set)
+    run = load_run_scores(run_dir, frame, eval_set)
     table, summary = score_run(run, frame, n_resamples, seed)
-    summary["split"] = split
-    write_metrics(table, summary, run_dir, "metrics" if split == "valid" else f"metrics_{split}")
+    summary["eval_set"] = eval_set
+    write_metrics(table, summary, RunDir(run_dir).metrics(eval_set))
     return run, table, summary

@@ -1,36 +1,56 @@
-"""Small atomic writers (temp file + rename), so an interrupted step never leaves a half-written file."""
+"""Atomic writers (a per-process temp file, then rename), so an interrupted step never leaves a
+half-written file and two processes never write into the same temp file; JSON without NaN."""
 
 import json
+import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
-def write_json(path, payload) -> Path:
-    """Write ``payload`` as indented JSON, atomically."""
+@contextmanager
+def atomic_path(path):
+    """Yield a temp path beside ``path`` (unique to this process); on success it replaces ``path``.
+
+    On an exception the temp file is removed and ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_plain))
-    os.replace(tmp, path)
-    return path
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def json_ready(value):
+    """Plain JSON values: numpy scalars as Python numbers, paths as strings, NaN/inf as None (null)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and np.ndim(value) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path, payload) -> Path:
+    """Write ``payload`` as indented JSON (NaN as null), atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(json_ready(payload), indent=2, allow_nan=False))
+    return Path(path)
 
 
 def write_table(frame: pd.DataFrame, path, index: bool = True, **to_csv) -> Path:
     """Write a table as CSV, atomically (extra keywords go to ``DataFrame.to_csv``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=index, **to_csv)
-    os.replace(tmp, path)
-    return path
-
-
-def _plain(value):
-    """numpy scalars and paths as plain JSON values."""
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=index, **to_csv)
+    return Path(path)

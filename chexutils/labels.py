@@ -5,6 +5,8 @@ Observations are always addressed by name, never by column position.
 
 import math
 
+import numpy as np
+
 OBSERVATIONS: tuple[str, ...] = (
     "No Finding",
     "Enlarged Cardiomediastinum",
@@ -49,6 +51,30 @@ PARENT: dict[str, str] = {child: parent for parent, kids in HIERARCHY.items() fo
 # (support devices may be), and support devices are not a disease.
 NON_PATHOLOGIES = ("No Finding", "Support Devices")
 PATHOLOGIES: tuple[str, ...] = tuple(o for o in OBSERVATIONS if o not in NON_PATHOLOGIES)
+
+
+# The two output heads a policy can ask for: one logit per observation, or three classes whose
+# index means MULTICLASS_CLASSES[index] (U-MultiClass; its probability of a finding is p1 / (p0 + p1)).
+BINARY, MULTICLASS = "binary", "multiclass"
+HEADS: tuple[str, ...] = (BINARY, MULTICLASS)
+MULTICLASS_CLASSES: tuple[str, ...] = ("negative", "positive", "uncertain")
+
+
+def check_head(head: str) -> str:
+    """Return ``head`` if it is one of HEADS, else fail naming the choices."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
+    return head
+
+
+def certain_only(values) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, keep): blank read as negative, uncertain entries left out (keep False, label 0).
+
+    The one definition of "scored on certain labels" used by training's selection loss and metrics.
+    """
+    labels = np.nan_to_num(np.asarray(values, dtype=float), nan=NEGATIVE)
+    keep = labels != UNCERTAIN
+    return np.where(keep, labels, NEGATIVE), keep
 
 
 def check_observation(name: str) -> str:

@@ -2,24 +2,25 @@
 
 binary: (B, 14) logits, BCE-with-logits per entry (soft targets allowed).
 multiclass: (B, 14, 3) logits over {negative, positive, uncertain}, cross-entropy per observation;
-its probability of a finding is p1 / (p0 + p1), the uncertain class dropped (the seed's definition).
+its probability of a finding is p1 / (p0 + p1), the uncertain class dropped (the original study's definition).
 Both losses average over the entries the mask keeps: sum(loss * mask) / max(sum(mask), 1).
 """
 
 import torch
 import torch.nn.functional as F
 
-HEADS = ("binary", "multiclass")
-N_CLASSES = 3  # multiclass head: 0 negative, 1 positive, 2 uncertain
+from .labels import BINARY, MULTICLASS_CLASSES, check_head
+
+N_CLASSES = len(MULTICLASS_CLASSES)
 
 
 def masked_loss(logits: torch.Tensor, values, mask, head: str) -> torch.Tensor:
     """Scalar loss over the kept entries; a fully masked batch gives 0 (not NaN) with a defined gradient."""
-    _check_head(head)
+    check_head(head)
     values = torch.as_tensor(values, device=logits.device)
     mask = torch.as_tensor(mask, device=logits.device).to(logits.dtype)
     keep = mask > 0
-    if head == "binary":
+    if head == BINARY:
         _check_shape(logits.shape, values.shape, mask.shape, tuple(values.shape))
         targets = torch.where(keep, values.to(logits.dtype), torch.zeros((), dtype=logits.dtype, device=logits.device))
         loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -32,18 +33,13 @@ def masked_loss(logits: torch.Tensor, values, mask, head: str) -> torch.Tensor:
 
 def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
     """(B, 14) probability of each finding: sigmoid (binary) or p1 / (p0 + p1) of the softmax (multiclass)."""
-    _check_head(head)
-    if head == "binary":
+    check_head(head)
+    if head == BINARY:
         return torch.sigmoid(logits)
     if logits.shape[-1] != N_CLASSES:
         raise ValueError(f"multiclass logits need a last dimension of {N_CLASSES}, got shape {tuple(logits.shape)}")
     # exp(l1) / (exp(l0) + exp(l1)) == sigmoid(l1 - l0): no overflow, and the class-2 logit cancels.
     return torch.sigmoid(logits[..., 1] - logits[..., 0])
-
-
-def _check_head(head: str) -> None:
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
 
 
 def _check_shape(logits, values, mask, expected) -> None:

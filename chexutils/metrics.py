@@ -14,15 +14,14 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from .io import write_json, write_table
-from .labels import COMPETITION_TASKS
+from .labels import COMPETITION_TASKS, certain_only
 
 BOOTSTRAP_COLUMNS = ("auroc", "ci_low", "ci_high", "ap", "ap_low", "ap_high", "n", "positives", "note")
 
 
 def certain_scores(labels: pd.Series, scores: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """The entries with a certain label: 1 positive, 0 negative or blank (uncertain left out)."""
-    y = labels.fillna(0.0).to_numpy()
-    keep = y != -1.0
+    y, keep = certain_only(labels)
     return y[keep].astype(int), scores.to_numpy()[keep]
 
 
@@ -31,11 +30,8 @@ def per_observation(labels: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     rows = {}
     for obs in labels.columns:
         y, s = certain_scores(labels[obs], scores[obs])
-        positives = int(y.sum())
-        row = {"n": len(y), "positives": positives, "auroc": np.nan, "ap": np.nan, "note": ""}
-        if len(y) == 0 or positives in (0, len(y)):
-            row["note"] = f"only one class present ({positives} positive of {len(y)})"
-        else:
+        row = {"n": len(y), "positives": int(y.sum()), "auroc": np.nan, "ap": np.nan, "note": one_class_note(y)}
+        if not row["note"]:
             row["auroc"] = roc_auc_score(y, s)
             row["ap"] = average_precision_score(y, s)
         rows[obs] = row
@@ -121,16 +117,15 @@ def _groups_for(labels: pd.DataFrame, groups) -> np.ndarray | None:
 
 def _replicates(labels: pd.Series, scores: pd.Series, counts: np.ndarray):
     """(y, s, AUROC per resample, AP per resample) for one observation, uncertain entries left out."""
-    y = labels.fillna(0.0).to_numpy()
-    keep = y != -1.0
+    y, keep = certain_only(labels)
     s = scores.to_numpy(float)[keep]
     if not np.isfinite(s).all():
         raise ValueError(f"{labels.name!r}: scores must be finite where the label is certain")
     return (y[keep].astype(int), s, *weighted_auroc_ap(y[keep], s, counts[:, keep]))
 
 
-def _one_class_note(y: np.ndarray) -> str:
-    """Why a metric is undefined on ``y``, or '' if both classes are present."""
+def one_class_note(y: np.ndarray) -> str:
+    """Why AUROC/AP are undefined on labels ``y``, or '' if both classes are present."""
     positives = int(y.sum())
     return "" if 0 < positives < len(y) else f"only one class present ({positives} positive of {len(y)})"
 
@@ -165,7 +160,7 @@ def bootstrap_auroc(labels: pd.DataFrame, scores: pd.DataFrame, n_resamples: int
     for obs in labels.columns:
         y, s, auroc, ap = _replicates(labels[obs], scores[obs], counts)
         row = dict.fromkeys(BOOTSTRAP_COLUMNS, math.nan) | {"n": len(y), "positives": int(y.sum())}
-        row["note"] = _one_class_note(y)
+        row["note"] = one_class_note(y)
         if not row["note"]:
             row["auroc"], row["ap"] = float(roc_auc_score(y, s)), float(average_precision_score(y, s))
             row["ci_low"], row["ci_high"] = _percentiles(auroc, level)
@@ -203,7 +198,7 @@ def _paired_one(labels: pd.Series, a: pd.Series, b: pd.Series, counts: np.ndarra
     y, s_a, auroc_a, _ = _replicates(labels, a, counts)
     _, s_b, auroc_b, _ = _replicates(labels, b, counts)
     out = {"delta": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
-           "n": len(y), "note": _one_class_note(y)}
+           "n": len(y), "note": one_class_note(y)}
     if out["note"]:
         return out
     out["delta"] = float(roc_auc_score(y, s_a) - roc_auc_score(y, s_b))
@@ -243,26 +238,13 @@ def paired_bootstrap(labels: pd.DataFrame, scores_a: pd.DataFrame, scores_b: pd.
 # Writing
 
 
-def _json_ready(value):
-    """NaN (also inside dicts/lists, numpy scalars) as None, so the JSON holds null, never NaN."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if hasattr(value, "item") and np.ndim(value) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_metrics(table: pd.DataFrame, summary: dict, run_dir, name: str = "metrics") -> tuple[Path, Path]:
-    """Write ``<name>.json`` (per-observation dicts + summary, NaN as null) and a tidy ``<name>.csv``."""
-    run_dir = Path(run_dir)
+def write_metrics(table: pd.DataFrame, summary: dict, json_path) -> tuple[Path, Path]:
+    """Write ``json_path`` (per-observation dicts + summary, NaN as null) and the same name as a tidy .csv."""
+    json_path = Path(json_path)
     table = table.copy()
     table.index.name = table.index.name or "observation"
     observations = {str(obs): row for obs, row in table.to_dict(orient="index").items()}
-    payload = _json_ready({"observations": observations, "summary": summary})
-    json_path = write_json(run_dir / f"{name}.json", payload)
-    csv_path = write_table(table, run_dir / f"{name}.csv")
+    payload = {"observations": observations, "summary": summary}
+    write_json(json_path, payload)
+    csv_path = write_table(table, json_path.with_suffix(".csv"))
     return json_path, csv_path

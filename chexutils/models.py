@@ -15,10 +15,7 @@ import torch
 from torch import nn
 
 from chexutils.fractalnet import FractalNet
-from chexutils.labels import OBSERVATIONS
-
-HEADS = ("binary", "multiclass")
-MULTICLASS_CLASSES = ("negative", "positive", "uncertain")  # class index -> meaning
+from chexutils.labels import BINARY, MULTICLASS, MULTICLASS_CLASSES, OBSERVATIONS, check_head
 PRETRAINED_CHOICES = (None, "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -172,14 +169,39 @@ register_backbone(Backbone(
     source="chexutils.fractalnet (Larsson, Maire & Shakhnarovich 2016, arXiv:1605.07648)"))
 
 
+def normalise_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, min_size: int = 1,
+                     backbone: str = "") -> torch.Tensor:
+    """Loader batches (uint8 0..255 or float 0..1, 1 or 3 channels) as normalised RGB floats on ``mean``'s device.
+
+    The one definition of the model's input step (training, evaluation, prediction and the benchmark).
+    """
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected images of shape (B, 1, H, W) or (B, 3, H, W), got {tuple(images.shape)}")
+    height, width = images.shape[-2:]
+    if min(height, width) < min_size:
+        raise ValueError(f"backbone {backbone!r} needs images of at least {min_size}x{min_size}, got {height}x{width}")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise ValueError(f"expected uint8 (0..255) or float ([0, 1]) images, got {images.dtype}")
+    x = images.to(mean.device, non_blocking=True)  # move the compact uint8 batch, convert on the device
+    scale = 255 if x.dtype == torch.uint8 else 1
+    x = x.to(mean.dtype) / scale
+    x = x.expand(-1, 3, -1, -1)  # grey -> RGB as a view (no-op for 3 channels)
+    return (x - mean) / std
+
+
+def imagenet_constants(device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std as (1, 3, 1, 1) tensors on ``device``."""
+    return (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+
+
 class ChexpertNet(nn.Module):
     """Backbone features + linear head; takes raw loader batches, returns per-observation logits."""
 
     def __init__(self, backbone: Backbone, features: nn.Module, num_features: int,
-                 head: str = "binary", num_outputs: int = len(OBSERVATIONS)):
+                 head: str = BINARY, num_outputs: int = len(OBSERVATIONS)):
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"unknown head {head!r}; choices: {HEADS}")
+        check_head(head)
         if num_outputs < 1:
             raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
         self.backbone_name = backbone.name
@@ -187,43 +209,28 @@ class ChexpertNet(nn.Module):
         self.min_size = backbone.min_size
         self.num_outputs = num_outputs
         self.features = features
-        classes = len(MULTICLASS_CLASSES) if head == "multiclass" else 1
+        classes = len(MULTICLASS_CLASSES) if head == MULTICLASS else 1
         self.classifier = nn.Linear(num_features, num_outputs * classes)
         # Constants, not learned: buffers follow the model's device but stay out of state dicts.
-        for name, values in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
-            self.register_buffer(name, torch.tensor(values).view(1, 3, 1, 1), persistent=False)
+        for name, values in zip(("mean", "std"), imagenet_constants()):
+            self.register_buffer(name, values, persistent=False)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """Check shape/size, scale to [0, 1], broadcast grey to RGB and apply ImageNet mean/std."""
-        if images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f"expected images of shape (B, 1, H, W) or (B, 3, H, W), "
-                             f"got {tuple(images.shape)}")
-        height, width = images.shape[-2:]
-        if min(height, width) < self.min_size:
-            raise ValueError(f"backbone {self.backbone_name!r} needs images of at least "
-                             f"{self.min_size}x{self.min_size}, got {height}x{width}")
-        if images.dtype != torch.uint8 and not images.is_floating_point():
-            raise ValueError(f"expected uint8 (0..255) or float ([0, 1]) images, "
-                             f"got {images.dtype}")
-        x = images.to(self.mean.device)  # move the compact uint8 batch, convert on the device
-        scale = 255 if x.dtype == torch.uint8 else 1
-        x = x.to(self.mean.dtype) / scale
-        x = x.expand(-1, 3, -1, -1)  # grey -> RGB as a view (no-op for 3 channels)
-        return (x - self.mean) / self.std
+        return normalise_images(images, self.mean, self.std, self.min_size, self.backbone_name)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits: binary ``(B, num_outputs)``, multiclass ``(B, num_outputs, 3)``."""
         logits = self.classifier(self.features(self.normalise(images)))
-        if self.head_kind == "multiclass":
+        if self.head_kind == MULTICLASS:
             return logits.view(-1, self.num_outputs, len(MULTICLASS_CLASSES))
         return logits
 
 
-def build_model(backbone: str, head: str = "binary", pretrained: str | None = None,
+def build_model(backbone: str, head: str = BINARY, pretrained: str | None = None,
                 num_outputs: int = len(OBSERVATIONS)) -> ChexpertNet:
     """Build a ChexpertNet; ``pretrained="imagenet"`` loads cached weights or fails loudly."""
     spec = get_backbone(backbone)
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choices: {HEADS}")
+    check_head(head)
     features, num_features = spec.build(check_pretrained(pretrained))
     return ChexpertNet(spec, features, num_features, head=head, num_outputs=num_outputs)

@@ -1,7 +1,7 @@
 """Uncertainty-label policies: turn raw CheXpert labels (1 / 0 / -1 / blank) into targets + a loss mask.
 
 Policies follow the CheXpert paper (Irvin et al. 2019: U-Ignore, U-Zeros, U-Ones, U-SelfTrained,
-U-MultiClass), the label smoothing of Pham et al. 2020 (U-LSR-Zeros / U-LSR-Ones) and the seed's
+U-MultiClass), the label smoothing of Pham et al. 2020 (U-LSR-Zeros / U-LSR-Ones) and the original study's
 per-label choice of U-Zeros or U-Ones (``mixed``). Certain labels (1 / 0) are never changed; every
 policy takes ``blank`` = "negative" (the paper's choice) or "ignore" (masked out of the loss).
 Observations are addressed by name; the columns of `Targets` follow `OBSERVATIONS`.
@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .labels import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
+from .rundir import TRAIN, RunDir
+from .labels import BINARY, MULTICLASS, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
 
 BLANK_OPTIONS = ("negative", "ignore")
-TEACHER_FILE = "predictions_train.csv"
 MULTICLASS_NEGATIVE, MULTICLASS_POSITIVE, MULTICLASS_UNCERTAIN = 0, 1, 2
 
-# The seed's per-label winners between U-Zeros and U-Ones (chexpert_facts.md).
-SEED_MIXED_MAPPING: dict[str, str] = {
+# The original study's per-label winners between U-Zeros and U-Ones (its results tables; README, 'The original study').
+ORIGINAL_MIXED_MAPPING: dict[str, str] = {
     name: "U-Ones" if name in ("Atelectasis", "Edema", "Pleural Effusion", "Lung Opacity",
                                "Lung Lesion", "Fracture", "Support Devices") else "U-Zeros"
     for name in OBSERVATIONS
@@ -46,7 +46,7 @@ class Policy:
     """Base policy: certain labels kept, blanks per ``blank``; subclasses say what uncertain entries become."""
 
     name: str = ""
-    head: str = "binary"
+    head: str = BINARY
 
     def __init__(self, *, blank: str = "negative"):
         if blank not in BLANK_OPTIONS:
@@ -56,7 +56,7 @@ class Policy:
     def targets(self, frame: pd.DataFrame) -> Targets:
         """Targets and mask for every row of ``frame`` (label columns by name; the frame is not modified)."""
         raw = label_matrix(frame)
-        dtype = np.float32 if self.head == "binary" else np.int64
+        dtype = np.float32 if self.head == BINARY else np.int64
         values = np.zeros(raw.shape, dtype)
         mask = np.ones(raw.shape, np.float32)
         values[raw == POSITIVE] = 1  # positive: 1.0 or class 1; negatives and blanks stay 0 (class 0)
@@ -170,7 +170,7 @@ class UOnes(_Fill):
 class UMultiClass(Policy):
     """Three-class head: class 0 negative, 1 positive, 2 uncertain (blank -> class 0 or masked)."""
 
-    head = "multiclass"
+    head = MULTICLASS
 
     def _fill_uncertain(self, frame, uncertain, values, mask):
         values[uncertain] = MULTICLASS_UNCERTAIN
@@ -178,11 +178,11 @@ class UMultiClass(Policy):
 
 @register_policy("mixed")
 class Mixed(Policy):
-    """Per-observation choice of U-Zeros or U-Ones; default: the seed's per-label winners."""
+    """Per-observation choice of U-Zeros or U-Ones; default: the original study's per-label winners."""
 
     def __init__(self, *, mapping: dict | None = None, blank: str = "negative"):
         super().__init__(blank=blank)
-        mapping = dict(SEED_MIXED_MAPPING if mapping is None else mapping)
+        mapping = dict(ORIGINAL_MIXED_MAPPING if mapping is None else mapping)
         unknown = [k for k in mapping if k not in OBSERVATIONS]
         if unknown:
             raise ValueError(f"mixed: unknown observation(s) {', '.join(map(repr, unknown))}; known: {', '.join(OBSERVATIONS)}")
@@ -278,7 +278,7 @@ class USelfTrained(Policy):
         self.hard = hard
         if teacher is not None:
             self.teacher = str(teacher)
-            self.source = str(Path(teacher) / TEACHER_FILE)
+            self.source = str(RunDir(teacher).predictions(TRAIN))
             teacher_predictions = _read_teacher(Path(self.source))
         else:
             self.teacher = None
@@ -308,7 +308,7 @@ def _read_teacher(path: Path) -> pd.DataFrame:
     """Read a teacher's predictions CSV; a missing or unreadable file is a DataError naming it."""
     if not path.is_file():
         raise DataError(f"{path}: teacher predictions file does not exist; expected a finished run directory "
-                        f"holding {TEACHER_FILE} (Path + one probability column per observation)")
+                        f"holding predictions_train.csv (Path + one probability column per observation)")
     try:
         return pd.read_csv(path, dtype={"Path": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:

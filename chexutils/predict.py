@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .devices import autocast
 from .io import write_table
 from .labels import OBSERVATIONS
 
@@ -14,7 +15,7 @@ def predict_logits(model, loader, n_rows: int, device, amp: bool = False) -> tor
     model.eval()
     out = None
     for images, rows in loader:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with autocast(device, amp):
             logits = model(images.to(device, non_blocking=True)).float().cpu()
         if out is None:
             out = torch.full((n_rows, *logits.shape[1:]), float("nan"))

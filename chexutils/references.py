@@ -1,7 +1,7 @@
 """Published reference numbers (with citations), to set beside the workbook's own results.
 
 ``references.csv`` (tidy: source, model, metric, observation, value, ci_low, ci_high, note) holds
-the seed's tables, the CheXNet and CheXNeXt columns the seed copied, the CheXpert paper's best
+the original study's tables, the CheXNet and CheXNeXt columns the original study copied, the CheXpert paper's best
 policy per task, and the 5-task means of Pham et al. 2020 and LibAUC. All are published figures on
 the official valid set unless the note says otherwise — never numbers this workbook measured.
 """

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import DataError
 
-# The three evaluation sets (see DESIGN.md) plus the two parts of the re-split a run trains on.
+# The three evaluation sets (README, "Evaluation sets") plus the two parts of the re-split a run trains on.
 OFFICIAL_VALID = "official_valid"  # radiologist-labelled (phantom: the truth); for choosing
 OFFICIAL_TEST = "official_test"  # radiologist-labelled; for reporting once, after every choice
 HELD_OUT = "held_out"  # patients of the re-split never trained on, report labels; secondary checks

@@ -1,4 +1,7 @@
-"""Patient-level re-split of a CheXpert frame into train / valid / test.
+"""Patient-level re-split of a CheXpert frame into train / select / held-out.
+
+``train`` is trained on, ``select`` chooses each run's best epoch, ``held_out`` is never touched by
+training and serves the secondary comparison on report labels (names from ``chexutils.rundir``).
 
 All images of a patient land in one split (a study-level split leaks patients). Patients are
 assigned by iterative stratification (Sechidis et al., 2011): patients carrying the rarest
@@ -14,12 +17,13 @@ import pandas as pd
 from .data import write_chexpert_csv
 from .errors import DataError
 from .labels import OBSERVATIONS
+from .rundir import HELD_OUT, SELECT, TRAIN
 
-SPLITS = ("train", "valid", "test")
+SPLITS = (TRAIN, SELECT, HELD_OUT)
 
 
 def patient_split(frame: pd.DataFrame, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> dict[str, pd.DataFrame]:
-    """Split ``frame`` (from `read_chexpert`) by patient into ``{"train", "valid", "test"}`` frames."""
+    """Split ``frame`` (from `read_chexpert`) by patient into ``{"train", "select", "held_out"}`` frames."""
     fractions = np.asarray(fractions, float)
     if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {tuple(fractions)}")
@@ -95,9 +99,9 @@ def split_summary(splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def write_split(splits: dict[str, pd.DataFrame], out_dir) -> dict[str, Path]:
-    """Write ``data_<split>.csv`` in the CheXpert schema; Paths stay relative to the data root."""
+    """Write ``<part>.csv`` (train, select, held_out) in the CheXpert schema; Paths stay relative to the data root."""
     out_dir = Path(out_dir)
-    return {name: write_chexpert_csv(part, out_dir / f"data_{name}.csv") for name, part in splits.items()}
+    return {name: write_chexpert_csv(part, out_dir / f"{name}.csv") for name, part in splits.items()}
 
 
 def prevalence_spread(summary: pd.DataFrame) -> pd.Series:

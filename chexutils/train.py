@@ -3,7 +3,7 @@
     python -m chexutils.train --config configs/x.yaml [--set key=value ...]
     torchrun --nproc_per_node N -m chexutils.train --config FILE     # DistributedDataParallel
 
-In the style of torchvision's references/classification: ``train_one_epoch`` / ``evaluate`` /
+In the style of torchvision's references/classification: ``train_one_epoch`` / ``score_selection`` /
 ``fit``; the checkpoint is a dict with the resolved config; only rank 0 writes. A run whose
 ``checkpoint.pt`` exists resumes at the next epoch with model, optimiser, scheduler and RNG
 state, so a killed run ends with the same numbers as an uninterrupted one.
@@ -31,12 +31,14 @@ from .aggregate import aggregate_studies
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import read_chexpert
 from .io import write_json, write_table
-from .labels import COMPETITION_TASKS, OBSERVATIONS
+from .devices import autocast, pick_device
+from .labels import COMPETITION_TASKS, MULTICLASS, OBSERVATIONS, certain_only
 from .loader import BatchLoader, image_source
 from .losses import masked_loss, probabilities
 from .metrics import per_observation
 from .models import build_model
 from .policies import Targets, get_policy
+from .rundir import SELECT, TRAIN, RunDir
 from .predict import predict_logits, write_predictions
 from .train_config import SELECT_METRICS, TrainConfig, config_differences, make_config
 
@@ -48,7 +50,7 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass
-class Split:
+class LabelledImages:
     """One CSV's rows, their images (cache or JPEGs) and the training targets for them."""
     frame: pd.DataFrame
     images: object
@@ -56,7 +58,7 @@ class Split:
     mask: torch.Tensor
 
 
-def load_split(csv_path: Path, root: Path, cfg: TrainConfig, targets, rank: int) -> Split:
+def load_labelled_images(csv_path: Path, root: Path, cfg: TrainConfig, targets, rank: int) -> LabelledImages:
     """Read and validate a CSV, open its image cache (rank 0 builds it), compute ``targets(frame)``."""
     frame = read_chexpert(csv_path, root=root)
     source = lambda: image_source(frame, cfg.image_size, cfg.resize_method, cfg.use_cache, paths.resolve(cfg.cache_dir))
@@ -66,20 +68,21 @@ def load_split(csv_path: Path, root: Path, cfg: TrainConfig, targets, rank: int)
     if rank != 0:
         images = source()
     made = targets(frame)
-    return Split(frame, images, torch.as_tensor(made.values), torch.as_tensor(made.mask, dtype=torch.float32))
+    return LabelledImages(frame, images, torch.as_tensor(made.values), torch.as_tensor(made.mask, dtype=torch.float32))
 
 
 def certain_targets(head: str):
-    """Policy-independent targets for the valid loss: certain labels only (blank negative, -1 ignored)."""
+    """Policy-independent targets for the selection loss: certain labels only (blank negative, -1 left out)."""
+
     def targets(frame):
-        labels = frame[list(OBSERVATIONS)].fillna(0.0).to_numpy()
-        mask = (labels != -1.0).astype(np.float32)
-        labels = np.where(labels == -1.0, 0.0, labels)
-        return Targets(labels.astype(np.int64) if head == "multiclass" else labels.astype(np.float32), mask)
+        labels, keep = certain_only(frame[list(OBSERVATIONS)].to_numpy())
+        values = labels.astype(np.int64) if head == MULTICLASS else labels.astype(np.float32)
+        return Targets(values, keep.astype(np.float32))
+
     return targets
 
 
-def train_one_epoch(model, head, optimizer, loader, split: Split, device, cfg: TrainConfig, epoch: int, show: bool):
+def train_one_epoch(model, head, optimizer, loader, split: LabelledImages, device, cfg: TrainConfig, epoch: int, show: bool):
     """One pass over the training batches; returns mean loss, seconds and images/s."""
     model.train()
     loader.set_epoch(epoch)
@@ -89,7 +92,7 @@ def train_one_epoch(model, head, optimizer, loader, split: Split, device, cfg: T
         if cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch:
             break
         images = images.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+        with autocast(device, cfg.amp):
             logits = model(images)
         loss = masked_loss(logits.float(), split.values[rows].to(device), split.mask[rows].to(device), head)
         if not torch.isfinite(loss):
@@ -106,8 +109,11 @@ def train_one_epoch(model, head, optimizer, loader, split: Split, device, cfg: T
     return {"train_loss": mean_loss, "seconds": seconds, "images_per_s": total_images / seconds}
 
 
-def evaluate(model, head, split: Split, device, cfg: TrainConfig) -> tuple[dict, np.ndarray]:
-    """Valid loss on certain labels and study-level (max over views) mean AUROC over the 5 tasks."""
+def score_selection(model, head, split: LabelledImages, device, cfg: TrainConfig) -> tuple[dict, np.ndarray]:
+    """Loss on certain labels and study-level (max over views) mean AUROC over the 5 tasks, for choosing best.pt.
+
+    The history columns keep their names ``valid_loss`` / ``valid_auroc_tasks`` (``select_metric`` values).
+    """
     loader = BatchLoader(split.images, cfg.batch_size * 2, workers=cfg.workers)
     logits = predict_logits(model, loader, len(split.frame), device, cfg.amp)
     loss = masked_loss(logits, split.values, split.mask, head).item()
@@ -120,27 +126,27 @@ def evaluate(model, head, split: Split, device, cfg: TrainConfig) -> tuple[dict,
 def fit(cfg: TrainConfig) -> Path:
     """Train (or resume) the run ``cfg.run_dir``; returns the run directory."""
     rank, world, local_rank = _setup_distributed()
-    device = _pick_device(cfg.device, local_rank)
+    device = pick_device(cfg.device, local_rank)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    run_dir = paths.resolve(cfg.run_dir)
+    run = RunDir(paths.resolve(cfg.run_dir))
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run.path.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)  # a run's own seed; the caller's RNG state is restored afterwards
         policy = get_policy(cfg.policy, blank=cfg.blank, **cfg.policy_options)
         chexpert_dir = paths.find_chexpert(cfg.data_dir)
-        train = load_split(_csv(cfg.train_csv, chexpert_dir / "train.csv"), chexpert_dir.parent, cfg,
+        train = load_labelled_images(_csv(cfg.train_csv, chexpert_dir / "train.csv"), chexpert_dir.parent, cfg,
                            policy.targets, rank)
-        valid = load_split(_csv(cfg.valid_csv, chexpert_dir / "valid.csv"), chexpert_dir.parent, cfg,
+        valid = load_labelled_images(_csv(cfg.valid_csv, chexpert_dir / "valid.csv"), chexpert_dir.parent, cfg,
                            certain_targets(policy.head), rank)
         model = build_model(cfg.backbone, policy.head, cfg.pretrained).to(device)
         if cfg.channels_last and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
-        start_epoch, history, best = _resume(run_dir / "checkpoint.pt", cfg, model, optimizer, scheduler)
+        start_epoch, history, best = _resume(run.checkpoint, cfg, model, optimizer, scheduler)
         if rank == 0:
-            write_json(run_dir / "config.json", _config_record(cfg, policy, len(train.frame), len(valid.frame), world))
+            write_json(run.config_file, _config_record(cfg, policy, len(train.frame), len(valid.frame), world))
         trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
         loader = BatchLoader(train.images, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers,
                              pin_memory=device.type == "cuda", rank=rank, world=world)
@@ -149,30 +155,30 @@ def fit(cfg: TrainConfig) -> Path:
             stats = train_one_epoch(trained, policy.head, optimizer, loader, train, device, cfg, epoch, show=rank == 0)
             scheduler.step()
             if rank == 0:
-                scores, _ = evaluate(model, policy.head, valid, device, cfg)
+                scores, _ = score_selection(model, policy.head, valid, device, cfg)
                 history.append({"epoch": epoch + 1, **stats, **scores, "lr": lr})
-                best = _save_epoch(run_dir, cfg, model, optimizer, scheduler, epoch, history, best)
+                best = _save_epoch(run, cfg, model, optimizer, scheduler, epoch, history, best)
             _barrier()
         if rank == 0:
-            splits = {"valid": valid, **({"train": train} if cfg.predict_train else {})}
-            _write_predictions(run_dir, cfg, model, policy.head, splits, device)
+            sets = {SELECT: valid, **({TRAIN: train} if cfg.predict_train else {})}
+            _write_predictions(run, cfg, model, policy.head, sets, device)
     if world > 1:
         dist.destroy_process_group()
-    return run_dir
+    return run.path
 
 
-def _save_epoch(run_dir: Path, cfg, model, optimizer, scheduler, epoch: int, history: list, best: float) -> float:
+def _save_epoch(run: RunDir, cfg, model, optimizer, scheduler, epoch: int, history: list, best: float) -> float:
     """history.csv, best.pt when the selection metric improved, then checkpoint.pt (all atomic)."""
-    write_table(pd.DataFrame(history)[HISTORY_COLUMNS], run_dir / "history.csv", index=False)
+    write_table(pd.DataFrame(history)[HISTORY_COLUMNS], run.history, index=False)
     metric = SELECT_METRICS[cfg.select_metric] * history[-1][cfg.select_metric]  # higher is better
     config = dataclasses.asdict(cfg)
-    if metric > best or not (run_dir / "best.pt").is_file():
+    if metric > best or not run.best.is_file():
         best = metric if math.isfinite(metric) else best
         save_checkpoint({"model": model.state_dict(), "epoch": epoch, "metric": metric, "config": config},
-                        run_dir / "best.pt")
+                        run.best)
     save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "history": history,
-                     "rng": torch.get_rng_state(), "config": config}, run_dir / "checkpoint.pt")
+                     "rng": torch.get_rng_state(), "config": config}, run.checkpoint)
     return best
 
 
@@ -192,12 +198,12 @@ def _resume(path: Path, cfg: TrainConfig, model, optimizer, scheduler) -> tuple[
     return state["epoch"] + 1, list(state["history"]), state["best"]
 
 
-def _write_predictions(run_dir: Path, cfg, model, head, splits: dict, device) -> None:
-    """predictions_<split>.csv from the best checkpoint's weights."""
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
-    for name, split in splits.items():
-        _, probs = evaluate(model, head, split, device, cfg)
-        write_predictions(split.frame, probs, run_dir / f"predictions_{name}.csv")
+def _write_predictions(run: RunDir, cfg, model, head, sets: dict, device) -> None:
+    """predictions_<set>.csv from the best checkpoint's weights."""
+    model.load_state_dict(load_checkpoint(run.best, map_location=device)["model"])
+    for name, images in sets.items():
+        _, probs = score_selection(model, head, images, device, cfg)
+        write_predictions(images.frame, probs, run.predictions(name))
 
 
 def _config_record(cfg: TrainConfig, policy, n_train: int, n_valid: int, world: int) -> dict:
@@ -217,15 +223,6 @@ def _setup_distributed() -> tuple[int, int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _pick_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def _barrier() -> None:

@@ -22,10 +22,10 @@ class TrainConfig:
     # --- model ------------------------------------------------------------------------------
     backbone: str = "densenet121"        # chexutils.models.BACKBONES
     pretrained: str | None = None        # "imagenet": real weights from the torch hub cache; None: random init
-    image_size: int = 224                # square side in pixels (the seed: 224 or 320; xception >= 299)
-    # --- optimisation (the seed's recipe) ---------------------------------------------------
+    image_size: int = 224                # square side in pixels (the original study: 224 or 320; xception >= 299)
+    # --- optimisation (the original study's recipe) ---------------------------------------------------
     epochs: int = 6
-    batch_size: int = 0                  # 0 = the seed's choice: 32 at <= 224 px, 16 above
+    batch_size: int = 0                  # 0 = the original study's choice: 32 at <= 224 px, 16 above
     lr: float = 1e-4                     # Adam
     betas: tuple = (0.9, 0.999)
     weight_decay: float = 0.0

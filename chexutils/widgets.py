@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from .evaluate import LEVELS, RunScores, load_run_scores  # noqa: F401  (load_run_scores: the browser's input)
 from .labels import OBSERVATIONS
-from .metrics import certain_scores
+from .metrics import certain_scores, one_class_note
 
 STATE_COLUMNS = ("n", "positives", "auroc", "threshold", "sensitivity", "specificity", "ppv", "npv",
                  "tp", "fp", "tn", "fn", "note")
@@ -37,12 +37,6 @@ def operating_point(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict
     return {"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
             "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
             "ppv": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn)}
-
-
-def one_class_note(y: np.ndarray) -> str:
-    """Why the AUROC is undefined for these labels, or '' when both classes are present."""
-    positives, n = int(np.sum(y)), len(y)
-    return f"only one class present ({positives} positive of {n})" if positives in (0, n) else ""
 
 
 def roc_points(y: np.ndarray, scores: np.ndarray) -> pd.DataFrame:

@@ -52,7 +52,7 @@ class Config:
         return self.output_root / self.name
 
     def runs(self) -> list[tuple[str, dict]]:
-        """(run name, grid values) for every grid point; one unnamed run when the grid is empty."""
+        """(run name, grid values) for every grid point; an empty list when the config has no grid."""
         if not self.grid:
             return []
         keys = list(self.grid)

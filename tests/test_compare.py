@@ -71,9 +71,10 @@ def test_ensemble_is_the_mean_probability_joined_by_path(tmp_path):
         (run / "config.json").write_text(json.dumps({"policy": name}))
         rows = frame.iloc[order]
         probs = np.full((len(rows), len(OBSERVATIONS)), value) + np.arange(len(rows))[:, None] / 100
-        write_predictions(rows, probs, run / "predictions_valid.csv")
-    out = compare.ensemble([tmp_path / "a", tmp_path / "b"], frame, "valid", tmp_path / "ens")
-    scores = load_run_scores(out, frame, "valid").image_scores
+        write_predictions(rows, probs, run / "predictions_valid.csv")  # an old run folder's name
+    out = compare.ensemble([tmp_path / "a", tmp_path / "b"], frame, "official_valid", tmp_path / "ens")
+    assert (out / "predictions_official_valid.csv").is_file()
+    scores = load_run_scores(out, frame, "official_valid").image_scores
     first, last = frame["Path"].iloc[0], frame["Path"].iloc[-1]
     assert scores.loc[first, "Edema"] == pytest.approx((0.2 + 0.00 + 0.6 + 0.19) / 2)
     assert scores.loc[last, "Edema"] == pytest.approx((0.2 + 0.19 + 0.6 + 0.00) / 2)
@@ -93,3 +94,26 @@ def test_markdown_table():
     table = pd.DataFrame({"x": [0.12345, np.nan], "y": ["a", "b"]}, index=["r1", "r2"])
     text = compare.markdown(table)
     assert text.splitlines()[2] == "| r1 | 0.123 | a |" and "| r2 | – | b |" in text
+
+
+def test_per_label_choice_resamples_patients():
+    from chexutils.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(5)
+    frame = pd.concat([_study_frame(n=80, seed=s).assign(study=lambda f, s=s: f["patient"] + f"/study{s + 1}")
+                       for s in range(3)], ignore_index=True)
+    frame["Path"] = "CheXpert-v1.0-small/train/" + frame["study"] + "/view1_frontal.jpg"
+    labels = frame.set_index("study")[list(OBSERVATIONS)]
+    shared = np.repeat(rng.normal(0, 1, (1, 80, len(OBSERVATIONS))), 3, axis=0).reshape(-1, len(OBSERVATIONS))
+    runs = []
+    for noise in (0.8, 1.0):
+        scores = pd.DataFrame(labels.clip(lower=0).to_numpy() + shared + rng.normal(0, noise, shared.shape),
+                              index=labels.index, columns=labels.columns)
+        runs.append(RunScores(str(noise), labels.set_axis(frame["Path"]), scores.set_axis(frame["Path"]), labels, scores))
+    choice = compare.per_label_choice(runs[0], runs[1], frame, n_resamples=300, seed=2)
+    groups = frame.drop_duplicates("study").set_index("study")["patient"]
+    expected = paired_bootstrap(labels, runs[1].study_scores, runs[0].study_scores, None, 300, 2, groups=groups)
+    np.testing.assert_allclose(choice[["ci_low", "ci_high"]].to_numpy(float),
+                               expected[["ci_low", "ci_high"]].to_numpy(float))
+    by_study = paired_bootstrap(labels, runs[1].study_scores, runs[0].study_scores, None, 300, 2)
+    assert not np.allclose(choice["ci_low"].to_numpy(float), by_study["ci_low"].to_numpy(float))

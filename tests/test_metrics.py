@@ -194,7 +194,7 @@ def test_write_metrics_nan_as_null(tmp_path):
     labels["Fracture"] = 0.0
     table = bootstrap_auroc(labels, scores, n_resamples=50)
     summary = {"mean_auroc": mean_tasks_with_ci(labels, scores, n_resamples=50), "undefined": float("nan")}
-    json_path, csv_path = write_metrics(table, summary, tmp_path / "run")
+    json_path, csv_path = write_metrics(table, summary, tmp_path / "run" / "metrics.json")
     text = json_path.read_text()
     assert "NaN" not in text
     payload = json.loads(text)
@@ -211,3 +211,19 @@ def test_timing_14_observations_1000_resamples_200_studies():
     start = time.perf_counter()
     bootstrap_auroc(labels, scores, n_resamples=1000)
     print(f"bootstrap_auroc 14 x 1000 x 200: {time.perf_counter() - start:.3f} s")  # reported, not asserted
+
+
+def test_paired_p_value_is_two_sided_and_pinned_to_the_resampled_deltas():
+    labels, scores = study_tables(seed=7)
+    rng = np.random.default_rng(3)
+    other = pd.DataFrame(np.round(scores.to_numpy() + rng.normal(0, 0.3, scores.shape), 1), index=scores.index,
+                         columns=scores.columns)
+    ab = paired_bootstrap(labels, scores, other, "Edema", n_resamples=400, seed=11)
+    ba = paired_bootstrap(labels, other, scores, "Edema", n_resamples=400, seed=11)
+    assert ab["delta"] == pytest.approx(-ba["delta"]) and ab["p_value"] == pytest.approx(ba["p_value"])
+    y, s_a, keep = certain(labels, scores, "Edema")
+    counts = resample_counts(len(labels), 400, seed=11)[:, keep]
+    deltas = weighted_auroc_ap(y, s_a, counts)[0] - weighted_auroc_ap(y, other["Edema"].to_numpy()[keep], counts)[0]
+    expected = 2 * min(np.mean(deltas <= 0), np.mean(deltas >= 0))
+    assert 0.05 < expected < 0.95  # a case where one- and two-sided values differ clearly
+    assert ab["p_value"] == pytest.approx(max(expected, 1 / 401))

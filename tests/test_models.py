@@ -9,7 +9,8 @@ import torch
 
 from chexutils.fractalnet import FractalNet
 from chexutils.labels import OBSERVATIONS
-from chexutils.models import (BACKBONES, HEADS, IMAGENET_MEAN, IMAGENET_STD, Backbone,
+from chexutils.labels import HEADS
+from chexutils.models import (BACKBONES, IMAGENET_MEAN, IMAGENET_STD, Backbone,
                               ChexpertNet, WeightsUnavailable, build_model, get_backbone,
                               pretrained_cache_dir, register_backbone)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from chexutils.errors import DataError
 from chexutils.labels import OBSERVATIONS
 from chexutils.losses import masked_loss, probabilities
-from chexutils.policies import POLICIES, SEED_MIXED_MAPPING, Targets, get_policy, register_policy
+from chexutils.policies import POLICIES, ORIGINAL_MIXED_MAPPING, Targets, get_policy, register_policy
 
 NAN = np.nan
 # Hand-made labels (rows p0..p4); observations not listed are blank everywhere.
@@ -179,8 +179,8 @@ def test_blank_ignore_exact():
 
 
 def test_mixed_default_is_the_seed_mapping():
-    assert len(SEED_MIXED_MAPPING) == 14 and SEED_MIXED_MAPPING["Edema"] == "U-Ones"
-    assert sorted(k for k, v in SEED_MIXED_MAPPING.items() if v == "U-Ones") == sorted(
+    assert len(ORIGINAL_MIXED_MAPPING) == 14 and ORIGINAL_MIXED_MAPPING["Edema"] == "U-Ones"
+    assert sorted(k for k, v in ORIGINAL_MIXED_MAPPING.items() if v == "U-Ones") == sorted(
         ["Atelectasis", "Edema", "Pleural Effusion", "Lung Opacity", "Lung Lesion", "Fracture", "Support Devices"])
     t = get_policy("mixed").targets(FRAME)
     np.testing.assert_array_equal(shown(t.values), [[1, 1, 0, 1], [0, 1, 1, 1], [0, 0, 0, 1], [0, 0, 1, 0], [0, 1, 1, 0]])
@@ -188,14 +188,14 @@ def test_mixed_default_is_the_seed_mapping():
 
 
 def test_mixed_mapping_checks():
-    flipped = {k: "U-Zeros" if v == "U-Ones" else "U-Ones" for k, v in SEED_MIXED_MAPPING.items()}
+    flipped = {k: "U-Zeros" if v == "U-Ones" else "U-Ones" for k, v in ORIGINAL_MIXED_MAPPING.items()}
     assert get_policy("mixed", mapping=flipped).targets(FRAME).values[2, col("Cardiomegaly")] == 1
     with pytest.raises(ValueError, match="Cardiomegally"):
-        get_policy("mixed", mapping={**SEED_MIXED_MAPPING, "Cardiomegally": "U-Ones"})
+        get_policy("mixed", mapping={**ORIGINAL_MIXED_MAPPING, "Cardiomegally": "U-Ones"})
     with pytest.raises(ValueError, match="U-Ignore"):
-        get_policy("mixed", mapping={**SEED_MIXED_MAPPING, "Edema": "U-Ignore"})
+        get_policy("mixed", mapping={**ORIGINAL_MIXED_MAPPING, "Edema": "U-Ignore"})
     with pytest.raises(ValueError, match="Fracture.*Pneumonia|Pneumonia.*Fracture"):
-        get_policy("mixed", mapping={k: v for k, v in SEED_MIXED_MAPPING.items() if k not in ("Fracture", "Pneumonia")})
+        get_policy("mixed", mapping={k: v for k, v in ORIGINAL_MIXED_MAPPING.items() if k not in ("Fracture", "Pneumonia")})
 
 
 # ---- label smoothing ---------------------------------------------------------------------------
@@ -330,3 +330,13 @@ def test_unknown_head_and_bad_shapes():
         masked_loss(torch.zeros(2, 14), torch.zeros(2, 14), torch.ones(2, 14), "ternary")
     with pytest.raises(ValueError, match="shape"):
         masked_loss(torch.zeros(2, 14), torch.zeros(2, 14, dtype=torch.long), torch.ones(2, 14), "multiclass")
+
+
+@pytest.mark.parametrize("name, low, high", [("U-LSR-Zeros", 0.0, 0.3), ("U-LSR-Ones", 0.55, 0.85)])
+def test_lsr_draws_reach_both_published_bounds(name, low, high):
+    """Pham et al. 2020: U(0, 0.3) and U(0.55, 0.85); with ~1,400 draws the extremes sit within 0.005."""
+    frame = big_frame(n=1000, seed=2)
+    uncertain = frame[list(OBSERVATIONS)].to_numpy() == -1
+    drawn = get_policy(name).targets(frame).values[uncertain]
+    assert len(drawn) > 1000
+    assert low <= drawn.min() < low + 0.005 and high - 0.005 < drawn.max() <= high

@@ -18,7 +18,7 @@ def test_table_is_observations_by_model_in_chexpert_order():
     table = reference_table()
     rows = [o for o in table.index if o in OBSERVATIONS]
     assert rows == [o for o in OBSERVATIONS if o in rows]
-    assert table.loc["Lung Lesion", "seed DenseNet121-224 U-Ones"] == 0.64
+    assert table.loc["Lung Lesion", "original study DenseNet121-224 U-Ones"] == 0.64
     assert table.loc["mean of 5 competition tasks"].notna().any()
 
 

@@ -30,9 +30,9 @@ def test_reproducible_for_a_seed_and_different_across_seeds(train):
 
 def test_fractions_respected(train):
     parts = patient_split(train, fractions=(0.6, 0.2, 0.2), seed=0)
-    shares = np.array([len(parts[k]) for k in ("train", "valid", "test")]) / len(train)
+    shares = np.array([len(parts[k]) for k in ("train", "select", "held_out")]) / len(train)
     assert np.allclose(shares, (0.6, 0.2, 0.2), atol=0.1)
-    assert patient_split(train, fractions=(1.0, 0.0, 0.0))["valid"].empty
+    assert patient_split(train, fractions=(1.0, 0.0, 0.0))["select"].empty
 
 
 def _label_frame(n_patients: int, seed: int) -> pd.DataFrame:
@@ -54,7 +54,7 @@ def test_stratification_keeps_prevalences_closer_than_a_random_patient_split():
         chosen = rng.choice(3, size=frame["patient"].nunique(), p=(0.8, 0.1, 0.1))
         split_of = dict(zip(frame["patient"].unique(), chosen))
         codes = frame["patient"].map(split_of).to_numpy()
-        parts = {name: frame[codes == k] for k, name in enumerate(("train", "valid", "test"))}
+        parts = {name: frame[codes == k] for k, name in enumerate(("train", "select", "held_out"))}
         random_spreads.append(prevalence_spread(split_summary(parts)).max())
     assert stratified < 0.03
     assert stratified < 0.5 * np.mean(random_spreads)
@@ -76,7 +76,7 @@ def test_bad_fractions(train):
 def test_written_splits_read_back_in_the_chexpert_schema(train, tiny_phantom, tmp_path):
     parts = patient_split(train, seed=0)
     written = write_split(parts, tmp_path / "split")
-    assert sorted(p.name for p in written.values()) == ["data_test.csv", "data_train.csv", "data_valid.csv"]
-    back = read_chexpert(written["valid"], root=tiny_phantom.parent)
-    assert back["Path"].tolist() == parts["valid"]["Path"].tolist()
-    np.testing.assert_array_equal(back[list(OBSERVATIONS)].to_numpy(), parts["valid"][list(OBSERVATIONS)].to_numpy())
+    assert sorted(p.name for p in written.values()) == ["held_out.csv", "select.csv", "train.csv"]
+    back = read_chexpert(written["select"], root=tiny_phantom.parent)
+    assert back["Path"].tolist() == parts["select"]["Path"].tolist()
+    np.testing.assert_array_equal(back[list(OBSERVATIONS)].to_numpy(), parts["select"][list(OBSERVATIONS)].to_numpy())

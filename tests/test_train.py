@@ -37,7 +37,7 @@ def test_run_directory_is_complete(tiny_phantom, tmp_path):
     assert state["epoch"] == 1 and state["config"]["seed"] == 0 and len(state["history"]) == 2
     best = load_checkpoint(run / "best.pt")
     assert set(best) == {"model", "epoch", "metric", "config"}
-    predictions = pd.read_csv(run / "predictions_valid.csv")
+    predictions = pd.read_csv(run / "predictions_select.csv")
     assert len(predictions) == config["valid_images"]
     assert predictions["Edema"].between(0, 1).all()
 
@@ -132,7 +132,7 @@ def test_two_process_ddp_on_cpu(tiny_phantom, tmp_path):
     assert config["world_size"] == 2 and config["head"] == "multiclass"
     assert len(pd.read_csv(tmp_path / "ddp" / "history.csv")) == 1
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        "best.pt", "checkpoint.pt", "config.json", "history.csv", "predictions_valid.csv"]
+        "best.pt", "checkpoint.pt", "config.json", "history.csv", "predictions_select.csv"]
 
 
 def test_self_trained_student_learns_from_a_u_ignore_teacher(tiny_phantom, tmp_path):
@@ -151,3 +151,95 @@ def test_training_with_and_without_the_cache_agrees(tiny_phantom, tmp_path):
     cols = ["train_loss", "valid_loss", "valid_auroc_tasks"]
     np.testing.assert_allclose(pd.read_csv(cached / "history.csv")[cols].to_numpy(),
                                pd.read_csv(jpeg / "history.csv")[cols].to_numpy(), rtol=1e-5)
+
+
+def test_resume_trains_only_the_missing_epochs_and_keeps_earlier_history(tiny_phantom, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_phantom, tmp_path / "run", epochs=1)
+    fit(cfg)
+    first = pd.read_csv(tmp_path / "run" / "history.csv")
+    trained = []
+    real_epoch = train_module.train_one_epoch
+
+    def recording(model, head, optimizer, loader, split, device, cfg, epoch, show):
+        trained.append(epoch)
+        return real_epoch(model, head, optimizer, loader, split, device, cfg, epoch, show)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", recording)
+    fit(tiny_config(tiny_phantom, tmp_path / "run", epochs=3))
+    assert trained == [1, 2]  # epochs are 0-based: only the two missing ones
+    again = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert list(again["epoch"]) == [1, 2, 3]
+    pd.testing.assert_frame_equal(again.iloc[:1], first)  # 'seconds' too: the row is carried, not recomputed
+
+
+def test_resume_restores_the_rng_a_backbone_uses_while_training(tiny_phantom, tmp_path):
+    """FractalNet's drop-path draws from torch's RNG, so a resume that reseeds instead of restoring differs."""
+    options = dict(backbone="fractalnet", batch_size=8, max_steps_per_epoch=3)
+    whole = fit(tiny_config(tiny_phantom, tmp_path / "whole", epochs=2, **options))
+    fit(tiny_config(tiny_phantom, tmp_path / "resumed", epochs=1, **options))
+    resumed = fit(tiny_config(tiny_phantom, tmp_path / "resumed", epochs=2, **options))
+    wa, wb = load_checkpoint(whole / "checkpoint.pt")["model"], load_checkpoint(resumed / "checkpoint.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_jpeg_path_never_touches_the_cache(tiny_phantom, tmp_path):
+    cache = tmp_path / "never"
+    fit(tiny_config(tiny_phantom, tmp_path / "jpeg", epochs=1, use_cache=False, cache_dir=str(cache)))
+    assert not cache.exists()
+    fit(tiny_config(tiny_phantom, tmp_path / "cached", epochs=1, cache_dir=str(cache)))
+    assert any(cache.rglob("*.npy"))  # the same call with the cache on does build one
+
+
+def test_selection_auroc_is_the_study_max_of_the_written_predictions(tiny_phantom, tmp_path):
+    from chexutils.aggregate import aggregate_studies
+    from chexutils.data import read_chexpert
+    from chexutils.labels import COMPETITION_TASKS, OBSERVATIONS
+    from chexutils.metrics import per_observation
+
+    run = fit(tiny_config(tiny_phantom, tmp_path / "run", epochs=1))
+    frame = read_chexpert(tiny_phantom / "valid.csv", root=tiny_phantom.parent).set_index("Path")
+    predictions = pd.read_csv(run / "predictions_select.csv")
+    rows = frame.loc[predictions["Path"]].reset_index()
+    labels, scores = aggregate_studies(rows, predictions[list(OBSERVATIONS)].to_numpy(), how="max")
+    expected = per_observation(labels, scores).loc[list(COMPETITION_TASKS), "auroc"].astype(float).mean()
+    assert rows.groupby("study").size().max() > 1  # studies with several views, so max != mean matters
+    history = pd.read_csv(run / "history.csv")
+    assert history["valid_auroc_tasks"].iloc[-1] == pytest.approx(expected, abs=1e-9)
+
+
+DDP_PROBE = """
+import sys, numpy as np, torch
+from torch.nn.parallel import DistributedDataParallel
+from chexutils import train
+real = train.train_one_epoch
+def probe(model, head, optimizer, loader, split, device, cfg, epoch, show):
+    rank = torch.distributed.get_rank()
+    loader.set_epoch(epoch)
+    np.save(f"{OUT}/rows{rank}.npy", np.concatenate(loader.batches()))
+    out = real(model, head, optimizer, loader, split, device, cfg, epoch, show)
+    torch.save({"wrapped": isinstance(model, DistributedDataParallel),
+                "weights": {k: v.detach().clone() for k, v in model.state_dict().items()}}, f"{OUT}/state{rank}.pt")
+    return out
+train.train_one_epoch = probe
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_ddp_ranks_train_disjoint_shards_into_identical_weights(tiny_phantom, tmp_path):
+    cfg = tiny_config(tiny_phantom, tmp_path / "ddp", epochs=1)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}))
+    script = tmp_path / "probe.py"
+    script.write_text(f"OUT = {str(tmp_path)!r}\n" + DDP_PROBE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519"]
+    done = subprocess.run(torchrun + [str(script), "--config", str(path)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [set(np.load(tmp_path / f"rows{r}.npy").tolist()) for r in (0, 1)]
+    n_train = json.loads((tmp_path / "ddp" / "config.json").read_text())["train_images"]
+    # DistributedSampler pads an odd count with one repeated row; otherwise the shards are disjoint
+    assert len(rows[0] & rows[1]) <= n_train % 2 and rows[0] | rows[1] == set(range(n_train))
+    states = [torch.load(tmp_path / f"state{r}.pt", weights_only=True) for r in (0, 1)]
+    assert states[0]["wrapped"] and states[1]["wrapped"]
+    assert all(torch.equal(states[0]["weights"][k], states[1]["weights"][k]) for k in states[0]["weights"])

@@ -37,16 +37,16 @@ steps:
   - notebook: 03_train.ipynb
     per_run: true
     parameters:
-      train_csv: "{{output_dir}}/split/data_train.csv"
-      valid_csv: "{{output_dir}}/split/data_valid.csv"
+      train_csv: "{{output_dir}}/split/train.csv"
+      valid_csv: "{{output_dir}}/split/select.csv"
       image_size: 32
       epochs: 1
       batch_size: 16
   - notebook: 04_evaluate.ipynb
     per_run: true
-    parameters: {{test_csv: "{{output_dir}}/split/data_test.csv", n_resamples: 200}}
+    parameters: {{test_csv: "{{output_dir}}/split/held_out.csv", n_resamples: 200}}
   - notebook: 05_compare.ipynb
-    parameters: {{test_csv: "{{output_dir}}/split/data_test.csv", n_resamples: 200}}
+    parameters: {{test_csv: "{{output_dir}}/split/held_out.csv", n_resamples: 200}}
 grid:
   policy: [U-Zeros, U-Ones, U-MultiClass]
 """
@@ -186,3 +186,30 @@ def test_bad_config_is_a_data_error_naming_the_file(tmp_path, text, pattern):
 def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
     assert main(["run", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _tiny_notebook(path, body: str):
+    cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell(body)]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}), path)
+
+
+def test_rerun_executes_exactly_the_changed_steps_and_everything_under_force(tmp_path, monkeypatch):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name in ("a", "b", "c"):
+        _tiny_notebook(notebooks / f"{name}.ipynb", f"print({name!r}, x)")
+    monkeypatch.setattr(workbook.paths, "NOTEBOOK_DIR", notebooks)
+    workbook._declared.cache_clear()
+    text = "name: digest\nsteps:\n  - {notebook: a.ipynb, parameters: {x: 1}}\n  - {notebook: b.ipynb}\n" \
+           "  - {notebook: c.ipynb, parameters: {x: 3}}\n"
+    path = _config(tmp_path, text)
+    run = lambda force=False: [o.status for o in execute(load_config(path, tmp_path / "out"), force, log=lambda *_: None)]
+    assert run() == ["ok", "ok", "ok"]
+    assert run() == ["skipped"] * 3
+    path.write_text(text.replace("{x: 3}", "{x: 4}"))  # a parameter of c
+    assert run() == ["skipped", "skipped", "ok"]
+    _tiny_notebook(notebooks / "b.ipynb", "print('b changed', x)")  # the notebook b
+    assert run() == ["skipped", "ok", "skipped"]
+    assert run(force=True) == ["ok", "ok", "ok"]
+    workbook._declared.cache_clear()

@@ -61,8 +61,8 @@ def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=D
     train_labels = lm.sample_reports(train_cats, models, nf_rate, rng)
     valid_labels = lm.truth_labels(valid_cats)
 
-    train = _image_rows(train_studies, train_images, train_labels)
-    valid = _image_rows(valid_studies, valid_images, valid_labels)
+    train = image_rows(train_studies, train_images, train_labels)
+    valid = image_rows(valid_studies, valid_images, valid_labels)
     tasks = (_render_tasks(train, train_images, train_cats, train_extra, root.parent, size, seed, 0)
              + _render_tasks(valid, valid_images, valid_cats, valid_extra, root.parent, size, seed, len(train)))
     _render_all(tasks, workers)
@@ -84,7 +84,7 @@ def _existing_params(root: Path):
     return json.loads(path.read_text())["params"]
 
 
-def _image_rows(studies: pd.DataFrame, images: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+def image_rows(studies: pd.DataFrame, images: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """One CSV row per image, labels copied from its study (labels come from the study's report)."""
     st = studies.iloc[images["study_row"]].reset_index(drop=True)
     lab = labels.iloc[images["study_row"]].reset_index(drop=True)

@@ -10,7 +10,7 @@ Each study gets, per observation, one latent *category*:
 Uncertain report labels (-1) come only from the equivocal zone (faint or mimic), so whether an
 uncertain label was truly positive depends on the pixels, not on a coin flip. The planted
 ``PLANTED_Q[obs]`` is the probability that an uncertain label is truly positive: above 0.5 for the
-observations where the seed found U-Ones best, below 0.5 elsewhere. Some equivocal cases are
+observations where the original study found U-Ones best, below 0.5 elsewhere. Some equivocal cases are
 still reported as certain (right more often than not, with probability ``ZONE_READER_ACCURACY``),
 so certain labels reach into the zone too. Report rates are calibrated so the
 positive / negative / uncertain / blank rates per observation follow the real train.csv.
@@ -27,7 +27,7 @@ from ..labels import HIERARCHY, OBSERVATIONS, PATHOLOGIES
 CATEGORIES = ("none", "clear", "faint", "mimic")  # coded 0..3 in arrays
 NONE, CLEAR, FAINT, MIMIC = range(4)
 
-# P(an uncertain label is truly positive). > 0.5 where the seed's per-label winner was U-Ones.
+# P(an uncertain label is truly positive). > 0.5 where the original study's per-label winner was U-Ones.
 PLANTED_Q: dict[str, float] = {
     "Enlarged Cardiomediastinum": 0.25,
     "Cardiomegaly": 0.20,
