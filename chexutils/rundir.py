@@ -7,7 +7,7 @@
         best.pt                       the selected epoch (by select_metric on the selection set)
         predictions_<set>.csv         image-level probabilities, one column per observation
         metrics_<set>.json / .csv     study-level metrics with their counts and CIs
-        figures/<name>.png            learning curves, ROC / PR grids, ...
+        <name>.png                    figures: learning_curves, roc, pr, ...
 
 ``<set>`` is one of the evaluation-set names of ``EVAL_SETS``. No other module spells these file
 names: adding a file to the run folder is one property here.
@@ -92,7 +92,7 @@ class RunDir:
         return self._named("metrics", eval_set, ".json")
 
     def figure(self, name: str) -> Path:
-        return self.path / "figures" / f"{name}.png"
+        return self.path / f"{name}.png"
 
     def config(self) -> dict:
         """The resolved config.json training wrote; a DataError when the run has none."""

@@ -38,15 +38,13 @@ steps:
     per_run: true
     parameters:
       train_csv: "{{output_dir}}/split/train.csv"
-      valid_csv: "{{output_dir}}/split/select.csv"
-      image_size: 32
-      epochs: 1
-      batch_size: 16
+      select_csv: "{{output_dir}}/split/select.csv"
+      train: {{image_size: 32, epochs: 1, batch_size: 16}}
   - notebook: 04_evaluate.ipynb
     per_run: true
-    parameters: {{test_csv: "{{output_dir}}/split/held_out.csv", n_resamples: 200}}
+    parameters: {{held_out_csv: "{{output_dir}}/split/held_out.csv", n_resamples: 200}}
   - notebook: 05_compare.ipynb
-    parameters: {{test_csv: "{{output_dir}}/split/held_out.csv", n_resamples: 200}}
+    parameters: {{held_out_csv: "{{output_dir}}/split/held_out.csv", n_resamples: 200}}
 grid:
   policy: [U-Zeros, U-Ones, U-MultiClass]
 """
@@ -75,8 +73,8 @@ def test_series_writes_the_files_later_steps_read(series):
     summary = pd.read_csv(out / "split" / "split_summary.csv", index_col=0)
     assert (summary["shared patients"] == 0).all()
     assert summary["images"].sum() == record["summary"]["train"]["images"]
-    for split in ("train", "valid", "test"):
-        assert (out / "split" / f"data_{split}.csv").is_file()
+    for part in ("train", "select", "held_out"):
+        assert (out / "split" / f"{part}.csv").is_file()
     for nb in ("00_data", "01_explore", "02_split"):
         executed = nbformat.read(out / "notebooks" / f"{nb}.ipynb", as_version=4)
         assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
@@ -89,27 +87,27 @@ def test_train_step_runs_once_per_grid_point_on_the_split(series):
         run = out / policy
         config = json.loads((run / "config.json").read_text())
         assert config["policy"] == policy and config["head"] == head and config["image_size"] == 32
-        assert config["train_csv"] == str(out / "split" / "data_train.csv")
+        assert config["train_csv"] == str(out / "split" / "train.csv")
         assert len(pd.read_csv(run / "history.csv")) == 1
         assert (run / "best.pt").is_file() and (run / "learning_curves.png").stat().st_size > 1000
         assert (run / "03_train.ipynb").is_file()
-    assert len(list((out / "cache").iterdir())) == 4  # one per CSV (split train/valid/test, official valid), shared
+    assert len(list((out / "cache").iterdir())) == 4  # one per CSV (train, select, held_out, official valid), shared
 
 
 def test_evaluate_writes_study_level_metrics_with_ci_and_curves(series):
     _, _, out = series
     for policy in ("U-Zeros", "U-Ones", "U-MultiClass"):
         run = out / policy
-        metrics = json.loads((run / "metrics.json").read_text())
-        assert metrics["summary"]["split"] == "valid" and metrics["summary"]["resampled"] == "patients"
+        metrics = json.loads((run / "metrics_official_valid.json").read_text())
+        assert metrics["summary"]["eval_set"] == "official_valid" and metrics["summary"]["resampled"] == "patients"
         edema = metrics["observations"]["Edema"]
         if edema["auroc"] is not None:
             assert edema["ci_low"] <= edema["auroc"] <= edema["ci_high"]
         else:
             assert "one class" in edema["note"]
-        predictions = pd.read_csv(run / "predictions_test.csv")
+        predictions = pd.read_csv(run / "predictions_held_out.csv")
         assert predictions["Edema"].between(0, 1).all()
-        assert (run / "metrics_test.json").is_file()
+        assert (run / "metrics_held_out.json").is_file()
         for name in ("roc.png", "pr.png"):
             assert (run / name).stat().st_size > 10_000
 
@@ -122,11 +120,11 @@ def test_compare_writes_the_tables_mapping_and_report(series):
     for section in ("AUROC on the official valid set", "Per-label choice on held-out patients",
                     "Phantom: planted truth vs choice", "Ensemble of all runs"):
         assert section in comparison
-    edema = json.loads((out / "U-Ones" / "metrics.json").read_text())["observations"]["Edema"]
+    edema = json.loads((out / "U-Ones" / "metrics_official_valid.json").read_text())["observations"]["Edema"]
     if edema["auroc"] is not None:  # the table shows each run's AUROC with its CI, as in metrics.json
         assert f"{edema['auroc']:.3f} ({edema['ci_low']:.3f}–{edema['ci_high']:.3f})" in comparison
     assert (out / "figures" / "comparison.png").stat().st_size > 10_000
-    assert (out / "ensemble-all" / "metrics.json").is_file()
+    assert (out / "ensemble-all" / "metrics_official_valid.json").is_file()
     assert "Per-label choice" in (out / "report.md").read_text()
 
 
