@@ -126,4 +126,8 @@ def test_strength_outside_unit_interval_raises_naming_the_key(which, value):
 
 
 def test_strength_limits_are_accepted():
-    draw({"Fracture": 1.0, "Edema": 1e-3}, {"Lung Lesion": 1})
+    plain = draw()
+    strongest = draw({"Fracture": 1.0}, {"Lung Lesion": 1})
+    weakest = draw({"Edema": 1e-3})
+    for image in (strongest, weakest):  # both ends of (0, 1] render a changed image of the same shape
+        assert image.shape == plain.shape and image.dtype == np.uint8 and mad(image, plain) > 0
