@@ -218,7 +218,7 @@ def probe(model, head, optimizer, loader, split, device, cfg, epoch, show):
     np.save(f"{OUT}/rows{rank}.npy", np.concatenate(loader.batches()))
     out = real(model, head, optimizer, loader, split, device, cfg, epoch, show)
     torch.save({"wrapped": isinstance(model, DistributedDataParallel),
-                "weights": {k: v.detach().clone() for k, v in model.state_dict().items()}}, f"{OUT}/state{rank}.pt")
+                "weights": {k: v.detach().clone() for k, v in model.named_parameters()}}, f"{OUT}/state{rank}.pt")
     return out
 train.train_one_epoch = probe
 sys.exit(train.main(sys.argv[1:]))
@@ -226,6 +226,7 @@ sys.exit(train.main(sys.argv[1:]))
 
 
 def test_ddp_ranks_train_disjoint_shards_into_identical_weights(tiny_phantom, tmp_path):
+    """Parameters, not BatchNorm statistics: DDP syncs gradients; running stats follow each rank's last batch."""
     cfg = tiny_config(tiny_phantom, tmp_path / "ddp", epochs=1)
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}))
