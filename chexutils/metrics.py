@@ -19,10 +19,18 @@ from .labels import COMPETITION_TASKS
 BOOTSTRAP_COLUMNS = ("auroc", "ci_low", "ci_high", "ap", "ap_low", "ap_high", "n", "positives", "note")
 
 
+NOT_PREDICTED = "not predicted by this model (all scores NaN)"
+
+
+def predicted(scores) -> bool:
+    """False for an observation the model does not predict (an imported checkpoint writes NaN for it)."""
+    return not np.isnan(np.asarray(scores, float)).all()
+
+
 def certain_scores(labels: pd.Series, scores: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """The entries with a certain label: 1 positive, 0 negative or blank (uncertain left out)."""
+    """The entries with a certain label: 1 positive, 0 negative or blank (uncertain left out); none if not predicted."""
     y = labels.fillna(0.0).to_numpy()
-    keep = y != -1.0
+    keep = (y != -1.0) & predicted(scores)
     return y[keep].astype(int), scores.to_numpy()[keep]
 
 
@@ -33,7 +41,9 @@ def per_observation(labels: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
         y, s = certain_scores(labels[obs], scores[obs])
         positives = int(y.sum())
         row = {"n": len(y), "positives": positives, "auroc": np.nan, "ap": np.nan, "note": ""}
-        if len(y) == 0 or positives in (0, len(y)):
+        if not predicted(scores[obs]):
+            row["note"] = NOT_PREDICTED
+        elif len(y) == 0 or positives in (0, len(y)):
             row["note"] = f"only one class present ({positives} positive of {len(y)})"
         else:
             row["auroc"] = roc_auc_score(y, s)
@@ -122,7 +132,7 @@ def _groups_for(labels: pd.DataFrame, groups) -> np.ndarray | None:
 def _replicates(labels: pd.Series, scores: pd.Series, counts: np.ndarray):
     """(y, s, AUROC per resample, AP per resample) for one observation, uncertain entries left out."""
     y = labels.fillna(0.0).to_numpy()
-    keep = y != -1.0
+    keep = (y != -1.0) & predicted(scores)  # an observation the model does not predict: no entries
     s = scores.to_numpy(float)[keep]
     if not np.isfinite(s).all():
         raise ValueError(f"{labels.name!r}: scores must be finite where the label is certain")
@@ -165,7 +175,7 @@ def bootstrap_auroc(labels: pd.DataFrame, scores: pd.DataFrame, n_resamples: int
     for obs in labels.columns:
         y, s, auroc, ap = _replicates(labels[obs], scores[obs], counts)
         row = dict.fromkeys(BOOTSTRAP_COLUMNS, math.nan) | {"n": len(y), "positives": int(y.sum())}
-        row["note"] = _one_class_note(y)
+        row["note"] = _one_class_note(y) if predicted(scores[obs]) else NOT_PREDICTED
         if not row["note"]:
             row["auroc"], row["ap"] = float(roc_auc_score(y, s)), float(average_precision_score(y, s))
             row["ci_low"], row["ci_high"] = _percentiles(auroc, level)
