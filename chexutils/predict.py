@@ -22,8 +22,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .cache import load_resized
+from .checkpoint import CheckpointError, load_checkpoint
+from .errors import DataError
 from .io import write_table
 from .labels import OBSERVATIONS
+from .losses import probabilities
+from .models import build_model
+from .pixels import is_dicom
 
 FOLDER_SUFFIXES = (".jpg", ".jpeg", ".png", ".dcm")  # what a folder search picks up (plus extension-less DICOM)
 
@@ -51,8 +57,6 @@ def write_predictions(frame: pd.DataFrame, probs: np.ndarray, path) -> None:
 
 def find_images(paths) -> tuple[list[Path], list[str]]:
     """Files given, plus image files under folders given (sorted); and a message per path that does not exist."""
-    from .pixels import is_dicom
-
     found, missing = [], []
     for given in map(Path, paths):
         if given.is_dir():
@@ -77,9 +81,6 @@ class NewImages(Dataset):
         return len(self.paths)
 
     def __getitem__(self, row: int):
-        from .cache import load_resized
-        from .errors import DataError
-
         try:
             return torch.from_numpy(load_resized(self.paths[row], self.size, self.method))[None], row, ""
         except DataError as err:
@@ -88,13 +89,14 @@ class NewImages(Dataset):
 
 def load_run_model(run_dir, device: torch.device):
     """The run's model with its best.pt weights on ``device``, and its config.json."""
-    from .checkpoint import load_checkpoint
-    from .evaluate import run_config
-    from .models import build_model
+    from .evaluate import run_config  # imported here: evaluate imports this module
 
     config = run_config(run_dir)
+    best = Path(run_dir) / "best.pt"
+    if not best.is_file():
+        raise DataError(f"{best}: file does not exist; expected a finished (or imported) run's weights")
     model = build_model(config["backbone"], config["head"])
-    model.load_state_dict(load_checkpoint(Path(run_dir) / "best.pt")["model"])
+    model.load_state_dict(load_checkpoint(best)["model"])
     return model.to(device).eval(), config
 
 
@@ -108,8 +110,6 @@ def pick_device(name: str = "auto") -> torch.device:
 def predict_images(run_dir, paths, batch_size: int = 0, device: str = "auto", workers: int = 0,
                    show: bool = True) -> tuple[pd.DataFrame, list[str], float]:
     """(table: path + one probability per observation, failures as 'path: reason', seconds)."""
-    from .losses import probabilities
-
     files, failures = find_images(paths)
     torch_device = pick_device(device)
     model, config = load_run_model(run_dir, torch_device)
@@ -147,11 +147,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     parser.add_argument("--workers", type=int, default=0, help="image-reading worker processes (default 0)")
     args = parser.parse_args(argv)
-    from .errors import DataError
-
     try:
         table, failures, seconds = predict_images(args.run_dir, args.paths, args.batch_size, args.device, args.workers)
-    except DataError as err:
+    except (DataError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for failure in failures:

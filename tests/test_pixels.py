@@ -66,6 +66,16 @@ def test_window_and_rescale_are_applied(tmp_path):
     assert np.abs(rescaled.astype(int) - narrow).max() <= 1
 
 
+def test_default_linear_window_mirrors_within_one_grey_level(tmp_path):
+    stored = ramp().astype(np.uint16) * 16
+    window = dict(WindowCenter=2000, WindowWidth=2000)  # VOI LUT Function absent: LINEAR
+    mono2 = read_image(write_dicom(tmp_path / "l2.dcm", stored, **window))
+    mono1 = read_image(write_dicom(tmp_path / "l1.dcm", 4095 - stored, "MONOCHROME1", **dict(window, WindowCenter=2095)))
+    difference = np.abs(mono2.astype(int) - mono1)
+    assert difference.max() == 1  # pydicom's LINEAR shifts the centre by half a level, so not exact
+    assert difference.mean() < 0.2
+
+
 def test_dicom_is_found_by_magic_without_an_extension(tmp_path):
     path = write_dicom(tmp_path / "IM0001", ramp().astype(np.uint16))
     assert is_dicom(path)

@@ -96,6 +96,16 @@ def test_missing_paths_and_nothing_readable(tiny_run, tmp_path, capsys):
     assert "x.png" in err and "nowhere: no such file or folder" in err
 
 
+def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(image)
+    assert main([str(tmp_path), str(image), "--out", str(tmp_path / "out.csv")]) == 2
+    assert "config.json: file does not exist" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text('{"backbone": "densenet121", "head": "binary"}')
+    assert main([str(tmp_path), str(image), "--out", str(tmp_path / "out.csv")]) == 2
+    assert "best.pt: file does not exist" in capsys.readouterr().err
+
+
 def test_find_images_is_recursive_and_sorted(tmp_path):
     for name in ("b/2.JPG", "a/1.png", "a/deep/3.jpeg", "c.dcm", "skip.txt", "noext"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
