@@ -205,8 +205,9 @@ def import_checkpoint(format_name: str, checkpoint, run_dir, image_size: int = 2
     model, record = convert(source_state(checkpoint, fmt), fmt, checkpoint)
     record["file"] = str(checkpoint.resolve())
     record["sha256"] = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    cfg = make_config(backbone=fmt.backbone, image_size=image_size, run_dir=str(run_dir), epochs=0)
-    config = {**dataclasses.asdict(cfg), "policy": f"imported:{fmt.name}", "head": "binary", "imported": record,
+    cfg = make_config(backbone=fmt.backbone, image_size=image_size, run_dir=str(run_dir), epochs=0,
+                      policy=f"imported:{fmt.name}")  # not a training policy: compare tables show where it came from
+    config = {**dataclasses.asdict(cfg), "head": "binary", "imported": record,
               "versions": {"chexutils": __version__, "torch": torch.__version__}}
     run_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint({"model": model.state_dict(), "epoch": -1, "metric": float("nan"),
