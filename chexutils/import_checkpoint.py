@@ -43,7 +43,7 @@ from .models import IMAGENET_MEAN, IMAGENET_STD, PooledFeatures, build_model
 ALIASES = {"Effusion": "Pleural Effusion"}
 
 # mlmed/torchxrayvision, torchxrayvision/models.py (commit 3a10ce3), model_urls['chex']["labels"]
-# (line 48): the 18 outputs of densenet121-res224-chex; '' = an output not trained on CheXpert.
+# (line 47): the 18 outputs of densenet121-res224-chex; '' = an output not trained on CheXpert.
 XRV_CHEX_LABELS = ("Atelectasis", "Consolidation", "", "Pneumothorax", "Edema", "", "", "Effusion", "Pneumonia", "",
                    "Cardiomegaly", "", "", "", "Lung Lesion", "Fracture", "Lung Opacity", "Enlarged Cardiomediastinum")
 
