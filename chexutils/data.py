@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from .errors import DataError, csv_lines
 from .io import write_table
 from .labels import OBSERVATIONS
+from .pixels import is_dicom, read_dicom, to_uint8
 
 META_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 CSV_COLUMNS = META_COLUMNS + OBSERVATIONS  # the CheXpert schema, in file order
@@ -26,6 +27,7 @@ PATH_PATTERN = (
     r"(?P<patient>patient\d{5})/(?P<study>study\d+)/(?P<view>view\d+)_(?P<kind>frontal|lateral)\.jpg$"
 )
 ALLOWED_LABELS = "1.0, 0.0, -1.0 or blank"
+DEEP_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # PIL modes of 16-bit, 32-bit and float grey
 
 
 def read_chexpert(csv_path, root=None, check_files: bool = True) -> pd.DataFrame:
@@ -59,10 +61,18 @@ def read_chexpert(csv_path, root=None, check_files: bool = True) -> pd.DataFrame
 
 
 def read_image(path) -> np.ndarray:
-    """Read one image as an (H, W) uint8 grayscale array; a corrupt or truncated file is a DataError."""
+    """Read one image as an (H, W) uint8 grayscale array; a corrupt or truncated file is a DataError.
+
+    DICOM (by name or by its 'DICM' magic) and 16-bit / 32-bit grey images go through
+    ``pixels.to_uint8``, the one documented bit-depth rule; 8-bit images are read as they are.
+    """
+    if is_dicom(path):
+        return read_dicom(path)
     try:
         with Image.open(path) as img:
             img.load()  # decodes everything now, so truncation raises here, not later as zeros
+            if img.mode in DEEP_GREY_MODES:  # convert("L") would clip these to near-white
+                return to_uint8(np.asarray(img))
             if img.mode != "L":
                 img = img.convert("L")
             return np.asarray(img, dtype=np.uint8).copy()

@@ -19,9 +19,18 @@ from .labels import COMPETITION_TASKS, certain_only
 BOOTSTRAP_COLUMNS = ("auroc", "ci_low", "ci_high", "ap", "ap_low", "ap_high", "n", "positives", "note")
 
 
+NOT_PREDICTED = "not predicted by this model (all scores NaN)"
+
+
+def predicted(scores) -> bool:
+    """False for an observation the model does not predict (an imported checkpoint writes NaN for it)."""
+    return not np.isnan(np.asarray(scores, float)).all()
+
+
 def certain_scores(labels: pd.Series, scores: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """The entries with a certain label: 1 positive, 0 negative or blank (uncertain left out)."""
+    """The entries with a certain label: 1 positive, 0 negative or blank (uncertain left out); none if not predicted."""
     y, keep = certain_only(labels)
+    keep &= predicted(scores)
     return y[keep].astype(int), scores.to_numpy()[keep]
 
 
@@ -31,6 +40,8 @@ def per_observation(labels: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     for obs in labels.columns:
         y, s = certain_scores(labels[obs], scores[obs])
         row = {"n": len(y), "positives": int(y.sum()), "auroc": np.nan, "ap": np.nan, "note": one_class_note(y)}
+        if not predicted(scores[obs]):
+            row["note"] = NOT_PREDICTED
         if not row["note"]:
             row["auroc"] = roc_auc_score(y, s)
             row["ap"] = average_precision_score(y, s)
@@ -118,6 +129,7 @@ def _groups_for(labels: pd.DataFrame, groups) -> np.ndarray | None:
 def _replicates(labels: pd.Series, scores: pd.Series, counts: np.ndarray):
     """(y, s, AUROC per resample, AP per resample) for one observation, uncertain entries left out."""
     y, keep = certain_only(labels)
+    keep &= predicted(scores)  # an observation the model does not predict: no entries
     s = scores.to_numpy(float)[keep]
     if not np.isfinite(s).all():
         raise ValueError(f"{labels.name!r}: scores must be finite where the label is certain")
@@ -160,7 +172,7 @@ def bootstrap_auroc(labels: pd.DataFrame, scores: pd.DataFrame, n_resamples: int
     for obs in labels.columns:
         y, s, auroc, ap = _replicates(labels[obs], scores[obs], counts)
         row = dict.fromkeys(BOOTSTRAP_COLUMNS, math.nan) | {"n": len(y), "positives": int(y.sum())}
-        row["note"] = one_class_note(y)
+        row["note"] = one_class_note(y) if predicted(scores[obs]) else NOT_PREDICTED
         if not row["note"]:
             row["auroc"], row["ap"] = float(roc_auc_score(y, s)), float(average_precision_score(y, s))
             row["ci_low"], row["ci_high"] = _percentiles(auroc, level)

@@ -3,7 +3,8 @@
 A model is a registered backbone (image -> feature vector) plus a linear head: ``binary`` gives
 one logit per observation, ``multiclass`` three (negative, positive, uncertain). The model takes
 the loader's grayscale batches as they are and does its own scaling and ImageNet normalisation.
-Pretrained weights are only ever read from the torch hub cache: a missing file is an error,
+Pretrained weights come through the libraries' own loaders into the torch hub cache (downloaded,
+with torch.hub's progress bar, when online and not cached); unavailable weights are an error,
 never a silent fall-back to random weights.
 """
 
@@ -67,21 +68,40 @@ def check_pretrained(pretrained: str | None) -> str | None:
     return pretrained
 
 
-def require_cached_weights(backbone: str) -> pathlib.Path:
-    """The cached weight file of ``backbone``; WeightsUnavailable if absent (no download)."""
+def require_cached_weights(backbone: str, fetch=None) -> pathlib.Path:
+    """The cached weight file of ``backbone``. If absent, ``fetch()`` (the library's own downloader,
+    which writes into the same cache) is tried; offline (an OSError) it is WeightsUnavailable."""
     spec = get_backbone(backbone)
     if spec.pretrained_file is None:
         raise WeightsUnavailable(f"no pretrained weights exist for backbone {backbone!r} "
                                  f"({spec.source}); use pretrained=None")
     cache = pretrained_cache_dir()
     path = cache / spec.pretrained_file
+    reason = "no download attempted"
+    if not path.is_file() and fetch is not None:
+        try:
+            fetch()
+        except OSError as err:  # URLError, connection and DNS failures, timeouts: offline
+            reason = f"download failed: {err}"
     if not path.is_file():
         raise WeightsUnavailable(
             f"ImageNet weights for backbone {backbone!r} are not cached: expected file "
-            f"{spec.pretrained_file!r} in {cache} (set TORCH_HOME to move the cache); "
-            f"download it from {spec.pretrained_url} and put it there. Not downloading and not "
-            f"falling back to random weights.")
+            f"{spec.pretrained_file!r} in {cache} (set TORCH_HOME to move the cache); {reason}; "
+            f"download it from {spec.pretrained_url} and put it there. Not falling back to random weights.")
     return path
+
+
+def check_weights_only(path: pathlib.Path) -> None:
+    """Load ``path`` once with ``weights_only=True``: the libraries' own loads that follow (torchvision
+    0.29 and pretrainedmodels 0.7.4 call torch.hub with weights_only=False) then read a file known to
+    hold only tensors and plain containers."""
+    import pickle
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise WeightsUnavailable(f"{path}: refused, not a plain weights file loadable with weights_only=True "
+                                 f"({str(err).splitlines()[0]}); delete it to download it again") from None
 
 
 class PooledFeatures(nn.Module):
@@ -115,8 +135,11 @@ def build_densenet121(pretrained: str | None) -> tuple[nn.Module, int]:
 
     weights = None
     if pretrained == "imagenet":
-        require_cached_weights("densenet121")  # torchvision reads the same file from the cache
         weights = DenseNet121_Weights.IMAGENET1K_V1
+        # torchvision's own downloader (its URL, hash check, cache folder, progress bar), weights_only=True
+        path = require_cached_weights("densenet121", lambda: weights.get_state_dict(
+            progress=True, check_hash=True, weights_only=True))
+        check_weights_only(path)
     net = densenet121(weights=weights)
     return PooledFeatures(net.features), net.classifier.in_features
 
@@ -139,7 +162,11 @@ def build_xception(pretrained: str | None) -> tuple[nn.Module, int]:
         if expected != BACKBONES["xception"].pretrained_url:  # a different pretrainedmodels version
             raise WeightsUnavailable(f"pretrainedmodels expects xception weights from {expected}, "
                                      f"the registry says {BACKBONES['xception'].pretrained_url}")
-        require_cached_weights("xception")
+        # pretrainedmodels downloads with torch.utils.model_zoo.load_url (= torch.hub.load_state_dict_from_url,
+        # weights_only=False); the same function fetches the file first, with weights_only=True
+        url = BACKBONES["xception"].pretrained_url
+        check_weights_only(require_cached_weights("xception", lambda: torch.hub.load_state_dict_from_url(
+            url, progress=True, map_location="cpu", weights_only=True)))
     net = pretrainedmodels.xception(num_classes=1000, pretrained=pretrained)
     num_features = net.last_linear.in_features
     del net.last_linear  # the ImageNet classifier is replaced by our head
@@ -164,6 +191,20 @@ register_backbone(Backbone(
     pretrained_file="xception-43020ad28.pth",
     pretrained_url="http://data.lip6.fr/cadene/pretrainedmodels/xception-43020ad28.pth",
     source="pretrainedmodels.xception 0.7.4 (Chollet 2017), weights ported from Keras by Cadene"))
+def build_xrv_densenet121(pretrained: str | None) -> tuple[nn.Module, int]:
+    """torchxrayvision's DenseNet121 (1-channel stem, inputs scaled to [-1024, 1024]); weights come
+    only from ``python -m chexutils.import_checkpoint``."""
+    if pretrained is not None:
+        require_cached_weights("xrv-densenet121")  # always raises: pretrained_file is None
+    from chexutils.import_checkpoint import xrv_densenet121_features
+
+    return xrv_densenet121_features()
+
+
+register_backbone(Backbone(
+    name="xrv-densenet121", build=build_xrv_densenet121, min_size=32, pretrained_file=None,
+    source="torchxrayvision.models.DenseNet (Cohen et al. 2022): DenseNet121, one input channel, "
+           "pixels scaled to [-1024, 1024]; published weights via chexutils.import_checkpoint"))
 register_backbone(Backbone(
     name="fractalnet", build=build_fractalnet, min_size=32, pretrained_file=None,
     source="chexutils.fractalnet (Larsson, Maire & Shakhnarovich 2016, arXiv:1605.07648)"))

@@ -52,3 +52,22 @@ def tiny_phantom(tmp_path_factory):
     from chexutils.phantom import generate_phantom
 
     return generate_phantom(tmp_path_factory.mktemp("phantom"), workers=1, **TINY_PHANTOM)
+
+
+def write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 12, **elements):
+    """Write ``pixels`` as a DICOM file with pydicom (explicit VR little endian), plus extra elements."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
+    ds.set_pixel_data(pixels, photometric_interpretation=photometric, bits_stored=bits_stored)
+    for name, value in elements.items():
+        setattr(ds, name, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path

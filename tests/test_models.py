@@ -3,6 +3,7 @@
 import pathlib
 import subprocess
 import sys
+import urllib.error
 
 import pytest
 import torch
@@ -49,14 +50,14 @@ def seeded_models():
 
 @pytest.fixture
 def offline_cache(tmp_path, monkeypatch):
-    """An empty hub cache under tmp_path, with downloads made impossible; returns its folder."""
+    """An empty hub cache under tmp_path, offline (every download fails as without a network); returns its folder."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)  # in case someone called torch.hub.set_dir
 
-    def no_download(url, *args, **kwargs):
-        raise AssertionError(f"tried to download {url}")
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     cache = pretrained_cache_dir()
     assert cache == tmp_path / "torch" / "hub" / "checkpoints"
     return cache
@@ -231,6 +232,34 @@ def test_missing_weights_fail_fast_with_file_and_folder(name, offline_cache):
     assert BACKBONES[name].pretrained_file in message
     assert str(offline_cache) in message
     assert BACKBONES[name].pretrained_url in message
+    assert "download failed" in message and "name resolution" in message
+
+
+@pytest.mark.parametrize("name", WITH_WEIGHTS)
+def test_online_the_library_loader_downloads_into_the_cache(name, offline_cache, monkeypatch):
+    reference = reference_state_dict(name)
+    downloads = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):  # torch.hub's downloader, "online"
+        downloads.append((url, pathlib.Path(dst).parent, progress))
+        torch.save(reference, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    torch.manual_seed(999)
+    model = build_model(name, pretrained="imagenet")
+    assert downloads == [(BACKBONES[name].pretrained_url, offline_cache, True)]  # once, into the hub cache
+    assert (offline_cache / BACKBONES[name].pretrained_file).is_file()
+    loaded = trunk_state(model)
+    assert all(torch.equal(loaded[k], reference[k]) for k in loaded)
+    build_model(name, pretrained="imagenet")  # now cached: no second download
+    assert len(downloads) == 1
+
+
+def test_a_cached_file_needing_pickled_objects_is_refused(offline_cache):
+    offline_cache.mkdir(parents=True)
+    torch.save(torch.nn.Linear(2, 2), offline_cache / BACKBONES["densenet121"].pretrained_file)  # a pickled module
+    with pytest.raises(WeightsUnavailable, match="weights_only=True"):
+        build_model("densenet121", pretrained="imagenet")
 
 
 def test_fractalnet_has_no_pretrained_weights(offline_cache):
