@@ -5,6 +5,7 @@ import json
 import re
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -20,14 +21,48 @@ MEAN = "mean of 5 tasks"
 BELOW = "radiologists below the curve (mean of 5 tasks)"
 
 
+def describe(official: OfficialTest) -> pd.DataFrame:
+    """Per competition task: positive studies in the reference and as read by each benchmark radiologist."""
+    out = pd.DataFrame({"reference (5-reader majority)": official.labels[list(COMPETITION_TASKS)].sum()})
+    for name, reads in official.benchmark.items():
+        out[name] = reads[list(COMPETITION_TASKS)].sum()
+    out.index.name = f"positive studies of {len(official.labels)} ({len(official.frame)} images)"
+    return out.astype(int)
+
+
+def phantom_reference_quality(test_dir) -> pd.DataFrame | None:
+    """Phantom only: each reader and the 5-reader majority against the true findings (sensitivity, specificity)."""
+    from .paths import resolve
+    from .phantom.testset import TEST_TRUTH_CSV
+    from .testset import LABELS_REPO, REFERENCE_READERS, majority_vote, read_readers
+
+    labels_dir = resolve(test_dir) / LABELS_REPO
+    if not (labels_dir / TEST_TRUTH_CSV).is_file():
+        return None
+    truth = pd.read_csv(labels_dir / TEST_TRUTH_CSV).set_index("study")
+    reads = read_readers(labels_dir)
+    reads["majority of 5"] = majority_vote({r: reads[r] for r in REFERENCE_READERS})
+    rows = {}
+    for name, read in reads.items():
+        for task in COMPETITION_TASKS:
+            point = readers.operating_point(truth[f"{task}|truth"], read.loc[truth.index, task])
+            rows[(task, name)] = {"sensitivity": point["sensitivity"], "specificity": point["specificity"]}
+    out = pd.DataFrame(rows).T
+    out.index.names = ["task", "reader vs the true findings"]
+    return out.unstack("task").round(3)
+
+
 def collect(sweep, official: OfficialTest, external_predictions=(), device: str = "auto") -> dict:
-    """name -> (RunDir, study-level scores): every finished run predicted on the test images, the mean of
-    the runs (``ensemble-all``, when there are two or more) and each outside predictions CSV."""
+    """name -> (RunDir, study-level scores): every finished run predicted on the test images (again only
+    when its best.pt or the test-set files are newer than its predictions), the mean of the runs
+    (``ensemble-all``, when there are two or more) and each outside predictions CSV."""
     sweep = Path(sweep)
     studies = official.labels.index
     entries = {}
+    inputs = [Path(official.source["images"]), Path(official.source["labels"])]
     for run in find_runs(sweep):
-        predict_run(run.path, official.frame, OFFICIAL_TEST, device)
+        if _stale(run.predictions(OFFICIAL_TEST), [run.best, *inputs]):
+            predict_run(run.path, official.frame, OFFICIAL_TEST, device)
         entries[run.name] = (run, external.study_scores(run.predictions(OFFICIAL_TEST), studies))
     if len(entries) > 1:
         mean = external.ensemble({name: scores for name, (_, scores) in entries.items()})
@@ -116,8 +151,6 @@ def figures(name: str, entry, official: OfficialTest, reader_table: pd.DataFrame
         fig = radiologist_curves(official.labels[task], scores.loc[official.labels.index, task],
                                  reader_table[reader_table["observation"] == task], path,
                                  f"{name} · {task} · official test ({len(official.labels)} studies)")
-        import matplotlib.pyplot as plt
-
         plt.close(fig)
         paths.append(path)
     return paths
@@ -127,11 +160,26 @@ def write_markdown(sweep, sections: dict) -> Path:
     """``official_test.md`` in the sweep folder (the runner's report.md includes it)."""
     from .compare import markdown
 
-    parts = [f"## {title}\n\n{markdown(t) if isinstance(t, pd.DataFrame) else t}\n" for title, t in sections.items()
-             if t is not None]
+    parts = [f"## {title}\n\n{markdown(_flat(t)) if isinstance(t, pd.DataFrame) else t}\n"
+             for title, t in sections.items() if t is not None]
     path = Path(sweep) / "official_test.md"
     path.write_text("\n".join(parts))
     return path
+
+
+def _flat(table: pd.DataFrame) -> pd.DataFrame:
+    """Multi-level row and column labels joined with ' · ' for a markdown table."""
+    out = table.copy()
+    if isinstance(out.index, pd.MultiIndex):
+        out.index = [" · ".join(map(str, i)) for i in out.index]
+    if isinstance(out.columns, pd.MultiIndex):
+        out.columns = [" · ".join(map(str, c)) for c in out.columns]
+    return out
+
+
+def _stale(path: Path, inputs) -> bool:
+    """Missing, or older than any of the files it was made from (the checkpoint, the test-set CSVs)."""
+    return not path.is_file() or any(path.stat().st_mtime < Path(p).stat().st_mtime for p in inputs)
 
 
 def _slug(name: str) -> str:
