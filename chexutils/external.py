@@ -13,7 +13,7 @@ from .errors import DataError, csv_lines
 from .io import write_json, write_table
 from .labels import OBSERVATIONS
 from .rundir import OFFICIAL_TEST, RunDir
-from .testset import EXPECTED_PATH, EXPECTED_STUDY, IMAGE_PATTERN, STUDY_PATTERN, _keys
+from .testset import EXPECTED_PATH, EXPECTED_STUDY, IMAGE_PATTERN, STUDY_PATTERN, parse_keys
 
 SOURCE_JSON = "external.json"  # in an external run's folder: where its predictions came from
 
@@ -42,10 +42,10 @@ def study_scores(path, studies=None) -> pd.DataFrame:
         raise DataError(f"{path} {csv_lines(np.flatnonzero(bad))}: a prediction is blank or not a number; "
                         "expected a finite score in every observation column")
     if "Path" in frame.columns:
-        keys = _keys(frame["Path"].astype(str), IMAGE_PATTERN, path, "Path", EXPECTED_PATH)["key"]
+        keys = parse_keys(frame["Path"].astype(str), IMAGE_PATTERN, path, "Path", EXPECTED_PATH)["key"]
         scores = values.groupby(keys.to_numpy()).max()
     else:
-        keys = _keys(frame["Study"].astype(str), STUDY_PATTERN, path, "Study", EXPECTED_STUDY)["key"]
+        keys = parse_keys(frame["Study"].astype(str), STUDY_PATTERN, path, "Study", EXPECTED_STUDY)["key"]
         dup = keys.duplicated(keep=False).to_numpy()
         if dup.any():
             raise DataError(f"{path} {csv_lines(np.flatnonzero(dup))}: study {keys[dup].iloc[0]!r} twice; "

@@ -11,6 +11,7 @@ import pandas as pd
 
 from . import external, readers
 from .eval_figures import radiologist_curves
+from .errors import DataError
 from .evaluate import predict_run
 from .labels import COMPETITION_TASKS
 from .rundir import OFFICIAL_TEST, OFFICIAL_VALID, RunDir, find_runs
@@ -95,12 +96,17 @@ def valid_mean(run: RunDir) -> float:
     return float("nan") if mean.get("mean") is None else float(mean["mean"])
 
 
-def choose_report_run(entries: dict) -> tuple[str, pd.Series]:
-    """The entry with the best 5-task mean AUROC on the **official valid** set, and every entry's value.
+def choose_report_run(entries: dict, requested: str = "") -> tuple[str, pd.Series]:
+    """The entry to show beside the radiologists, and every entry's 5-task mean AUROC on the official valid set.
 
-    Outside models have no valid-set score and are never chosen; with no valid scores at all the first entry is.
+    ``requested`` names one; otherwise the best on the **official valid** set (outside models have no
+    valid-set score and are never chosen; with no valid scores at all, the first entry).
     """
     on_valid = pd.Series({name: valid_mean(run) for name, (run, _) in entries.items()}, name="official valid mean AUROC")
+    if requested:
+        if requested not in entries:
+            raise DataError(f"report_run {requested!r} is not among the scored entries: {', '.join(entries)}")
+        return requested, on_valid
     chosen = on_valid.idxmax() if on_valid.notna().any() else next(iter(entries))
     return chosen, on_valid
 

@@ -21,7 +21,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import roc_curve
 
 from .labels import COMPETITION_TASKS
-from .metrics import _percentiles, bootstrap_auroc, mean_tasks_with_ci, resample_counts
+from .metrics import bootstrap_auroc, mean_tasks_with_ci, resample_counts
 
 READER_COLUMNS = ("observation", "reader", "tp", "fp", "tn", "fn", "sensitivity", "sens_low", "sens_high",
                   "specificity", "spec_low", "spec_high", "ppv", "below_curve", "model_tpr_at_reader_fpr",
@@ -49,6 +49,15 @@ def operating_point(reference, reads, level: float = 0.95) -> dict:
     (sens_low, sens_high), (spec_low, spec_high) = wilson(tp, tp + fn, level), wilson(tn, tn + fp, level)
     return {"tp": tp, "fp": fp, "tn": tn, "fn": fn, "sensitivity": sens, "sens_low": sens_low, "sens_high": sens_high,
             "specificity": spec, "spec_low": spec_low, "spec_high": spec_high, "ppv": ppv}
+
+
+def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of the finite bootstrap values (NaN, NaN if none)."""
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return math.nan, math.nan
+    low, high = np.quantile(finite, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
 def curve_height(fpr: np.ndarray, tpr: np.ndarray, x: float) -> float:

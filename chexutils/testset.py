@@ -69,7 +69,7 @@ def _read_csv(path: Path, what: str) -> pd.DataFrame:
     return frame
 
 
-def _keys(column: pd.Series, pattern: str, path: Path, name: str, expected: str) -> pd.DataFrame:
+def parse_keys(column: pd.Series, pattern: str, path: Path, name: str, expected: str) -> pd.DataFrame:
     """The parsed parts of a Study / Path column; a value matching neither release is a DataError."""
     parts = column.str.strip().str.extract("^" + pattern)
     bad = parts["patient"].isna().to_numpy()
@@ -105,7 +105,7 @@ def read_study_labels(path, observations=OBSERVATIONS) -> pd.DataFrame:
     if missing:
         raise DataError(f"{path} line 1: missing column(s) {', '.join(map(repr, missing))}; "
                         "expected Study and one 0/1 column per observation")
-    keys = _keys(frame["Study"], STUDY_PATTERN, path, "Study", EXPECTED_STUDY)
+    keys = parse_keys(frame["Study"], STUDY_PATTERN, path, "Study", EXPECTED_STUDY)
     dup = keys["key"].duplicated(keep=False).to_numpy()
     if dup.any():
         raise DataError(f"{path} {csv_lines(np.flatnonzero(dup))}: study {keys['key'][dup].iloc[0]!r} appears twice; "
@@ -143,12 +143,12 @@ def read_image_labels(path, root=None, observations=None) -> pd.DataFrame:
     frame = _read_csv(path, "a per-image label file with a Path column")
     if "Path" not in frame.columns:
         raise DataError(f"{path} line 1: missing column 'Path'; expected one row per image with its Path")
-    parts = _keys(frame["Path"], IMAGE_PATTERN, path, "Path", EXPECTED_PATH)
+    parts = parse_keys(frame["Path"], IMAGE_PATTERN, path, "Path", EXPECTED_PATH)
     dup = frame["Path"].duplicated(keep=False).to_numpy()
     if dup.any():
         raise DataError(f"{path} {csv_lines(np.flatnonzero(dup))}: duplicate Path {frame['Path'][dup].iloc[0]!r}; "
                         "expected each image once")
-    present = [o for o in (observations or OBSERVATIONS) if o in frame.columns]
+    present = [o for o in (OBSERVATIONS if observations is None else observations) if o in frame.columns]
     out = pd.concat([frame[["Path"]], _labels_or_blank(frame, present, path)], axis=1)
     out["patient"], out["study"], out["view"] = parts["patient"], parts["key"], parts["view"]
     frontal = parts["kind"].eq("frontal")
@@ -239,7 +239,7 @@ def has_official_test(data_dir) -> bool:
 def read_official_test(data_dir, check_files: bool = True, readers: bool = True) -> OfficialTest:
     """Images (CheXlocalize test_labels.csv), labels (groundtruth.csv) and the 8 radiologists' reads."""
     labels_dir, images_dir = find_official_test(data_dir)
-    images = read_image_labels(images_dir / TEST_IMAGES_CSV)
+    images = read_image_labels(images_dir / TEST_IMAGES_CSV, observations=())  # labels come from groundtruth.csv
     labels = read_study_labels(labels_dir / GROUNDTRUTH)
     frame = join_study_labels(images, labels, str(images_dir / TEST_IMAGES_CSV), str(labels_dir / GROUNDTRUTH))
     if check_files:

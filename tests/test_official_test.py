@@ -112,3 +112,22 @@ def test_notebook_06_scores_runs_and_outside_models_beside_the_radiologists(swee
     for section in ("Official test set (study level", "beside the benchmark radiologists",
                     "Phantom: readers and their majority against the true findings", "external-leader_predictions"):
         assert section in report
+
+
+def test_report_run_is_chosen_on_the_official_valid_set(tmp_path):
+    from chexutils.io import write_json
+    from chexutils.official_test import choose_report_run
+    from chexutils.rundir import OFFICIAL_VALID
+
+    entries = {}
+    for name, mean, legacy in [("a", 0.70, False), ("b", 0.80, False), ("old", 0.75, True)]:
+        run = RunDir(tmp_path / name)
+        path = run.path / "metrics.json" if legacy else run.metrics(OFFICIAL_VALID)  # an old run folder is read too
+        write_json(path, {"observations": {}, "summary": {"mean_auroc_tasks": {"mean": mean}}})
+        entries[name] = (run, None)
+    entries["external-x"] = (RunDir(tmp_path / "x"), None)  # no valid-set score: never chosen
+    chosen, on_valid = choose_report_run(entries)
+    assert chosen == "b" and on_valid["old"] == pytest.approx(0.75) and np.isnan(on_valid["external-x"])
+    assert choose_report_run(entries, "a")[0] == "a"
+    with pytest.raises(DataError, match="report_run 'zzz' is not among the scored entries"):
+        choose_report_run(entries, "zzz")
