@@ -10,11 +10,13 @@ Formats, as verified against the public files (read, not copied):
   have the same columns but put ``Lung Lesion`` before ``Lung Opacity``. Leaderboard models'
   ``example_models/predictions/standard/*_predictions.csv`` are keyed by ``Study`` with a subset of
   observations (e.g. ``Cardiomegaly,Edema,Consolidation,Atelectasis,Pleural Effusion``).
-- ``rajpurkarlab/cheXlocalize`` (README and download_instructions.md): the CheXlocalize release holds
-  ``CheXpert/test/``, ``CheXpert/test_labels.csv``, ``CheXpert/val/``, ``CheXpert/val_labels.csv``;
-  one row per image, ``Path`` relative to ``CheXpert/`` (``test/patient64741/study1/view1_frontal.jpg``;
-  668 test images of 500 patients). Which metadata columns it carries (Sex, Age, ...) is not
-  documented there, so only ``Path`` is required; Frontal/Lateral falls back to the file name.
+- ``rajpurkarlab/cheXlocalize`` (README at commit bfe28aa: 668 test images of 500 patients, 234 valid
+  images of 200; download_instructions.md at 01456c7: the release has a ``CheXpert`` and a
+  ``CheXlocalize`` folder). Public code that reads the release uses ``CheXpert/test_labels.csv`` and
+  ``CheXpert/val_labels.csv``, one row per image with ``Path`` relative to ``CheXpert/``
+  (``test/patient64741/study1/view1_frontal.jpg``). Which other columns it carries (Sex, Age, ...) is
+  documented nowhere we could read, so only ``Path`` is required, Frontal/Lateral falls back to the
+  file name, and the official test's labels always come from ``groundtruth.csv``.
 
 Every problem is one DataError naming the file, the 1-based CSV line and what was expected.
 """
