@@ -164,3 +164,39 @@ def comparison_heatmap(table: pd.DataFrame, path=None, title: str = "AUROC"):
     fig.tight_layout()
     save(fig, path)
     return fig
+
+
+READER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def radiologist_curves(labels: pd.Series, scores: pd.Series, readers: pd.DataFrame, path=None, title: str = ""):
+    """ROC and precision-recall of one observation with each radiologist's operating point on both.
+
+    ``readers``: rows of ``readers.score_readers`` for this observation (sensitivity, specificity and
+    their Wilson CIs, PPV, below_curve). ROC points carry error bars for both CIs; PR points are
+    (sensitivity, PPV).
+    """
+    y, s = np.asarray(labels).astype(int), np.asarray(scores, float)
+    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(10, 4.6))
+    fpr, tpr, _ = roc_curve(y, s)
+    roc_ax.plot(fpr, tpr, c="C0", label=f"model AUC {roc_auc_score(y, s):.3f}")
+    roc_ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=0.8)
+    precision, recall, _ = precision_recall_curve(y, s)
+    pr_ax.plot(recall, precision, c="C0", label=f"model AP {average_precision_score(y, s):.3f}")
+    for i, row in enumerate(readers.itertuples()):
+        marker, colour = READER_MARKERS[i % len(READER_MARKERS)], f"C{i + 1}"
+        x, x_low, x_high = 1 - row.specificity, 1 - row.spec_high, 1 - row.spec_low
+        where = "below" if row.below_curve else "on/above"
+        roc_ax.errorbar(x, row.sensitivity, xerr=[[x - x_low], [x_high - x]],
+                        yerr=[[row.sensitivity - row.sens_low], [row.sens_high - row.sensitivity]],
+                        fmt=marker, c=colour, ms=7, capsize=3, label=f"{row.reader} ({where} the curve)")
+        pr_ax.plot(row.sensitivity, row.ppv, marker, c=colour, ms=7, label=row.reader)
+    roc_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
+    pr_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall (sensitivity)", ylabel="precision (PPV)",
+              title="precision-recall")
+    roc_ax.legend(fontsize=7.5, loc="lower right")
+    pr_ax.legend(fontsize=7.5, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    save(fig, path)
+    return fig

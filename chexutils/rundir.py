@@ -7,6 +7,7 @@
         best.pt                       the selected epoch (by select_metric on the selection set)
         predictions_<set>.csv         image-level probabilities, one column per observation
         metrics_<set>.json / .csv     study-level metrics with their counts and CIs
+        radiologists_<set>.csv / .json  the model against each radiologist operating point
         <name>.png                    figures: learning_curves, roc, pr, ...
 
 ``<set>`` is one of the evaluation-set names of ``EVAL_SETS``. No other module spells these file
@@ -90,6 +91,10 @@ class RunDir:
     def metrics(self, eval_set: str) -> Path:
         """``metrics_<set>.json`` (the per-observation table is the same name with .csv)."""
         return self._named("metrics", eval_set, ".json")
+
+    def radiologists(self, eval_set: str) -> Path:
+        """``radiologists_<set>.csv``: the model against each radiologist (the same name with .json too)."""
+        return self.path / f"radiologists_{check_eval_set(eval_set)}.csv"
 
     def figure(self, name: str) -> Path:
         return self.path / f"{name}.png"

@@ -212,8 +212,9 @@ def write_report(config: Config, outcomes: list[Outcome]) -> Path:
         rel = o.output.relative_to(root) if o.output.is_relative_to(root) else o.output
         lines.append(f"| {o.step} | {o.run or ''} | {o.status}{': ' + o.error if o.error else ''} | "
                      f"{o.seconds:.1f} | [{rel}]({rel}) |")
-    if (root / "comparison.md").is_file():
-        lines += ["", (root / "comparison.md").read_text()]
+    for section in ("comparison.md", "official_test.md"):
+        if (root / section).is_file():
+            lines += ["", (root / section).read_text()]
     figures = sorted(p.relative_to(root) for p in root.rglob("*.png"))
     if figures:
         lines += ["", "## Figures", ""] + [f"- [{p}]({p})" for p in figures]

@@ -19,6 +19,7 @@ from ..paths import SMALL_PREFIX
 from . import label_model as lm
 from .layout import sample_layout
 from .render import render_image
+from .testset import write_test_set
 
 TRUTH_JSON = "phantom_truth.json"
 TRUTH_CSV = "phantom_truth.csv"
@@ -28,18 +29,24 @@ DEFAULT_SIZE = (128, 104)  # (W, H); the real small release is about 390x320
 
 
 def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=DEFAULT_SIZE,
-                     seed: int = 0, workers: int | None = None) -> Path:
+                     seed: int = 0, workers: int | None = None, test_patients: int = 0) -> Path:
     """Generate (or reuse, when already complete with the same parameters) a phantom CheXpert.
 
     Returns the CheXpert folder ``out/CheXpert-v1.0-small``. Images are written first and the CSVs
     last, so an interrupted run leaves no CSV and is simply redone by the next call.
+    ``test_patients`` > 0 also writes the official test set (``phantom/testset.py``) beside it; it is
+    added to an existing phantom without touching train and valid.
     """
     root = Path(out) / SMALL_PREFIX
     params = {"patients": int(patients), "valid_patients": int(valid_patients),
               "size": [int(size[0]), int(size[1])], "seed": int(seed)}
+    if test_patients:
+        params["test_patients"] = int(test_patients)
     existing = _existing_params(root)
     if existing is not None:
-        if existing == params:
+        if _without_test(existing) == _without_test(params):  # a test set is added, or kept when not asked for
+            if test_patients and existing.get("test_patients") != params["test_patients"]:
+                _add_test_set(root, params, workers)
             return root
         raise DataError(f"{root / TRUTH_JSON}: a phantom with other parameters ({existing}) is already here; "
                         f"expected {params} — choose another output folder or delete this one")
@@ -66,6 +73,9 @@ def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=D
     tasks = (_render_tasks(train, train_images, train_cats, train_extra, root.parent, size, seed, 0)
              + _render_tasks(valid, valid_images, valid_cats, valid_extra, root.parent, size, seed, len(train)))
     _render_all(tasks, workers)
+    if test_patients:
+        write_test_set(root.parent, patients + valid_patients + 1, test_patients, models, size, seed,
+                       lambda tasks: _render_all(tasks, workers), _render_tasks)
 
     truth = pd.concat([_truth_rows(train_studies, train_cats, train_extra),
                        _truth_rows(valid_studies, valid_cats, valid_extra)], ignore_index=True)
@@ -75,6 +85,21 @@ def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=D
     write_json(root / TRUTH_JSON, _truth_summary(params, models, nf_rate))
     (root / IN_PROGRESS).unlink()
     return root
+
+
+def _without_test(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k != "test_patients"}
+
+
+def _add_test_set(root: Path, params: dict, workers: int | None) -> None:
+    """Write (or rewrite) only the test set of a complete phantom, then record it in its parameters."""
+    (root / IN_PROGRESS).write_text("phantom test set being added; rerun generate_phantom to finish\n")
+    first = params["patients"] + params["valid_patients"] + 1
+    write_test_set(root.parent, first, params["test_patients"], lm.observation_models(), tuple(params["size"]),
+                   params["seed"], lambda tasks: _render_all(tasks, workers), _render_tasks)
+    summary = json.loads((root / TRUTH_JSON).read_text())
+    write_json(root / TRUTH_JSON, summary | {"params": params})
+    (root / IN_PROGRESS).unlink()
 
 
 def _existing_params(root: Path):

@@ -1,0 +1,74 @@
+"""The phantom's official test set: released layout and formats, majority reference, planted readers."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chexutils import testset
+from chexutils.labels import OBSERVATIONS
+from chexutils.phantom import generate_phantom
+from chexutils.phantom.testset import TEST_TRUTH_CSV, TEST_TRUTH_JSON
+
+PHANTOM = dict(patients=12, valid_patients=4, size=(40, 32), seed=11, workers=1)
+TEST_PATIENTS = 400
+
+
+@pytest.fixture(scope="module")
+def phantom_with_test(tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantom_test")
+    generate_phantom(out, test_patients=TEST_PATIENTS, **PHANTOM)
+    return out
+
+
+def test_released_layout_and_formats(phantom_with_test):
+    official = testset.read_official_test(phantom_with_test)
+    assert len(official.labels) == TEST_PATIENTS and official.frame["patient"].nunique() == TEST_PATIENTS
+    assert set(official.readers) == {"bc1", "bc2", "bc3", "bc5", "bc7", "bc4", "bc6", "bc8"}
+    labels_dir = phantom_with_test / testset.LABELS_REPO
+    header = (labels_dir / "radiologists" / "benchmark_radiologists" / "bc4.csv").read_text().splitlines()[0].split(",")
+    assert header.index("Lung Lesion") < header.index("Lung Opacity")  # as released
+    first = pd.read_csv(labels_dir / "groundtruth.csv")["Study"].iloc[0]
+    assert first.startswith("CheXpert-v1.0/test/patient00017/study1")  # test patients follow train and valid
+    assert pd.read_csv(phantom_with_test / "CheXpert" / "test_labels.csv")["Path"].str.match(r"test/patient\d{5}/study1/view\d_").all()
+    reference = testset.majority_vote({r: official.readers[r] for r in testset.REFERENCE_READERS})
+    assert (reference.loc[official.labels.index] == official.labels).all().all()
+
+
+def test_reader_operating_point_matches_its_planted_one(phantom_with_test):
+    labels_dir = phantom_with_test / testset.LABELS_REPO
+    planted = json.loads((labels_dir / TEST_TRUTH_JSON).read_text())["p_read_positive"]
+    truth = pd.read_csv(labels_dir / TEST_TRUTH_CSV).set_index("study")
+    reads = testset.read_study_labels(testset.reader_file(labels_dir, "bc6")).loc[truth.index]
+    z_scores = []
+    for obs in OBSERVATIONS[1:]:
+        category = truth[f"{obs}|category"]
+        p = category.map(planted["bc6"][obs]).to_numpy()  # P(read positive) for each study, as planted
+        positive = truth[f"{obs}|truth"].to_numpy() == 1
+        for mask in (positive, ~positive):  # sensitivity and 1 - specificity against the true findings
+            if mask.sum() < 20:
+                continue
+            expected, variance = p[mask].sum(), (p[mask] * (1 - p[mask])).sum()
+            z_scores.append((reads[obs].to_numpy()[mask].sum() - expected) / np.sqrt(variance))
+    z_scores = np.array(z_scores)
+    assert len(z_scores) >= 12
+    assert np.abs(z_scores).max() < 4.5 and abs(z_scores.mean()) < 1.0  # measured = planted, within sampling noise
+    # faint findings are missed more often than clear ones, mimics raise false alarms
+    for obs in ("Edema", "Pleural Effusion", "Support Devices"):
+        assert planted["bc6"][obs]["faint"] < planted["bc6"][obs]["clear"]
+        assert planted["bc6"][obs]["mimic"] > planted["bc6"][obs]["none"]
+
+
+def test_test_set_leaves_train_and_valid_unchanged_and_can_be_added(tmp_path):
+    without = generate_phantom(tmp_path / "a", **PHANTOM)
+    added = generate_phantom(tmp_path / "a", test_patients=30, **PHANTOM)  # added to the existing phantom
+    assert added == without and testset.has_official_test(tmp_path / "a")
+    assert len(testset.read_official_test(tmp_path / "a", check_files=True).labels) == 30
+    fresh = generate_phantom(tmp_path / "b", test_patients=30, **PHANTOM)
+    for name in ("train.csv", "valid.csv"):
+        assert (without / name).read_bytes() == (fresh / name).read_bytes()
+    for name in ("groundtruth.csv", "radiologists/benchmark_radiologists/bc8.csv"):
+        assert ((tmp_path / "a" / testset.LABELS_REPO / name).read_bytes()
+                == (tmp_path / "b" / testset.LABELS_REPO / name).read_bytes())
+    assert generate_phantom(tmp_path / "b", **PHANTOM) == fresh  # asking for no test set reuses the phantom
