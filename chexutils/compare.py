@@ -56,7 +56,7 @@ def with_references(values: pd.DataFrame, label: str = "this workbook") -> pd.Da
 def zeros_ones_pair(runs: pd.DataFrame) -> tuple[Path, Path]:
     """The U-Zeros and U-Ones runs of the first backbone and size that has both."""
     for (_, _), group in runs.groupby(["backbone", "image_size"], sort=False):
-        by_policy = group.set_index("policy")["path"]
+        by_policy = group.drop_duplicates("policy").set_index("policy")["path"]  # first seed until seeds form one arm
         if {"U-Zeros", "U-Ones"} <= set(by_policy.index):
             return Path(by_policy["U-Zeros"]), Path(by_policy["U-Ones"])
     raise DataError(f"no backbone and size with both a U-Zeros and a U-Ones run among {list(runs.index)}; "

@@ -63,9 +63,12 @@ def agreement(first: pd.Series, second: pd.Series) -> dict:
 
 
 def check(truth: PhantomTruth, selected: pd.DataFrame, from_truth: pd.DataFrame, from_labels: pd.DataFrame,
-          selection: str, alpha: float = 0.05) -> tuple[pd.DataFrame, dict]:
+          selection: str, alpha: float = 0.05, sizing: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
     """Per-observation table and the checks: positive control recovered on ``selected`` (the selection set),
-    null controls not flagged there, agreement of certain-label and truth choices (signs)."""
+    null controls not flagged there, agreement of certain-label and truth choices (signs).
+
+    ``sizing`` (`chexutils.power.power_table`) adds the studies each expected effect needs beside the
+    studies the selection set has."""
     table = pd.DataFrame({
         "expected": pd.Series(truth.expected),
         f"{selection}: delta": selected["U-Ones minus U-Zeros"],
@@ -74,12 +77,16 @@ def check(truth: PhantomTruth, selected: pd.DataFrame, from_truth: pd.DataFrame,
         "truth (held-out): sign": from_truth["sign"],
         "certain labels (held-out): sign": from_labels["sign"],
     }).reindex(list(truth.expected))
+    if sizing is not None:
+        table["studies needed (power 0.8, Holm)"] = sizing["studies needed"].reindex(table.index)
     primary = truth.primary_positive_control
     recovered = primary is not None and selected.loc[primary, "decision"] == truth.expected[primary]
     flagged = [o for o in truth.null_controls if selected.loc[o, "decision"] != NO_DETECTABLE]
     expected_known = [o for o, v in truth.expected.items() if v in ("U-Zeros", "U-Ones")]
     checks = {
-        "selection set": selection, "alpha": alpha, "correction": "Holm over the observations with a defined delta",
+        "selection set": selection, "studies in the selection set": int(selected["n"].max()), "alpha": alpha,
+        "studies needed for the positive control": (float(sizing.loc[primary, "studies needed"])
+                                                    if sizing is not None and primary in sizing.index else None), "correction": "Holm over the observations with a defined delta",
         "positive control": primary, "positive control recovered": bool(recovered),
         "positive controls recovered": {o: bool(selected.loc[o, "decision"] == truth.expected[o])
                                         for o in truth.positive_controls},
@@ -99,7 +106,9 @@ def write_check(output_dir, table: pd.DataFrame, checks: dict) -> Path:
     a = checks["agreement certain labels vs truth (held-out, signs)"]
     b = checks["agreement truth (held-out) sign vs expected"]
     lines = ["## Phantom check: does the comparison recover the known answer?", "",
-             f"Selection set: {checks['selection set']}; {checks['correction']}, alpha {checks['alpha']}.", "",
+             f"Selection set: {checks['selection set']} ({checks['studies in the selection set']} studies; the positive "
+             f"control needs {checks['studies needed for the positive control']} for 80% power); "
+             f"{checks['correction']}, alpha {checks['alpha']}.", "",
              f"- {'PASS' if checks['positive control recovered'] else 'FAIL'}: positive control "
              f"{checks['positive control']} recovered as expected",
              f"- {'PASS' if checks['null controls not flagged'] else 'FAIL'}: null controls "

@@ -32,7 +32,7 @@ def test_agreement_counts_defined_pairs_with_a_wilson_interval():
 def _table(decisions: dict, signs: dict) -> pd.DataFrame:
     rows = {o: {"U-Ones minus U-Zeros": 0.1 if signs.get(o, "U-Ones") == "U-Ones" else -0.1,
                 "p_holm": 0.001 if decisions.get(o, pc.NO_DETECTABLE) != pc.NO_DETECTABLE else 0.5,
-                "decision": decisions.get(o, pc.NO_DETECTABLE), "sign": signs.get(o, "U-Ones")}
+                "decision": decisions.get(o, pc.NO_DETECTABLE), "sign": signs.get(o, "U-Ones"), "n": 100}
             for o in OBSERVATIONS}
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -44,13 +44,16 @@ TRUTH = PhantomTruth(pd.DataFrame(), {o: ("U-Ones" if o == "Atelectasis" else "n
 def test_check_passes_when_the_control_is_found_and_nulls_are_quiet(tmp_path):
     selected = _table({"Atelectasis": "U-Ones"}, {})
     labels = _table({}, {"Edema": "U-Zeros"})
-    table, checks = pc.check(TRUTH, selected, selected, labels, "official valid")
+    sizing = pd.DataFrame({"studies needed": {"Atelectasis": 80.0}})
+    table, checks = pc.check(TRUTH, selected, selected, labels, "official valid", sizing=sizing)
     assert checks["positive control recovered"] and checks["null controls not flagged"]
+    assert checks["studies needed for the positive control"] == 80 and checks["studies in the selection set"] == 100
+    assert table.loc["Atelectasis", "studies needed (power 0.8, Holm)"] == 80
     assert checks["agreement certain labels vs truth (held-out, signs)"]["agree"] == 13
     pc.enforce(checks, strict=True)
     path = pc.write_check(tmp_path, table, checks)
     text = path.read_text()
-    assert "PASS: positive control Atelectasis" in text and "13 of 14" in text
+    assert "PASS: positive control Atelectasis" in text and "13 of 14" in text and "(100 studies" in text
     assert json.loads((tmp_path / pc.CHECK_JSON).read_text())["positive control recovered"] is True
 
 

@@ -59,6 +59,8 @@ steps:
     parameters: *evaluate
   - notebook: 05_compare.ipynb
     parameters: *evaluate
+  - notebook: 06_phantom_check.ipynb
+    parameters: {{test_csv: "{{output_dir}}/split/data_test.csv", n_resamples: 200, selection: held-out truth}}
 grid:
   policy: [U-Zeros, U-Ones, U-MultiClass]
 """
@@ -145,7 +147,7 @@ def test_compare_writes_the_tables_mapping_and_report(series):
 def test_second_run_skips_unchanged_steps(series):
     _, config, out = series
     outcomes = execute(load_config(config, out.parent), log=lambda *_: None)
-    assert [o.status for o in outcomes] == ["skipped"] * 13
+    assert [o.status for o in outcomes] == ["skipped"] * 14
 
 
 def test_second_stage_trains_mixed_on_the_mapping_05_selected_and_compares_it(series):
@@ -158,6 +160,19 @@ def test_second_stage_trains_mixed_on_the_mapping_05_selected_and_compares_it(se
     assert (out / "notebooks" / "05_compare.ipynb").is_file() and (out / "notebooks" / "05_compare-2.ipynb").is_file()
     assert "| mixed-selected |" in (out / "comparison.md").read_text()  # beside the single-policy runs
     assert not (out / "U-Zeros" / "05_compare.ipynb").exists() and not (out / "mixed-selected_U-Zeros").exists()
+
+
+def test_phantom_check_states_the_controls_and_the_agreement_in_the_report(series):
+    _, _, out = series
+    checks = json.loads((out / "phantom_check.json").read_text())
+    assert checks["selection set"] == "held-out truth" and checks["positive control"] == "Atelectasis"
+    assert checks["null controls"] == ["No Finding", "Support Devices"]
+    agreement = checks["agreement certain labels vs truth (held-out, signs)"]
+    if agreement["of"]:
+        assert 0 <= agreement["ci_low"] <= agreement["rate"] <= agreement["ci_high"] <= 1
+    report = (out / "report.md").read_text()
+    assert "Phantom check: does the comparison recover the known answer?" in report
+    assert re.search(r"(PASS|FAIL): positive control Atelectasis", report)
 
 
 def test_a_changed_input_file_reruns_the_steps_that_read_it(series, tmp_path):
