@@ -7,8 +7,9 @@ steps (notebooks), and a grid of runs; a step with ``per_run: true`` executes on
 point into ``output/<name>/<run>/``; a step with its own ``runs:`` list (named runs, each with its
 parameters) executes once per listed run instead, so a later stage can train on what an earlier
 step wrote (e.g. ``mixed`` on the ``mixed_mapping.json`` that 05 selected). A step whose notebook,
-parameters and input files are unchanged since it last succeeded is skipped (resumable). A failing notebook is kept with its error cell; shared
-steps stop the series, a failed run only stops that run, and the exit code is non-zero.
+parameters and input files are unchanged since it last succeeded is skipped (resumable). A failing
+notebook is kept with its error cell; shared steps stop the series, a failed run only stops that
+run, and the exit code is non-zero.
 """
 
 import argparse
@@ -217,7 +218,7 @@ def _execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     digest = hashlib.sha256(source.read_bytes() + json.dumps(params, sort_keys=True).encode()
                             + _input_files_digest(params)).hexdigest()
     marker = config.output_dir / ".done" / f"{step.key}{'__' + run[0] if run else ''}.json"
-    label = f"{step.notebook}" + (f" [{run[0]}]" if run else "")
+    label = f"{step.key}.ipynb" + (f" [{run[0]}]" if run else "")
     if not force and marker.is_file() and json.loads(marker.read_text()).get("digest") == digest and output.is_file():
         log(f"skip   {label} (unchanged since it succeeded)")
         return Outcome(step.notebook, run[0] if run else None, "skipped", 0.0, output)
