@@ -279,3 +279,18 @@ def test_bad_config_is_a_data_error_naming_the_file(tmp_path, text, pattern):
 def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
     assert main(["run", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["demo", "phantom-study"])
+def test_shipped_phantom_configs_train_two_seeds_and_close_the_loop(name):
+    config = load_config(workbook.paths.CONFIG_DIR / f"{name}.yaml")
+    runs = config.runs()
+    for policy in ("U-Zeros", "U-Ones"):
+        assert len({values["seed"] for _, values in runs if values["policy"] == policy}) >= 2, policy
+    stage2 = [s for s in config.steps if s.runs is not None]
+    assert [s.key for s in stage2] == ["03_train-2", "04_evaluate-2"]
+    (run_name, values), = stage2[0].runs
+    params = workbook.step_parameters(config, stage2[0], (run_name, values))
+    assert params["policy"] == "mixed"
+    assert params["policy_options"] == {"mapping": str(config.output_dir / "mixed_mapping.json")}
+    assert config.steps[-1].key.startswith(("05_compare-2", "06_phantom_check"))
