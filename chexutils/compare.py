@@ -13,7 +13,7 @@ from .evaluate import RunScores, load_run_scores
 from .io import write_json
 from .labels import OBSERVATIONS
 from .metrics import paired_bootstrap
-from .phantom import TRUTH_CSV, TRUTH_JSON
+from .phantom import read_truth
 from .policies import ORIGINAL_MIXED_MAPPING
 from .predict import write_predictions
 from .references import reference_table
@@ -56,7 +56,7 @@ def with_references(values: pd.DataFrame, label: str = "this workbook") -> pd.Da
 def zeros_ones_pair(runs: pd.DataFrame) -> tuple[Path, Path]:
     """The U-Zeros and U-Ones runs of the first backbone and size that has both."""
     for (_, _), group in runs.groupby(["backbone", "image_size"], sort=False):
-        by_policy = group.set_index("policy")["path"]
+        by_policy = group.drop_duplicates("policy").set_index("policy")["path"]  # first seed until seeds form one arm
         if {"U-Zeros", "U-Ones"} <= set(by_policy.index):
             return Path(by_policy["U-Zeros"]), Path(by_policy["U-Ones"])
     raise DataError(f"no backbone and size with both a U-Zeros and a U-Ones run among {list(runs.index)}; "
@@ -90,13 +90,11 @@ def mixed_mapping(choice: pd.DataFrame) -> dict[str, str]:
 
 
 def phantom_truth(chexpert_dir) -> tuple[pd.DataFrame, dict] | None:
-    """(study x observation true findings 0/1, planted better policy per observation), or None for real data."""
-    chexpert_dir = Path(chexpert_dir)
-    if not (chexpert_dir / TRUTH_JSON).is_file():
-        return None
-    truth = pd.read_csv(chexpert_dir / TRUTH_CSV).set_index("study")
-    table = truth[[f"{o}|truth" for o in OBSERVATIONS]].set_axis(list(OBSERVATIONS), axis=1)
-    return table, json.loads((chexpert_dir / TRUTH_JSON).read_text())["better_policy"]
+    """(study x observation true findings 0/1, expected better policy per observation), or None for real data.
+
+    A thin call of `chexutils.phantom.read_truth`, which also names the positive and null controls."""
+    truth = read_truth(chexpert_dir)
+    return None if truth is None else (truth.findings, truth.expected)
 
 
 def choice_vs_truth(from_labels: pd.DataFrame, from_truth: pd.DataFrame, planted: dict) -> pd.DataFrame:

@@ -9,6 +9,7 @@ Observations are addressed by name; the columns of `Targets` follow `OBSERVATION
 
 import hashlib
 import inspect
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,10 +179,15 @@ class UMultiClass(Policy):
 
 @register_policy("mixed")
 class Mixed(Policy):
-    """Per-observation choice of U-Zeros or U-Ones; default: the original study's per-label winners."""
+    """Per-observation choice of U-Zeros or U-Ones; default: the original study's per-label winners.
 
-    def __init__(self, *, mapping: dict | None = None, blank: str = "negative"):
+    ``mapping`` is a dict or the path of a JSON file {observation: "U-Zeros" | "U-Ones"}, such as
+    the ``mixed_mapping.json`` that notebook 05 writes (see `read_mapping`)."""
+
+    def __init__(self, *, mapping: dict | str | Path | None = None, blank: str = "negative"):
         super().__init__(blank=blank)
+        if isinstance(mapping, (str, Path)):
+            mapping = read_mapping(mapping)
         mapping = dict(ORIGINAL_MIXED_MAPPING if mapping is None else mapping)
         unknown = [k for k in mapping if k not in OBSERVATIONS]
         if unknown:
@@ -202,6 +208,48 @@ class Mixed(Policy):
 
     def options(self):
         return {"mapping": dict(self.mapping), **super().options()}
+
+
+MAPPING_CHOICES = ("U-Zeros", "U-Ones")
+
+
+def read_mapping(path) -> dict[str, str]:
+    """A ``mixed`` mapping file: a JSON object naming every observation once, each "U-Zeros" or "U-Ones".
+
+    Relative paths resolve against the project root. Any problem is a DataError naming the file and,
+    where it can, the 1-based line."""
+    from .paths import resolve
+
+    path = resolve(path)
+    if not path.is_file():
+        raise DataError(f"{path}: mixed mapping file does not exist; expected a JSON object "
+                        "{observation: 'U-Zeros' or 'U-Ones'} such as the mixed_mapping.json notebook 05 writes")
+    text = path.read_text()
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(mapping, dict):
+        raise DataError(f"{path} line 1: expected a JSON object {{observation: 'U-Zeros' or 'U-Ones'}}, "
+                        f"got {type(mapping).__name__}")
+    for key, value in mapping.items():
+        if key not in OBSERVATIONS:
+            raise DataError(f"{path} line {_line_of(text, key)}: unknown observation {key!r}; "
+                            f"expected one of {', '.join(OBSERVATIONS)}")
+        if value not in MAPPING_CHOICES:
+            raise DataError(f"{path} line {_line_of(text, key)}: {key!r} maps to {value!r}; "
+                            f"expected {' or '.join(MAPPING_CHOICES)}")
+    absent = [name for name in OBSERVATIONS if name not in mapping]
+    if absent:
+        raise DataError(f"{path}: mapping lacks observation(s) {', '.join(map(repr, absent))}; "
+                        "expected every observation named once")
+    return {name: mapping[name] for name in OBSERVATIONS}
+
+
+def _line_of(text: str, key: str) -> int:
+    """1-based line of the first ``"key"`` in a JSON text (1 when not found as written)."""
+    at = text.find(json.dumps(key))
+    return text.count("\n", 0, at) + 1 if at >= 0 else 1
 
 
 class _LabelSmoothing(Policy):

@@ -49,8 +49,11 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """A copy with derived defaults filled in (what config.json records)."""
         batch = self.batch_size or (32 if self.image_size <= 224 else 16)
-        return dataclasses.replace(self, batch_size=batch, betas=tuple(self.betas),
-                                   policy_options=dict(self.policy_options))
+        options = dict(self.policy_options)
+        if self.policy == "mixed" and isinstance(options.get("mapping"), (str, Path)):
+            from .policies import read_mapping  # the file's mapping itself is recorded, so resume sees a change
+            options["mapping"] = read_mapping(options["mapping"])
+        return dataclasses.replace(self, batch_size=batch, betas=tuple(self.betas), policy_options=options)
 
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -4,9 +4,12 @@
 
 A config names the sweep (``output/<name>/``), parameters shared by all notebooks, the list of
 steps (notebooks), and a grid of runs; a step with ``per_run: true`` executes once per grid
-point into ``output/<name>/<run>/``. A step whose notebook and parameters are unchanged since it
-last succeeded is skipped (resumable). A failing notebook is kept with its error cell; shared
-steps stop the series, a failed run only stops that run, and the exit code is non-zero.
+point into ``output/<name>/<run>/``; a step with its own ``runs:`` list (named runs, each with its
+parameters) executes once per listed run instead, so a later stage can train on what an earlier
+step wrote (e.g. ``mixed`` on the ``mixed_mapping.json`` that 05 selected). A step whose notebook,
+parameters and input files are unchanged since it last succeeded is skipped (resumable). A failing
+notebook is kept with its error cell; shared steps stop the series, a failed run only stops that
+run, and the exit code is non-zero.
 """
 
 import argparse
@@ -26,8 +29,9 @@ from . import paths
 from .errors import DataError
 from .io import write_json
 
+REPORT_SECTIONS = ("comparison.md", "phantom_check.md", "official_test.md")  # written by 05, 07, 06; in report.md
 CONFIG_KEYS = {"name", "description", "parameters", "steps", "grid", "kernel"}
-STEP_KEYS = {"notebook", "parameters", "per_run"}
+STEP_KEYS = {"notebook", "parameters", "per_run", "runs"}
 
 
 @dataclass
@@ -35,6 +39,11 @@ class Step:
     notebook: str
     parameters: dict = field(default_factory=dict)
     per_run: bool = False
+    runs: list[tuple[str, dict]] | None = None  # the step's own named runs (replacing the grid's); implies per_run
+    key: str = ""  # the notebook's stem, with "-2", "-3"... when the notebook appears again later in the steps
+
+    def __post_init__(self):
+        self.key = self.key or Path(self.notebook).stem
 
 
 @dataclass
@@ -52,12 +61,18 @@ class Config:
         return self.output_root / self.name
 
     def runs(self) -> list[tuple[str, dict]]:
-        """(run name, grid values) for every grid point; an empty list when the config has no grid."""
+        """(run name, grid values) for every grid point; an empty list when the config has no grid.
+
+        A name joins the values; numbers carry their key (``U-Zeros_densenet121_seed0``)."""
         if not self.grid:
             return []
         keys = list(self.grid)
-        return [("_".join(str(v) for v in values), dict(zip(keys, values)))
+        return [("_".join(_name_part(k, v) for k, v in zip(keys, values)), dict(zip(keys, values)))
                 for values in itertools.product(*(self.grid[k] for k in keys))]
+
+
+def _name_part(key: str, value) -> str:
+    return str(value) if isinstance(value, str) else f"{key}{value}"
 
 
 @dataclass
@@ -90,13 +105,19 @@ def load_config(path, output_root=None) -> Config:
         raise DataError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(CONFIG_KEYS))}")
     if not isinstance(raw.get("name"), str) or not raw["name"].strip() or "/" in raw["name"]:
         raise DataError(f"{path}: key 'name' must be a folder name for output/<name>/")
-    steps = []
+    steps, seen = [], {}
     for i, item in enumerate(raw.get("steps") or []):
         if not isinstance(item, dict) or "notebook" not in item or set(item) - STEP_KEYS:
-            raise DataError(f"{path}: steps[{i}] must be a mapping with 'notebook' and optional 'parameters', 'per_run'")
+            raise DataError(f"{path}: steps[{i}] must be a mapping with 'notebook' and optional 'parameters', "
+                            "'per_run', 'runs'")
         if not (paths.NOTEBOOK_DIR / item["notebook"]).is_file():
             raise DataError(f"{path}: steps[{i}] names {item['notebook']!r}, which is not in {paths.NOTEBOOK_DIR}")
-        steps.append(Step(item["notebook"], dict(item.get("parameters") or {}), bool(item.get("per_run", False))))
+        runs = _step_runs(path, i, item["runs"]) if "runs" in item else None
+        stem = Path(item["notebook"]).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        steps.append(Step(item["notebook"], dict(item.get("parameters") or {}),
+                          bool(item.get("per_run", False)) or runs is not None, runs,
+                          stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
     if not steps:
         raise DataError(f"{path}: key 'steps' must list at least one notebook")
     grid = raw.get("grid") or {}
@@ -106,6 +127,20 @@ def load_config(path, output_root=None) -> Config:
                     paths.resolve(output_root) if output_root else paths.OUTPUT_DIR)
     _check_parameters_declared(config)
     return config
+
+
+def _step_runs(path: Path, i: int, runs) -> list[tuple[str, dict]]:
+    """A step's ``runs:`` list: each a mapping with a folder ``name`` and the parameters of that run."""
+    if not isinstance(runs, list) or not runs:
+        raise DataError(f"{path}: steps[{i}].runs must be a non-empty list of mappings, each with a 'name'")
+    out = []
+    for j, run in enumerate(runs):
+        name = run.get("name") if isinstance(run, dict) else None
+        if not isinstance(name, str) or not name.strip() or "/" in name or name in {n for n, _ in out}:
+            raise DataError(f"{path}: steps[{i}].runs[{j}] needs a 'name' that is a new folder name "
+                            f"(no '/', not used twice); got {name!r}")
+        out.append((name, {k: v for k, v in run.items() if k != "name"}))
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -118,7 +153,8 @@ def _check_parameters_declared(config: Config) -> None:
     """Fail on a parameter no notebook declares (a typo would otherwise be silently ignored)."""
     declared = set().union(*(_declared(s.notebook) for s in config.steps))
     for where, names in [("parameters", config.parameters), ("grid", config.grid)] + [
-            (f"steps[{i}].parameters", s.parameters) for i, s in enumerate(config.steps)]:
+            (f"steps[{i}].parameters", s.parameters) for i, s in enumerate(config.steps)] + [
+            (f"steps[{i}].runs[{j}]", values) for i, s in enumerate(config.steps) for j, (_, values) in enumerate(s.runs or [])]:
         unknown = set(names) - declared
         if unknown:
             raise DataError(f"{config.path}: {where} has {', '.join(sorted(unknown))}, which no step's notebook "
@@ -157,10 +193,11 @@ def _fill_placeholders(value, fill: dict):
 def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:
     """Execute every step (per-run steps once per grid point); return one outcome per execution."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    runs = config.runs() or [("default", {})]
+    grid_runs = config.runs() or [("default", {})]
     failed_runs: set[str] = set()
     outcomes = []
     for step in config.steps:
+        runs = step.runs if step.runs is not None else grid_runs
         targets = [r for r in runs if r[0] not in failed_runs] if step.per_run else [None]
         for run in targets:
             outcome = _execute_step(config, step, run if step.per_run else None, force, log)
@@ -176,11 +213,12 @@ def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:
 def _execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     source = paths.NOTEBOOK_DIR / step.notebook
     folder = config.output_dir / run[0] if run else config.output_dir / "notebooks"
-    output = folder / step.notebook
+    output = folder / f"{step.key}.ipynb"
     params = step_parameters(config, step, run)
-    digest = hashlib.sha256(source.read_bytes() + json.dumps(params, sort_keys=True).encode()).hexdigest()
-    marker = config.output_dir / ".done" / f"{Path(step.notebook).stem}{'__' + run[0] if run else ''}.json"
-    label = f"{step.notebook}" + (f" [{run[0]}]" if run else "")
+    digest = hashlib.sha256(source.read_bytes() + json.dumps(params, sort_keys=True).encode()
+                            + _input_files_digest(params)).hexdigest()
+    marker = config.output_dir / ".done" / f"{step.key}{'__' + run[0] if run else ''}.json"
+    label = f"{step.key}.ipynb" + (f" [{run[0]}]" if run else "")
     if not force and marker.is_file() and json.loads(marker.read_text()).get("digest") == digest and output.is_file():
         log(f"skip   {label} (unchanged since it succeeded)")
         return Outcome(step.notebook, run[0] if run else None, "skipped", 0.0, output)
@@ -203,6 +241,26 @@ def _execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     return Outcome(step.notebook, run[0] if run else None, "ok", seconds, output)
 
 
+def _input_files_digest(params: dict) -> bytes:
+    """Hash of the files the parameters name (e.g. a split CSV, a mapping JSON): a changed input reruns the step."""
+    digest = hashlib.sha256()
+    stack = list(params.values())
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and value and len(value) < 4096:
+            try:
+                path = paths.resolve(value)
+                if path.is_file():
+                    digest.update(value.encode() + hashlib.sha256(path.read_bytes()).digest())
+            except (OSError, ValueError):
+                continue
+    return digest.digest()
+
+
 def write_report(config: Config, outcomes: list[Outcome]) -> Path:
     """``output/<name>/report.md``: each step's status and time, links to notebooks and figures."""
     root = config.output_dir
@@ -212,7 +270,7 @@ def write_report(config: Config, outcomes: list[Outcome]) -> Path:
         rel = o.output.relative_to(root) if o.output.is_relative_to(root) else o.output
         lines.append(f"| {o.step} | {o.run or ''} | {o.status}{': ' + o.error if o.error else ''} | "
                      f"{o.seconds:.1f} | [{rel}]({rel}) |")
-    for section in ("comparison.md", "official_test.md"):
+    for section in REPORT_SECTIONS:
         if (root / section).is_file():
             lines += ["", (root / section).read_text()]
     figures = sorted(p.relative_to(root) for p in root.rglob("*.png"))

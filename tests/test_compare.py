@@ -88,6 +88,8 @@ def test_pairing_needs_both_policies(tmp_path):
         compare.zeros_ones_pair(runs)
     runs.loc["c"] = ["U-Ones", "densenet121", 64, tmp_path / "c"]
     assert compare.zeros_ones_pair(runs) == (tmp_path / "a", tmp_path / "c")
+    runs.loc["d"] = ["U-Zeros", "densenet121", 64, tmp_path / "d"]  # a second seed: the first run still pairs
+    assert compare.zeros_ones_pair(runs) == (tmp_path / "a", tmp_path / "c")
 
 
 def test_markdown_table():

@@ -9,7 +9,7 @@ import pytest
 from chexutils.data import read_chexpert, read_image
 from chexutils.errors import DataError
 from chexutils.labels import OBSERVATIONS
-from chexutils.phantom import TRUTH_CSV, TRUTH_JSON, generate_phantom
+from chexutils.phantom import TRUTH_CSV, TRUTH_JSON, generate_phantom, read_truth
 from chexutils.phantom.__main__ import main as phantom_cli
 
 from conftest import TINY_PHANTOM
@@ -37,7 +37,8 @@ def test_layout_and_schema_like_the_real_release(tiny_phantom):
 def test_sidecar_truth_matches_valid_labels_and_explains_uncertain(tiny_phantom):
     meta = json.loads((tiny_phantom / TRUTH_JSON).read_text())
     assert meta["params"]["seed"] == TINY_PHANTOM["seed"]
-    assert meta["better_policy"]["Edema"] == "U-Ones" and meta["better_policy"]["Cardiomegaly"] == "U-Zeros"
+    assert meta["expected_better_policy"]["Atelectasis"] == "U-Ones"  # collapse under U-Zeros (expected.py)
+    assert meta["primary_positive_control"] == "Atelectasis" and "No Finding" in meta["null_controls"]
     truth = pd.read_csv(tiny_phantom / TRUTH_CSV).set_index("study")
     valid = read_chexpert(tiny_phantom / "valid.csv").drop_duplicates("study").set_index("study")
     for obs in OBSERVATIONS:
@@ -88,3 +89,24 @@ def test_command_line(tmp_path, capsys):
     phantom_cli(["--out", str(tmp_path), "--patients", "4", "--valid-patients", "2", "--size", "48", "40", "--seed", "1"])
     assert "phantom CheXpert in" in capsys.readouterr().out
     assert read_chexpert(tmp_path / "CheXpert-v1.0-small" / "train.csv")["patient"].nunique() == 4
+
+
+def test_read_truth_gives_findings_expected_answer_and_controls(tiny_phantom):
+    truth = read_truth(tiny_phantom)
+    meta = json.loads((tiny_phantom / TRUTH_JSON).read_text())
+    assert truth.expected == meta["expected_better_policy"] and set(truth.expected) == set(OBSERVATIONS)
+    assert truth.positive_controls == meta["positive_controls"] and truth.null_controls == meta["null_controls"]
+    valid = read_chexpert(tiny_phantom / "valid.csv").drop_duplicates("study").set_index("study")
+    assert (truth.findings.loc[valid.index, "Edema"] == valid["Edema"]).all()
+    assert read_truth(tiny_phantom.parent / "nowhere") is None
+
+
+def test_an_old_sidecar_is_refreshed_on_reuse_and_refused_when_read(tmp_path):
+    root = generate_phantom(tmp_path, workers=1, **TINY_PHANTOM)
+    record = json.loads((root / TRUTH_JSON).read_text())
+    old = {k: v for k, v in record.items() if k not in ("sidecar_version", "expected_better_policy")}
+    (root / TRUTH_JSON).write_text(json.dumps(old | {"better_policy": {"Edema": "U-Ones"}}))
+    with pytest.raises(DataError, match="old phantom sidecar"):
+        read_truth(root)
+    generate_phantom(tmp_path, workers=1, **TINY_PHANTOM)
+    assert read_truth(root).expected == record["expected_better_policy"]

@@ -198,6 +198,43 @@ def test_mixed_mapping_checks():
         get_policy("mixed", mapping={k: v for k, v in ORIGINAL_MIXED_MAPPING.items() if k not in ("Fracture", "Pneumonia")})
 
 
+def test_mixed_reads_a_mapping_file_like_the_one_05_writes(tmp_path):
+    flipped = {k: "U-Zeros" if v == "U-Ones" else "U-Ones" for k, v in ORIGINAL_MIXED_MAPPING.items()}
+    path = tmp_path / "mixed_mapping.json"
+    path.write_text(json.dumps(flipped, indent=2))
+    from_file = get_policy("mixed", mapping=str(path))
+    assert from_file.mapping == flipped and from_file.options()["mapping"] == flipped
+    np.testing.assert_array_equal(from_file.targets(FRAME).values, get_policy("mixed", mapping=flipped).targets(FRAME).values)
+
+
+@pytest.mark.parametrize("edit, pattern", [
+    (lambda m: {**m, "Cardiomegally": "U-Ones"}, r"line 16: unknown observation 'Cardiomegally'"),
+    (lambda m: {**m, "Edema": "U-Ignore"}, r"line 7: 'Edema' maps to 'U-Ignore'; expected U-Zeros or U-Ones"),
+    (lambda m: {k: v for k, v in m.items() if k != "Fracture"}, "lacks observation.*'Fracture'"),
+    (lambda m: [m], "line 1: expected a JSON object"),
+])
+def test_bad_mapping_file_is_a_data_error_naming_file_and_line(tmp_path, edit, pattern):
+    path = tmp_path / "mapping.json"
+    path.write_text(json.dumps(edit(dict(ORIGINAL_MIXED_MAPPING)), indent=1))
+    with pytest.raises(DataError, match=pattern) as info:
+        get_policy("mixed", mapping=path)
+    assert str(path) in str(info.value)
+    path.write_text('{"Edema": "U-Ones",\n "Fracture": }')
+    with pytest.raises(DataError, match="line 2: not valid JSON"):
+        get_policy("mixed", mapping=path)
+    with pytest.raises(DataError, match="does not exist"):
+        get_policy("mixed", mapping=tmp_path / "missing.json")
+
+
+def test_training_config_records_the_mapping_the_file_held(tmp_path):
+    from chexutils.train_config import make_config
+
+    path = tmp_path / "mixed_mapping.json"
+    path.write_text(json.dumps(ORIGINAL_MIXED_MAPPING))
+    cfg = make_config(policy="mixed", policy_options={"mapping": str(path)})
+    assert cfg.policy_options == {"mapping": dict(ORIGINAL_MIXED_MAPPING)}  # a changed file is a changed config
+
+
 # ---- label smoothing ---------------------------------------------------------------------------
 
 def big_frame(n=400, seed=0):

@@ -36,15 +36,29 @@ steps:
   - notebook: 02_split.ipynb
   - notebook: 03_train.ipynb
     per_run: true
-    parameters:
+    parameters: &train
       train_csv: "{{output_dir}}/split/train.csv"
       select_csv: "{{output_dir}}/split/select.csv"
       train: {{image_size: 32, epochs: 1, batch_size: 16}}
   - notebook: 04_evaluate.ipynb
     per_run: true
-    parameters: {{held_out_csv: "{{output_dir}}/split/held_out.csv", n_resamples: 200}}
+    parameters: &evaluate {{held_out_csv: "{{output_dir}}/split/held_out.csv", n_resamples: 200}}
   - notebook: 05_compare.ipynb
-    parameters: {{held_out_csv: "{{output_dir}}/split/held_out.csv", n_resamples: 200}}
+    parameters: *evaluate
+  # stage 2: train mixed on the mapping 05 just selected, evaluate it, compare again
+  - notebook: 03_train.ipynb
+    runs: &selected
+      - name: mixed-selected
+        policy: mixed
+        policy_options: {{mapping: "{{output_dir}}/mixed_mapping.json"}}
+    parameters: *train
+  - notebook: 04_evaluate.ipynb
+    runs: *selected
+    parameters: *evaluate
+  - notebook: 05_compare.ipynb
+    parameters: *evaluate
+  - notebook: 07_phantom_check.ipynb
+    parameters: {{held_out_csv: "{{output_dir}}/split/held_out.csv", n_resamples: 200, selection: held-out truth}}
 grid:
   policy: [U-Zeros, U-Ones, U-MultiClass]
 """
@@ -131,7 +145,49 @@ def test_compare_writes_the_tables_mapping_and_report(series):
 def test_second_run_skips_unchanged_steps(series):
     _, config, out = series
     outcomes = execute(load_config(config, out.parent), log=lambda *_: None)
-    assert [o.status for o in outcomes] == ["skipped"] * 10
+    assert [o.status for o in outcomes] == ["skipped"] * 14
+
+
+def test_second_stage_trains_mixed_on_the_mapping_05_selected_and_compares_it(series):
+    _, _, out = series
+    mapping = json.loads((out / "mixed_mapping.json").read_text())
+    config = json.loads((out / "mixed-selected" / "config.json").read_text())
+    assert config["policy"] == "mixed" and config["policy_options"] == {"mapping": mapping}
+    assert config["policy_resolved"]["mapping"] == mapping
+    assert (out / "mixed-selected" / "metrics_official_valid.json").is_file()
+    assert (out / "notebooks" / "05_compare.ipynb").is_file() and (out / "notebooks" / "05_compare-2.ipynb").is_file()
+    assert "| mixed-selected |" in (out / "comparison.md").read_text()  # beside the single-policy runs
+    assert not (out / "U-Zeros" / "05_compare.ipynb").exists() and not (out / "mixed-selected_U-Zeros").exists()
+
+
+def test_phantom_check_states_the_controls_and_the_agreement_in_the_report(series):
+    _, _, out = series
+    checks = json.loads((out / "phantom_check.json").read_text())
+    assert checks["selection set"] == "held-out truth" and checks["positive control"] == "Atelectasis"
+    assert checks["null controls"] == ["No Finding", "Support Devices"]
+    agreement = checks["agreement certain labels vs truth (held-out, signs)"]
+    if agreement["of"]:
+        assert 0 <= agreement["ci_low"] <= agreement["rate"] <= agreement["ci_high"] <= 1
+    report = (out / "report.md").read_text()
+    assert "Phantom check: does the comparison recover the known answer?" in report
+    assert re.search(r"(PASS|FAIL): positive control Atelectasis", report)
+
+
+def test_a_changed_input_file_reruns_the_steps_that_read_it(series, tmp_path):
+    _, config_path, out = series
+    config = load_config(config_path, out.parent)
+    stage2 = config.steps[6]
+    run = stage2.runs[0]
+    before = workbook._input_files_digest(workbook.step_parameters(config, stage2, run))
+    mapping = out / "mixed_mapping.json"
+    original = mapping.read_text()
+    try:
+        flipped = {k: "U-Zeros" if v == "U-Ones" else "U-Ones" for k, v in json.loads(original).items()}
+        mapping.write_text(json.dumps(flipped))
+        assert workbook._input_files_digest(workbook.step_parameters(config, stage2, run)) != before
+    finally:
+        mapping.write_text(original)
+    assert workbook._input_files_digest(workbook.step_parameters(config, stage2, run)) == before
 
 
 def test_failing_notebook_is_kept_with_its_error_and_stops_the_series(tmp_path):
@@ -157,12 +213,44 @@ parameters: {data_dir: nowhere}
 steps: [{notebook: 01_explore.ipynb, per_run: true}]
 grid: {seed: [1, 2]}
 """), tmp_path / "out")
-    assert [name for name, _ in config.runs()] == ["1", "2"]
+    assert [name for name, _ in config.runs()] == ["seed1", "seed2"]
     params = workbook.step_parameters(config, config.steps[0], config.runs()[1])
     assert params["seed"] == 2 and params["output_dir"] == str(tmp_path / "out" / "grid")
     outcomes = execute(config, log=lambda *_: None)  # both runs fail (no data) but both are tried
-    assert [(o.run, o.status) for o in outcomes] == [("1", "failed"), ("2", "failed")]
-    assert (tmp_path / "out" / "grid" / "2" / "01_explore.ipynb").is_file()
+    assert [(o.run, o.status) for o in outcomes] == [("seed1", "failed"), ("seed2", "failed")]
+    assert (tmp_path / "out" / "grid" / "seed2" / "01_explore.ipynb").is_file()
+
+
+def test_seeds_are_a_grid_axis_named_in_the_run(tmp_path):
+    config = load_config(_config(tmp_path, """
+name: seeds
+parameters: {data_dir: nowhere}
+steps: [{notebook: 03_train.ipynb, per_run: true}]
+grid: {policy: [U-Zeros, U-Ones], seed: [0, 1]}
+"""), tmp_path / "out")
+    assert [name for name, _ in config.runs()] == ["U-Zeros_seed0", "U-Zeros_seed1", "U-Ones_seed0", "U-Ones_seed1"]
+    params = workbook.step_parameters(config, config.steps[0], config.runs()[3])
+    assert (params["policy"], params["seed"], params["run_name"]) == ("U-Ones", 1, "U-Ones_seed1")
+    assert params["run_dir"] == str(tmp_path / "out" / "seeds" / "U-Ones_seed1")
+
+
+def test_a_step_with_its_own_runs_replaces_the_grid_for_that_step(tmp_path):
+    config = load_config(_config(tmp_path, """
+name: stages
+parameters: {data_dir: nowhere}
+steps:
+  - {notebook: 01_explore.ipynb, per_run: true}
+  - notebook: 01_explore.ipynb
+    runs: [{name: second, seed: 7}, {name: third, seed: 8}]
+grid: {seed: [1]}
+"""), tmp_path / "out")
+    first, second = config.steps
+    assert (first.key, second.key, second.per_run) == ("01_explore", "01_explore-2", True)
+    assert second.runs == [("second", {"seed": 7}), ("third", {"seed": 8})]
+    assert workbook.step_parameters(config, second, second.runs[1])["seed"] == 8
+    outcomes = execute(config, log=lambda *_: None)
+    assert [o.run for o in outcomes] == ["seed1", "second", "third"]
+    assert (tmp_path / "out" / "stages" / "third" / "01_explore-2.ipynb").is_file()
 
 
 @pytest.mark.parametrize("text, pattern", [
@@ -173,6 +261,11 @@ grid: {seed: [1, 2]}
     ("name: x\nsteps: []\n", "at least one notebook"),
     ("name: x\nsteps: [{notebook: 00_data.ipynb}]\ngrid: {seed: 3}\n", "non-empty list"),
     ("name: x\nsteps: [\n  {notebook: 00_data.ipynb\n", r"line \d+: not valid YAML"),
+    ("name: x\nsteps: [{notebook: 03_train.ipynb, runs: []}]\n", r"steps\[0\].runs must be a non-empty list"),
+    ("name: x\nsteps: [{notebook: 03_train.ipynb, runs: [{policy: mixed}]}]\n", r"steps\[0\].runs\[0\] needs a 'name'"),
+    ("name: x\nsteps: [{notebook: 03_train.ipynb, runs: [{name: a}, {name: a}]}]\n", r"runs\[1\] needs a 'name'"),
+    ("name: x\nsteps: [{notebook: 03_train.ipynb, runs: [{name: a, polcy: mixed}]}]\n",
+     r"steps\[0\].runs\[0\] has polcy, which no step's notebook declares"),
 ])
 def test_bad_config_is_a_data_error_naming_the_file(tmp_path, text, pattern):
     path = _config(tmp_path, text)
@@ -211,3 +304,16 @@ def test_rerun_executes_exactly_the_changed_steps_and_everything_under_force(tmp
     assert run() == ["skipped", "ok", "skipped"]
     assert run(force=True) == ["ok", "ok", "ok"]
     workbook._declared.cache_clear()
+@pytest.mark.parametrize("name", ["demo", "phantom-study"])
+def test_shipped_phantom_configs_train_two_seeds_and_close_the_loop(name):
+    config = load_config(workbook.paths.CONFIG_DIR / f"{name}.yaml")
+    runs = config.runs()
+    for policy in ("U-Zeros", "U-Ones"):
+        assert len({values["seed"] for _, values in runs if values["policy"] == policy}) >= 2, policy
+    stage2 = [s for s in config.steps if s.runs is not None]
+    assert [s.key for s in stage2] == ["03_train-2", "04_evaluate-2"]
+    (run_name, values), = stage2[0].runs
+    params = workbook.step_parameters(config, stage2[0], (run_name, values))
+    assert params["policy"] == "mixed"
+    assert params["policy_options"] == {"mapping": str(config.output_dir / "mixed_mapping.json")}
+    assert config.steps[-1].key.startswith(("05_compare-2", "07_phantom_check"))

@@ -16,13 +16,12 @@ from ..errors import DataError
 from ..io import write_json, write_table
 from ..labels import OBSERVATIONS
 from ..paths import SMALL_PREFIX
+from . import expected
 from . import label_model as lm
 from .layout import sample_layout
 from .render import render_image
+from .sidecar import SIDECAR_VERSION, TRUTH_CSV, TRUTH_JSON
 from .testset import write_test_set
-
-TRUTH_JSON = "phantom_truth.json"
-TRUTH_CSV = "phantom_truth.csv"
 IN_PROGRESS = "phantom_incomplete"  # present while generating: a later call may overwrite
 JPEG_QUALITY = 92
 DEFAULT_SIZE = (128, 104)  # (W, H); the real small release is about 390x320
@@ -45,6 +44,7 @@ def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=D
     existing = _existing_params(root)
     if existing is not None:
         if _without_test(existing) == _without_test(params):  # a test set is added, or kept when not asked for
+            _refresh_summary(root)
             if test_patients and existing.get("test_patients") != params["test_patients"]:
                 _add_test_set(root, params, workers)
             return root
@@ -109,6 +109,14 @@ def _existing_params(root: Path):
     return json.loads(path.read_text())["params"]
 
 
+def _refresh_summary(root: Path) -> None:
+    """Rewrite an older sidecar's summary (same data, same label model: only the derived answer is new)."""
+    record = json.loads((root / TRUTH_JSON).read_text())
+    if record.get("sidecar_version", 1) < SIDECAR_VERSION:
+        models = lm.observation_models()
+        write_json(root / TRUTH_JSON, _truth_summary(record["params"], models, lm.no_finding_mention_rate(models)))
+
+
 def image_rows(studies: pd.DataFrame, images: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """One CSV row per image, labels copied from its study (labels come from the study's report)."""
     st = studies.iloc[images["study_row"]].reset_index(drop=True)
@@ -168,8 +176,9 @@ def _truth_rows(studies: pd.DataFrame, cats, extra) -> pd.DataFrame:
 def _truth_summary(params: dict, models: dict, nf_rate: float) -> dict:
     return {
         "params": params,
+        "sidecar_version": SIDECAR_VERSION,
+        **expected.summary(expected.expected_answer(models)),
         "planted_q": lm.PLANTED_Q,
-        "better_policy": {o: ("U-Ones" if q > 0.5 else "U-Zeros") for o, q in lm.PLANTED_Q.items()},
         "zone": {"uncertain": lm.ZONE_UNCERTAIN, "reader_accuracy": lm.ZONE_READER_ACCURACY,
                  "severity_ranges": {lm.CATEGORIES[k]: v for k, v in lm.SEVERITY_RANGES.items()}},
         "no_finding_mention_rate": nf_rate,
@@ -177,5 +186,7 @@ def _truth_summary(params: dict, models: dict, nf_rate: float) -> dict:
         "truth_csv": TRUTH_CSV,
         "doc": "planted_q[obs] = P(an uncertain label is truly positive). Uncertain labels come only from "
                "equivocal studies: 'faint' (truly positive, faint sign) or 'mimic' (truly negative, look-alike). "
-               "phantom_truth.csv holds per study the truth (0/1), category and severity per observation.",
+               "phantom_truth.csv holds per study the truth (0/1), category and severity per observation. "
+               "expected_better_policy is derived from the generative model (chexutils.phantom.expected; see "
+               "'rule'), not from q: q > 0.5 does not decide which policy scores the higher AUROC.",
     }

@@ -27,7 +27,8 @@ from ..labels import HIERARCHY, OBSERVATIONS, PATHOLOGIES
 CATEGORIES = ("none", "clear", "faint", "mimic")  # coded 0..3 in arrays
 NONE, CLEAR, FAINT, MIMIC = range(4)
 
-# P(an uncertain label is truly positive). > 0.5 where the original study's per-label winner was U-Ones.
+# P(an uncertain label is truly positive). > 0.5 where the original study's per-label winner was U-Ones. q alone
+# does not decide which policy scores the higher AUROC: expected.py derives that from the whole model.
 PLANTED_Q: dict[str, float] = {
     "Enlarged Cardiomediastinum": 0.25,
     "Cardiomegaly": 0.20,

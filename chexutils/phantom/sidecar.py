@@ -1,0 +1,63 @@
+"""Read a phantom's sidecar: the true findings per study and the expected answer per observation.
+
+``phantom_truth.json`` (what the generator planted and the expected better policy, with the named
+positive and null controls) and ``phantom_truth.csv`` (per study truth, category and severity).
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import DataError
+from ..labels import OBSERVATIONS
+
+TRUTH_JSON = "phantom_truth.json"
+TRUTH_CSV = "phantom_truth.csv"
+SIDECAR_VERSION = 2  # 2: the expected answer from the generative model (1 had the "q > 0.5" rule)
+EXPECTED_KEYS = ("expected_better_policy", "positive_controls", "primary_positive_control", "null_controls")
+
+
+@dataclass(frozen=True)
+class PhantomTruth:
+    """A phantom's truth: ``findings`` (study x observation, 0/1), the expected better policy per observation,
+    the positive and null controls, and the whole sidecar record (``meta``)."""
+
+    findings: pd.DataFrame
+    expected: dict
+    positive_controls: list
+    primary_positive_control: str | None
+    null_controls: list
+    meta: dict
+
+
+def read_truth(chexpert_dir) -> PhantomTruth | None:
+    """The sidecar of the phantom in ``chexpert_dir``, or None where there is none (real data)."""
+    chexpert_dir = Path(chexpert_dir)
+    json_path, csv_path = chexpert_dir / TRUTH_JSON, chexpert_dir / TRUTH_CSV
+    if not json_path.is_file():
+        return None
+    try:
+        meta = json.loads(json_path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{json_path} line {err.lineno}: not valid JSON ({err.msg})") from None
+    missing = [k for k in EXPECTED_KEYS if k not in meta]
+    if missing or meta.get("sidecar_version", 1) < SIDECAR_VERSION:
+        raise DataError(f"{json_path}: an old phantom sidecar without {', '.join(missing) or 'the current version'}; "
+                        "expected the expected answer per observation — call generate_phantom on this folder again "
+                        "(it refreshes the sidecar) or delete the phantom")
+    table = _read_findings(csv_path)
+    return PhantomTruth(table, dict(meta["expected_better_policy"]), list(meta["positive_controls"]),
+                        meta["primary_positive_control"], list(meta["null_controls"]), meta)
+
+
+def _read_findings(csv_path: Path) -> pd.DataFrame:
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: the phantom's per-study truth is missing; expected it beside {TRUTH_JSON}")
+    truth = pd.read_csv(csv_path)
+    columns = [f"{o}|truth" for o in OBSERVATIONS]
+    missing = [c for c in ["study", *columns] if c not in truth.columns]
+    if missing:
+        raise DataError(f"{csv_path} line 1: missing column(s) {', '.join(missing)}; expected study and '<observation>|truth'")
+    return truth.set_index("study")[columns].set_axis(list(OBSERVATIONS), axis=1)

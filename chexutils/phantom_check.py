@@ -1,0 +1,130 @@
+"""On the phantom, does the per-label policy comparison recover the known answer? The positive
+control found, the null controls not flagged, and how often the certain-label choice agrees with
+the choice the true findings support (with a Wilson CI).
+
+A policy's runs (one per seed) form one arm: their probabilities are averaged per image.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+from .compare import markdown, per_label_choice
+from .errors import DataError
+from .evaluate import RunScores, load_run_scores
+from .io import write_json
+from .phantom import PhantomTruth
+
+NO_DETECTABLE = "no detectable difference"
+CHECK_JSON, CHECK_MD = "phantom_check.json", "phantom_check.md"
+
+
+def arm(runs: pd.DataFrame, policy: str, frame: pd.DataFrame, split: str) -> RunScores:
+    """The mean image probabilities of ``policy``'s runs (its seeds) on ``split``, as one run."""
+    dirs = list(runs.loc[runs["policy"] == policy, "path"])
+    if not dirs:
+        raise DataError(f"no {policy} run among {list(runs.index)}; the phantom check needs U-Zeros and U-Ones runs")
+    members = [load_run_scores(d, frame, split) for d in dirs]
+    first = members[0]
+    image = sum(m.image_scores.loc[first.image_scores.index] for m in members) / len(members)
+    study = sum(m.study_scores.loc[first.study_scores.index] for m in members) / len(members)
+    return RunScores(f"{policy} (mean of {len(members)} run(s))", first.image_labels, image, first.study_labels, study)
+
+
+def holm(p_values: pd.Series) -> pd.Series:
+    """Holm step-down adjusted p-values (NaN stays NaN and does not count as a test)."""
+    p = p_values.dropna().sort_values()
+    m = len(p)
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p.to_numpy()))
+    return pd.Series(adjusted, index=p.index).reindex(p_values.index)
+
+
+def choices(zeros: RunScores, ones: RunScores, frame: pd.DataFrame, labels: pd.DataFrame | None = None,
+            n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """Per observation: U-Ones minus U-Zeros with its CI, Holm-adjusted p, and the choice when significant."""
+    table = per_label_choice(zeros, ones, frame, n_resamples, seed, alpha, labels)
+    table["p_holm"] = holm(table["p_value"])
+    delta = table["U-Ones minus U-Zeros"]
+    table["sign"] = np.where(delta.isna(), "undefined", np.where(delta > 0, "U-Ones", "U-Zeros"))
+    table["decision"] = np.where(table["p_holm"] < alpha, table["sign"], NO_DETECTABLE)
+    return table
+
+
+def agreement(first: pd.Series, second: pd.Series) -> dict:
+    """Share of observations where two choices agree (both defined), with a 95% Wilson interval."""
+    both = first.index[(first != "undefined") & (second.reindex(first.index) != "undefined")]
+    same = int((first[both] == second[both]).sum())
+    ci = binomtest(same, len(both)).proportion_ci(method="wilson") if len(both) else None
+    return {"agree": same, "of": len(both), "rate": same / len(both) if len(both) else float("nan"),
+            "ci_low": ci.low if ci else float("nan"), "ci_high": ci.high if ci else float("nan")}
+
+
+def check(truth: PhantomTruth, selected: pd.DataFrame, from_truth: pd.DataFrame, from_labels: pd.DataFrame,
+          selection: str, alpha: float = 0.05, sizing: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
+    """Per-observation table and the checks: positive control recovered on ``selected`` (the selection set),
+    null controls not flagged there, agreement of certain-label and truth choices (signs).
+
+    ``sizing`` (`chexutils.power.power_table`) adds the studies each expected effect needs beside the
+    studies the selection set has."""
+    table = pd.DataFrame({
+        "expected": pd.Series(truth.expected),
+        f"{selection}: delta": selected["U-Ones minus U-Zeros"],
+        f"{selection}: p (Holm)": selected["p_holm"],
+        f"{selection}: decision": selected["decision"],
+        "truth (held-out): sign": from_truth["sign"],
+        "certain labels (held-out): sign": from_labels["sign"],
+    }).reindex(list(truth.expected))
+    if sizing is not None:
+        table["studies needed (power 0.8, Holm)"] = sizing["studies needed"].reindex(table.index)
+    primary = truth.primary_positive_control
+    recovered = primary is not None and selected.loc[primary, "decision"] == truth.expected[primary]
+    flagged = [o for o in truth.null_controls if selected.loc[o, "decision"] != NO_DETECTABLE]
+    expected_known = [o for o, v in truth.expected.items() if v in ("U-Zeros", "U-Ones")]
+    checks = {
+        "selection set": selection, "studies in the selection set": int(selected["n"].max()), "alpha": alpha,
+        "studies needed for the positive control": (float(sizing.loc[primary, "studies needed"])
+                                                    if sizing is not None and primary in sizing.index else None), "correction": "Holm over the observations with a defined delta",
+        "positive control": primary, "positive control recovered": bool(recovered),
+        "positive controls recovered": {o: bool(selected.loc[o, "decision"] == truth.expected[o])
+                                        for o in truth.positive_controls},
+        "null controls": truth.null_controls, "null controls flagged": flagged,
+        "null controls not flagged": not flagged,
+        "agreement certain labels vs truth (held-out, signs)": agreement(from_labels["sign"], from_truth["sign"]),
+        "agreement truth (held-out) sign vs expected": agreement(
+            from_truth["sign"].reindex(expected_known), pd.Series(truth.expected).reindex(expected_known)),
+    }
+    return table, checks
+
+
+def write_check(output_dir, table: pd.DataFrame, checks: dict) -> Path:
+    """``phantom_check.json`` and ``phantom_check.md`` (the runner's report includes the latter)."""
+    output_dir = Path(output_dir)
+    write_json(output_dir / CHECK_JSON, json.loads(json.dumps(checks, default=float)))
+    a = checks["agreement certain labels vs truth (held-out, signs)"]
+    b = checks["agreement truth (held-out) sign vs expected"]
+    lines = ["## Phantom check: does the comparison recover the known answer?", "",
+             f"Selection set: {checks['selection set']} ({checks['studies in the selection set']} studies; the positive "
+             f"control needs {checks['studies needed for the positive control']} for 80% power); "
+             f"{checks['correction']}, alpha {checks['alpha']}.", "",
+             f"- {'PASS' if checks['positive control recovered'] else 'FAIL'}: positive control "
+             f"{checks['positive control']} recovered as expected",
+             f"- {'PASS' if checks['null controls not flagged'] else 'FAIL'}: null controls "
+             f"{', '.join(checks['null controls'])} not flagged"
+             + (f" (flagged: {', '.join(checks['null controls flagged'])})" if checks["null controls flagged"] else ""),
+             f"- agreement of the certain-label choice with the truth-based choice (held-out, sign of delta): "
+             f"{a['agree']} of {a['of']} = {a['rate']:.2f} (95% Wilson CI {a['ci_low']:.2f}–{a['ci_high']:.2f})",
+             f"- truth-based sign vs the expected better policy (where one is expected): {b['agree']} of {b['of']}",
+             "", markdown(table), ""]
+    path = output_dir / CHECK_MD
+    path.write_text("\n".join(lines))
+    return path
+
+
+def enforce(checks: dict, strict: bool) -> None:
+    """With ``strict``, raise when the positive control was missed or a null control was flagged."""
+    failed = [name for name in ("positive control recovered", "null controls not flagged") if not checks[name]]
+    if strict and failed:
+        raise AssertionError(f"phantom check failed: {', '.join(failed)} (see {CHECK_MD})")

@@ -1,0 +1,66 @@
+"""The phantom check: Holm by hand, Wilson agreement, control verdicts on hand-made choice tables."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from chexutils import phantom_check as pc
+from chexutils.labels import OBSERVATIONS
+from chexutils.phantom import PhantomTruth
+
+
+def test_holm_by_hand():
+    p = pd.Series({"a": 0.01, "b": 0.04, "c": 0.03, "d": np.nan})
+    # sorted 0.01, 0.03, 0.04 with m = 3: 3 * 0.01 = 0.03, max(0.03, 2 * 0.03) = 0.06, max(0.06, 1 * 0.04) = 0.06
+    adjusted = pc.holm(p)
+    assert adjusted["a"] == pytest.approx(0.03) and adjusted["c"] == pytest.approx(0.06)
+    assert adjusted["b"] == pytest.approx(0.06) and np.isnan(adjusted["d"])
+
+
+def test_agreement_counts_defined_pairs_with_a_wilson_interval():
+    first = pd.Series({"a": "U-Ones", "b": "U-Zeros", "c": "U-Ones", "d": "undefined"})
+    second = pd.Series({"a": "U-Ones", "b": "U-Ones", "c": "U-Ones", "d": "U-Ones"})
+    result = pc.agreement(first, second)
+    ci = binomtest(2, 3).proportion_ci(method="wilson")
+    assert (result["agree"], result["of"]) == (2, 3) and result["rate"] == pytest.approx(2 / 3)
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx((ci.low, ci.high))
+
+
+def _table(decisions: dict, signs: dict) -> pd.DataFrame:
+    rows = {o: {"U-Ones minus U-Zeros": 0.1 if signs.get(o, "U-Ones") == "U-Ones" else -0.1,
+                "p_holm": 0.001 if decisions.get(o, pc.NO_DETECTABLE) != pc.NO_DETECTABLE else 0.5,
+                "decision": decisions.get(o, pc.NO_DETECTABLE), "sign": signs.get(o, "U-Ones"), "n": 100}
+            for o in OBSERVATIONS}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+TRUTH = PhantomTruth(pd.DataFrame(), {o: ("U-Ones" if o == "Atelectasis" else "no material difference") for o in OBSERVATIONS},
+                     ["Atelectasis"], "Atelectasis", ["No Finding", "Support Devices"], {})
+
+
+def test_check_passes_when_the_control_is_found_and_nulls_are_quiet(tmp_path):
+    selected = _table({"Atelectasis": "U-Ones"}, {})
+    labels = _table({}, {"Edema": "U-Zeros"})
+    sizing = pd.DataFrame({"studies needed": {"Atelectasis": 80.0}})
+    table, checks = pc.check(TRUTH, selected, selected, labels, "official valid", sizing=sizing)
+    assert checks["positive control recovered"] and checks["null controls not flagged"]
+    assert checks["studies needed for the positive control"] == 80 and checks["studies in the selection set"] == 100
+    assert table.loc["Atelectasis", "studies needed (power 0.8, Holm)"] == 80
+    assert checks["agreement certain labels vs truth (held-out, signs)"]["agree"] == 13
+    pc.enforce(checks, strict=True)
+    path = pc.write_check(tmp_path, table, checks)
+    text = path.read_text()
+    assert "PASS: positive control Atelectasis" in text and "13 of 14" in text and "(100 studies" in text
+    assert json.loads((tmp_path / pc.CHECK_JSON).read_text())["positive control recovered"] is True
+
+
+def test_check_fails_on_a_missed_control_or_a_flagged_null():
+    selected = _table({"Atelectasis": pc.NO_DETECTABLE, "No Finding": "U-Zeros"}, {"No Finding": "U-Zeros"})
+    _, checks = pc.check(TRUTH, selected, selected, selected, "held-out truth")
+    assert not checks["positive control recovered"] and checks["null controls flagged"] == ["No Finding"]
+    pc.enforce(checks, strict=False)
+    with pytest.raises(AssertionError, match="positive control recovered, null controls not flagged"):
+        pc.enforce(checks, strict=True)
