@@ -17,6 +17,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from .io import write_json, write_table
 from .labels import COMPETITION_TASKS
+from .stats import auroc_interval
 
 BOOTSTRAP_COLUMNS = ("auroc", "ci_low", "ci_high", "ap", "ap_low", "ap_high", "n", "positives", "negatives",
                      "patients", "positive_patients", "shown", "note")
@@ -194,8 +195,6 @@ def bootstrap_auroc(labels: pd.DataFrame, scores: pd.DataFrame, n_resamples: int
     says 'few positives' or 'n/a'; ``note`` says why). Uncertain (-1) labels are left out per
     observation; one class overall gives NaN throughout with the reason in ``note``.
     """
-    from .stats import auroc_interval
-
     scores = _aligned(labels, scores, labels.columns)
     group_keys = _groups_for(labels, groups)
     counts = resample_counts(len(labels), n_resamples, seed, group_keys)
@@ -253,8 +252,6 @@ def mean_tasks_with_ci(labels: pd.DataFrame, scores: pd.DataFrame, tasks=COMPETI
     out["mean"] = mean_task_auroc(table, used)
     out["dropped"] = int(np.isnan(means).sum())
     if len(used) == 1:  # one task: its own logit DeLong interval (the percentile bootstrap undercovers)
-        from .stats import auroc_interval
-
         keep = labels[used[0]].fillna(0.0).to_numpy() != -1.0
         y, s = certain_scores(labels[used[0]], scores[used[0]])
         interval = auroc_interval(y, s, None if group_keys is None else group_keys[keep], level)

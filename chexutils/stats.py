@@ -68,19 +68,39 @@ def auroc_interval(y, s, groups=None, level: float = 0.95) -> dict:
     """AUROC with a logit-scale interval: SE from (clustered) DeLong, t quantile with min(m, n) - 1 df.
 
     The logit keeps the interval inside (0, 1) and makes it asymmetric near 1, where the plain
-    Wald or percentile-bootstrap interval undercovers with few positives (see coverage()); the
-    point used for the logit is kept 1/(2mn) away from 0 and 1 so a perfect AUROC still gets one.
+    Wald or percentile-bootstrap interval undercovers with few positives (see coverage()); near 0
+    and 1 see logit_interval().
     """
     y = np.asarray(y).astype(bool)
     m, n = int(y.sum()), int((~y).sum())
     auc, cov = delong_cov(y, s, groups)
-    auc, var = float(auc[0]), max(float(cov[0, 0]), 0.0)
-    eps = 0.5 / (m * n)
-    a = min(max(auc, eps), 1 - eps)
-    half = t_dist.ppf((1 + level) / 2, max(min(m, n) - 1, 1)) * math.sqrt(var) / (a * (1 - a))
-    logit = math.log(a / (1 - a))
-    low, high = 1 / (1 + math.exp(-(logit - half))), 1 / (1 + math.exp(-(logit + half)))
-    return {"auroc": auc, "ci_low": low, "ci_high": high, "se": math.sqrt(var)}
+    low, high = logit_interval(auc[0], max(float(cov[0, 0]), 0.0), m, n, level)
+    return {"auroc": float(auc[0]), "ci_low": float(low), "ci_high": float(high), "se": math.sqrt(max(cov[0, 0], 0.0))}
+
+
+def logit_interval(auc, var, m: int, n: int, level: float = 0.95):
+    """(low, high) = expit(logit(a) -/+ t_{min(m,n)-1} * sqrt(var) / (a (1 - a))), a = AUROC kept in [e, 1 - e].
+
+    e = 1/(2 min(m, n)). Within e of 0 or 1 (e.g. perfect separation, where DeLong's variance is 0) the
+    variance is at least Hanley & McNeil's (1982, Radiology 143:29-36) at that distance, so a
+    perfect AUROC on 12 positives gets an interval, not a point; the interval then reaches the point.
+    """
+    auc, var = np.asarray(auc, float), np.asarray(var, float)
+    edge = 0.5 / min(m, n)
+    near = (auc < edge) | (auc > 1 - edge)
+    var = np.where(near, np.maximum(var, hanley_mcneil_var(np.clip(auc, edge, 1 - edge), m, n)), var)
+    a = np.clip(auc, edge, 1 - edge)
+    half = t_dist.ppf((1 + level) / 2, max(min(m, n) - 1, 1)) * np.sqrt(var) / (a * (1 - a))
+    logit = np.log(a / (1 - a))
+    low, high = 1 / (1 + np.exp(-(logit - half))), 1 / (1 + np.exp(-(logit + half)))
+    return np.minimum(low, auc), np.maximum(high, auc)  # near 0 or 1 the point itself may lie past the centre
+
+
+def hanley_mcneil_var(auc, m: int, n: int):
+    """Hanley & McNeil's (1982) AUROC variance from the AUROC alone (exponential score model)."""
+    a = np.asarray(auc, float)
+    q1, q2 = a / (2 - a), 2 * a**2 / (1 + a)
+    return (a * (1 - a) + (m - 1) * (q1 - a**2) + (n - 1) * (q2 - a**2)) / (m * n)
 
 
 def delong_test(y, s_a, s_b, groups=None) -> dict:
@@ -197,10 +217,6 @@ def coverage(auroc: float, positives: int, negatives: int, data_sets: int = 2000
     y = np.r_[np.ones(m, bool), np.zeros(n, bool)]
     scores = rng.normal(size=(data_sets, m + n)) + binormal_auroc_shift(auroc) * y
     v10, v01, auc = placements(y, scores)
-    var = v10.var(axis=1, ddof=1) / m + v01.var(axis=1, ddof=1) / n
-    eps = 0.5 / (m * n)
-    a = np.clip(auc, eps, 1 - eps)
-    half = t_dist.ppf((1 + level) / 2, max(min(m, n) - 1, 1)) * np.sqrt(var) / (a * (1 - a))
-    logit = np.log(a / (1 - a))
-    low, high = 1 / (1 + np.exp(-(logit - half))), 1 / (1 + np.exp(-(logit + half)))
+    var = v10.var(axis=1, ddof=1) / m + v01.var(axis=1, ddof=1) / n  # DeLong, as delong_cov without groups
+    low, high = logit_interval(auc, var, m, n, level)
     return float(np.mean((low <= auroc) & (auroc <= high)))
