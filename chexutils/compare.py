@@ -11,14 +11,14 @@ from .errors import DataError
 from .evaluate import RunScores, load_run_scores, run_config
 from .io import write_json
 from .labels import OBSERVATIONS
-from .metrics import paired_bootstrap
+from . import policy_choice
+from .metrics import NA, metric_text, shown
+from .policy_choice import scored_labels
 from .phantom import TRUTH_CSV, TRUTH_JSON
-from .policies import SEED_MIXED_MAPPING
 from .predict import write_predictions
 from .references import reference_table
 
 MEAN = "mean of 5 competition tasks"
-SCORED_ON = "certain labels only (1 positive; 0 and blank negative; uncertain left out)"
 
 
 def find_runs(sweep_dir) -> pd.DataFrame:
@@ -29,21 +29,55 @@ def find_runs(sweep_dir) -> pd.DataFrame:
             continue
         config = json.loads(config_path.read_text())
         rows.append({"run": config_path.parent.name, "policy": config["policy"], "backbone": config["backbone"],
-                     "image_size": config["image_size"], "path": config_path.parent})
-    return pd.DataFrame(rows, columns=["run", "policy", "backbone", "image_size", "path"]).set_index("run")
+                     "image_size": config["image_size"], "seed": config.get("seed", 0), "path": config_path.parent})
+    return pd.DataFrame(rows, columns=["run", "policy", "backbone", "image_size", "seed", "path"]).set_index("run")
 
 
 def auroc_table(runs: pd.DataFrame, metrics_name: str = "metrics") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(AUROC values, 'value (low–high)' text) per run x observation plus the 5-task mean, from each run's metrics."""
+    """(AUROC values, text) per run x observation plus the task mean, from each run's metrics.
+
+    Text is metrics.metric_text: value (CI) [positives+ negatives−; patients], 'few positives'
+    without a CI below the floor, 'n/a' below 3; values are NaN where the text says n/a. The mean
+    column is over the tasks that meet the floor; its text names the tasks left out.
+    """
     values, text = {}, {}
     for run, row in runs.iterrows():
         metrics = json.loads((Path(row["path"]) / f"{metrics_name}.json").read_text())
         obs = metrics["observations"]
         mean = metrics["summary"]["mean_auroc_tasks"]
-        values[run] = {o: _num(obs[o]["auroc"]) for o in OBSERVATIONS} | {MEAN: _num(mean["mean"])}
-        text[run] = {o: _with_ci(obs[o]["auroc"], obs[o]["ci_low"], obs[o]["ci_high"]) for o in OBSERVATIONS} | {
-            MEAN: _with_ci(mean["mean"], mean["ci_low"], mean["ci_high"])}
+        values[run] = {o: _num(obs[o]["auroc"]) if _shown(obs[o]) != NA else float("nan") for o in OBSERVATIONS}
+        values[run][MEAN] = _num(mean["mean"])
+        text[run] = {o: metric_text(_num(obs[o]["auroc"]), _num(obs[o]["ci_low"]), _num(obs[o]["ci_high"]),
+                                    obs[o]["positives"], _negatives(obs[o]), obs[o].get("patients"))
+                     for o in OBSERVATIONS}
+        left_out = mean.get("left_out") or {}
+        text[run][MEAN] = _with_ci(mean["mean"], mean["ci_low"], mean["ci_high"]) + (
+            f" ({mean.get('label', '')}; left out: {', '.join(f'{k} ({v})' for k, v in left_out.items())})"
+            if left_out else "")
     return pd.DataFrame(values).T, pd.DataFrame(text).T
+
+
+def _negatives(row: dict) -> int:
+    return int(row["negatives"]) if row.get("negatives") is not None else int(row["n"]) - int(row["positives"])
+
+
+def _shown(row: dict) -> str:
+    return shown(int(row["positives"]), _negatives(row))
+
+
+def policy_arms(runs: pd.DataFrame, policies=("U-Zeros", "U-Ones")) -> dict[str, dict[int, Path]]:
+    """{policy: {seed: run folder}} for the first backbone and size that has every policy (seeds = one arm)."""
+    for (_, _), group in runs.groupby(["backbone", "image_size"], sort=False):
+        if set(policies) <= set(group["policy"]):
+            return {p: {int(r["seed"]): Path(r["path"]) for _, r in group[group["policy"] == p].iterrows()}
+                    for p in policies}
+    raise DataError(f"no backbone and size with runs of all of {', '.join(policies)} among {list(runs.index)}; "
+                    "the per-label choice needs both")
+
+
+def arm_scores(arm: dict, frame: pd.DataFrame, split: str) -> dict[int, pd.DataFrame]:
+    """{seed: study x observation scores} of one arm's runs on ``split`` (predictions joined by Path)."""
+    return {seed: load_run_scores(path, frame, split).study_scores for seed, path in arm.items()}
 
 
 def with_references(values: pd.DataFrame, label: str = "this workbook") -> pd.DataFrame:
@@ -53,40 +87,25 @@ def with_references(values: pd.DataFrame, label: str = "this workbook") -> pd.Da
     return pd.concat([ours, published.reindex(columns=ours.columns)])
 
 
-def zeros_ones_pair(runs: pd.DataFrame) -> tuple[Path, Path]:
-    """The U-Zeros and U-Ones runs of the first backbone and size that has both."""
-    for (_, _), group in runs.groupby(["backbone", "image_size"], sort=False):
-        by_policy = group.set_index("policy")["path"]
-        if {"U-Zeros", "U-Ones"} <= set(by_policy.index):
-            return Path(by_policy["U-Zeros"]), Path(by_policy["U-Ones"])
-    raise DataError(f"no backbone and size with both a U-Zeros and a U-Ones run among {list(runs.index)}; "
-                    "the per-label choice needs both")
-
-
 def per_label_choice(zeros: RunScores, ones: RunScores, frame: pd.DataFrame, n_resamples: int = 2000,
-                     seed: int = 0, alpha: float = 0.05, labels: pd.DataFrame | None = None) -> pd.DataFrame:
-    """For each observation: U-Ones minus U-Zeros AUROC with a paired bootstrap over patients, and the choice.
+                     seed: int = 0, alpha: float = 0.05, labels: pd.DataFrame | None = None,
+                     criterion: str = "held-out-masked", uncertain: pd.Series | None = None) -> pd.DataFrame:
+    """One run per policy: policy_choice.per_label_choice with single-seed arms (seed noise not in the test).
 
-    ``labels`` (default: the split's report labels) may be replaced, e.g. by the phantom's truth.
+    ``labels`` (default: ``criterion``'s targets from the split's report labels) may be replaced,
+    e.g. by the phantom's truth (then name the criterion 'held-out-truth').
     """
-    labels = zeros.study_labels if labels is None else labels.loc[zeros.study_labels.index]
+    targets = scored_labels(criterion, zeros.study_labels) if labels is None else \
+        labels.loc[zeros.study_labels.index].astype(float)
     groups = frame.drop_duplicates("study").set_index("study")["patient"]
-    test = paired_bootstrap(labels, ones.study_scores, zeros.study_scores, None, n_resamples, seed, groups=groups)
-    test = test.rename(columns={"delta": "U-Ones minus U-Zeros"})
-    chosen = np.where(test["U-Ones minus U-Zeros"] > 0, "U-Ones", "U-Zeros")
-    significant = test["p_value"] < alpha
-    test["choice"] = np.where(test["U-Ones minus U-Zeros"].isna(), "undefined", chosen)
-    test["significant"] = significant
-    test["verdict"] = [c if s else ("undefined" if c == "undefined" else f"no significant difference (points to {c})")
-                       for c, s in zip(test["choice"], significant)]
-    test["scored on"] = SCORED_ON
-    return test
+    return policy_choice.per_label_choice({0: zeros.study_scores}, {0: ones.study_scores}, targets, criterion,
+                                          groups, uncertain, n_resamples, seed, alpha)
 
 
 def mixed_mapping(choice: pd.DataFrame) -> dict[str, str]:
-    """The mapping for the ``mixed`` policy: the chosen policy per observation (the seed's where undefined)."""
-    return {obs: (choice.loc[obs, "choice"] if choice.loc[obs, "choice"] != "undefined" else SEED_MIXED_MAPPING[obs])
-            for obs in OBSERVATIONS}
+    """The mapping for the ``mixed`` policy: the verdict's policy per observation (the better one only
+    where the Holm-adjusted test rejects; the stated default, U-Zeros, elsewhere), never the sign of Δ."""
+    return policy_choice.mapping_from(choice)
 
 
 def phantom_truth(chexpert_dir) -> tuple[pd.DataFrame, dict] | None:
