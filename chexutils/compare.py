@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from . import evaluate
 from .evaluate import RunScores, load_run_scores, run_config
 from .io import write_json
 from .labels import OBSERVATIONS
@@ -57,6 +58,26 @@ def auroc_table(runs: pd.DataFrame, metrics_name: str = "metrics") -> tuple[pd.D
     return pd.DataFrame(values).T, pd.DataFrame(text).T
 
 
+def mean_table(runs: pd.DataFrame, metrics_name: str = "metrics") -> pd.DataFrame:
+    """Per run: the task mean with its CI and which tasks it averages (for overlap_text)."""
+    rows = {}
+    for run, row in runs.iterrows():
+        mean = json.loads((Path(row["path"]) / f"{metrics_name}.json").read_text())["summary"]["mean_auroc_tasks"]
+        rows[run] = {"mean": _num(mean["mean"]), "ci_low": _num(mean["ci_low"]), "ci_high": _num(mean["ci_high"]),
+                     "tasks": ", ".join(mean.get("tasks", []))}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["mean", "ci_low", "ci_high", "tasks"])
+
+
+CHOICE_COLUMNS = ["positives", "negatives", "patients", "seeds", "U-Zeros mean", "U-Zeros seed SD", "U-Ones mean",
+                  "U-Ones seed SD", policy_choice.DELTA, "ci_low", "ci_high", "p_value", "p_holm",
+                  "smallest detectable", "verdict"]
+
+
+def choice_view(choice: pd.DataFrame) -> pd.DataFrame:
+    """The columns of a policy choice a reader needs (counts, arms, Δ with CI, p and Holm p, detectable Δ, verdict)."""
+    return choice.reindex(columns=CHOICE_COLUMNS)
+
+
 def _negatives(row: dict) -> int:
     return int(row["negatives"]) if row.get("negatives") is not None else int(row["n"]) - int(row["positives"])
 
@@ -85,6 +106,48 @@ def with_references(values: pd.DataFrame, label: str = "this workbook") -> pd.Da
     ours = values.rename(index=lambda r: f"[{label}] {r}")
     published = reference_table("auroc").T.rename(index=lambda m: f"[published, official valid] {m}")
     return pd.concat([ours, published.reindex(columns=ours.columns)])
+
+
+def selection_sets(arms: dict, chexpert_dir, data_dir, test_csv="") -> dict[str, dict]:
+    """Per selection criterion available here: its targets, patient groups and each arm's scores.
+
+    official-valid always (the runs' predictions_valid.csv); held-out-masked with a ``test_csv``
+    (predictions_test.csv); held-out-truth with a ``test_csv`` on the phantom. Arms come from
+    policy_arms(); studies and predictions are joined by key.
+    """
+    splits = {"valid": evaluate.read_split(Path(chexpert_dir) / "valid.csv", data_dir)}
+    if test_csv:
+        splits["test"] = evaluate.read_split(test_csv, data_dir)
+    truth = phantom_truth(chexpert_dir)
+    sets = {}
+    for criterion, split in policy_choice.CRITERION_SPLIT.items():
+        if split not in splits or (criterion == "held-out-truth" and truth is None):
+            continue
+        frame = splits[split]
+        scores = {policy: arm_scores(arm, frame, split) for policy, arm in arms.items()}
+        study_labels = load_run_scores(next(iter(next(iter(arms.values())).values())), frame, split).study_labels
+        sets[criterion] = {"labels": scored_labels(criterion, study_labels, truth[0] if truth else None),
+                           "groups": frame.drop_duplicates("study").set_index("study")["patient"], "arms": scores}
+    return sets
+
+
+def choose_policies(sets: dict, uncertain: pd.Series | None, n_resamples: int = 2000, seed: int = 0,
+                    alpha: float = 0.05, default: str = policy_choice.DEFAULT_POLICY) -> dict[str, pd.DataFrame]:
+    """{criterion: policy_choice table} for every selection set (U-Zeros vs U-Ones, seeds as arms)."""
+    return {criterion: policy_choice.per_label_choice(s["arms"]["U-Zeros"], s["arms"]["U-Ones"], s["labels"],
+                                                      criterion, s["groups"], uncertain, n_resamples, seed, alpha,
+                                                      default)
+            for criterion, s in sets.items()}
+
+
+def seed_noise_controls(selection: dict, alpha: float = 0.05) -> pd.DataFrame:
+    """Seed-to-seed |Δ| within each policy on one selection set (columns 'policy: ...'), empty if no arm has 2 seeds."""
+    parts = {policy: policy_choice.seed_noise_control(selection["labels"], arm, selection["groups"], alpha)
+             for policy, arm in selection["arms"].items()}
+    parts = {p: t for p, t in parts.items() if not t.empty}
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat(parts, axis=1).pipe(lambda t: t.set_axis([f"{p}: {c}" for p, c in t.columns], axis=1))
 
 
 def per_label_choice(zeros: RunScores, ones: RunScores, frame: pd.DataFrame, n_resamples: int = 2000,
