@@ -118,13 +118,24 @@ def test_compare_writes_the_tables_mapping_and_report(series):
     _, _, out = series
     mapping = json.loads((out / "mixed_mapping.json").read_text())
     assert set(mapping.values()) <= {"U-Zeros", "U-Ones"} and len(mapping) == 14
+    choice = pd.read_csv(out / "policy_choice.csv", index_col=0)
+    assert (choice["criterion"] == "official-valid").all()
+    for obs, row in choice.iterrows():  # the mapping follows the verdicts: default unless the adjusted test rejects
+        assert mapping[obs] == ("U-Zeros" if not row["eligible"] or not row["p_holm"] < 0.05 else row["mapping"])
     comparison = (out / "comparison.md").read_text()
-    for section in ("AUROC on the official valid set", "Per-label choice on held-out patients",
-                    "Phantom: planted truth vs choice", "Ensemble of all runs"):
-        assert section in comparison
+    for section in ("AUROC on the official valid set", "Ranking of the runs", "Per-label choice (official-valid)",
+                    "Selection criterion: **official-valid**", "Negative control: No Finding",
+                    "Negative control: seed-to-seed", "Agreement between selection criteria", "Ensemble of all runs"):
+        assert section in comparison, section
+    for criterion in ("official-valid", "held-out-masked", "held-out-truth"):  # the tiny phantom has all three
+        assert f"{criterion}: choice" in comparison
     edema = json.loads((out / "U-Ones" / "metrics.json").read_text())["observations"]["Edema"]
-    if edema["auroc"] is not None:  # the table shows each run's AUROC with its CI, as in metrics.json
-        assert f"{edema['auroc']:.3f} ({edema['ci_low']:.3f}–{edema['ci_high']:.3f})" in comparison
+    counts = f"[{edema['positives']}+ {edema['negatives']}−; {edema['patients']} pt]"
+    assert counts in comparison  # every value with its counts, a CI only above the floor
+    if edema["shown"] == "with CI":
+        assert f"{edema['auroc']:.3f} ({edema['ci_low']:.3f}–{edema['ci_high']:.3f}) {counts}" in comparison
+    else:
+        assert edema["ci_low"] is None and f"({edema['ci_low']}" not in comparison
     assert (out / "figures" / "comparison.png").stat().st_size > 10_000
     assert (out / "ensemble-all" / "metrics.json").is_file()
     assert "Per-label choice" in (out / "report.md").read_text()
