@@ -191,8 +191,9 @@ def seed_noise_control(labels: pd.DataFrame, arm: dict, groups: pd.Series | None
     says where a test that ignores training noise would call pure seed noise a difference.
     """
     seeds = sorted(arm)
+    empty = pd.DataFrame(columns=["pairs", "mean |Δ|", "max |Δ|", "p_value", "p_holm", "flagged"])
     if len(seeds) < 2:
-        return pd.DataFrame(columns=["pairs", "mean |Δ|", "max |Δ|", "p_value", "p_holm", "flagged"])
+        return empty
     keys = None if groups is None else groups.reindex(labels.index).to_numpy()
     rows = {}
     for obs in labels.columns:
@@ -207,6 +208,8 @@ def seed_noise_control(labels: pd.DataFrame, arm: dict, groups: pd.Series | None
         deltas = np.abs([t["delta"] for t in tests])
         rows[obs] = {"pairs": len(tests), "mean |Δ|": float(deltas.mean()), "max |Δ|": float(deltas.max()),
                      "p_value": tests[0]["p_value"] if min(y.sum(), (~y).sum()) >= min_positives else math.nan}
+    if not rows:
+        return empty
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["p_holm"] = holm(table["p_value"].to_numpy(float))
     table["flagged"] = table["p_holm"] < alpha
