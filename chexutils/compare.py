@@ -74,8 +74,13 @@ CHOICE_COLUMNS = ["positives", "negatives", "patients", "seeds", "U-Zeros mean",
 
 
 def choice_view(choice: pd.DataFrame) -> pd.DataFrame:
-    """The columns of a policy choice a reader needs (counts, arms, Δ with CI, p and Holm p, detectable Δ, verdict)."""
-    return choice.reindex(columns=CHOICE_COLUMNS)
+    """The columns of a policy choice a reader needs (counts, arms, Δ with CI, p and Holm p, detectable Δ, verdict).
+
+    Below the CI floor (fewer than 10 in the smaller class) only the counts and the verdict are shown.
+    """
+    view = choice.reindex(columns=CHOICE_COLUMNS)
+    view.loc[policy_choice.below_floor(choice), CHOICE_COLUMNS[4:-1]] = np.nan
+    return view
 
 
 def _negatives(row: dict) -> int:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .errors import DataError
 from .labels import OBSERVATIONS, UNCERTAIN
-from .metrics import resample_counts
+from .metrics import CI_MIN_POSITIVES, resample_counts
 from .stats import delong_test, hierarchical_deltas, holm, seed_arm_test, smallest_detectable
 
 CRITERIA = {
@@ -172,6 +172,11 @@ def per_label_choice(arm_zeros: dict, arm_ones: dict, labels: pd.DataFrame, crit
     return choose(comparison, uncertain, criterion, alpha, default=default)
 
 
+def below_floor(table: pd.DataFrame) -> pd.Series:
+    """True where the smaller class of the selection set is below the CI floor: no Δ, CI or p is shown there."""
+    return np.minimum(table["positives"], table["negatives"]) < CI_MIN_POSITIVES
+
+
 def mapping_from(choice: pd.DataFrame) -> dict[str, str]:
     """{observation: policy} for the ``mixed`` policy, from choose()'s ``mapping`` column (all 14 named)."""
     if "mapping" not in choice.columns:
@@ -222,6 +227,9 @@ def no_finding_control(choice: pd.DataFrame, alpha: float = ALPHA) -> str:
     if "No Finding" not in choice.index or not np.isfinite(choice.loc["No Finding"].get("p_value", math.nan)):
         return "No Finding control: undefined here (one class in the selection set)."
     row = choice.loc["No Finding"]
+    if below_floor(choice).get("No Finding"):
+        return (f"No Finding control: n/a here ({int(min(row['positives'], row['negatives']))} in the smaller "
+                f"class < {CI_MIN_POSITIVES}).")
     flagged = row["p_value"] < alpha
     return (f"No Finding control (identical targets under both policies): Δ = {row[DELTA]:+.3f} "
             f"(95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}), unadjusted p = {row['p_value']:.3g} — "
@@ -237,7 +245,8 @@ def criteria_agreement(choices: dict, expected: dict | None = None) -> pd.DataFr
     """
     columns = {}
     for criterion, table in choices.items():
-        columns[f"{criterion}: Δ"] = table[DELTA] if DELTA in table else math.nan
+        columns[f"{criterion}: Δ"] = (table[DELTA] if DELTA in table else pd.Series(math.nan, table.index)).mask(
+            below_floor(table))  # no Δ below the CI floor
         columns[f"{criterion}: choice"] = table["mapping"]
         columns[f"{criterion}: compared"] = table["eligible"]
     out = pd.DataFrame(columns).reindex([o for o in OBSERVATIONS if o in next(iter(choices.values())).index])
@@ -246,7 +255,8 @@ def criteria_agreement(choices: dict, expected: dict | None = None) -> pd.DataFr
     if expected:
         out["expected (phantom)"] = pd.Series(expected).reindex(out.index)
         for criterion in choices:
-            out[f"{criterion} = expected"] = out[f"{criterion}: choice"] == out["expected (phantom)"]
+            same = out[f"{criterion}: choice"] == out["expected (phantom)"]
+            out[f"{criterion} = expected"] = same.where(out["expected (phantom)"].notna())
     out.index.name = "observation"
     return out
 

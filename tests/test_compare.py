@@ -78,6 +78,10 @@ def test_mixed_mapping_takes_the_default_where_the_adjusted_test_does_not_reject
     mapping = compare.mixed_mapping(choice)
     assert {mapping[o] for o in [*noisy_win, "Lung Lesion", "Fracture"]} == {"U-Zeros"}  # not the sign of Δ
     assert "5 in the smaller class < 30" in choice.loc["Lung Lesion", "verdict"]
+    view = compare.choice_view(choice)  # below the CI floor: counts and verdict only
+    assert view.loc["Lung Lesion", ["U-Ones mean", "U-Ones minus U-Zeros", "ci_low", "p_value"]].isna().all()
+    assert view.loc["Lung Lesion", "positives"] == 5 and view.loc["Lung Lesion", "verdict"].startswith("not compared")
+    assert view.loc["Fracture", "U-Ones minus U-Zeros"] == choice.loc["Fracture", "U-Ones minus U-Zeros"]
     assert "0.5% uncertain training labels" in choice.loc["Fracture", "verdict"]
     other = policy_choice.choose(choice.drop(columns=["eligible", "p_holm", "verdict", "mapping"]), uncertain,
                                  "held-out-masked", default="U-Ones")
