@@ -146,7 +146,7 @@ def choose_policies(sets: dict, uncertain: pd.Series | None, n_resamples: int = 
 
 
 def seed_noise_controls(selection: dict, alpha: float = 0.05) -> pd.DataFrame:
-    """Seed-to-seed |Δ| within each policy on one selection set (columns 'policy: ...'), empty if no arm has 2 seeds."""
+    """Seed-to-seed Δ within each policy on one selection set (columns 'policy: ...'), empty if no arm has 2 seeds."""
     parts = {policy: policy_choice.seed_noise_control(selection["labels"], arm, selection["groups"], alpha)
              for policy, arm in selection["arms"].items()}
     parts = {p: t for p, t in parts.items() if not t.empty}
@@ -230,7 +230,7 @@ def markdown(table: pd.DataFrame, digits: int = 3) -> str:
     def cell(v):
         if isinstance(v, (float, np.floating)):
             return "–" if np.isnan(v) else f"{v:.{digits}f}"
-        return str(v)
+        return str(v).replace("|", "\\|")  # a pipe inside a cell would split it
     header = "| " + " | ".join([table.index.name or ""] + [str(c) for c in table.columns]) + " |"
     rule = "|" + "---|" * (len(table.columns) + 1)
     body = ["| " + " | ".join([str(i)] + [cell(v) for v in row]) + " |" for i, row in zip(table.index, table.to_numpy())]

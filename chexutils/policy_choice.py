@@ -154,7 +154,7 @@ def choose(comparison: pd.DataFrame, uncertain: pd.Series | None, criterion: str
             verdicts.append(f"{better} (Holm p {table.loc[obs, 'p_holm']:.3g})")
             mapping.append(better)
         else:
-            verdicts.append(f"{NO_DIFFERENCE} (|Δ| < {table.loc[obs, 'smallest detectable']:.3f} undetectable): "
+            verdicts.append(f"{NO_DIFFERENCE} (smallest detectable Δ {table.loc[obs, 'smallest detectable']:.3f}): "
                             f"{default} by default")
             mapping.append(default)
     table["verdict"], table["mapping"] = verdicts, mapping
@@ -191,12 +191,13 @@ def seed_noise_control(labels: pd.DataFrame, arm: dict, groups: pd.Series | None
                        alpha: float = ALPHA, min_positives: int = MIN_POSITIVES) -> pd.DataFrame:
     """Negative control: AUROC differences between seeds of ONE policy (identical training targets).
 
-    Per observation: seed pairs, mean and max |Δ| over pairs, and for the first pair a study-only
+    Per observation with >= 10 in the smaller class (the CI floor): counts, seed pairs, mean and max
+    abs Δ over pairs, and for the first pair a study-only
     DeLong p (clustered), Holm-adjusted over observations with >= ``min_positives``; ``flagged``
     says where a test that ignores training noise would call pure seed noise a difference.
     """
     seeds = sorted(arm)
-    empty = pd.DataFrame(columns=["pairs", "mean |Δ|", "max |Δ|", "p_value", "p_holm", "flagged"])
+    empty = pd.DataFrame(columns=["positives", "negatives", "pairs", "mean abs Δ", "max abs Δ", "p_value", "p_holm", "flagged"])
     if len(seeds) < 2:
         return empty
     keys = None if groups is None else groups.reindex(labels.index).to_numpy()
@@ -205,13 +206,13 @@ def seed_noise_control(labels: pd.DataFrame, arm: dict, groups: pd.Series | None
         target = labels[obs].to_numpy(float)
         keep = np.isin(target, (0.0, 1.0))
         y = target[keep].astype(bool)
-        if y.all() or not y.any():
+        if min(y.sum(), (~y).sum()) < CI_MIN_POSITIVES:
             continue
         runs = {k: arm[k].loc[labels.index, obs].to_numpy(float)[keep] for k in seeds}
         g = None if keys is None else keys[keep]
         tests = [delong_test(y, runs[i], runs[j], g) for i, j in itertools.combinations(seeds, 2)]
         deltas = np.abs([t["delta"] for t in tests])
-        rows[obs] = {"pairs": len(tests), "mean |Δ|": float(deltas.mean()), "max |Δ|": float(deltas.max()),
+        rows[obs] = {"positives": int(y.sum()), "negatives": int((~y).sum()), "pairs": len(tests), "mean abs Δ": float(deltas.mean()), "max abs Δ": float(deltas.max()),
                      "p_value": tests[0]["p_value"] if min(y.sum(), (~y).sum()) >= min_positives else math.nan}
     if not rows:
         return empty
@@ -285,5 +286,5 @@ def verdict_summary(choice: pd.DataFrame, alpha: float = ALPHA) -> str:
     return (f"Selection criterion: **{criterion}** — {CRITERIA[criterion]}. "
             f"{len(tested)} observations tested (Holm over {len(tested)}, α = {alpha}); "
             + (f"a detectable difference for {'; '.join(chosen)}. " if chosen else "no detectable difference for any. ")
-            + (f"Smallest detectable |Δ| (80% power): {sdd.min():.3f}–{sdd.max():.3f}. " if len(sdd) else "")
+            + (f"Smallest detectable Δ (80% power): {sdd.min():.3f}–{sdd.max():.3f}. " if len(sdd) else "")
             + f"Not compared (default {DEFAULT_POLICY}): {', '.join(left) if left else 'none'}.")

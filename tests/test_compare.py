@@ -121,8 +121,8 @@ def test_negative_controls_seed_noise_and_no_finding():
     y = labels["Edema"].dropna()
     pairs = [abs(roc_auc_score(y, arm[j].loc[y.index, "Edema"]) - roc_auc_score(y, arm[i].loc[y.index, "Edema"]))
              for i, j in ((0, 1), (0, 2), (1, 2))]
-    assert control.loc["Edema", "pairs"] == 3 and control.loc["Edema", "mean |Δ|"] == pytest.approx(np.mean(pairs))
-    assert control.loc["Edema", "max |Δ|"] == pytest.approx(max(pairs)) and control["flagged"].dtype == bool
+    assert control.loc["Edema", "pairs"] == 3 and control.loc["Edema", "mean abs Δ"] == pytest.approx(np.mean(pairs))
+    assert control.loc["Edema", "max abs Δ"] == pytest.approx(max(pairs)) and control["flagged"].dtype == bool
     assert policy_choice.seed_noise_control(labels, {0: arm[0]}).empty
     zeros = _run("zeros", frame, {}, seed=7)
     choice = compare.per_label_choice(zeros, zeros, frame, n_resamples=200, uncertain=UNCERTAIN)
@@ -224,6 +224,6 @@ def test_auroc_table_shows_counts_and_no_ci_below_the_floor(tmp_path):
 
 
 def test_markdown_table():
-    table = pd.DataFrame({"x": [0.12345, np.nan], "y": ["a", "b"]}, index=["r1", "r2"])
+    table = pd.DataFrame({"x": [0.12345, np.nan], "y": ["a", "b|c"]}, index=["r1", "r2"])
     text = compare.markdown(table)
-    assert text.splitlines()[2] == "| r1 | 0.123 | a |" and "| r2 | – | b |" in text
+    assert text.splitlines()[2] == "| r1 | 0.123 | a |" and "| r2 | – | b\\|c |" in text
