@@ -103,10 +103,13 @@ def test_evaluate_writes_study_level_metrics_with_ci_and_curves(series):
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["summary"]["split"] == "valid" and metrics["summary"]["resampled"] == "patients"
         edema = metrics["observations"]["Edema"]
-        if edema["auroc"] is not None:
-            assert edema["ci_low"] <= edema["auroc"] <= edema["ci_high"]
-        else:
+        assert edema["positives"] + edema["negatives"] == edema["n"] and edema["patients"] <= edema["n"]
+        if edema["auroc"] is None:
             assert "one class" in edema["note"]
+        elif edema["shown"] == "with CI":
+            assert edema["ci_low"] <= edema["auroc"] <= edema["ci_high"]
+        else:  # below the floor of 10 in the smaller class: no interval, and the note says why
+            assert edema["ci_low"] is None and edema["note"].startswith("no CI:")
         predictions = pd.read_csv(run / "predictions_test.csv")
         assert predictions["Edema"].between(0, 1).all()
         assert (run / "metrics_test.json").is_file()
