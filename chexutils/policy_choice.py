@@ -172,6 +172,14 @@ def per_label_choice(arm_zeros: dict, arm_ones: dict, labels: pd.DataFrame, crit
     return choose(comparison, uncertain, criterion, alpha, default=default)
 
 
+def selected(choices: dict, criterion: str) -> pd.DataFrame:
+    """The choice table of ``criterion``, or a DataError naming the criteria this sweep can offer."""
+    if criterion not in choices:
+        raise DataError(f"selection criterion {criterion!r} is not available here; available: {', '.join(choices)} "
+                        "(held-out criteria need test_csv; held-out-truth needs the phantom)")
+    return choices[criterion]
+
+
 def below_floor(table: pd.DataFrame) -> pd.Series:
     """True where the smaller class of the selection set is below the CI floor: no Δ, CI or p is shown there."""
     return np.minimum(table["positives"], table["negatives"]) < CI_MIN_POSITIVES

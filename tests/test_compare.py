@@ -166,6 +166,9 @@ def test_choice_against_other_labels_and_the_criteria_agreement():
     assert agreement.loc["Edema", "held-out-masked = expected"] and not agreement.loc["Edema", "held-out-truth = expected"]
     table = compare.choice_vs_truth(from_labels, from_flipped, {"Edema": "U-Ones", "Cardiomegaly": "U-Zeros"})
     assert table.loc["Edema", "labels recover planted"] and not table.loc["Edema", "truth agrees with planted"]
+    assert policy_choice.selected({"held-out-masked": from_labels}, "held-out-masked") is from_labels
+    with pytest.raises(DataError, match="'held-out-truth' is not available here; available: held-out-masked"):
+        policy_choice.selected({"held-out-masked": from_labels}, "held-out-truth")
     summary = policy_choice.verdict_summary(from_labels)
     assert summary.startswith("Selection criterion: **held-out-masked**") and "Edema: U-Ones" in summary
 
