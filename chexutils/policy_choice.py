@@ -103,7 +103,7 @@ def compare_arms(labels: pd.DataFrame, arm_a: dict, arm_b: dict, groups: pd.Seri
             f"{names[1]} mean": test["mean_b"], f"{names[1]} seed SD": test["sd_b"],
             f"{names[1]} minus {names[0]}": test["delta"],
             "ci_low": float(low), "ci_high": float(high), "se": test["se"], "se_study": test["se_study"],
-            "se_seed": test["se_seed"], "p_value": test["p_value"],
+            "se_seed": test["se_seed"], "df": test["df"], "p_value": test["p_value"],
             "note": "" if test["seed_df"] else "one seed per arm: seed noise not in the test"}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "observation"

@@ -149,8 +149,9 @@ def seed_arm_test(y, runs_a, runs_b, groups=None) -> dict:
     runs on the same studies with the contrast c of the two seed means (study sampling, models
     held fixed); the second is the seed-to-seed variance of AUROC on these studies pooled over both
     arms (training noise; law of total variance). s2 on fixed studies also holds some study noise,
-    so the sum leans conservative. With one seed per arm s2 is unknown: the test is study-only and
-    ``seed_df`` is 0 (say so where it is shown).
+    so the sum leans conservative. p refers z to Student's t with Satterthwaite's df (``df``; the
+    study part counted as known), since 2-3 seeds per arm estimate s2 on few degrees of freedom.
+    With one seed per arm s2 is unknown: the test is study-only (normal p, ``seed_df`` 0; say so).
     """
     runs_a, runs_b = np.atleast_2d(runs_a), np.atleast_2d(runs_b)
     k_a, k_b = len(runs_a), len(runs_b)
@@ -162,7 +163,11 @@ def seed_arm_test(y, runs_a, runs_b, groups=None) -> dict:
     pooled = ((k_a - 1) * _var(auc_a) + (k_b - 1) * _var(auc_b)) / df if df else 0.0
     var_seed = pooled * (1 / k_a + 1 / k_b)
     out = _z_result(float(auc_b.mean() - auc_a.mean()), math.sqrt(var_study + var_seed))
-    return out | {"mean_a": float(auc_a.mean()), "sd_a": _sd(auc_a), "mean_b": float(auc_b.mean()), "sd_b": _sd(auc_b),
+    # Few seeds estimate s2 poorly: refer z to a t with Satterthwaite's df (study part taken as known)
+    eff_df = (var_study + var_seed) ** 2 / (var_seed**2 / df) if df and var_seed > 0 else math.inf
+    if math.isfinite(eff_df) and math.isfinite(out["z"]):
+        out["p_value"] = float(2 * t_dist.sf(abs(out["z"]), eff_df))
+    return out | {"df": eff_df, "mean_a": float(auc_a.mean()), "sd_a": _sd(auc_a), "mean_b": float(auc_b.mean()), "sd_b": _sd(auc_b),
                   "se_study": math.sqrt(var_study), "se_seed": math.sqrt(var_seed), "seed_df": df}
 
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import norm
+from scipy.stats import t as t_dist
 from sklearn.metrics import roc_auc_score
 
 from chexutils import stats
@@ -172,6 +173,10 @@ def test_seed_arm_test_adds_seed_noise_and_says_when_it_cannot():
     aucs_a = [roc_auc_score(y, s) for s in runs_a]
     assert out["mean_a"] == pytest.approx(np.mean(aucs_a)) and out["sd_a"] == pytest.approx(np.std(aucs_a, ddof=1))
     assert out["se_seed"] > 0 and out["se"] == pytest.approx(math.hypot(out["se_study"], out["se_seed"]))
+    expected_df = out["se"] ** 4 / (out["se_seed"] ** 4 / 4)  # Satterthwaite, (3 - 1) + (3 - 1) seed df
+    assert out["df"] == pytest.approx(expected_df) and out["df"] >= 4
+    assert out["p_value"] == pytest.approx(2 * t_dist.sf(abs(out["z"]), expected_df))
+    assert out["p_value"] > 2 * norm.sf(abs(out["z"]))  # heavier tails than the normal with few seeds
     single = stats.seed_arm_test(y, runs_a[:1], runs_b[:1])
     assert single["seed_df"] == 0 and single["se_seed"] == 0
     assert single["p_value"] == pytest.approx(stats.delong_test(y, runs_a[0], runs_b[0])["p_value"])
