@@ -13,7 +13,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 from .data import read_image
 from .labels import OBSERVATIONS
-from .metrics import certain_scores
+from .metrics import certain_scores, metric_text
 
 
 def save(fig, path) -> Path | None:
@@ -120,7 +120,8 @@ def learning_curves(history: pd.DataFrame, path=None):
 def curve_grid(levels: dict, kind: str = "roc", path=None, title: str = ""):
     """A 4x4 grid, one panel per observation; ``levels`` maps a legend name to (labels, scores) tables.
 
-    kind "roc" draws ROC curves with AUROC in the legend, "pr" precision-recall with AP. An
+    kind "roc" draws ROC curves with AUROC in the legend, "pr" precision-recall with AP, each with
+    its positives and negatives (metrics.metric_text: 'few positives' below 10, 'n/a' below 3). An
     observation with one class present gets a note instead of a curve.
     """
     if kind not in ("roc", "pr"):
@@ -132,12 +133,14 @@ def curve_grid(levels: dict, kind: str = "roc", path=None, title: str = ""):
             if len(np.unique(y)) < 2:
                 ax.text(0.5, 0.5 - 0.1 * list(levels).index(name), f"{name}: one class only", ha="center", fontsize=7)
                 continue
+            value = roc_auc_score(y, s) if kind == "roc" else average_precision_score(y, s)
+            legend = f"{name} {'AUC' if kind == 'roc' else 'AP'} {metric_text(value, None, None, y.sum(), len(y) - y.sum())}"
             if kind == "roc":
                 x_axis, y_axis, _ = roc_curve(y, s)
-                ax.plot(x_axis, y_axis, label=f"{name} AUC {roc_auc_score(y, s):.3f}")
+                ax.plot(x_axis, y_axis, label=legend)
             else:
                 precision, recall, _ = precision_recall_curve(y, s)
-                ax.plot(recall, precision, label=f"{name} AP {average_precision_score(y, s):.3f}")
+                ax.plot(recall, precision, label=legend)
         if kind == "roc":
             ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=0.8)
         ax.set(xlim=(0, 1), ylim=(0, 1.02), title=obs)

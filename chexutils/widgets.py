@@ -15,9 +15,9 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from .evaluate import LEVELS, RunScores, load_run_scores  # noqa: F401  (load_run_scores: the browser's input)
 from .labels import OBSERVATIONS
-from .metrics import certain_scores, one_class_note
+from .metrics import certain_scores, metric_text, one_class_note
 
-STATE_COLUMNS = ("n", "positives", "auroc", "threshold", "sensitivity", "specificity", "ppv", "npv",
+STATE_COLUMNS = ("n", "positives", "negatives", "auroc", "threshold", "sensitivity", "specificity", "ppv", "npv",
                  "tp", "fp", "tn", "fn", "note")
 
 
@@ -62,7 +62,8 @@ def run_state(run: RunScores, observation: str, level: str, threshold: float) ->
     y, s = certain_scores(labels[observation], scores[observation])
     note = one_class_note(y)
     auroc = float("nan") if note else float(roc_auc_score(y, s))
-    return {"n": len(y), "positives": int(y.sum()), "auroc": auroc, **operating_point(y, s, threshold), "note": note}
+    return {"n": len(y), "positives": int(y.sum()), "negatives": int(len(y) - y.sum()), "auroc": auroc,
+            **operating_point(y, s, threshold), "note": note}
 
 
 def state_html(state: pd.DataFrame) -> str:
@@ -81,7 +82,8 @@ def plot_rocs(curves: dict, state: pd.DataFrame, title: str):
         if row["note"]:
             ax.plot([], [], label=f"{name} (AUC n/a: {row['note']})")
             continue
-        line, = ax.plot(points["fpr"], points["tpr"], label=f"{name} (AUC {row['auroc']:.3f})")
+        legend = metric_text(row["auroc"], None, None, row["positives"], row["negatives"])
+        line, = ax.plot(points["fpr"], points["tpr"], label=f"{name} (AUC {legend})")
         ax.plot(1 - row["specificity"], row["sensitivity"], "o", color=line.get_color(), markersize=8, clip_on=False)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (FPR)", ylabel="sensitivity (TPR)", title=title)
     if curves:

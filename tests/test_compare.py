@@ -1,15 +1,20 @@
 """Comparison logic on hand-made runs: the per-label choice, the mixed mapping, ensembles, truth table."""
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from chexutils import compare
+from sklearn.metrics import roc_auc_score
+
+from chexutils import compare, policy_choice
 from chexutils.errors import DataError
 from chexutils.evaluate import RunScores, load_run_scores
 from chexutils.labels import OBSERVATIONS
+from chexutils.metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
+from chexutils.stats import holm, smallest_detectable
 from chexutils.predict import write_predictions
 
 
@@ -35,32 +40,144 @@ def _run(name, frame, informative: dict, seed):
     return RunScores(name, labels.set_axis(frame["Path"]), scores.set_axis(frame["Path"]), labels, scores)
 
 
+UNCERTAIN = pd.Series(0.05, index=list(OBSERVATIONS)).mask(lambda s: s.index == "No Finding", 0.0)
+
+
 def test_choice_follows_a_clear_difference_and_says_when_there_is_none():
     frame = _study_frame()
     zeros = _run("zeros", frame, {"Edema": 2.0, "Cardiomegaly": 0.5}, seed=1)
     ones = _run("ones", frame, {"Edema": 0.3, "Cardiomegaly": 0.5}, seed=1)
-    choice = compare.per_label_choice(zeros, ones, frame, n_resamples=500)
-    assert choice.loc["Edema", "choice"] == "U-Ones" and choice.loc["Edema", "significant"]
-    assert choice.loc["Edema", "verdict"] == "U-Ones"
+    choice = compare.per_label_choice(zeros, ones, frame, n_resamples=500, uncertain=UNCERTAIN)
+    assert choice.loc["Edema", "choice"] == "U-Ones" and choice.loc["Edema", "p_holm"] < 0.05
+    assert choice.loc["Edema", "verdict"].startswith("U-Ones (Holm p")
+    assert choice.loc["Edema", "positives"] == (frame["Edema"] == 1).sum()  # the 10 uncertain are masked out
+    assert choice.loc["Edema", "positives"] + choice.loc["Edema", "negatives"] == len(frame) - 10
     assert choice.loc["Cardiomegaly", "U-Ones minus U-Zeros"] == pytest.approx(0.0)
-    assert choice.loc["Cardiomegaly", "verdict"].startswith("no significant difference")
-    assert (choice["scored on"] == compare.SCORED_ON).all()
+    assert choice.loc["Cardiomegaly", "verdict"].startswith("no detectable difference")
+    assert (choice["criterion"] == "held-out-masked").all()
+    assert not choice.loc["No Finding", "eligible"] and "uncertain training labels" in choice.loc["No Finding", "reason"]
+    tested = choice.index[choice["eligible"]]
+    np.testing.assert_allclose(choice.loc[tested, "p_holm"], holm(choice.loc[tested, "p_value"]))
+    assert (choice.loc[tested, "smallest detectable"] == smallest_detectable(choice.loc[tested, "se"], 0.05,
+                                                                             len(tested))).all()
     mapping = compare.mixed_mapping(choice)
-    assert set(mapping) == set(OBSERVATIONS) and mapping["Edema"] == "U-Ones"
+    assert set(mapping) == set(OBSERVATIONS) and mapping["Edema"] == "U-Ones" and mapping["Cardiomegaly"] == "U-Zeros"
 
 
-def test_choice_against_other_labels_and_the_truth_table():
+def test_mixed_mapping_takes_the_default_where_the_adjusted_test_does_not_reject():
+    frame = _study_frame(seed=2)
+    frame["Lung Lesion"] = (frame.index < 5).astype(float)  # 5 positives: not compared, however large its delta
+    zeros = _run("zeros", frame, {"Lung Lesion": 3.0, "Fracture": 3.0}, seed=3)
+    ones = _run("ones", frame, {"Lung Lesion": 0.1, "Fracture": 0.1}, seed=4)  # elsewhere equally good, other noise
+    uncertain = UNCERTAIN.copy()
+    uncertain["Fracture"] = 0.005  # <= 1% uncertain training labels: not compared either
+    choice = compare.per_label_choice(zeros, ones, frame, n_resamples=300, uncertain=uncertain)
+    noisy_win = choice.index[choice["eligible"] & (choice["U-Ones minus U-Zeros"] > 0)]
+    assert len(noisy_win) >= 3 and (choice.loc[noisy_win, "p_holm"] >= 0.05).all()
+    assert choice.loc["Lung Lesion", "U-Ones minus U-Zeros"] > 0.2 and choice.loc["Fracture", "p_value"] < 1e-6
+    mapping = compare.mixed_mapping(choice)
+    assert {mapping[o] for o in [*noisy_win, "Lung Lesion", "Fracture"]} == {"U-Zeros"}  # not the sign of Δ
+    assert "5 in the smaller class < 30" in choice.loc["Lung Lesion", "verdict"]
+    view = compare.choice_view(choice)  # below the CI floor: counts and verdict only
+    assert view.loc["Lung Lesion", ["U-Ones mean", "U-Ones minus U-Zeros", "ci_low", "p_value"]].isna().all()
+    assert view.loc["Lung Lesion", "positives"] == 5 and view.loc["Lung Lesion", "verdict"].startswith("not compared")
+    assert view.loc["Fracture", "U-Ones minus U-Zeros"] == choice.loc["Fracture", "U-Ones minus U-Zeros"]
+    assert "0.5% uncertain training labels" in choice.loc["Fracture", "verdict"]
+    other = policy_choice.choose(choice.drop(columns=["eligible", "p_holm", "verdict", "mapping"]), uncertain,
+                                 "held-out-masked", default="U-Ones")
+    assert other.loc[noisy_win[0], "mapping"] == "U-Ones" and other.loc[noisy_win[0], "verdict"].endswith(
+        "U-Ones by default")
+    with pytest.raises(DataError, match="mapping"):
+        compare.mixed_mapping(choice.drop(columns="mapping"))
+
+
+def _arm(frame, informative, seeds):
+    return {s: _run(f"s{s}", frame, informative, seed=100 + s).study_scores for s in seeds}
+
+
+def test_seeds_are_one_arm_with_mean_sd_and_a_wider_test():
+    frame = _study_frame(400, seed=4)
+    labels = policy_choice.scored_labels("held-out-masked", frame.set_index("study")[list(OBSERVATIONS)])
+    groups = frame.set_index("study")["patient"]
+    arm_a = _arm(frame, {"Edema": 1.0}, [0, 1, 2])
+    arm_b = _arm(frame, {"Edema": 0.8}, [0, 1])
+    table = policy_choice.compare_arms(labels, arm_a, arm_b, groups, n_resamples=300)
+    y = labels["Edema"].dropna()
+    aucs = [roc_auc_score(y, arm_a[s].loc[y.index, "Edema"]) for s in (0, 1, 2)]
+    row = table.loc["Edema"]
+    assert row["U-Zeros mean"] == pytest.approx(np.mean(aucs)) and row["U-Zeros seed SD"] == pytest.approx(np.std(aucs, ddof=1))
+    assert row["seeds"] == "3+2" and row["se_seed"] > 0 and row["ci_low"] < row["U-Ones minus U-Zeros"] < row["ci_high"]
+    single = policy_choice.compare_arms(labels, {0: arm_a[0]}, {0: arm_b[0]}, groups, n_resamples=300)
+    assert single.loc["Edema", "se_seed"] == 0 and "seed noise not in the test" in single.loc["Edema", "note"]
+    with pytest.raises(DataError, match="no scores for 1 studies"):
+        policy_choice.compare_arms(labels, {0: arm_a[0].iloc[1:]}, arm_b, groups, n_resamples=10)
+
+
+def test_negative_controls_seed_noise_and_no_finding():
+    frame = _study_frame(400, seed=5)
+    labels = policy_choice.scored_labels("held-out-masked", frame.set_index("study")[list(OBSERVATIONS)])
+    arm = _arm(frame, {}, [0, 1, 2])
+    control = policy_choice.seed_noise_control(labels, arm)
+    y = labels["Edema"].dropna()
+    pairs = [abs(roc_auc_score(y, arm[j].loc[y.index, "Edema"]) - roc_auc_score(y, arm[i].loc[y.index, "Edema"]))
+             for i, j in ((0, 1), (0, 2), (1, 2))]
+    assert control.loc["Edema", "pairs"] == 3 and control.loc["Edema", "mean abs Δ"] == pytest.approx(np.mean(pairs))
+    assert control.loc["Edema", "max abs Δ"] == pytest.approx(max(pairs)) and control["flagged"].dtype == bool
+    assert policy_choice.seed_noise_control(labels, {0: arm[0]}).empty
+    zeros = _run("zeros", frame, {}, seed=7)
+    choice = compare.per_label_choice(zeros, zeros, frame, n_resamples=200, uncertain=UNCERTAIN)
+    text = policy_choice.no_finding_control(choice)
+    assert "Δ = +0.000" in text and text.endswith("not flagged, as it should be.")
+    shifted = _run("ones", frame, {"No Finding": 0.2}, seed=7)
+    text = policy_choice.no_finding_control(compare.per_label_choice(zeros, shifted, frame, n_resamples=200))
+    assert "FLAGGED" in text
+
+
+def test_selection_criteria_targets():
+    labels = pd.DataFrame({"Edema": [1.0, 0.0, -1.0, np.nan]}, index=["s1", "s2", "s3", "s4"])
+    valid = policy_choice.scored_labels("official-valid", labels)
+    masked = policy_choice.scored_labels("held-out-masked", labels)
+    assert valid["Edema"].tolist()[:2] == [1.0, 0.0] and math.isnan(valid.loc["s3", "Edema"]) and valid.loc["s4", "Edema"] == 0
+    assert masked["Edema"].tolist()[:2] == [1.0, 0.0] and masked.loc[["s3", "s4"], "Edema"].isna().all()
+    truth = pd.DataFrame({"Edema": [1, 1, 1, 0, 0]}, index=["s4", "s3", "s2", "s1", "s0"])
+    assert policy_choice.scored_labels("held-out-truth", labels, truth)["Edema"].tolist() == [0.0, 1.0, 1.0, 1.0]
+    with pytest.raises(DataError, match="phantom_truth.csv"):
+        policy_choice.scored_labels("held-out-truth", labels)
+    with pytest.raises(DataError, match="lacks 1 held-out studies"):
+        policy_choice.scored_labels("held-out-truth", labels, truth.drop("s1"))
+    with pytest.raises(DataError, match="official-valid, held-out-masked, held-out-truth"):
+        policy_choice.scored_labels("certain", labels)
+
+
+def test_choice_against_other_labels_and_the_criteria_agreement():
     frame = _study_frame()
     zeros = _run("zeros", frame, {"Edema": 2.0}, seed=1)
     ones = _run("ones", frame, {"Edema": 0.3}, seed=1)
     truth = frame.set_index("study")[list(OBSERVATIONS)].clip(lower=0)
     flipped = 1 - truth  # a 'truth' under which U-Ones is worse
     from_labels = compare.per_label_choice(zeros, ones, frame, n_resamples=300)
-    from_flipped = compare.per_label_choice(zeros, ones, frame, n_resamples=300, labels=flipped)
-    assert from_flipped.loc["Edema", "choice"] == "U-Zeros"
+    from_flipped = compare.per_label_choice(zeros, ones, frame, n_resamples=300, labels=flipped,
+                                            criterion="held-out-truth")
+    assert from_flipped.loc["Edema", "choice"] == "U-Zeros" and from_flipped.loc["Edema", "p_holm"] < 0.05
+    agreement = policy_choice.criteria_agreement({"held-out-masked": from_labels, "held-out-truth": from_flipped},
+                                                 expected={"Edema": "U-Ones"})
+    assert list(agreement.index) == list(OBSERVATIONS)
+    assert not agreement.loc["Edema", "criteria agree"] and agreement.loc["Cardiomegaly", "criteria agree"]
+    assert agreement.loc["Edema", "held-out-masked = expected"] and not agreement.loc["Edema", "held-out-truth = expected"]
     table = compare.choice_vs_truth(from_labels, from_flipped, {"Edema": "U-Ones", "Cardiomegaly": "U-Zeros"})
-    assert list(table.index) == ["Cardiomegaly", "Edema"]
-    assert table.loc["Edema", "labels recover planted"] and not table.loc["Edema", "truth agrees with planted"]
+    assert table.loc["Edema", "labels recover expected"] and not table.loc["Edema", "truth agrees with expected"]
+    assert policy_choice.selected({"held-out-masked": from_labels}, "held-out-masked") is from_labels
+    with pytest.raises(DataError, match="'held-out-truth' is not available here; available: held-out-masked"):
+        policy_choice.selected({"held-out-masked": from_labels}, "held-out-truth")
+    summary = policy_choice.verdict_summary(from_labels)
+    assert summary.startswith("Selection criterion: **held-out-masked**") and "Edema: U-Ones" in summary
+
+
+def test_overlap_text_ranks_only_separated_runs():
+    runs = pd.DataFrame({"mean": [0.80, 0.79, 0.60], "ci_low": [0.75, 0.74, 0.55], "ci_high": [0.85, 0.84, 0.65]},
+                        index=["a", "b", "c"])
+    assert policy_choice.overlap_text(runs) == "Ranking where CIs separate: a ≈ b (CIs overlap); b > c."
+    assert policy_choice.overlap_text(runs.iloc[:2]).startswith("The 95% CIs of all 2 runs overlap")
 
 
 def test_ensemble_is_the_mean_probability_joined_by_path(tmp_path):
@@ -81,25 +198,43 @@ def test_ensemble_is_the_mean_probability_joined_by_path(tmp_path):
     assert json.loads((out / "ensemble.json").read_text())["policies"] == ["a", "b"]
 
 
-def test_pairing_needs_both_policies(tmp_path):
-    runs = pd.DataFrame({"policy": ["U-Zeros", "U-MultiClass"], "backbone": "densenet121", "image_size": 64,
-                         "path": [tmp_path / "a", tmp_path / "b"]}, index=["a", "b"])
-    with pytest.raises(DataError, match="both a U-Zeros and a U-Ones"):
-        compare.zeros_ones_pair(runs)
-    runs.loc["c"] = ["U-Ones", "densenet121", 64, tmp_path / "c"]
-    assert compare.zeros_ones_pair(runs) == (tmp_path / "a", tmp_path / "c")
-    runs.loc["d"] = ["U-Zeros", "densenet121", 64, tmp_path / "d"]  # a second seed: the first run still pairs
-    assert compare.zeros_ones_pair(runs) == (tmp_path / "a", tmp_path / "c")
+def test_policy_arms_group_seeds_and_need_both_policies(tmp_path):
+    runs = pd.DataFrame({"policy": ["U-Zeros", "U-MultiClass", "U-Zeros"], "backbone": "densenet121", "image_size": 64,
+                         "seed": [0, 0, 1], "path": [tmp_path / "a", tmp_path / "b", tmp_path / "d"]},
+                        index=["a", "b", "d"])
+    with pytest.raises(DataError, match="U-Zeros, U-Ones"):
+        compare.policy_arms(runs)
+    runs.loc["c"] = ["U-Ones", "densenet121", 64, 0, tmp_path / "c"]
+    assert compare.policy_arms(runs) == {"U-Zeros": {0: tmp_path / "a", 1: tmp_path / "d"}, "U-Ones": {0: tmp_path / "c"}}
+
+
+def test_auroc_table_shows_counts_and_no_ci_below_the_floor(tmp_path):
+    frame = _study_frame(200, seed=6)
+    frame["Fracture"] = 0.0
+    frame.loc[frame.index[:2], "Fracture"] = 1.0  # 2 positives: n/a
+    frame.loc[frame.index[:6], "Pneumonia"] = 1.0
+    frame.loc[frame.index[6:], "Pneumonia"] = 0.0  # 6 positives: point value, no CI
+    run = _run("r", frame, {}, seed=8)
+    groups = frame.set_index("study")["patient"]
+    table = bootstrap_auroc(run.study_labels, run.study_scores, 100, groups=groups)
+    summary = {"mean_auroc_tasks": mean_tasks_with_ci(run.study_labels, run.study_scores, n_resamples=100)}
+    write_metrics(table, summary, tmp_path / "r")
+    values, text = compare.auroc_table(pd.DataFrame({"path": [tmp_path / "r"]}, index=["r"]))
+    edema = table.loc["Edema"]
+    assert text.loc["r", "Edema"] == (f"{edema['auroc']:.3f} ({edema['ci_low']:.3f}–{edema['ci_high']:.3f}) "
+                                      f"[{edema['positives']}+ {edema['negatives']}−; {edema['patients']} pt]")
+    assert text.loc["r", "Fracture"] == "n/a [2+ 198−; 200 pt]" and math.isnan(values.loc["r", "Fracture"])
+    assert text.loc["r", "Pneumonia"].endswith("few positives [6+ 194−; 200 pt]") and "(" not in text.loc["r", "Pneumonia"]
 
 
 def test_markdown_table():
-    table = pd.DataFrame({"x": [0.12345, np.nan], "y": ["a", "b"]}, index=["r1", "r2"])
+    table = pd.DataFrame({"x": [0.12345, np.nan], "y": ["a", "b|c"]}, index=["r1", "r2"])
     text = compare.markdown(table)
-    assert text.splitlines()[2] == "| r1 | 0.123 | a |" and "| r2 | – | b |" in text
+    assert text.splitlines()[2] == "| r1 | 0.123 | a |" and "| r2 | – | b\\|c |" in text
 
 
 def test_per_label_choice_resamples_patients():
-    from chexutils.metrics import paired_bootstrap
+    from chexutils import policy_choice
 
     rng = np.random.default_rng(5)
     frame = pd.concat([_study_frame(n=80, seed=s).assign(study=lambda f, s=s: f["patient"] + f"/study{s + 1}")
@@ -113,9 +248,10 @@ def test_per_label_choice_resamples_patients():
                               index=labels.index, columns=labels.columns)
         runs.append(RunScores(str(noise), labels.set_axis(frame["Path"]), scores.set_axis(frame["Path"]), labels, scores))
     choice = compare.per_label_choice(runs[0], runs[1], frame, n_resamples=300, seed=2)
+    targets = policy_choice.scored_labels("held-out-masked", labels)
+    arms = ({0: runs[0].study_scores}, {0: runs[1].study_scores})
     groups = frame.drop_duplicates("study").set_index("study")["patient"]
-    expected = paired_bootstrap(labels, runs[1].study_scores, runs[0].study_scores, None, 300, 2, groups=groups)
-    np.testing.assert_allclose(choice[["ci_low", "ci_high"]].to_numpy(float),
-                               expected[["ci_low", "ci_high"]].to_numpy(float))
-    by_study = paired_bootstrap(labels, runs[1].study_scores, runs[0].study_scores, None, 300, 2)
-    assert not np.allclose(choice["ci_low"].to_numpy(float), by_study["ci_low"].to_numpy(float))
+    by_patient = policy_choice.per_label_choice(*arms, targets, "held-out-masked", groups, None, 300, 2)
+    by_study = policy_choice.per_label_choice(*arms, targets, "held-out-masked", None, None, 300, 2)
+    pd.testing.assert_frame_equal(choice, by_patient)
+    assert not np.allclose(choice["p_value"].to_numpy(float), by_study["p_value"].to_numpy(float), equal_nan=True)

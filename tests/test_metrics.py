@@ -11,7 +11,8 @@ from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from chexutils.labels import COMPETITION_TASKS, OBSERVATIONS
-from chexutils.metrics import (bootstrap_auroc, mean_tasks_with_ci, paired_bootstrap, per_observation,
+from chexutils.stats import auroc_interval
+from chexutils.metrics import (CI_MIN_POSITIVES, metric_text, shown, bootstrap_auroc, mean_tasks_with_ci, paired_bootstrap, per_observation,
                                resample_counts, weighted_auroc_ap, write_metrics)
 
 
@@ -61,10 +62,14 @@ def test_each_resample_equals_sklearn_on_the_reconstructed_data():
             y_r = y_r[y_r != -1.0].astype(int)
             assert auroc[r] == pytest.approx(roc_auc_score(y_r, s_r), abs=1e-12)
             assert ap[r] == pytest.approx(average_precision_score(y_r, s_r), abs=1e-12)
-        # and bootstrap_auroc's CI is the percentile interval of exactly these resamples
+        # bootstrap_auroc's AP CI is the percentile interval of exactly these resamples; its AUROC CI
+        # is the logit DeLong interval (chexutils.stats)
         table = bootstrap_auroc(labels, scores, n_resamples=40, seed=7)
-        assert table.loc[obs, "ci_low"] == pytest.approx(np.quantile(auroc, 0.025))
+        assert table.loc[obs, "ap_low"] == pytest.approx(np.quantile(ap, 0.025))
         assert table.loc[obs, "ap_high"] == pytest.approx(np.quantile(ap, 0.975))
+        interval = auroc_interval(y, s)
+        assert (table.loc[obs, "ci_low"], table.loc[obs, "ci_high"]) == pytest.approx(
+            (interval["ci_low"], interval["ci_high"]))
 
 
 def test_binormal_ci_covers_the_true_auroc():
@@ -102,8 +107,12 @@ def test_duplicated_rows_resampled_by_group_match_the_original_by_row():
     patients = pd.Series(labels.index[copies], index=big_labels.index)
     by_row = bootstrap_auroc(labels, scores, n_resamples=200, seed=5)
     by_group = bootstrap_auroc(big_labels, big_scores, n_resamples=200, seed=5, groups=patients)
-    columns = ["auroc", "ci_low", "ci_high", "ap", "ap_low", "ap_high"]
+    columns = ["auroc", "ap", "ap_low", "ap_high"]  # bootstrap: identical resamples, identical values
     np.testing.assert_allclose(by_group[columns].to_numpy(float), by_row[columns].to_numpy(float), atol=1e-12)
+    # clustered DeLong on 3 copies per patient ~ DeLong on the originals (not 1/sqrt(3) narrower)
+    width = lambda t: (t["ci_high"] - t["ci_low"]).to_numpy(float)  # noqa: E731
+    np.testing.assert_allclose(width(by_group), width(by_row), rtol=0.1)
+    assert (by_group["patients"] == 80).all() and (by_group["n"] == 3 * by_row["n"]).all()
 
 
 def test_paired_identical_scores_give_zero_delta_and_p_one():
@@ -140,17 +149,30 @@ def test_one_class_observation_is_nan_with_a_reason_and_no_warning():
     assert math.isnan(paired["delta"]) and math.isnan(paired["p_value"]) and "only one class" in paired["note"]
 
 
-def test_resamples_with_one_class_are_dropped_and_counted():
+@pytest.mark.parametrize("positives, how", [(2, "n/a"), (5, "few positives"), (10, "with CI")])
+def test_no_interval_below_the_floor_and_n_a_below_three(positives, how):
     y = np.zeros(100)
-    y[[5, 50]] = 1.0
+    y[np.linspace(5, 95, positives).astype(int)] = 1.0
     labels = pd.DataFrame({"Edema": y})
     scores = pd.DataFrame({"Edema": np.linspace(0, 1, 100)})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         row = bootstrap_auroc(labels, scores, n_resamples=400, seed=1).loc["Edema"]
-    dropped = int(row["note"].split()[0])
-    assert 0 < dropped < 400 and row["note"].endswith("of 400 resamples dropped (one class)")
-    assert np.isfinite(row["ci_low"]) and row["ci_low"] <= row["auroc"] <= row["ci_high"]
+    assert row["shown"] == how and (row["positives"], row["negatives"]) == (positives, 100 - positives)
+    assert row["auroc"] == pytest.approx(roc_auc_score(y, scores["Edema"]))
+    if positives < CI_MIN_POSITIVES:
+        assert math.isnan(row["ci_low"]) and math.isnan(row["ap_high"])
+        assert row["note"] == f"no CI: {positives} in the smaller class < {CI_MIN_POSITIVES}"
+    else:
+        assert row["ci_low"] <= row["auroc"] <= row["ci_high"] and row["ap_low"] <= row["ap"] <= row["ap_high"]
+
+
+def test_metric_text_shows_counts_and_hides_what_cannot_be_trusted():
+    assert metric_text(0.8123, 0.7431, 0.8662, 23, 177, 150) == "0.812 (0.743–0.866) [23+ 177−; 150 pt]"
+    assert metric_text(0.64, 0.3, 0.9, 5, 195) == "0.640 few positives [5+ 195−]"
+    assert metric_text(0.202, None, None, 1, 199) == "n/a [1+ 199−]"
+    assert metric_text(0.9, math.nan, math.nan, 40, 4) == "0.900 few negatives [40+ 4−]"
+    assert shown(10, 10) == "with CI" and shown(9, 300) == "few positives" and shown(300, 2) == "n/a"
 
 
 def test_uncertain_entries_are_left_out():
@@ -202,6 +224,25 @@ def test_write_metrics_nan_as_null(tmp_path):
     assert payload["summary"]["undefined"] is None
     back = pd.read_csv(csv_path, index_col="observation")
     assert list(back.index) == list(OBSERVATIONS) and "ci_low" in back.columns
+
+
+def test_mean_of_tasks_leaves_out_tasks_below_the_floor_and_says_which():
+    labels, scores = study_tables(seed=13)
+    labels["Edema"] = 0.0
+    labels.loc[labels.index[:4], "Edema"] = 1.0  # 4 positives: below the floor
+    out = mean_tasks_with_ci(labels, scores, n_resamples=200, seed=1)
+    used = [t for t in COMPETITION_TASKS if t != "Edema"]
+    assert out["tasks"] == used and list(out["left_out"]) == ["Edema"]
+    assert out["left_out"]["Edema"].startswith("4 positives") and out["label"] == "mean of 4 of 5 tasks"
+    table = per_observation(labels, scores)
+    assert out["mean"] == pytest.approx(table.loc[used, "auroc"].astype(float).mean())
+    only = mean_tasks_with_ci(labels, scores, tasks=["Atelectasis", "Edema"], n_resamples=200, seed=1)
+    y, s, _ = certain(labels, scores, "Atelectasis")
+    assert only["tasks"] == ["Atelectasis"] and (only["ci_low"], only["ci_high"]) == pytest.approx(
+        (auroc_interval(y, s)["ci_low"], auroc_interval(y, s)["ci_high"]))
+    labels[list(COMPETITION_TASKS)] = 0.0
+    none = mean_tasks_with_ci(labels, scores, n_resamples=50)
+    assert none["tasks"] == [] and math.isnan(none["mean"]) and len(none["left_out"]) == 5
 
 
 def test_paired_p_value_is_two_sided_and_pinned_to_the_resampled_deltas():

@@ -169,7 +169,7 @@ def test_run_selection_and_html(runs):
     state = browser.state()
     assert list(state.index) == ["b"] and body_rows(browser.table.value) == 1
     html = browser.table.value
-    for key in ("tp", "fp", "tn", "fn", "n", "positives"):
+    for key in ("tp", "fp", "tn", "fn", "n", "positives", "negatives"):
         assert f"<td>{int(state.loc['b', key])}</td>" in html
     for key in ("sensitivity", "specificity", "ppv", "npv", "auroc"):
         assert f"<td>{state.loc['b', key]:.3f}</td>" in html

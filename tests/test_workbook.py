@@ -115,10 +115,13 @@ def test_evaluate_writes_study_level_metrics_with_ci_and_curves(series):
         metrics = json.loads((run / "metrics_official_valid.json").read_text())
         assert metrics["summary"]["eval_set"] == "official_valid" and metrics["summary"]["resampled"] == "patients"
         edema = metrics["observations"]["Edema"]
-        if edema["auroc"] is not None:
-            assert edema["ci_low"] <= edema["auroc"] <= edema["ci_high"]
-        else:
+        assert edema["positives"] + edema["negatives"] == edema["n"] and edema["patients"] <= edema["n"]
+        if edema["auroc"] is None:
             assert "one class" in edema["note"]
+        elif edema["shown"] == "with CI":
+            assert edema["ci_low"] <= edema["auroc"] <= edema["ci_high"]
+        else:  # below the floor of 10 in the smaller class: no interval, and the note says why
+            assert edema["ci_low"] is None and edema["note"].startswith("no CI:")
         predictions = pd.read_csv(run / "predictions_held_out.csv")
         assert predictions["Edema"].between(0, 1).all()
         assert (run / "metrics_held_out.json").is_file()
@@ -130,13 +133,24 @@ def test_compare_writes_the_tables_mapping_and_report(series):
     _, _, out = series
     mapping = json.loads((out / "mixed_mapping.json").read_text())
     assert set(mapping.values()) <= {"U-Zeros", "U-Ones"} and len(mapping) == 14
+    choice = pd.read_csv(out / "policy_choice.csv", index_col=0)
+    assert (choice["criterion"] == "official-valid").all()
+    for obs, row in choice.iterrows():  # the mapping follows the verdicts: default unless the adjusted test rejects
+        assert mapping[obs] == ("U-Zeros" if not row["eligible"] or not row["p_holm"] < 0.05 else row["mapping"])
     comparison = (out / "comparison.md").read_text()
-    for section in ("AUROC on the official valid set", "Per-label choice on held-out patients",
-                    "Phantom: planted truth vs choice", "Ensemble of all runs"):
-        assert section in comparison
+    for section in ("AUROC on the official valid set", "Ranking of the runs", "Per-label choice (official-valid)",
+                    "Selection criterion: **official-valid**", "Negative control: No Finding",
+                    "Negative control: seed-to-seed", "Agreement between selection criteria", "Ensemble of all runs"):
+        assert section in comparison, section
+    for criterion in ("official-valid", "held-out-masked", "held-out-truth"):  # the tiny phantom has all three
+        assert f"{criterion}: choice" in comparison
     edema = json.loads((out / "U-Ones" / "metrics_official_valid.json").read_text())["observations"]["Edema"]
-    if edema["auroc"] is not None:  # the table shows each run's AUROC with its CI, as in metrics.json
-        assert f"{edema['auroc']:.3f} ({edema['ci_low']:.3f}–{edema['ci_high']:.3f})" in comparison
+    counts = f"[{edema['positives']}+ {edema['negatives']}−; {edema['patients']} pt]"
+    assert counts in comparison  # every value with its counts, a CI only above the floor
+    if edema["shown"] == "with CI":
+        assert f"{edema['auroc']:.3f} ({edema['ci_low']:.3f}–{edema['ci_high']:.3f}) {counts}" in comparison
+    else:
+        assert edema["ci_low"] is None and f"({edema['ci_low']}" not in comparison
     assert (out / "figures" / "comparison.png").stat().st_size > 10_000
     assert (out / "ensemble-all" / "metrics_official_valid.json").is_file()
     assert "Per-label choice" in (out / "report.md").read_text()
