@@ -1,6 +1,6 @@
 """Run the numbered notebooks headless with papermill, as a config says.
 
-    python -m chexutils.workbook run configs/demo.yaml [--force]
+    python -m chexutils.workbook run configs/demo.yaml [--force] [--jobs N] [--slurm]
 
 A config names the sweep (``output/<name>/``), parameters shared by all notebooks, the list of
 steps (notebooks), and a grid of runs; a step with ``per_run: true`` executes once per grid
@@ -22,11 +22,11 @@ from pathlib import Path
 import papermill
 import yaml
 
-from . import paths
+from . import parallel, paths
 from .errors import DataError
 from .io import write_json
 
-CONFIG_KEYS = {"name", "description", "parameters", "steps", "grid", "kernel"}
+CONFIG_KEYS = {"name", "description", "parameters", "steps", "grid", "kernel", "slurm"}
 STEP_KEYS = {"notebook", "parameters", "per_run"}
 
 
@@ -46,6 +46,7 @@ class Config:
     grid: dict[str, list]
     kernel: str | None = None
     output_root: Path = paths.OUTPUT_DIR
+    slurm: dict = field(default_factory=dict)  # submitit parameters for `--slurm` (chexutils.parallel.SLURM_KEYS)
 
     @property
     def output_dir(self) -> Path:
@@ -103,7 +104,8 @@ def load_config(path, output_root=None) -> Config:
     if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
         raise DataError(f"{path}: key 'grid' must map each name to a non-empty list of values")
     config = Config(path, raw["name"], dict(raw.get("parameters") or {}), steps, grid, raw.get("kernel"),
-                    paths.resolve(output_root) if output_root else paths.OUTPUT_DIR)
+                    paths.resolve(output_root) if output_root else paths.OUTPUT_DIR,
+                    parallel.check_slurm(path, raw.get("slurm")))
     _check_parameters_declared(config)
     return config
 
@@ -230,6 +232,10 @@ def main(argv=None) -> int:
     run.add_argument("config", help="a YAML file, e.g. configs/demo.yaml")
     run.add_argument("--force", action="store_true", help="re-execute steps that already succeeded")
     run.add_argument("--output-root", default=None, help="folder for <name>/ (default: output/)")
+    run.add_argument("--jobs", type=int, default=1, help="grid points run at once, each on its own GPU(s) or "
+                     "share of the cores (chexutils.parallel)")
+    run.add_argument("--slurm", action="store_true", help="submit each grid point as a job through submitit, "
+                     "with the config's slurm: section")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.output_root)
@@ -237,7 +243,10 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    outcomes = execute(config, force=args.force)
+    if args.jobs > 1 or args.slurm:
+        outcomes = parallel.execute_parallel(config, jobs=args.jobs, force=args.force, slurm=args.slurm)
+    else:
+        outcomes = execute(config, force=args.force)
     report = write_report(config, outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes)} step(s) in {time.perf_counter() - start:.1f} s; report: {report}")
