@@ -139,7 +139,8 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed train steps")
     parser.add_argument("--gpu", action="store_true", help="also the DenseNet121 GPU settings at 224 and 320")
     parser.add_argument("--gpu-only", action="store_true", help="with --gpu: skip the CPU loader and step tables")
-    parser.add_argument("--gpu-budget", type=float, default=300, help="seconds after which compiled settings are skipped")
+    parser.add_argument("--gpu-budget", type=float, default=300,
+                        help="seconds after which the remaining GPU settings are skipped")
     parser.add_argument("--backbones", action="store_true",
                         help="also CPU training images/s per backbone at --train-size and 224 (xception: 320)")
     parser.add_argument("--out", default="output/bench")
