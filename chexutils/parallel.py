@@ -81,7 +81,7 @@ def run_chain(config_path: str, output_root: str, run_name: str, step_indices: l
 
     os.environ.update(env)
     config = workbook.load_config(config_path, output_root)
-    run = dict(config.runs())[run_name]
+    run = dict(config.runs() or [("default", {})])[run_name]
     outcomes = []
     for i in step_indices:
         outcome = workbook._execute_step(config, config.steps[i], (run_name, run), force, _prefixed(run_name))

@@ -65,13 +65,15 @@ def _same_run(a, b) -> None:
 @pytest.fixture(scope="module")
 def sweeps(data_root):
     """The same 2-point sweep run serially, with --jobs 2 and through submitit's local executor."""
-    threads = parallel.slot_environments(2, gpus=0)[0]["OMP_NUM_THREADS"]
-    saved = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = threads  # the serial sweep's kernels use the threads a parallel job gets
+    slot = parallel.slot_environments(2, gpus=0)[0]
+    threads = slot["OMP_NUM_THREADS"]
+    saved = {k: os.environ.get(k) for k in slot}
+    os.environ.update(slot)  # the serial sweep's kernels use the threads a parallel job gets
     try:
         serial = workbook.execute(load_config(_config(data_root), data_root / "serial"), log=print)
     finally:
-        os.environ.pop("OMP_NUM_THREADS") if saved is None else os.environ.update(OMP_NUM_THREADS=saved)
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.update({key: value})
     cache_entries = sorted(p for p in (data_root / "data" / "cache").iterdir() if p.is_dir())
     jobs = parallel.execute_parallel(load_config(_config(data_root), data_root / "jobs"), jobs=2)
     slurm = f"slurm: {{cluster: local, cpus_per_task: {threads}, timeout_min: 20}}"
