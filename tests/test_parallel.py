@@ -69,16 +69,19 @@ def sweeps(data_root):
     threads = slot["OMP_NUM_THREADS"]
     saved = {k: os.environ.get(k) for k in slot}
     os.environ.update(slot)  # the serial sweep's kernels use the threads a parallel job gets
+    out = data_root / "out"  # each sweep writes here (so paths in config.json agree), then moves aside
     try:
-        serial = workbook.execute(load_config(_config(data_root), data_root / "serial"), log=print)
+        serial = workbook.execute(load_config(_config(data_root), out), log=print)
     finally:
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.update({key: value})
+    out.rename(data_root / "serial")
     cache_entries = sorted(p for p in (data_root / "data" / "cache").iterdir() if p.is_dir())
-    jobs = parallel.execute_parallel(load_config(_config(data_root), data_root / "jobs"), jobs=2)
+    jobs = parallel.execute_parallel(load_config(_config(data_root), out), jobs=2)
+    out.rename(data_root / "jobs")
     slurm = f"slurm: {{cluster: local, cpus_per_task: {threads}, timeout_min: 20}}"
-    submitted = parallel.execute_parallel(load_config(_config(data_root, slurm=slurm), data_root / "submitit"),
-                                          slurm=True)
+    submitted = parallel.execute_parallel(load_config(_config(data_root, slurm=slurm), out), slurm=True)
+    out.rename(data_root / "submitit")
     return {"serial": serial, "jobs": jobs, "submitit": submitted, "cache_entries": cache_entries}
 
 
@@ -97,6 +100,7 @@ def test_sweeps_on_one_data_set_share_one_cache(sweeps, data_root):
     assert sorted(p for p in (data_root / "data" / "cache").iterdir() if p.is_dir()) == sweeps["cache_entries"]
     config = json.loads((data_root / "jobs" / "sweep" / "U-Ones_1" / "config.json").read_text())
     assert config["cache_dir"] == str(data_root / "data" / "cache")
+    assert config["run_dir"] == str(data_root / "out" / "sweep" / "U-Ones_1")  # where it ran, before the move
 
 
 def test_killed_parallel_sweep_resumes_only_unfinished_runs(data_root):

@@ -126,3 +126,14 @@ def test_runs_opening_one_cache_at_once_build_it_once(tiny_phantom, tmp_path, mo
         thread.join()
     assert len(builds) == 1 and len(opened) == 3
     assert all(np.array_equal(o.images, opened[0].images) for o in opened)
+
+
+def test_bench_settings_table_projects_epoch_minutes_from_img_s():
+    from chexutils.bench_gpu import CHEXPERT_SMALL_TRAIN_IMAGES, Setting, gpu_settings_table
+
+    settings = (Setting("per-step sync", 4, amp=False, fast=False), Setting("fast loop", 4, amp=False, fast=True))
+    rows = gpu_settings_table(sizes=(32,), warm_steps=1, timed_steps=2, device="cpu", settings=settings)
+    assert [r["setting"] for r in rows] == ["per-step sync", "fast loop"]
+    for row in rows:
+        assert row["img_s"] > 0 and row["first_epoch_min"] >= row["epoch_min"]
+        assert row["epoch_min"] == pytest.approx(CHEXPERT_SMALL_TRAIN_IMAGES / row["img_s"] / 60)
