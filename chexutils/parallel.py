@@ -32,11 +32,11 @@ def check_slurm(path, section) -> dict:
     if section is None:
         return {}
     if not isinstance(section, dict):
-        raise DataError(f"{path}: key 'slurm' must be a mapping of {', '.join(sorted(SLURM_KEYS | SLURM_ONLY))}")
+        raise DataError(f"{path}: key 'slurm' must be a mapping of {', '.join(sorted(SLURM_KEYS.keys() | SLURM_ONLY))}")
     unknown = set(section) - SLURM_KEYS.keys() - SLURM_ONLY
     if unknown:
         raise DataError(f"{path}: slurm has unknown key(s) {', '.join(sorted(unknown))}; "
-                        f"expected {', '.join(sorted(SLURM_KEYS | SLURM_ONLY))}")
+                        f"expected {', '.join(sorted(SLURM_KEYS.keys() | SLURM_ONLY))}")
     return dict(section)
 
 
