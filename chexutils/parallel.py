@@ -151,7 +151,8 @@ def _submit_slurm(config, names: list[str], indices: list[int], force: bool, job
     import submitit
 
     section = dict(config.slurm)
-    executor = submitit.AutoExecutor(folder=config.output_dir / ".submitit" / "%j", cluster=section.pop("cluster", None))
+    executor = submitit.AutoExecutor(folder=config.output_dir / ".submitit" / "%j",
+                                     cluster=section.pop("cluster", None))
     params = {SLURM_KEYS[k]: v for k, v in section.items()}
     executor.update_parameters(name=f"chexutils-{config.name}", **params)
     threads = str(section.get("cpus_per_task", 1))

@@ -238,7 +238,8 @@ def _adam_impl(name: str, device) -> dict:
 
 
 def _config_record(cfg: TrainConfig, policy, n_train: int, n_valid: int, world: int) -> dict:
-    return {**dataclasses.asdict(cfg), "lr_effective": effective_lr(cfg), "policy_resolved": policy.describe(), "head": policy.head,
+    return {**dataclasses.asdict(cfg), "lr_effective": effective_lr(cfg),
+            "policy_resolved": policy.describe(), "head": policy.head,
             "train_images": n_train, "valid_images": n_valid, "world_size": world,
             "versions": {"chexutils": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
                          "python": sys.version.split()[0]}}

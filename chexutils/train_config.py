@@ -39,8 +39,8 @@ class TrainConfig:
     predict_train: bool = False          # also write predictions_train.csv (a U-SelfTrained teacher needs it)
     # --- data path and device ---------------------------------------------------------------
     use_cache: bool = True               # read pre-resized uint8 batches from the image cache
-    cache_dir: str = ""                  # where caches live (one per image list x size x method); "" = <data_dir>/cache,
-                                         # shared by every sweep and run on that data set
+    cache_dir: str = ""                  # where caches live (one per image list x size x method);
+                                         # "" = <data_dir>/cache, shared by every sweep and run on that data set
     resize_method: str = "bilinear"
     workers: int = 0                     # loader worker processes (0 = main process + prefetch thread)
     device: str = "auto"                 # "auto" = cuda if available, else cpu
@@ -49,12 +49,14 @@ class TrainConfig:
     # --- speed and scale-out (README "Scaling out") ---------------------------------------------
     loss_sync_every: int = 50            # the loss is summed on the device and read (host sync) every k steps
                                          # and at the epoch's end; the NaN check runs there; 1 = every step
-    adam_impl: str = "auto"              # "auto" (fused on CUDA, torch's default elsewhere), "fused", "foreach", "for-loop"
+    adam_impl: str = "auto"              # "auto" (fused on CUDA, torch's default elsewhere), "fused", "foreach",
+                                         # or "for-loop"
     drop_last: bool = False              # drop the ragged last training batch (stable shapes for cudnn / compile)
     compile: bool = False                # torch.compile the training model (off until measured: chexutils.bench --gpu)
     lr_scale_rule: str = "none"          # "linear" or "sqrt": lr x (batch_size / base_batch_size) [^0.5] (Goyal 2017)
     base_batch_size: int = 0             # the batch `lr` was tuned for; 0 = the seed's (32 at <= 224 px, 16 above)
-    cache_on_device: bool | None = None  # whole uint8 cache in device memory; None = on CUDA when it fits in half the free memory
+    cache_on_device: bool | None = None  # whole uint8 cache in device memory; None = on CUDA when it fits
+                                         # in half the free memory
     nproc_per_node: int = 1              # > 1: the notebook and the runner launch the run under torchrun (DDP)
 
     def resolved(self) -> "TrainConfig":
@@ -86,7 +88,7 @@ def effective_lr(cfg: TrainConfig) -> float:
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 SELECT_METRICS = {"valid_auroc_tasks": 1.0, "valid_loss": -1.0}  # sign that makes higher better
-RESUME_MAY_CHANGE = {"epochs", "workers", "device", "cache_dir", "use_cache", "predict_train",  # everything else must match
+RESUME_MAY_CHANGE = {"epochs", "workers", "device", "cache_dir", "use_cache", "predict_train",  # the rest must match
                      "loss_sync_every", "adam_impl", "compile", "cache_on_device"}
 
 
