@@ -1,7 +1,8 @@
 """Loader and training-step benchmark: the usual CheXpert loader against this project's data path.
 
     python -m chexutils.bench                  # CPU: loaders (a) (b) (c), data-wait share of a train step
-    python -m chexutils.bench --gpu            # also DenseNet121 on the GPU: bf16+channels_last vs fp32
+    python -m chexutils.bench --gpu            # also DenseNet121 training settings on the GPU (chexutils.bench_gpu)
+    python -m chexutils.bench --gpu --gpu-only # only the GPU table: img/s per setting, projected epoch times
 
 (a) the usual loader: PIL open, convert RGB, torchvision Resize, ToTensor, Normalize, DataLoader;
 (b) this project's loader without the cache: decode + resize to uint8 per image;
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from . import paths
+from .bench_gpu import gpu_settings_table
 from .cache import open_cache
 from .data import read_chexpert
 from .io import write_json
@@ -118,29 +120,6 @@ def backbone_speeds(sizes: dict, batch: int, steps: int, device) -> list[dict]:
     return rows
 
 
-def gpu_table(cache_by_size: dict, batch: int, steps: int) -> list[dict]:
-    """DenseNet121 training images/s on the GPU: synthetic vs cached batches, fp32 vs bf16+channels_last."""
-    device = torch.device("cuda")
-    torch.backends.cudnn.benchmark = True
-    rows = []
-    for size, cache in cache_by_size.items():
-        for fast in (False, True):
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-            model = build_model("densenet121").to(device)
-            if fast:
-                model = model.to(memory_format=torch.channels_last)
-            synthetic = [(torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8).pin_memory(),
-                          torch.arange(batch))] * (steps + 1)
-            timed = data_wait_share(iter(synthetic), model, device, steps, amp=fast)
-            cached = data_wait_share(BatchLoader(cache, batch, shuffle=True, pin_memory=True), model, device,
-                                     min(steps, len(cache) // batch - 1), amp=fast)
-            rows.append({"size": size, "mode": "bf16+channels_last" if fast else "fp32", "batch": batch,
-                         "synthetic_img_s": batch / timed["step_s"], "cached_img_s": batch / cached["step_s"],
-                         "cached_wait_share": cached["wait_share"]})
-            print(rows[-1], flush=True)
-    return rows
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m chexutils.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,12 +129,17 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--train-size", type=int, default=64, help="CPU train-step image size (default 64)")
     parser.add_argument("--steps", type=int, default=5, help="timed train steps")
-    parser.add_argument("--gpu", action="store_true", help="also the DenseNet121 GPU benchmark at 224 and 320")
+    parser.add_argument("--gpu", action="store_true", help="also the DenseNet121 GPU settings at 224 and 320")
+    parser.add_argument("--gpu-only", action="store_true", help="with --gpu: skip the CPU loader and step tables")
+    parser.add_argument("--gpu-budget", type=float, default=300,
+                        help="seconds after which the remaining GPU settings are skipped")
     parser.add_argument("--backbones", action="store_true",
                         help="also CPU training images/s per backbone at --train-size and 224 (xception: 320)")
     parser.add_argument("--out", default="output/bench")
     args = parser.parse_args(argv)
     out = paths.resolve(args.out)
+    if args.gpu and args.gpu_only:
+        return _gpu_only(out, args.gpu_budget)
     if args.data:
         chexpert_dir = paths.find_chexpert(args.data)
     else:
@@ -187,9 +171,23 @@ def main(argv=None) -> None:
         sizes = {"densenet121": [args.train_size, 224], "fractalnet": [args.train_size, 224], "xception": [320]}
         report["cpu_backbones"] = backbone_speeds(sizes, args.batch, 2, cpu)
     if args.gpu and torch.cuda.is_available():
-        caches = {size: open_cache(frame, size, out / "cache") for size in (224, 320)}
-        report["gpu"] = gpu_table(caches, args.batch, args.steps)
+        print(f"GPU training step, DenseNet121 ({torch.cuda.get_device_name()}):", flush=True)
+        report["gpu"] = gpu_settings_table(budget_s=args.gpu_budget)
     write_json(out / "bench.json", report)
+    print(f"written: {out / 'bench.json'}")
+
+
+def _gpu_only(out, budget_s: float) -> None:
+    """Only the GPU settings table; bench.json is rewritten after every setting (partial results survive)."""
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu-only: no CUDA device here")
+    report = {"machine": {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}}
+    print(f"GPU training step, DenseNet121 ({report['machine']['gpu']}, torch {torch.__version__}):", flush=True)
+
+    def save(rows):
+        write_json(out / "bench.json", {**report, "gpu": rows})
+
+    gpu_settings_table(budget_s=budget_s, report=save)
     print(f"written: {out / 'bench.json'}")
 
 

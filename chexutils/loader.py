@@ -7,18 +7,24 @@ ImageNet normalisation happen later, on the training device, inside the model.
 
 import queue
 import threading
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .cache import ImageCache, load_resized, open_cache
+from .filelock import exclusive
 
 
 def image_source(frame, size: int, method: str, use_cache: bool, cache_dir):
-    """Where a frame's resized images come from: the uint8 cache (built or reused) or the JPEGs per item."""
+    """Where a frame's resized images come from: the uint8 cache (built or reused) or the JPEGs per item.
+
+    Parallel runs share one cache root: the first to need a cache builds it while the others wait on
+    the root's lock file; a complete cache is then only read (memory-mapped, read-only), never rewritten."""
     if use_cache:
-        return open_cache(frame, size, cache_dir, method)
+        with exclusive(Path(cache_dir) / ".lock"):
+            return open_cache(frame, size, cache_dir, method)
     return ResizedImages(frame["image"], size, method)
 
 
@@ -93,6 +99,9 @@ class BatchLoader:
 
     def __iter__(self):
         batches = self.batches()
+        if hasattr(self.source, "gather"):  # a cache held in device memory (chexutils.device_cache)
+            yield from (self.source.gather(rows) for rows in batches)
+            return
         if isinstance(self.source, ImageCache):
             if self.workers == 0:
                 yield from _prefetch(self._read_cached(rows) for rows in batches)

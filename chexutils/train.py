@@ -30,6 +30,8 @@ from . import __version__, paths
 from .aggregate import aggregate_studies
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import read_chexpert
+from .device_cache import maybe_on_device
+from .errors import DataError
 from .io import write_json, write_table
 from .devices import autocast, pick_device
 from .labels import COMPETITION_TASKS, MULTICLASS, OBSERVATIONS, certain_only
@@ -40,7 +42,7 @@ from .models import build_model
 from .policies import Targets, get_policy
 from .rundir import SELECT, TRAIN, RunDir
 from .predict import predict_logits, write_predictions
-from .train_config import SELECT_METRICS, TrainConfig, config_differences, make_config
+from .train_config import SELECT_METRICS, TrainConfig, config_differences, effective_lr, make_config
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_auroc_tasks", "lr", "seconds", "images_per_s"]
 
@@ -83,30 +85,51 @@ def certain_targets(head: str):
 
 
 def train_one_epoch(model, head, optimizer, loader, split: LabelledImages, device, cfg: TrainConfig, epoch: int, show: bool):
-    """One pass over the training batches; returns mean loss, seconds and images/s."""
+    """One pass over the training batches; returns mean loss, seconds and images/s.
+
+    The loss is summed on the device and read on the host only every ``cfg.loss_sync_every`` steps
+    and at the epoch's end, so the GPU is never stalled waiting for a step's loss. The NaN check runs
+    at those reads: a NaN or infinite loss since the previous read stops the run there, before the
+    epoch's checkpoint is written, so the last good checkpoint is kept.
+    """
     model.train()
     loader.set_epoch(epoch)
-    total_loss, total_images, start = 0.0, 0, time.perf_counter()
+    values, mask = split.values.to(device), split.mask.to(device)  # targets on the device once per epoch
+    total_loss = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+    total_images, start, checked = 0, time.perf_counter(), 0
     bar = tqdm(loader, total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, mininterval=2)
+    step = -1
     for step, (images, rows) in enumerate(bar):
         if cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch:
+            step -= 1
             break
         images = images.to(device, non_blocking=True)
+        rows = rows.to(device, non_blocking=True)
         with autocast(device, cfg.amp):
             logits = model(images)
-        loss = masked_loss(logits.float(), split.values[rows].to(device), split.mask[rows].to(device), head)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                   "stopped, the last good checkpoint is kept (try a lower lr)")
+        loss = masked_loss(logits.float(), values[rows], mask[rows], head)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total_loss += loss.item() * len(rows)
+        total_loss += loss.detach() * len(rows)
         total_images += len(rows)
-        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{total_images / (time.perf_counter() - start):.1f}")
+        if (step + 1) % cfg.loss_sync_every == 0:
+            checked = _check_finite(total_loss, epoch, checked, step)
+            bar.set_postfix(loss=f"{total_loss.item() / total_images:.4f}",
+                            img_s=f"{total_images / (time.perf_counter() - start):.1f}")
+    _check_finite(total_loss, epoch, checked, step)
     seconds = time.perf_counter() - start
-    mean_loss = _all_ranks_mean(total_loss / max(total_images, 1), device)
+    mean_loss = _all_ranks_mean(total_loss.item() / max(total_images, 1), device)
     return {"train_loss": mean_loss, "seconds": seconds, "images_per_s": total_images / seconds}
+
+
+def _check_finite(total_loss: torch.Tensor, epoch: int, checked: int, step: int) -> int:
+    """Read the summed loss (a host sync); raise TrainingDiverged when a step since ``checked`` was not finite."""
+    value = total_loss.item()
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"loss became {value} at epoch {epoch + 1}, between steps {checked + 1} and {step + 1}; "
+                               "stopped, the last good checkpoint is kept (try a lower lr)")
+    return step + 1
 
 
 def score_selection(model, head, split: LabelledImages, device, cfg: TrainConfig) -> tuple[dict, np.ndarray]:
@@ -135,21 +158,28 @@ def fit(cfg: TrainConfig) -> Path:
         torch.manual_seed(cfg.seed)  # a run's own seed; the caller's RNG state is restored afterwards
         policy = get_policy(cfg.policy, blank=cfg.blank, **cfg.policy_options)
         chexpert_dir = paths.find_chexpert(cfg.data_dir)
-        train = load_labelled_images(_csv(cfg.train_csv, chexpert_dir / "train.csv"), chexpert_dir.parent, cfg,
-                           policy.targets, rank)
+        train_csv = _csv(cfg.train_csv, chexpert_dir / "train.csv")
+        train = load_labelled_images(train_csv, chexpert_dir.parent, cfg, policy.targets, rank)
         valid = load_labelled_images(_csv(cfg.valid_csv, chexpert_dir / "valid.csv"), chexpert_dir.parent, cfg,
                            certain_targets(policy.head), rank)
         model = build_model(cfg.backbone, policy.head, cfg.pretrained).to(device)
         if cfg.channels_last and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.Adam(model.parameters(), lr=effective_lr(cfg), betas=tuple(cfg.betas),
+                                     weight_decay=cfg.weight_decay, **_adam_impl(cfg.adam_impl, device))
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
         start_epoch, history, best = _resume(run.checkpoint, cfg, model, optimizer, scheduler)
         if rank == 0:
             write_json(run.config_file, _config_record(cfg, policy, len(train.frame), len(valid.frame), world))
         trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-        loader = BatchLoader(train.images, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers,
-                             pin_memory=device.type == "cuda", rank=rank, world=world)
+        if cfg.compile:
+            trained = torch.compile(trained)
+        loader = BatchLoader(maybe_on_device(train.images, device, cfg.cache_on_device), cfg.batch_size, shuffle=True,
+                             seed=cfg.seed, workers=cfg.workers, pin_memory=device.type == "cuda", rank=rank,
+                             world=world, drop_last=cfg.drop_last)
+        if len(loader) == 0:
+            raise DataError(f"{train_csv}: {len(train.frame)} images give no "
+                            f"full batch of {cfg.batch_size} (drop_last); lower batch_size or set drop_last false")
         for epoch in range(start_epoch, cfg.epochs):
             lr = optimizer.param_groups[0]["lr"]
             stats = train_one_epoch(trained, policy.head, optimizer, loader, train, device, cfg, epoch, show=rank == 0)
@@ -206,8 +236,16 @@ def _write_predictions(run: RunDir, cfg, model, head, sets: dict, device) -> Non
         write_predictions(images.frame, probs, run.predictions(name))
 
 
+def _adam_impl(name: str, device) -> dict:
+    """Adam keyword for the implementation: fused kernels on CUDA by default, torch's choice elsewhere."""
+    if name == "auto":
+        return {"fused": True} if device.type == "cuda" else {}
+    return {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[name]
+
+
 def _config_record(cfg: TrainConfig, policy, n_train: int, n_valid: int, world: int) -> dict:
-    return {**dataclasses.asdict(cfg), "policy_resolved": policy.describe(), "head": policy.head,
+    return {**dataclasses.asdict(cfg), "lr_effective": effective_lr(cfg),
+            "policy_resolved": policy.describe(), "head": policy.head,
             "train_images": n_train, "valid_images": n_valid, "world_size": world,
             "versions": {"chexutils": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
                          "python": sys.version.split()[0]}}

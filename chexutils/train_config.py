@@ -39,26 +39,61 @@ class TrainConfig:
     predict_train: bool = False          # also write predictions_train.csv (a U-SelfTrained teacher needs it)
     # --- data path and device ---------------------------------------------------------------
     use_cache: bool = True               # read pre-resized uint8 batches from the image cache
-    cache_dir: str = "output/cache"      # where caches live (one per image list x size x method)
+    cache_dir: str = ""                  # where caches live (one per image list x size x method);
+                                         # "" = <data_dir>/cache, shared by every sweep and run on that data set
     resize_method: str = "bilinear"
     workers: int = 0                     # loader worker processes (0 = main process + prefetch thread)
     device: str = "auto"                 # "auto" = cuda if available, else cpu
     amp: bool = True                     # bf16 autocast on CUDA; no-op on CPU
     channels_last: bool = True           # channels-last memory format on CUDA; no-op on CPU
+    # --- speed and scale-out (README "Scaling out") ---------------------------------------------
+    loss_sync_every: int = 50            # the loss is summed on the device and read (host sync) every k steps
+                                         # and at the epoch's end; the NaN check runs there; 1 = every step
+    adam_impl: str = "auto"              # "auto" (fused on CUDA, torch's default elsewhere), "fused", "foreach",
+                                         # or "for-loop"
+    drop_last: bool = False              # drop the ragged last training batch (stable shapes for cudnn / compile)
+    compile: bool = False                # torch.compile the training model (off until measured: chexutils.bench --gpu)
+    lr_scale_rule: str = "none"          # "linear" or "sqrt": lr x (batch_size / base_batch_size) [^0.5] (Goyal 2017)
+    base_batch_size: int = 0             # the batch `lr` was tuned for; 0 = the original study's (32 at <= 224 px, 16 above)
+    cache_on_device: bool | None = None  # whole uint8 cache in device memory; None = on CUDA when it fits
+                                         # in half the free memory
+    nproc_per_node: int = 1              # > 1: the notebook and the runner launch the run under torchrun (DDP)
 
     def resolved(self) -> "TrainConfig":
         """A copy with derived defaults filled in (what config.json records)."""
-        batch = self.batch_size or (32 if self.image_size <= 224 else 16)
+        batch = self.batch_size or original_batch_size(self.image_size)
         options = dict(self.policy_options)
         if self.policy == "mixed" and isinstance(options.get("mapping"), (str, Path)):
             from .policies import read_mapping  # the file's mapping itself is recorded, so resume sees a change
             options["mapping"] = read_mapping(options["mapping"])
-        return dataclasses.replace(self, batch_size=batch, betas=tuple(self.betas), policy_options=options)
+        return dataclasses.replace(self, batch_size=batch, betas=tuple(self.betas), policy_options=options,
+                                   cache_dir=self.cache_dir or str(Path(self.data_dir) / "cache"))
+
+
+def original_batch_size(image_size: int) -> int:
+    """The original study's batch size: 32 at <= 224 px, 16 above."""
+    return 32 if image_size <= 224 else 16
+
+
+LR_SCALE_RULES = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}  # exponent of batch_size / base_batch_size
+ADAM_IMPLS = ("auto", "fused", "foreach", "for-loop")
+
+
+def effective_lr(cfg: TrainConfig) -> float:
+    """The learning rate the optimiser gets: ``lr`` scaled by the batch ratio under ``lr_scale_rule``.
+
+    "linear" is Goyal et al. 2017 (arXiv:1706.02677): k times the batch, k times the lr; "sqrt" is the
+    gentler square-root rule often used with Adam. The ratio is to ``base_batch_size`` (0: the original
+    study's batch).
+    """
+    base = cfg.base_batch_size or original_batch_size(cfg.image_size)
+    return cfg.lr * (cfg.batch_size / base) ** LR_SCALE_RULES[cfg.lr_scale_rule]
 
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 SELECT_METRICS = {"valid_auroc_tasks": 1.0, "valid_loss": -1.0}  # sign that makes higher better
-RESUME_MAY_CHANGE = {"epochs", "workers", "device", "cache_dir", "use_cache", "predict_train"}  # everything else must match
+RESUME_MAY_CHANGE = {"epochs", "workers", "device", "cache_dir", "use_cache", "predict_train",  # the rest must match
+                     "loss_sync_every", "adam_impl", "compile", "cache_on_device"}
 
 
 def make_config(source=None, **overrides) -> TrainConfig:
@@ -80,6 +115,11 @@ def make_config(source=None, **overrides) -> TrainConfig:
         raise DataError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(FIELDS))}")
     if values.get("select_metric", "valid_auroc_tasks") not in SELECT_METRICS:
         raise DataError(f"{where}: select_metric {values['select_metric']!r} is not one of {', '.join(SELECT_METRICS)}")
+    for key, allowed in (("lr_scale_rule", LR_SCALE_RULES), ("adam_impl", ADAM_IMPLS)):
+        if key in values and values[key] not in allowed:
+            raise DataError(f"{where}: {key} {values[key]!r} is not one of {', '.join(allowed)}")
+    if int(values.get("nproc_per_node", 1)) < 1 or int(values.get("loss_sync_every", 1)) < 1:
+        raise DataError(f"{where}: nproc_per_node and loss_sync_every must be at least 1")
     return TrainConfig(**values).resolved()
 
 

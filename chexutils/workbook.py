@@ -1,6 +1,6 @@
 """Run the numbered notebooks headless with papermill, as a config says.
 
-    python -m chexutils.workbook run configs/demo.yaml [--force]
+    python -m chexutils.workbook run configs/demo.yaml [--force] [--jobs N] [--slurm]
 
 A config names the sweep (``output/<name>/``), parameters shared by all notebooks, the list of
 steps (notebooks), and a grid of runs; a step with ``per_run: true`` executes once per grid
@@ -25,12 +25,12 @@ from pathlib import Path
 import papermill
 import yaml
 
-from . import paths
+from . import parallel, paths
 from .errors import DataError
 from .io import write_json
 
 REPORT_SECTIONS = ("comparison.md", "phantom_check.md", "official_test.md")  # written by 05, 07, 06; in report.md
-CONFIG_KEYS = {"name", "description", "parameters", "steps", "grid", "kernel"}
+CONFIG_KEYS = {"name", "description", "parameters", "steps", "grid", "kernel", "slurm"}
 STEP_KEYS = {"notebook", "parameters", "per_run", "runs"}
 
 
@@ -55,6 +55,7 @@ class Config:
     grid: dict[str, list]
     kernel: str | None = None
     output_root: Path = paths.OUTPUT_DIR
+    slurm: dict = field(default_factory=dict)  # submitit parameters for `--slurm` (chexutils.parallel.SLURM_KEYS)
 
     @property
     def output_dir(self) -> Path:
@@ -72,7 +73,7 @@ class Config:
 
 
 def _name_part(key: str, value) -> str:
-    return str(value) if isinstance(value, str) else f"{key}{value}"
+    return str(value) if isinstance(value, str) else f"{key.rpartition('.')[2]}{value}"
 
 
 @dataclass
@@ -124,7 +125,8 @@ def load_config(path, output_root=None) -> Config:
     if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
         raise DataError(f"{path}: key 'grid' must map each name to a non-empty list of values")
     config = Config(path, raw["name"], dict(raw.get("parameters") or {}), steps, grid, raw.get("kernel"),
-                    paths.resolve(output_root) if output_root else paths.OUTPUT_DIR)
+                    paths.resolve(output_root) if output_root else paths.OUTPUT_DIR,
+                    parallel.check_slurm(path, raw.get("slurm")))
     _check_parameters_declared(config)
     return config
 
@@ -155,7 +157,7 @@ def _check_parameters_declared(config: Config) -> None:
     for where, names in [("parameters", config.parameters), ("grid", config.grid)] + [
             (f"steps[{i}].parameters", s.parameters) for i, s in enumerate(config.steps)] + [
             (f"steps[{i}].runs[{j}]", values) for i, s in enumerate(config.steps) for j, (_, values) in enumerate(s.runs or [])]:
-        unknown = set(names) - declared
+        unknown = {name for name in names if name.partition(".")[0] not in declared}
         if unknown:
             raise DataError(f"{config.path}: {where} has {', '.join(sorted(unknown))}, which no step's notebook "
                             f"declares; declared: {', '.join(sorted(declared))}")
@@ -165,12 +167,16 @@ def step_parameters(config: Config, step: Step, run: tuple[str, dict] | None) ->
     """What papermill injects: shared < step < grid values, plus output folders; only declared names.
 
     In strings (also nested in lists and mappings) ``{output_dir}`` and ``{run_name}`` are replaced, so a step can name files an
-    earlier step wrote (e.g. ``{output_dir}/split/data_train.csv``).
+    earlier step wrote (e.g. ``{output_dir}/split/train.csv``). A dotted name sets one key of a mapping
+    parameter: ``train.epochs: [1, 4]`` in a grid varies ``epochs`` inside notebook 03's ``train``.
     """
     params = {**config.parameters, **step.parameters, "output_dir": str(config.output_dir)}
     if run is not None:
         params.update(run[1])
         params.update(run_name=run[0], run_dir=str(config.output_dir / run[0]))
+    for name in [n for n in params if "." in n]:
+        outer, _, inner = name.partition(".")
+        params[outer] = {**(params.get(outer) or {}), inner: params.pop(name)}
     fill = {"{output_dir}": str(config.output_dir), "{run_name}": run[0] if run else ""}
     params = {key: _fill_placeholders(value, fill) for key, value in params.items()}
     declared = _declared(step.notebook)
@@ -289,6 +295,10 @@ def main(argv=None) -> int:
     run.add_argument("config", help="a YAML file, e.g. configs/demo.yaml")
     run.add_argument("--force", action="store_true", help="re-execute steps that already succeeded")
     run.add_argument("--output-root", default=None, help="folder for <name>/ (default: output/)")
+    run.add_argument("--jobs", type=int, default=1, help="grid points run at once, each on its own GPU(s) or "
+                     "share of the cores (chexutils.parallel)")
+    run.add_argument("--slurm", action="store_true", help="submit each grid point as a job through submitit, "
+                     "with the config's slurm: section")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.output_root)
@@ -296,7 +306,10 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    outcomes = execute(config, force=args.force)
+    if args.jobs > 1 or args.slurm:
+        outcomes = parallel.execute_parallel(config, jobs=args.jobs, force=args.force, slurm=args.slurm)
+    else:
+        outcomes = execute(config, force=args.force)
     report = write_report(config, outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes)} step(s) in {time.perf_counter() - start:.1f} s; report: {report}")
