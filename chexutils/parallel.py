@@ -62,10 +62,11 @@ def _visible_gpus() -> int:
 
 
 def blocks(steps) -> list[tuple[bool, list[int]]]:
-    """Step indices grouped into (per_run, [indices]): shared steps alone, consecutive per-run steps together."""
+    """Step indices grouped into (per_run, [indices]): shared steps alone, consecutive per-run steps over
+    the same runs (the grid's, or a step's own ``runs:`` list) together."""
     out: list[tuple[bool, list[int]]] = []
     for i, step in enumerate(steps):
-        if step.per_run and out and out[-1][0]:
+        if step.per_run and out and out[-1][0] and steps[out[-1][1][-1]].runs == step.runs:
             out[-1][1].append(i)
         else:
             out.append((step.per_run, [i]))
@@ -81,7 +82,7 @@ def run_chain(config_path: str, output_root: str, run_name: str, step_indices: l
 
     os.environ.update(env)
     config = workbook.load_config(config_path, output_root)
-    run = dict(config.runs() or [("default", {})])[run_name]
+    run = dict(_runs_of(config, step_indices[0]))[run_name]
     outcomes = []
     for i in step_indices:
         outcome = workbook._execute_step(config, config.steps[i], (run_name, run), force, _prefixed(run_name))
@@ -89,6 +90,12 @@ def run_chain(config_path: str, output_root: str, run_name: str, step_indices: l
         if outcome.status == "failed":
             break
     return outcomes
+
+
+def _runs_of(config, index: int) -> list[tuple[str, dict]]:
+    """The runs a per-run step executes: its own ``runs:`` list, else the grid's points."""
+    step = config.steps[index]
+    return step.runs if step.runs is not None else (config.runs() or [("default", {})])
 
 
 def _prefixed(run_name: str):
@@ -100,7 +107,6 @@ def execute_parallel(config, jobs: int = 1, force: bool = False, log=print, slur
     from . import workbook
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    runs = config.runs() or [("default", {})]
     failed_runs: set[str] = set()
     outcomes = []
     for per_run, indices in blocks(config.steps):
@@ -111,7 +117,7 @@ def execute_parallel(config, jobs: int = 1, force: bool = False, log=print, slur
                 log(f"stopping: shared step {outcome.step} failed")
                 return outcomes
             continue
-        todo = [name for name, _ in runs if name not in failed_runs]
+        todo = [name for name, _ in _runs_of(config, indices[0]) if name not in failed_runs]
         dispatch = _submit_slurm if slurm else _run_local
         by_run = dispatch(config, todo, indices, force, jobs, log)
         for i in indices:  # the serial runner's order: step, then grid point
