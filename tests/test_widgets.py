@@ -128,6 +128,7 @@ def test_missing_path_is_data_error(tmp_path, frame):
 def test_threshold_drives_state(runs):
     browser = RocBrowser(runs)
     browser.observation_select.value = "Atelectasis"
+    browser.level_toggle.value = "image"
     for threshold in (0.0, 0.5, 0.7, 1.0):
         browser.threshold_slider.value = threshold
         state = browser.state()
@@ -145,16 +146,19 @@ def test_threshold_drives_state(runs):
 
 def test_observation_and_level_change_counts(runs):
     browser = RocBrowser(runs)
-    browser.threshold_slider.value = 0.5
     browser.observation_select.value = "Atelectasis"
     browser.level_toggle.value = "study"
+    browser.threshold_slider.value = 0.5  # observation and level changes reset it to the rule's, so set it after
     assert counts(browser.state().loc["a"]) == (1, 1, 1, 0)  # studies s1 0.9 / s2 0.6 / s4 0.4
     browser.observation_select.value = "Edema"
+    browser.threshold_slider.value = 0.5
     assert counts(browser.state().loc["a"]) == (2, 0, 2, 0)
     browser.level_toggle.value = "image"
+    browser.threshold_slider.value = 0.5
     assert counts(browser.state().loc["a"]) == (3, 0, 3, 1)
     for level in ("image", "study"):
         browser.level_toggle.value = level
+        browser.threshold_slider.value = 0.5
         want = expected("b", "Edema", level, 0.5)
         assert counts(browser.state().loc["b"]) == (want["tp"], want["fp"], want["tn"], want["fn"])
         assert browser.state().loc["b", "n"] == (7 if level == "image" else 4)
@@ -163,6 +167,7 @@ def test_observation_and_level_change_counts(runs):
 def test_run_selection_and_html(runs):
     browser = RocBrowser(runs)
     browser.observation_select.value = "Edema"
+    browser.level_toggle.value = "image"
     browser.threshold_slider.value = 0.45
     assert list(browser.state().index) == ["a", "b"] and body_rows(browser.table.value) == 2
     browser.runs_select.value = ("b",)
