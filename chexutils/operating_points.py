@@ -76,7 +76,9 @@ def choose_threshold(y, scores, rule: str = "youden") -> tuple[float, str]:
     fpr, tpr, thresholds = roc_curve(y, scores, drop_intermediate=False)  # thresholds decreasing
     thresholds = np.where(np.isinf(thresholds), np.nextafter(scores.max(), np.inf), thresholds)
     if kind == "youden":
-        return float(thresholds[np.argmax(tpr - fpr)]), ""  # argmax: first maximum = highest threshold
+        youden = tpr - fpr
+        best = np.flatnonzero(youden >= youden.max() - 1e-12)  # ties (up to rounding): the highest threshold
+        return float(thresholds[best[0]]), ""
     if kind == "sensitivity":
         ok = np.flatnonzero(tpr >= x - 1e-12)
         return float(thresholds[ok[0]]), ""  # tpr reaches 1 at the lowest score, so ok is never empty
