@@ -229,11 +229,11 @@ def _rows(table: pd.DataFrame, set_name: str, scaling: str, scaler: Scaling | No
 
 
 def calibrate_run(run_dir, fit: RunScores, fit_name: str = "official valid", score: RunScores | None = None,
-                  score_name: str = "held-out", method: str = "temperature") -> pd.DataFrame:
+                  score_name: str = "held-out", method: str = "temperature"):
     """ECE and Brier on ``fit`` and (if given) on ``score`` before and after scaling fitted on ``fit``.
 
     Writes ``calibration.csv`` (one row per set x scaling x observation) and ``reliability.png`` into
-    ``run_dir``; returns the wide table (observation x measure) the notebook shows.
+    ``run_dir``; returns (the wide table (observation x measure) the notebook shows, the figure).
     """
     run_dir = Path(run_dir)
     parts = [_rows(calibration_table(fit.study_labels, fit.study_scores), fit_name, "none")]
@@ -249,8 +249,7 @@ def calibrate_run(run_dir, fit: RunScores, fit_name: str = "official valid", sco
     long = pd.concat(parts, ignore_index=True)
     write_table(long, run_dir / "calibration.csv", index=False, float_format="%.6g")
     fig = reliability_grid(sets, run_dir / "reliability.png", f"{fit.name}: reliability, study level ({BINNING})")
-    plt.close(fig)
-    return wide_table(long)
+    return wide_table(long), fig
 
 
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
@@ -265,9 +264,11 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     return wide.loc[order, sorted(wide.columns, key=lambda c: (c == "temperature", c))]
 
 
-def sweep_calibration(runs: pd.DataFrame, tasks=COMPETITION_TASKS, set_name: str = "official valid") -> pd.DataFrame:
+def sweep_calibration(runs: pd.DataFrame, path=None, tasks=COMPETITION_TASKS,
+                      set_name: str = "official valid") -> pd.DataFrame:
     """Per run (rows of ``compare.find_runs``): mean AUROC, ECE and Brier over ``tasks`` on ``set_name``
-    (unscaled), from each run's metrics.json and calibration.csv, with its policy; AUROC and calibration side by side."""
+    (unscaled), from each run's metrics.json and calibration.csv, with its policy; AUROC and calibration
+    side by side. Written to ``path`` (CSV) when given."""
     rows = {}
     for run, row in runs.iterrows():
         folder = Path(row["path"])
@@ -285,4 +286,6 @@ def sweep_calibration(runs: pd.DataFrame, tasks=COMPETITION_TASKS, set_name: str
             rows[run][f"ECE {task}"] = float(cal.loc[task, "ece"])
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "run"
+    if path is not None:
+        write_table(table, path, float_format="%.6g")
     return table

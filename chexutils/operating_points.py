@@ -21,7 +21,7 @@ from .io import write_table
 from .labels import OBSERVATIONS
 from .metrics import certain_scores
 
-RULES = ("youden", "sensitivity>=x", "specificity>=x")
+RULES = ("youden", "sensitivity>=x", "specificity>=x")  # also written with '≥'
 RULE_TEXT = {"youden": "Youden's J (max sensitivity + specificity - 1; ties: the higher threshold)",
              "sensitivity": "the highest threshold with sensitivity >= {x} (best specificity there)",
              "specificity": "the lowest threshold with specificity >= {x} (best sensitivity there)"}
@@ -47,8 +47,11 @@ def operating_point(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict
 
 
 def parse_rule(rule: str) -> tuple[str, float]:
-    """'youden' -> ('youden', nan); 'sensitivity>=0.9' -> ('sensitivity', 0.9); likewise specificity."""
-    text = rule.replace(" ", "").lower()
+    """'youden' -> ('youden', nan); 'sensitivity>=0.9' -> ('sensitivity', 0.9); likewise specificity.
+
+    '≥' may stand for '>=' (papermill cannot read a parameter whose value holds '=', so notebooks use '≥').
+    """
+    text = rule.replace(" ", "").replace("≥", ">=").lower()
     if text == "youden":
         return "youden", math.nan
     match = re.fullmatch(r"(sensitivity|specificity)>=(0(?:\.\d+)?|1(?:\.0*)?)", text)

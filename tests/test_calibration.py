@@ -3,6 +3,7 @@ scaling is refused on the set it was fitted on, and a run's calibration files.""
 
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -124,7 +125,8 @@ def test_calibrate_run_writes_its_files_and_the_sweep_summary(tmp_path):
     valid = synthetic_run("r", "valid", 200, seed=1, temperature=2.0)
     held_out = synthetic_run("r", "train", 200, seed=2, temperature=2.0, first_patient=500)
     run_dir = tmp_path / "U-Ones"
-    wide = calibrate_run(run_dir, valid, "official valid", held_out, "held-out")
+    wide, fig = calibrate_run(run_dir, valid, "official valid", held_out, "held-out")
+    plt.close(fig)
     long = pd.read_csv(run_dir / "calibration.csv")
     assert len(long) == 3 * len(OBSERVATIONS)
     assert set(zip(long["set"], long["scaling"])) == {("official valid", "none"), ("held-out", "none"),
@@ -139,7 +141,8 @@ def test_calibrate_run_writes_its_files_and_the_sweep_summary(tmp_path):
     (run_dir / "metrics.json").write_text('{"observations": {' + ", ".join(
         f'"{o}": {{"auroc": {0.5 + i / 100}}}' for i, o in enumerate(OBSERVATIONS)) + "}}")
     runs = pd.DataFrame({"policy": ["U-Ones"], "path": [run_dir]}, index=pd.Index(["U-Ones"], name="run"))
-    summary = sweep_calibration(runs)
+    summary = sweep_calibration(runs, tmp_path / "calibration_comparison.csv")
+    assert pd.read_csv(tmp_path / "calibration_comparison.csv", index_col=0).loc["U-Ones", "policy"] == "U-Ones"
     official = long[long["set"] == "official valid"].set_index("observation")
     tasks = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
     assert summary.loc["U-Ones", "mean ECE (5 tasks)"] == pytest.approx(official.loc[tasks, "ece"].mean())

@@ -26,7 +26,7 @@ S = np.array([0.1, 0.3, 0.35, 0.4, 0.7, 0.8])
     ("sensitivity >= 0.5", 0.7),   # two of three positives
     ("specificity>=0.9", 0.7),     # no false positive: the lowest such threshold
     ("specificity>=0.6", 0.35),    # one false positive of three allowed
-    ("specificity>=1", 0.7),
+    ("specificity≥1", 0.7),        # '≥' reads as '>=' (papermill cannot parse '=' inside a parameter)
 ])
 def test_rules_by_hand(rule, threshold):
     chosen, note = choose_threshold(Y, S, rule)
