@@ -198,7 +198,7 @@ def reliability_grid(sets: dict, path=None, title: str = "", observations=OBSERV
             y, p = certain_scores(labels[obs], scores.loc[labels.index, obs])
             if len(y) == 0:
                 continue
-            label = f"{name}: ECE {expected_calibration_error(y, p):.3f}, n {len(y)}"
+            label = f"{name}: ECE {expected_calibration_error(y, p):.2f}, n {len(y)}"
             CalibrationDisplay.from_predictions(y, p, n_bins=N_BINS, strategy="uniform", ax=ax, name=label,
                                                 ref_line=False, marker=".")
         ax.set(xlim=(0, 1), ylim=(0, 1.02), title=obs, xlabel="", ylabel="")
@@ -245,10 +245,12 @@ def calibrate_run(run_dir, fit: RunScores, fit_name: str = "official valid", sco
         parts.append(_rows(calibration_table(scaled.study_labels, scaled.study_scores), score_name,
                            f"{method} fitted on {fit_name}", scaler))
         sets[score_name] = (score.study_labels, score.study_scores)
-        sets[f"{score_name}, {method} from {fit_name}"] = (scaled.study_labels, scaled.study_scores)
+        sets[f"{score_name}, scaled"] = (scaled.study_labels, scaled.study_scores)
     long = pd.concat(parts, ignore_index=True)
     write_table(long, run_dir / "calibration.csv", index=False, float_format="%.6g")
-    fig = reliability_grid(sets, run_dir / "reliability.png", f"{fit.name}: reliability, study level ({BINNING})")
+    scaled_text = f"; 'scaled': {method} scaling fitted on {fit_name}" if score is not None else ""
+    fig = reliability_grid(sets, run_dir / "reliability.png",
+                           f"{fit.name}: reliability, study level{scaled_text}\nECE over {BINNING}")
     return wide_table(long), fig
 
 
@@ -257,11 +259,12 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     long = long.assign(column=long["set"] + " | " + long["scaling"])
     wide = long.pivot(index="observation", columns="column", values=["ece", "brier"])
     wide.columns = [f"{column} | {measure}" for measure, column in wide.columns]
+    columns = [f"{c} | {m}" for c in long["column"].unique() for m in ("ece", "brier")]  # in the long table's order
     temperature = long.dropna(subset=["temperature"]).set_index("observation")["temperature"]
     if len(temperature):
         wide["temperature"] = temperature
-    order = [o for o in OBSERVATIONS if o in wide.index]
-    return wide.loc[order, sorted(wide.columns, key=lambda c: (c == "temperature", c))]
+        columns.append("temperature")
+    return wide.loc[[o for o in OBSERVATIONS if o in wide.index], columns]
 
 
 def sweep_calibration(runs: pd.DataFrame, path=None, tasks=COMPETITION_TASKS,

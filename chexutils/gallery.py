@@ -30,6 +30,7 @@ def gallery_cases(run: RunScores, observation: str, level: str, threshold: float
 
     Columns: kind, key (study or image Path), score, label, path (the image to show: at study level the
     study's highest-scoring image, the one that set its score under max aggregation). Ties by key.
+    ``attrs['totals']`` counts every case of each kind at this threshold.
     """
     labels, scores = run.level(level)
     keys = labels.index[labels[observation].fillna(0.0).to_numpy() != -1.0]
@@ -43,6 +44,7 @@ def gallery_cases(run: RunScores, observation: str, level: str, threshold: float
         part = cases[masks[kind]].sort_values(["score", "key"], ascending=[kind == "false negative", True])
         parts.append(part.head(k).assign(kind=kind))
     chosen = pd.concat(parts, ignore_index=True)
+    chosen.attrs["totals"] = {kind: int(mask.sum()) for kind, mask in masks.items()}
     if level == "study":
         image_scores = run.image_scores[observation]
         studies = image_scores.index.map(study_of)
@@ -50,7 +52,9 @@ def gallery_cases(run: RunScores, observation: str, level: str, threshold: float
         chosen["path"] = best.reindex(chosen["key"]).to_numpy()
     else:
         chosen["path"] = chosen["key"]
-    return chosen[["kind", "key", "score", "label", "path"]]
+    out = chosen[["kind", "key", "score", "label", "path"]]
+    out.attrs["totals"] = chosen.attrs["totals"]
+    return out
 
 
 def grayscale_images(paths, observation=None) -> list[np.ndarray]:
@@ -59,8 +63,8 @@ def grayscale_images(paths, observation=None) -> list[np.ndarray]:
 
 
 def load_images(paths, observation: str, overlay=None) -> list[np.ndarray]:
-    """``overlay(paths, observation)`` (e.g. heatmaps over the images) or plain grayscale; checked to be
-    one HxWx3 uint8 array per path."""
+    """``overlay(paths, observation)`` (e.g. heatmaps over the images; ``paths``: absolute ``pathlib.Path``s)
+    or plain grayscale; checked to be one HxWx3 uint8 array per path."""
     paths = [Path(p) for p in paths]
     images = (overlay or grayscale_images)(paths, observation)
     if len(images) != len(paths):
@@ -90,7 +94,8 @@ def gallery_figure(cases: pd.DataFrame, images: list, k: int, title: str = ""):
             else:
                 ax.text(0.5, 0.5, "none" if col == 0 else "", ha="center", va="center", fontsize=10)
                 ax.axis("off")
-        axes[row, 0].set_ylabel(f"{kind} ({len(by_kind[kind])})", fontsize=10)
+        total = cases.attrs.get("totals", {}).get(kind, len(by_kind[kind]))
+        axes[row, 0].set_ylabel(f"{kind}\n({len(by_kind[kind])} of {total} shown)", fontsize=10)
         if not by_kind[kind]:
             axes[row, 0].axis("on")
             axes[row, 0].set_frame_on(False)

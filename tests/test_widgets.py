@@ -307,3 +307,11 @@ def test_from_runs_overlays_a_sweep(tmp_path, frame):
     folders = [write_run(tmp_path, frame, name, seed) for name, seed in (("a", 1), ("b", 2))]
     browser = RocBrowser.from_runs(folders, frame, "valid")
     assert list(browser.runs) == ["run_a", "run_b"] and list(browser.state().index) == ["run_a", "run_b"]
+
+
+def test_gallery_counts_every_case_of_each_kind(runs):
+    from chexutils.gallery import gallery_cases
+
+    cases = gallery_cases(runs[1], "Edema", "image", 0.25, k=1)  # b: 3 positive images >= .25, 2 negatives, 1 miss
+    assert list(cases["kind"]) == ["true positive", "false positive", "false negative"]
+    assert cases.attrs["totals"] == {"true positive": 3, "false positive": 2, "false negative": 1}
