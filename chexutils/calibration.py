@@ -176,6 +176,10 @@ def fit_scaling(run: RunScores, name: str, method: str = "temperature", observat
         elif method == "temperature":
             row["temperature"] = fit_temperature(to_logits(p), y)
             row["slope"] = 1.0 / row["temperature"]
+            if math.log(row["temperature"]) > 4.99:
+                row["note"] = "temperature at the upper search bound (e^5): the scores carry no usable signal here"
+            elif math.log(row["temperature"]) < -4.99:
+                row["note"] = "temperature at the lower search bound (e^-5): the scores separate this set, T is not identified"
         else:
             row["slope"], row["intercept"] = fit_platt(to_logits(p), y)
         rows[obs] = row

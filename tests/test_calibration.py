@@ -116,6 +116,14 @@ def test_one_class_is_left_unscaled_with_a_note():
     scaler = fit_scaling(valid, "official valid")
     row = scaler.parameters.loc["Fracture"]
     assert row["slope"] == 1.0 and row["intercept"] == 0.0 and "one class" in row["note"]
+    assert (scaler.parameters["note"] == "").sum() == len(OBSERVATIONS) - 1
+    positive = valid.study_labels["Edema"] == 1
+    valid.study_scores["Edema"] = 0.5 - 1e-3 * positive  # positives lower: no usable signal for a T > 0
+    flat = fit_scaling(valid, "official valid").parameters.loc["Edema"]
+    assert flat["temperature"] > 100 and "upper search bound" in flat["note"]
+    valid.study_scores["Edema"] = 0.5 + 1e-3 * positive  # separated: T shrinks to the bound
+    sharp = fit_scaling(valid, "official valid").parameters.loc["Edema"]
+    assert sharp["temperature"] < 0.01 and "lower search bound" in sharp["note"]
     table = calibration_table(valid.study_labels, valid.study_scores)
     y = np.zeros(60)
     assert table.loc["Fracture", "ece"] == pytest.approx(expected_calibration_error(y, valid.study_scores["Fracture"]))
