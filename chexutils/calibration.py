@@ -215,7 +215,7 @@ def reliability_grid(sets: dict, path=None, title: str = "", observations=OBSERV
     fig.supxlabel("mean predicted probability (per bin)")
     fig.supylabel("fraction of positives (per bin)")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.05, top=0.92, wspace=0.2, hspace=0.3)  # tight_layout: 1-2 s more
     save(fig, path)
     return fig
 
