@@ -231,7 +231,6 @@ class RocBrowser:
         """Recompute the table and redraw the plot and gallery (called whenever a widget value changes)."""
         if self._holding:
             return
-        self.table.value = state_html(self.state())
         view, gallery = self.figures()
         title = view.axes[0].get_title()
         self.output.outputs = _png_output(figure_png(view), f"<ROC and reliability plot: {title}>")
@@ -241,6 +240,7 @@ class RocBrowser:
             self.gallery.outputs = ({"output_type": "display_data", "metadata": {}, "data": {"text/plain": text}},)
         else:
             self.gallery.outputs = _png_output(figure_png(gallery), f"<gallery: {title}>")
+        self.table.value = state_html(self.state())  # last: once the table shows a change, plot and gallery have it
 
     def display(self) -> W.VBox:
         """The whole browser as one VBox (the last expression of a cell shows it)."""

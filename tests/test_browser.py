@@ -8,6 +8,7 @@ and the gallery the kernel sends back.
 
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -88,14 +89,20 @@ def _sources(page) -> dict:
     }""")
 
 
-def _wait_for_change(page, before: dict, keys) -> dict:
+def _wait_until(page, condition, what: str) -> dict:
+    """Poll until ``condition(sources)`` holds. The browser sets the table last, so a table showing the
+    new state means the plot and gallery of the same redraw have arrived already."""
     deadline = time.monotonic() + WAIT_MS / 1000
     while time.monotonic() < deadline:
         now = _sources(page)
-        if all(now[k] and now[k] != before[k] for k in keys):
+        if now["plot"] and now["gallery"] and condition(now):
             return now
         page.wait_for_timeout(500)
-    raise AssertionError(f"{keys} did not change in the browser within {WAIT_MS / 1000:.0f} s")
+    raise AssertionError(f"the browser never showed {what} within {WAIT_MS / 1000:.0f} s; last: {_sources(page)}")
+
+
+def _changed(before: dict, after: dict) -> list:
+    return [k for k in ("plot", "gallery", "table") if after[k] != before[k]]
 
 
 def test_controls_change_plot_table_and_gallery_in_chromium(lab):
@@ -112,21 +119,23 @@ def test_controls_change_plot_table_and_gallery_in_chromium(lab):
             page.keyboard.press("Shift+Enter")
             page.wait_for_selector(".widget-dropdown select")
             page.wait_for_function("() => document.querySelectorAll('.widget-output img').length >= 2")
-            start = _sources(page)
-            assert start["plot"].startswith("data:image/png") and "sensitivity" in start["table"]
+            start = _wait_until(page, lambda s: "one class" in s["table"], "No Finding (one class) at first")
+            assert start["plot"].startswith("data:image/png") and start["gallery"].startswith("data:image/png")
 
-            page.select_option(".widget-dropdown select", "Edema")  # observation: plot and table change
-            edema = _wait_for_change(page, start, ["plot", "table"])
+            page.select_option(".widget-dropdown select", "Edema")  # observation: both classes present
+            edema = _wait_until(page, lambda s: s["table"] and "one class" not in s["table"], "Edema's table")
+            assert _changed(start, edema) == ["plot", "gallery", "table"]
 
-            page.locator(".widget-toggle-buttons button", has_text="image").click()  # level: study -> image
-            image_level = _wait_for_change(page, edema, ["plot", "table", "gallery"])
+            page.locator(".widget-toggle-buttons button", has_text="image").click()  # level: 7 images, not 4 studies
+            image_level = _wait_until(page, lambda s: re.search(r"^a\s+7\s", s["table"], re.M), "image level")
+            assert _changed(edema, image_level) == ["plot", "gallery", "table"]
 
             readout = page.locator(".widget-slider .widget-readout").first  # threshold: type a value
             readout.click()
             page.keyboard.press("Control+A")
             page.keyboard.type("0.95")
             page.keyboard.press("Enter")
-            after = _wait_for_change(page, image_level, ["plot", "table", "gallery"])
-            assert "0.950" in after["table"]
+            after = _wait_until(page, lambda s: "0.950" in s["table"], "threshold 0.950")
+            assert _changed(image_level, after) == ["plot", "gallery", "table"]
         finally:
             browser.close()
