@@ -98,7 +98,8 @@ def _wait_until(page, condition, what: str) -> dict:
         if now["plot"] and now["gallery"] and condition(now):
             return now
         page.wait_for_timeout(500)
-    raise AssertionError(f"the browser never showed {what} within {WAIT_MS / 1000:.0f} s; last: {_sources(page)}")
+    raise AssertionError(f"the browser never showed {what} within {WAIT_MS / 1000:.0f} s; "
+                         f"last table: {_sources(page)['table']!r}")
 
 
 def _changed(before: dict, after: dict) -> list:
