@@ -8,6 +8,8 @@
         predictions_<set>.csv         image-level probabilities, one column per observation
         metrics_<set>.json / .csv     study-level metrics with their counts and CIs
         radiologists_<set>.csv / .json  the model against each radiologist operating point
+        calibration.csv               ECE / Brier per set x scaling x observation (+ reliability.png)
+        operating_points.csv          thresholds chosen on one set, reported on another
         <name>.png                    figures: learning_curves, roc, pr, ...
 
 ``<set>`` is one of the evaluation-set names of ``EVAL_SETS``. No other module spells these file
@@ -95,6 +97,14 @@ class RunDir:
     def radiologists(self, eval_set: str) -> Path:
         """``radiologists_<set>.csv``: the model against each radiologist (the same name with .json too)."""
         return self.path / f"radiologists_{check_eval_set(eval_set)}.csv"
+
+    @property
+    def calibration(self) -> Path:
+        return self.path / "calibration.csv"
+
+    @property
+    def operating_points(self) -> Path:
+        return self.path / "operating_points.csv"
 
     def figure(self, name: str) -> Path:
         return self.path / f"{name}.png"

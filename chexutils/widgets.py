@@ -1,11 +1,13 @@
-"""Interactive ROC browser for notebooks: overlay runs' ROC curves and read off an operating point.
+"""Interactive ROC browser for notebooks: overlay runs' ROC curves (one run or a whole sweep), read off an
+operating point, see the runs' calibration beside it and the images it gets right and wrong.
 
-The numbers (operating points, ROC points, loading a run's scores) are plain functions, so they are
-testable without a browser; `RocBrowser` only wires ipywidgets to them and draws the result.
+The numbers (operating points, ROC points, gallery cases, loading a run's scores) are plain functions,
+so they are testable without a browser; `RocBrowser` only wires ipywidgets to them and draws the result.
 """
 
 import base64
 import io
+from pathlib import Path
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
@@ -13,30 +15,16 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from .calibration import N_BINS, bin_table, brier_score, expected_calibration_error
 from .evaluate import LEVELS, RunScores, load_run_scores  # noqa: F401  (load_run_scores: the browser's input)
+from .gallery import KINDS, gallery_cases, gallery_figure, load_images
 from .labels import OBSERVATIONS
+from .rundir import OFFICIAL_VALID
 from .metrics import certain_scores, metric_text, one_class_note
+from .operating_points import choose_threshold, describe_rule, operating_point  # noqa: F401  (re-exported)
 
-STATE_COLUMNS = ("n", "positives", "negatives", "auroc", "threshold", "sensitivity", "specificity", "ppv", "npv",
-                 "tp", "fp", "tn", "fn", "note")
-
-
-def _ratio(num: int, den: int) -> float:
-    """num / den, NaN when the denominator is 0 (a rate that is undefined, not zero)."""
-    return num / den if den else float("nan")
-
-
-def operating_point(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
-    """Confusion counts and rates when score >= threshold is called positive (NaN where undefined)."""
-    y = np.asarray(y).astype(int)
-    predicted = np.asarray(scores, float) >= threshold
-    tp = int(np.sum(predicted & (y == 1)))
-    fp = int(np.sum(predicted & (y == 0)))
-    tn = int(np.sum(~predicted & (y == 0)))
-    fn = int(np.sum(~predicted & (y == 1)))
-    return {"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-            "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
-            "ppv": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn)}
+STATE_COLUMNS = ("n", "positives", "negatives", "auroc", "ece", "brier", "threshold", "sensitivity", "specificity",
+                 "ppv", "npv", "tp", "fp", "tn", "fn", "note")
 
 
 def roc_points(y: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
@@ -57,13 +45,14 @@ def roc_points(y: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
 
 
 def run_state(run: RunScores, observation: str, level: str, threshold: float) -> dict:
-    """One row of the browser's table: counts, AUROC and the operating point of one run."""
+    """One row of the browser's table: counts, AUROC, ECE, Brier and the operating point of one run."""
     labels, scores = run.level(level)
     y, s = certain_scores(labels[observation], scores[observation])
     note = one_class_note(y)
     auroc = float("nan") if note else float(roc_auc_score(y, s))
     return {"n": len(y), "positives": int(y.sum()), "negatives": int(len(y) - y.sum()), "auroc": auroc,
-            **operating_point(y, s, threshold), "note": note}
+            "ece": expected_calibration_error(y, s), "brier": brier_score(y, s), **operating_point(y, s, threshold),
+            "note": note}
 
 
 def state_html(state: pd.DataFrame) -> str:
@@ -73,21 +62,41 @@ def state_html(state: pd.DataFrame) -> str:
     return state.to_html(float_format=lambda v: f"{v:.3f}", na_rep="NaN", index_names=False)
 
 
-def plot_rocs(curves: dict, state: pd.DataFrame, title: str):
-    """A figure with one ROC curve per run, its AUC in the legend and its operating point marked."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+def plot_rocs(curves: dict, state: pd.DataFrame, title: str, calibration: dict | None = None):
+    """ROC curves (one per run, AUC in the legend, operating point marked) and, when ``calibration``
+    maps run names to ``calibration.bin_table`` frames, the reliability curves beside them."""
+    fig, axes = plt.subplots(1, 2 if calibration is not None else 1, figsize=(13, 6) if calibration is not None
+                             else (7, 6), squeeze=False)
+    ax = axes[0, 0]
     ax.plot([0, 1], [0, 1], color="0.75", linestyle="--", linewidth=1)
+    colors = {}
     for name, points in curves.items():
         row = state.loc[name]
         if row["note"]:
-            ax.plot([], [], label=f"{name} (AUC n/a: {row['note']})")
+            line, = ax.plot([], [], label=f"{name} (AUC n/a: {row['note']})")
+            colors[name] = line.get_color()
             continue
         legend = metric_text(row["auroc"], None, None, row["positives"], row["negatives"])
-        line, = ax.plot(points["fpr"], points["tpr"], label=f"{name} (AUC {legend})")
-        ax.plot(1 - row["specificity"], row["sensitivity"], "o", color=line.get_color(), markersize=8, clip_on=False)
+        line, = ax.plot(points["fpr"], points["tpr"], linewidth=2, label=f"{name} (AUC {legend})")
+        colors[name] = line.get_color()
+        ax.plot(1 - row["specificity"], row["sensitivity"], "o", color=line.get_color(), markersize=9, clip_on=False)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (FPR)", ylabel="sensitivity (TPR)", title=title)
     if curves:
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower right", fontsize=10)
+    if calibration is not None:
+        ax = axes[0, 1]
+        ax.plot([0, 1], [0, 1], color="0.75", linestyle="--", linewidth=1)
+        for name, bins in calibration.items():
+            filled = bins[bins["count"] > 0]
+            ax.plot(filled["mean_predicted"], filled["fraction_positive"], "o-", color=colors.get(name),
+                    label=f"{name} (ECE {state.loc[name, 'ece']:.3f})")
+        if len(state):
+            ax.axvline(state["threshold"].iloc[0], color="0.4", linestyle=":", linewidth=1.5, label="threshold")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=f"mean predicted probability ({N_BINS} equal-width bins)",
+               ylabel="fraction positive", title="calibration (reliability)")
+        if calibration:
+            ax.legend(loc="upper left", fontsize=10)
+    fig.tight_layout()
     return fig
 
 
@@ -101,32 +110,85 @@ def figure_png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-class RocBrowser:
-    """Widgets to pick runs, an observation, image/study level and a threshold; shows ROC plot + table."""
+def _png_output(png: str, text: str) -> tuple:
+    """An Output widget's outputs holding one PNG (set directly, so it works with or without a kernel)."""
+    return ({"output_type": "display_data", "metadata": {}, "data": {"image/png": png, "text/plain": text}},)
 
-    def __init__(self, runs: list[RunScores]):
+
+class RocBrowser:
+    """Widgets to pick runs, an observation, image/study level and a threshold; shows the ROC and
+    reliability plot, the operating-point table and a gallery of the first selected run's images.
+
+    The threshold starts at (and resets to, whenever the observation or level changes) the one chosen
+    by ``rule`` (default Youden's J) on the shown set for the first selected run; the caption says so.
+    ``image_root`` is the folder holding ``CheXpert-v1.0-small/`` (no gallery without it);
+    ``overlay(paths, observation) -> list of HxWx3 uint8 arrays`` draws the gallery images (default grayscale).
+    """
+
+    def __init__(self, runs: list[RunScores], image_root=None, overlay=None, rule: str = "youden",
+                 gallery_size: int = 4, set_name: str = "the shown set"):
         names = [run.name for run in runs]
         if not runs or len(set(names)) != len(names):
             raise ValueError(f"expected at least one run, with distinct names; got {names}")
+        describe_rule(rule)  # an unknown rule fails here, not at the first refresh
         self.runs = {run.name: run for run in runs}
+        self.image_root, self.overlay, self.rule = image_root, overlay, rule
+        self.gallery_size, self.set_name = gallery_size, set_name
+        self._holding = False
         self.runs_select = W.SelectMultiple(options=names, value=tuple(names), description="runs",
-                                            rows=min(len(names), 6))
+                                            rows=min(len(names), 8), layout=W.Layout(width="420px"))
         self.observation_select = W.Dropdown(options=list(OBSERVATIONS), value=OBSERVATIONS[0],
                                              description="observation")
-        self.level_toggle = W.ToggleButtons(options=list(LEVELS), value="image", description="level")
-        self.threshold_slider = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="threshold",
-                                              continuous_update=False)
-        self.output = W.Output()
+        self.level_toggle = W.ToggleButtons(options=list(LEVELS), value="study", description="level")
+        self.threshold_slider = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.001, description="threshold",
+                                              readout_format=".3f", continuous_update=False,
+                                              layout=W.Layout(width="420px"))
+        self.rule_button = W.Button(description=f"reset to {rule}")
+        self.caption = W.HTML()
+        self.output = W.Output(layout=W.Layout(min_width="1000px"))
         self.table = W.HTML()
-        controls = W.VBox([self.runs_select, self.observation_select, self.level_toggle, self.threshold_slider])
-        self.box = W.VBox([controls, W.HBox([self.output, self.table])])
-        for widget in (self.runs_select, self.observation_select, self.level_toggle, self.threshold_slider):
-            widget.observe(self.refresh, names="value")
-        self.refresh()
+        self.gallery = W.Output()
+        controls = W.VBox([self.runs_select, self.observation_select, self.level_toggle,
+                           W.HBox([self.threshold_slider, self.rule_button])])
+        self.box = W.VBox([controls, self.caption, self.output, self.table, self.gallery])
+        self.runs_select.observe(self.refresh, names="value")
+        self.threshold_slider.observe(self.refresh, names="value")
+        for widget in (self.observation_select, self.level_toggle):
+            widget.observe(self.reset_threshold, names="value")
+        self.rule_button.on_click(self.reset_threshold)
+        self.reset_threshold()
+
+    @classmethod
+    def from_runs(cls, run_dirs, frame: pd.DataFrame, split: str = OFFICIAL_VALID, **options) -> "RocBrowser":
+        """A browser over several run folders (e.g. all runs of a sweep), named by folder, on one split."""
+        return cls([load_run_scores(d, frame, split) for d in run_dirs], **options)
 
     def selected(self) -> list[RunScores]:
         """The selected runs, in the order they were given."""
         return [run for name, run in self.runs.items() if name in self.runs_select.value]
+
+    def rule_threshold(self) -> tuple[float, str]:
+        """(threshold by the rule for the first selected run at the current observation and level, caption)."""
+        run = (self.selected() or list(self.runs.values()))[0]
+        labels, scores = run.level(self.level_toggle.value)
+        threshold, note = choose_threshold(*certain_scores(labels[self.observation_select.value],
+                                                           scores[self.observation_select.value]), self.rule)
+        where = (f"{run.name}, {self.observation_select.value}, {self.level_toggle.value} level, on {self.set_name}")
+        if note:
+            return threshold, f"Threshold not set by {self.rule} ({where}): {note}."
+        return threshold, (f"Threshold set to {threshold:.3f} by {describe_rule(self.rule)}, chosen on {where} "
+                           "(so its rates here are optimistic; notebook 04 reports thresholds on another set).")
+
+    def reset_threshold(self, change=None) -> None:
+        """Move the threshold to the rule's (when defined) and redraw once."""
+        threshold, self.caption.value = self.rule_threshold()
+        self._holding = True
+        try:
+            if np.isfinite(threshold):
+                self.threshold_slider.value = float(np.clip(threshold, 0.0, 1.0))
+        finally:
+            self._holding = False
+        self.refresh()
 
     def state(self) -> pd.DataFrame:
         """The operating-point table (one row per selected run) for the current widget values."""
@@ -134,27 +196,61 @@ class RocBrowser:
         rows = {run.name: run_state(run, obs, level, threshold) for run in self.selected()}
         return pd.DataFrame.from_dict(rows, orient="index", columns=list(STATE_COLUMNS))
 
-    def refresh(self, change=None) -> None:
-        """Recompute the table and redraw the plot (called whenever a widget value changes)."""
+    def cases(self) -> pd.DataFrame:
+        """The gallery's cases (``gallery.gallery_cases``) for the first selected run; empty if none selected."""
+        selected = self.selected()
+        if not selected:
+            return pd.DataFrame(columns=["kind", "key", "score", "label", "path"])
+        return gallery_cases(selected[0], self.observation_select.value, self.level_toggle.value,
+                             self.threshold_slider.value, self.gallery_size)
+
+    def figures(self) -> tuple:
+        """(ROC + reliability figure, gallery figure or None) for the current widget values; the caller closes them."""
+        obs, level = self.observation_select.value, self.level_toggle.value
         state = self.state()
-        self.table.value = state_html(state)
-        curves = {}
+        curves, calibration = {}, {}
         for run in self.selected():
-            labels, scores = run.level(self.level_toggle.value)
-            curves[run.name] = roc_points(*certain_scores(labels[self.observation_select.value],
-                                                          scores[self.observation_select.value]))
-        title = (f"{self.observation_select.value}: {self.level_toggle.value} level, "
-                 f"threshold {self.threshold_slider.value:.2f}")
-        png = figure_png(plot_rocs(curves, state, title))
-        # Set the outputs directly (rather than `with output: display(...)`), so it works with or without a kernel.
-        self.output.outputs = ({"output_type": "display_data", "metadata": {},
-                                "data": {"image/png": png, "text/plain": f"<ROC plot: {title}>"}},)
+            labels, scores = run.level(level)
+            y, s = certain_scores(labels[obs], scores[obs])
+            curves[run.name], calibration[run.name] = roc_points(y, s), bin_table(y, s)
+        title = f"{obs}: {level} level, threshold {self.threshold_slider.value:.3f}"
+        view = plot_rocs(curves, state, title, calibration)
+        gallery = None
+        cases = self.cases()
+        if self.image_root is not None and len(cases):
+            images = load_images([Path(self.image_root) / p for p in cases["path"]], obs, self.overlay)
+            gallery = gallery_figure(cases, images, self.gallery_size,
+                                     f"{self.selected()[0].name}: {obs}, {level} level, "
+                                     f"threshold {self.threshold_slider.value:.3f} (score >= threshold is positive)")
+        return view, gallery
+
+    def refresh(self, change=None) -> None:
+        """Recompute the table and redraw the plot and gallery (called whenever a widget value changes)."""
+        if self._holding:
+            return
+        view, gallery = self.figures()
+        title = view.axes[0].get_title()
+        self.output.outputs = _png_output(figure_png(view), f"<ROC and reliability plot: {title}>")
+        if gallery is None:
+            text = ("no image_root given: no gallery" if self.image_root is None
+                    else f"no {', '.join(KINDS)} at this threshold")
+            self.gallery.outputs = ({"output_type": "display_data", "metadata": {}, "data": {"text/plain": text}},)
+        else:
+            self.gallery.outputs = _png_output(figure_png(gallery), f"<gallery: {title}>")
+        self.table.value = state_html(self.state())  # last: once the table shows a change, plot and gallery have it
 
     def display(self) -> W.VBox:
         """The whole browser as one VBox (the last expression of a cell shows it)."""
         return self.box
 
     def _ipython_display_(self):
-        """Show the browser when the RocBrowser itself is the cell's value."""
-        from IPython.display import display
+        """Show the browser, then a static picture of the same view, so a saved notebook shows one too."""
+        from IPython.display import Image, Markdown, display
+
         display(self.box)
+        display(Markdown(f"*Static picture of the view as first shown (for readers without a running kernel).* "
+                         f"{self.caption.value}"))
+        for output in (self.output, self.gallery):
+            for item in output.outputs:
+                if "image/png" in item["data"]:
+                    display(Image(data=base64.b64decode(item["data"]["image/png"])))

@@ -128,6 +128,7 @@ def test_missing_path_is_data_error(tmp_path, frame):
 def test_threshold_drives_state(runs):
     browser = RocBrowser(runs)
     browser.observation_select.value = "Atelectasis"
+    browser.level_toggle.value = "image"
     for threshold in (0.0, 0.5, 0.7, 1.0):
         browser.threshold_slider.value = threshold
         state = browser.state()
@@ -145,16 +146,19 @@ def test_threshold_drives_state(runs):
 
 def test_observation_and_level_change_counts(runs):
     browser = RocBrowser(runs)
-    browser.threshold_slider.value = 0.5
     browser.observation_select.value = "Atelectasis"
     browser.level_toggle.value = "study"
+    browser.threshold_slider.value = 0.5  # observation and level changes reset it to the rule's, so set it after
     assert counts(browser.state().loc["a"]) == (1, 1, 1, 0)  # studies s1 0.9 / s2 0.6 / s4 0.4
     browser.observation_select.value = "Edema"
+    browser.threshold_slider.value = 0.5
     assert counts(browser.state().loc["a"]) == (2, 0, 2, 0)
     browser.level_toggle.value = "image"
+    browser.threshold_slider.value = 0.5
     assert counts(browser.state().loc["a"]) == (3, 0, 3, 1)
     for level in ("image", "study"):
         browser.level_toggle.value = level
+        browser.threshold_slider.value = 0.5
         want = expected("b", "Edema", level, 0.5)
         assert counts(browser.state().loc["b"]) == (want["tp"], want["fp"], want["tn"], want["fn"])
         assert browser.state().loc["b", "n"] == (7 if level == "image" else 4)
@@ -163,6 +167,7 @@ def test_observation_and_level_change_counts(runs):
 def test_run_selection_and_html(runs):
     browser = RocBrowser(runs)
     browser.observation_select.value = "Edema"
+    browser.level_toggle.value = "image"
     browser.threshold_slider.value = 0.45
     assert list(browser.state().index) == ["a", "b"] and body_rows(browser.table.value) == 2
     browser.runs_select.value = ("b",)
@@ -190,3 +195,123 @@ def test_one_class_plot_and_no_figure_leak(runs):
     assert shown["data"]["image/png"] and "Edema" in shown["data"]["text/plain"]
     assert set(plt.get_fignums()) == before
     assert browser.display() is browser.box
+
+
+# ----------------------------------------------------------------------------------------------
+# Study level by default, the rule's threshold, calibration beside the ROC, the gallery, the static picture
+
+
+def write_images(root, frame) -> None:
+    """A small grayscale JPEG for every Path of the frame, each a different shade."""
+    from PIL import Image
+
+    for i, path in enumerate(frame["Path"]):
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((20, 16), 30 * i, dtype=np.uint8), mode="L").save(target)
+
+
+def study_level(name, observation):
+    """(study labels, study scores) of run ``name`` by hand (max over views), certain labels only."""
+    column = {"Atelectasis": 0, "Edema": 1}[observation]
+    studies = ["/".join(v.split("/")[:2]) for v in VIEWS]
+    scores = pd.Series([s[column] for s in SCORES[name]]).groupby(studies).max()
+    labels = pd.Series([STUDIES[s][column] for s in studies]).groupby(studies).first().fillna(0.0)
+    return labels[labels != -1.0], scores[labels != -1.0]
+
+
+def test_starts_at_study_level_with_the_rules_threshold(runs):
+    from chexutils.operating_points import choose_threshold
+
+    browser = RocBrowser(runs)
+    assert browser.level_toggle.value == "study"
+    browser.observation_select.value = "Edema"  # resets the threshold to Youden's for run a at study level
+    y, s = study_level("a", "Edema")
+    want, _ = choose_threshold(y.to_numpy(), s.to_numpy(), "youden")
+    assert browser.threshold_slider.value == pytest.approx(want) and want != 0.5
+    assert "Youden" in browser.caption.value and "a, Edema, study level" in browser.caption.value
+    browser.threshold_slider.value = 0.2
+    browser.rule_button.click()
+    assert browser.threshold_slider.value == pytest.approx(want)
+    assert set(browser.state()[["ece", "brier"]].columns) == {"ece", "brier"}
+    assert browser.state().loc["a", "brier"] == pytest.approx(float(((s - y) ** 2).mean()))
+    browser.observation_select.value = "Fracture"  # one class: no threshold by the rule, the caption says why
+    assert "not set" in browser.caption.value and "one class" in browser.caption.value
+    with pytest.raises(ValueError, match="unknown operating-point rule"):
+        RocBrowser(runs, rule="accuracy")
+
+
+def test_gallery_cases_by_hand(runs):
+    from chexutils.gallery import gallery_cases
+
+    cases = gallery_cases(runs[0], "Atelectasis", "study", 0.5, k=4)  # studies s1 0.9 (+), s2 0.6 (-), s4 0.4 (-)
+    assert list(zip(cases["kind"], cases["key"])) == [("true positive", "patient00001/study1"),
+                                                      ("false positive", "patient00001/study2")]
+    assert list(cases["path"]) == [_path(VIEWS[0]), _path(VIEWS[2])]  # the view that set the study's max
+    missed = gallery_cases(runs[0], "Atelectasis", "study", 0.95, k=4)
+    assert list(zip(missed["kind"], missed["key"])) == [("false negative", "patient00001/study1")]
+    images = gallery_cases(runs[1], "Edema", "image", 0.25, k=2)  # b: positive images .9 .4 .2 .3, negatives .8 .1 .6
+    assert list(images["kind"]) == ["true positive", "true positive", "false positive", "false positive",
+                                    "false negative"]
+    assert list(images["score"]) == [0.9, 0.4, 0.8, 0.6, 0.2]
+    assert images["path"].equals(images["key"])
+
+
+def test_gallery_and_plot_follow_the_controls_and_use_the_overlay(tmp_path, runs, frame):
+    write_images(tmp_path, frame)
+    calls = []
+
+    def overlay(paths, observation):
+        calls.append(([str(p) for p in paths], observation))
+        return [np.full((8, 8, 3), 200, np.uint8) for _ in paths]
+
+    browser = RocBrowser(runs, image_root=tmp_path, overlay=overlay)
+    browser.observation_select.value = "Atelectasis"
+    browser.threshold_slider.value = 0.5
+    (shown,) = browser.gallery.outputs
+    first_gallery, first_plot = shown["data"]["image/png"], browser.output.outputs[0]["data"]["image/png"]
+    paths, observation = calls[-1]
+    assert observation == "Atelectasis" and paths == [str(tmp_path / _path(VIEWS[0])), str(tmp_path / _path(VIEWS[2]))]
+    browser.threshold_slider.value = 0.95
+    assert calls[-1][0] == [str(tmp_path / _path(VIEWS[0]))]
+    assert browser.gallery.outputs[0]["data"]["image/png"] != first_gallery
+    assert browser.output.outputs[0]["data"]["image/png"] != first_plot
+    browser.runs_select.value = ("b",)  # the gallery shows the first selected run: b's study 1 scores max(.35, .55)
+    assert list(zip(browser.cases()["kind"], browser.cases()["score"])) == [("false negative", 0.55)]
+    assert calls[-1][0] == [str(tmp_path / _path(VIEWS[1]))]
+    bad = RocBrowser(runs, image_root=tmp_path)  # default: grayscale pictures of the files
+    assert bad.gallery.outputs[0]["data"]["image/png"]
+    with pytest.raises(ValueError, match="expected HxWx3 uint8"):
+        RocBrowser(runs, image_root=tmp_path, overlay=lambda paths, obs: [np.zeros((4, 4))] * len(paths))
+    no_root = RocBrowser(runs)
+    assert "no image_root" in no_root.gallery.outputs[0]["data"]["text/plain"]
+
+
+def test_static_picture_is_displayed_beside_the_widget(runs, monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    browser = RocBrowser(runs)
+    browser._ipython_display_()
+    assert shown[0] is browser.box
+    pictures = [o for o in shown if isinstance(o, IPython.display.Image)]
+    assert len(pictures) == 1 and pictures[0].data[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+    import io
+
+    assert Image.open(io.BytesIO(pictures[0].data)).width >= 600
+
+
+def test_from_runs_overlays_a_sweep(tmp_path, frame):
+    folders = [write_run(tmp_path, frame, name, seed) for name, seed in (("a", 1), ("b", 2))]
+    browser = RocBrowser.from_runs(folders, frame, "valid")
+    assert list(browser.runs) == ["run_a", "run_b"] and list(browser.state().index) == ["run_a", "run_b"]
+
+
+def test_gallery_counts_every_case_of_each_kind(runs):
+    from chexutils.gallery import gallery_cases
+
+    cases = gallery_cases(runs[1], "Edema", "image", 0.25, k=1)  # b: 3 positive images >= .25, 2 negatives, 1 miss
+    assert list(cases["kind"]) == ["true positive", "false positive", "false negative"]
+    assert cases.attrs["totals"] == {"true positive": 3, "false positive": 2, "false negative": 1}

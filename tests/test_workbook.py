@@ -158,6 +158,26 @@ def test_compare_writes_the_tables_mapping_and_report(series):
     assert "Per-label choice" in (out / "report.md").read_text()
 
 
+def test_evaluate_writes_calibration_and_operating_points_and_a_static_browser_picture(series):
+    _, _, out = series
+    for policy in ("U-Zeros", "U-Ones", "U-MultiClass"):
+        run = out / policy
+        calibration = pd.read_csv(run / "calibration.csv")
+        assert set(zip(calibration["set"], calibration["scaling"])) == {
+            ("official valid", "none"), ("held-out", "none"), ("held-out", "temperature fitted on official valid")}
+        assert calibration["brier"].between(0, 1).all() and len(calibration) == 3 * 14
+        points = pd.read_csv(run / "operating_points.csv")
+        assert set(points["rule"]) == {"youden", "sensitivity≥0.9", "specificity≥0.9"} and len(points) == 3 * 14
+        assert (points["chosen on"] == "official valid").all() and (points["reported on"] == "held-out").all()
+        assert (run / "reliability.png").stat().st_size > 10_000
+        executed = nbformat.read(run / "04_evaluate.ipynb", as_version=4)
+        browser_cell = next(c for c in executed.cells if c.source.startswith("RocBrowser("))
+        assert sum("image/png" in o.get("data", {}) for o in browser_cell.outputs) == 2  # plot and gallery
+    beside = pd.read_csv(out / "calibration_comparison.csv", index_col=0)
+    assert set(beside["policy"]) == {"U-Zeros", "U-Ones", "U-MultiClass"}
+    assert beside["mean ECE (5 tasks)"].between(0, 1).all()
+
+
 def test_second_run_skips_unchanged_steps(series):
     _, config, out = series
     outcomes = execute(load_config(config, out.parent), log=lambda *_: None)
