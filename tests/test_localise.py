@@ -1,0 +1,71 @@
+"""Localisation scores on hand-made heatmaps and regions: IoU, hit, chance and their CIs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chexutils.localise import (format_scores, localise_images, localise_one, normalise, score_localisation,
+                                summarise)
+from chexutils.phantom.regions import Regions, encode_mask
+
+
+def square(shape, top, left, side):
+    mask = np.zeros(shape, bool)
+    mask[top:top + side, left:left + side] = True
+    return mask
+
+
+def test_iou_and_hit_by_hand():
+    region = square((10, 10), 0, 0, 4)  # 16 pixels
+    heat = np.zeros((10, 10), np.float32)
+    heat[2:6, 2:6] = 1.0  # 16 pixels above the threshold, 4 of them inside: IoU 4 / 28
+    heat[3, 3] = 2.0  # the maximum lies inside the region
+    out = localise_one(heat, region)
+    assert out["iou"] == pytest.approx(4 / 28) and out["hit"] and out["chance"] == pytest.approx(0.16)
+    heat[9, 9] = 5.0  # now the maximum is outside, and only it passes 0.5 after min-max scaling
+    out = localise_one(heat, region)
+    assert not out["hit"] and out["iou"] == 0.0
+
+
+def test_constant_heatmap_points_nowhere_and_small_heatmaps_are_stretched():
+    region = square((8, 8), 4, 4, 4)
+    assert localise_one(np.zeros((8, 8)), region) == {"iou": 0.0, "hit": False, "chance": 0.25}
+    coarse = np.array([[0.0, 0.0], [0.0, 1.0]], np.float32)  # bottom-right quarter hot
+    out = localise_one(coarse, region)
+    assert out["hit"] and out["iou"] > 0.5
+    assert normalise(np.array([3.0, 5.0])).tolist() == [0.0, 1.0]
+
+
+def test_summary_cis_wilson_and_bootstrap():
+    per_image = pd.DataFrame({"Path": [f"p{i}" for i in range(20)], "observation": "Edema", "kind": "clear",
+                              "iou": np.linspace(0, 1, 20), "hit": [True] * 15 + [False] * 5, "chance": 0.1})
+    row = summarise(per_image, n_resamples=2000, seed=1).iloc[0]
+    assert row["n"] == 20 and row["hit_rate"] == 0.75 and row["iou"] == pytest.approx(0.5)
+    # Wilson 95% interval for 15/20, by hand: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)
+    z, n, p = 1.959964, 20, 0.75
+    centre, half = (p + z * z / (2 * n)), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert row["hit_lo"] == pytest.approx((centre - half) / (1 + z * z / n), abs=1e-4)
+    assert row["hit_hi"] == pytest.approx((centre + half) / (1 + z * z / n), abs=1e-4)
+    assert row["iou_lo"] < 0.5 < row["iou_hi"] and row["iou_hi"] - row["iou_lo"] < 0.4
+    assert "0.75 (" in format_scores(summarise(per_image)).iloc[0]["hit rate (95% CI)"]
+
+
+def test_images_are_scored_by_path_and_observation_only_where_a_region_was_drawn():
+    shape = (12, 16)
+    regions = Regions({"a.jpg": {"Edema": {"kind": "clear", **encode_mask(square(shape, 0, 0, 6))}},
+                       "b.jpg": {"Edema": {"kind": "mimic", **encode_mask(square(shape, 6, 10, 6))},
+                                 "Fracture": {"kind": "faint", **encode_mask(square(shape, 0, 10, 3))}}},
+                      0.2, None)
+    heat = np.zeros((2, 2, 6, 8), np.float32)  # model input 6x8, stretched to 12x16
+    heat[0, 0, 0, 0] = heat[1, 0, 5, 7] = 1.0  # Edema: hot where drawn in both images
+    heat[1, 1, 5, 0] = 1.0  # Fracture: hot elsewhere
+    per_image = localise_images(heat, ["a.jpg", "b.jpg"], ["Edema", "Fracture"], regions)
+    got = per_image.set_index(["Path", "observation"])
+    assert len(per_image) == 3  # a.jpg has no Fracture region
+    assert got.loc[("a.jpg", "Edema"), "hit"] and got.loc[("b.jpg", "Edema"), "hit"]
+    assert not got.loc[("b.jpg", "Fracture"), "hit"]
+    table = score_localisation(heat, ["a.jpg", "b.jpg"], ["Edema", "Fracture"], regions, n_resamples=50)
+    assert set(zip(table["observation"], table["kind"])) == {("Edema", "clear"), ("Edema", "mimic"),
+                                                             ("Fracture", "faint")}
+    with pytest.raises(ValueError, match="expected \\(2, 2"):
+        localise_images(heat[:, :1], ["a.jpg", "b.jpg"], ["Edema", "Fracture"], regions)
