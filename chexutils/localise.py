@@ -8,7 +8,8 @@ interpretation", Nature Machine Intelligence 4:867):
   CheXlocalize tuned one threshold per pathology on its validation set; we keep one fixed,
   stated threshold so nothing is fitted on the images being scored.
 * **hit** (CheXlocalize's "hit rate", the pointing game): the heatmap's maximum pixel lies inside
-  the region. A constant heatmap (e.g. all zero after Grad-CAM's ReLU) points nowhere: IoU 0, miss.
+  the region (on a flat-topped maximum, the top pixel nearest the top's centroid: ``peak``).
+  A constant heatmap (e.g. all zero after Grad-CAM's ReLU) points nowhere: IoU 0, miss.
 * **chance**: the hit rate of a uniformly random pixel, i.e. the region's share of the image.
 
 Per observation: mean IoU with a percentile bootstrap CI over images, hit rate with a Wilson CI
@@ -19,13 +20,17 @@ mimic): a model that looks at a mimic's region is being fooled by the look-alike
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy.stats import binomtest
 
-from .heatmaps import resize_heatmap
-from .phantom.regions import Regions
+from .heatmaps import heatmap_overlays, heatmaps_for, load_run_model, resize_heatmap
+from .io import write_table
+from .labels import OBSERVATIONS
+from .phantom.regions import Regions, read_regions
 
 THRESHOLD = 0.5
 SCORE_COLUMNS = ["observation", "kind", "n", "iou", "iou_lo", "iou_hi", "hit_rate", "hit_lo", "hit_hi", "chance"]
@@ -50,8 +55,17 @@ def localise_one(heatmap: np.ndarray, region: np.ndarray, threshold: float = THR
     predicted = heat >= threshold
     union = np.logical_or(predicted, region).sum()
     iou = float(np.logical_and(predicted, region).sum() / union) if union else 0.0
-    hit = bool(region.flat[int(np.argmax(heat))])
-    return {"iou": iou, "hit": hit, "chance": chance}
+    return {"iou": iou, "hit": bool(region[peak(heat)]), "chance": chance}
+
+
+def peak(heat: np.ndarray) -> tuple[int, int]:
+    """(row, col) of the maximum; on a plateau (an upsampled coarse map has flat tops) the plateau
+    pixel nearest its centroid, not the first in scan order (which would always be its top-left)."""
+    top = np.argwhere(heat >= heat.max() - 1e-6)
+    if len(top) == 1:
+        return int(top[0, 0]), int(top[0, 1])
+    nearest = top[np.argmin(((top - top.mean(axis=0)) ** 2).sum(axis=1))]
+    return int(nearest[0]), int(nearest[1])
 
 
 def localise_images(heatmaps: np.ndarray, paths: Sequence[str], observations: Sequence[str],
@@ -110,3 +124,76 @@ def format_scores(table: pd.DataFrame) -> pd.DataFrame:
     out["hit rate (95% CI)"] = [f"{r.hit_rate:.2f} ({r.hit_lo:.2f}-{r.hit_hi:.2f})" for r in table.itertuples()]
     out["chance"] = table["chance"].round(3)
     return out
+
+
+def localise_run(run_or_model, chexpert_dir, images=None, observations: Sequence[str] | None = None,
+                 max_images: int | None = None, seed: int = 0, image_size: int | None = None,
+                 n_resamples: int = 1000, chunk: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Heatmaps of a run (or model) scored against a phantom's regions: (per-image rows, summary table).
+
+    ``images``: CheXpert Paths (or a frame with Path) to consider, default every image with a drawn
+    region; only those with a region are scored, at most ``max_images`` of them (a seeded sample).
+    ``observations``: default every observation that has a region among them.
+    """
+    chexpert_dir = Path(chexpert_dir)
+    regions = read_regions(chexpert_dir)
+    if images is None:
+        candidates = list(regions.images)
+    else:
+        candidates = list(images["Path"]) if isinstance(images, pd.DataFrame) else [str(p) for p in images]
+    chosen = [p for p in candidates if regions.images.get(p)]
+    if max_images is not None and len(chosen) > max_images:
+        picked = np.random.default_rng(seed).choice(len(chosen), size=max_images, replace=False)
+        chosen = [chosen[i] for i in sorted(picked)]
+    present = {o for p in chosen for o in regions.images[p]}
+    names = [o for o in OBSERVATIONS if o in present] if observations is None else list(observations)
+    if not isinstance(run_or_model, torch.nn.Module):
+        model, config = load_run_model(run_or_model)
+        run_or_model, image_size = model, image_size or config["image_size"]
+    parts = []
+    for start in range(0, len(chosen), chunk):
+        batch = chosen[start:start + chunk]
+        maps = heatmaps_for(run_or_model, batch, names, root=chexpert_dir.parent, image_size=image_size)
+        parts.append(localise_images(maps, batch, names, regions))
+    per_image = pd.concat(parts, ignore_index=True) if parts else localise_images(
+        np.zeros((0, len(names), 1, 1)), [], names, regions)
+    return per_image, summarise(per_image, n_resamples, seed)
+
+
+def gallery(model, chexpert_dir, per_image: pd.DataFrame, image_size: int, per_row: int = 4,
+            kind: str = "clear", path=None):
+    """Figure: one row per observation, ``per_row`` scored images (``kind`` regions) with the heatmap
+    overlaid and the drawn region outlined in white; titles give hit and IoU. Saved to ``path`` if given."""
+    import matplotlib.pyplot as plt
+
+    chexpert_dir = Path(chexpert_dir)
+    regions = read_regions(chexpert_dir)
+    picked = per_image[per_image["kind"] == kind].groupby("observation", sort=False).head(per_row)
+    names = [o for o in OBSERVATIONS if o in set(picked["observation"])]
+    fig, axes = plt.subplots(max(len(names), 1), per_row, figsize=(2.2 * per_row, 2.1 * max(len(names), 1)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, obs in enumerate(names):
+        rows = picked[picked["observation"] == obs]
+        overlays = heatmap_overlays(model, rows["Path"].tolist(), obs, root=chexpert_dir.parent, image_size=image_size)
+        for c, (row, rgb) in enumerate(zip(rows.itertuples(), overlays)):
+            ax = axes[r, c]
+            ax.imshow(rgb)
+            ax.contour(regions.mask(row.Path, obs), levels=[0.5], colors="white", linewidths=0.8)
+            ax.set_title(f"{'hit' if row.hit else 'miss'}, IoU {row.iou:.2f}", fontsize=8)
+        axes[r, 0].text(-0.08, 0.5, obs, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center",
+                        fontsize=8)
+    fig.suptitle(f"Grad-CAM heatmaps with the phantom's drawn region ({kind} signs) outlined", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def write_scores(per_image: pd.DataFrame, table: pd.DataFrame, run_dir) -> tuple[Path, Path]:
+    """``localisation.csv`` (per observation and kind, with CIs) and ``localisation_images.csv`` in ``run_dir``."""
+    run_dir = Path(run_dir)
+    return (write_table(table, run_dir / "localisation.csv", index=False, float_format="%.4f"),
+            write_table(per_image, run_dir / "localisation_images.csv", index=False, float_format="%.4f"))

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexutils.localise import (format_scores, localise_images, localise_one, normalise, score_localisation,
+from chexutils.localise import (format_scores, localise_images, localise_one, normalise, peak, score_localisation,
                                 summarise)
 from chexutils.phantom.regions import Regions, encode_mask
 
@@ -34,6 +34,15 @@ def test_constant_heatmap_points_nowhere_and_small_heatmaps_are_stretched():
     out = localise_one(coarse, region)
     assert out["hit"] and out["iou"] > 0.5
     assert normalise(np.array([3.0, 5.0])).tolist() == [0.0, 1.0]
+
+
+def test_a_flat_topped_maximum_points_at_its_middle_not_its_corner():
+    heat = np.zeros((10, 10), np.float32)
+    heat[4:9, 2:7] = 1.0  # a 5x5 plateau centred on (6, 4)
+    assert peak(heat) == (6, 4)
+    assert localise_one(heat, square((10, 10), 5, 3, 3))["hit"]  # np.argmax would give (4, 2): a miss
+    heat[0, 9] = 1.5
+    assert peak(heat) == (0, 9)
 
 
 def test_summary_cis_wilson_and_bootstrap():
