@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 from scipy.stats import binomtest
 
-from .heatmaps import heatmap_overlays, heatmaps_for, load_run_model, resize_heatmap
+from .data import read_image
+from .heatmaps import heatmaps_for, load_run_model, overlay, resize_heatmap
 from .io import write_table
 from .labels import OBSERVATIONS
 from .phantom.regions import Regions, read_regions
@@ -174,12 +175,13 @@ def gallery(model, chexpert_dir, per_image: pd.DataFrame, image_size: int, per_r
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    shown = list(dict.fromkeys(picked["Path"]))  # each image once: one trunk forward explains every observation
+    maps = heatmaps_for(model, shown, names, root=chexpert_dir.parent, image_size=image_size) if shown else None
     for r, obs in enumerate(names):
         rows = picked[picked["observation"] == obs]
-        overlays = heatmap_overlays(model, rows["Path"].tolist(), obs, root=chexpert_dir.parent, image_size=image_size)
-        for c, (row, rgb) in enumerate(zip(rows.itertuples(), overlays)):
+        for c, row in enumerate(rows.itertuples()):
             ax = axes[r, c]
-            ax.imshow(rgb)
+            ax.imshow(overlay(read_image(chexpert_dir.parent / row.Path), maps[shown.index(row.Path), r]))
             ax.contour(regions.mask(row.Path, obs), levels=[0.5], colors="white", linewidths=0.8)
             ax.set_title(f"{'hit' if row.hit else 'miss'}, IoU {row.iou:.2f}", fontsize=8)
         axes[r, 0].text(-0.08, 0.5, obs, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center",
