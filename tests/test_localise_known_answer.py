@@ -85,7 +85,10 @@ def held_out_scores(model, phantom):
     test = [i for i in range(TRAIN, N) if labels[i] == 1]
     heat = grad_cam(model, images[test], [SIGN])
     table = score_localisation(heat, [paths[i] for i in test], [SIGN], regions, n_resamples=500)
-    return table.set_index("kind").loc["clear"]
+    row = table.set_index("kind").loc["clear"]
+    print(f"{SIGN}: hit rate {row['hit_rate']:.3f} ({row['hit_lo']:.3f}-{row['hit_hi']:.3f}), "
+          f"IoU {row['iou']:.3f}, chance {row['chance']:.3f}")  # shown with pytest -s
+    return row
 
 
 def test_trained_model_localises_the_sign_far_better_than_chance(trained, phantom):
