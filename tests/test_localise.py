@@ -3,9 +3,10 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from chexutils.localise import (format_scores, localise_images, localise_one, normalise, peak, score_localisation,
-                                summarise)
+from chexutils.localise import (format_scores, localise_images, localise_one, localise_run, normalise, peak,
+                                score_localisation, summarise)
 from chexutils.phantom.regions import Regions, encode_mask
 
 
@@ -78,3 +79,28 @@ def test_images_are_scored_by_path_and_observation_only_where_a_region_was_drawn
                                                              ("Fracture", "faint")}
     with pytest.raises(ValueError, match="expected \\(2, 2"):
         localise_images(heat[:, :1], ["a.jpg", "b.jpg"], ["Edema", "Fracture"], regions)
+
+
+def test_localise_run_scores_every_drawn_region_of_the_chosen_images(tiny_phantom, tmp_path):
+    from chexutils.fractalnet import FractalNet
+    from chexutils.localise import gallery, write_scores
+    from chexutils.models import ChexpertNet, get_backbone
+    from chexutils.phantom import read_regions
+
+    torch.manual_seed(0)
+    net = FractalNet(columns=1, blocks=2, channels=(8, 16))
+    model = ChexpertNet(get_backbone("fractalnet"), net, net.num_features).eval()
+    valid = pd.read_csv(tiny_phantom / "valid.csv")
+    per_image, table = localise_run(model, tiny_phantom, valid, max_images=6, image_size=32, n_resamples=50)
+    regions = read_regions(tiny_phantom)
+    drawn = regions.table()
+    assert per_image["Path"].nunique() == 6 and set(per_image["Path"]) <= set(valid["Path"])
+    expected = drawn[drawn["Path"].isin(per_image["Path"])]
+    assert sorted(zip(per_image["Path"], per_image["observation"])) == sorted(zip(expected["Path"], expected["observation"]))
+    assert table["n"].sum() == len(per_image)
+    again, _ = localise_run(model, tiny_phantom, valid, max_images=6, image_size=32, n_resamples=50)
+    pd.testing.assert_frame_equal(per_image, again)  # seeded sample, deterministic heatmaps
+    write_scores(per_image, table, tmp_path)
+    assert len(pd.read_csv(tmp_path / "localisation_images.csv")) == len(per_image)
+    fig = gallery(model, tiny_phantom, per_image, 32, per_row=2, path=tmp_path / "g.png")
+    assert (tmp_path / "g.png").stat().st_size > 0 and len(fig.axes) % 2 == 0
