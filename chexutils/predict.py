@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .cache import load_resized
 from .checkpoint import CheckpointError, load_checkpoint
-from .devices import autocast
+from .devices import autocast, pick_device
 from .errors import DataError
 from .io import write_table
 from .labels import OBSERVATIONS
@@ -89,8 +89,8 @@ class NewImages(Dataset):
             return torch.zeros((1, self.size, self.size), dtype=torch.uint8), row, str(err)
 
 
-def load_run_model(run_dir, device: torch.device):
-    """The run's model with its best.pt weights on ``device``, and its config.json."""
+def load_run_model(run_dir, device="cpu"):
+    """The run's model with its best.pt weights on ``device`` (eval mode), and its config.json."""
     run = RunDir(run_dir)
     config = run.config()
     best = run.best
@@ -98,14 +98,7 @@ def load_run_model(run_dir, device: torch.device):
         raise DataError(f"{best}: file does not exist; expected a finished (or imported) run's weights")
     model = build_model(config["backbone"], config["head"])
     model.load_state_dict(load_checkpoint(best)["model"])
-    return model.to(device).eval(), config
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """"auto" = cuda when available, else cpu; anything else as torch names it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return model.to(torch.device(device)).eval(), config
 
 
 def predict_images(run_dir, paths, batch_size: int = 0, device: str = "auto", workers: int = 0,

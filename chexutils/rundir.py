@@ -10,6 +10,8 @@
         radiologists_<set>.csv / .json  the model against each radiologist operating point
         calibration.csv               ECE / Brier per set x scaling x observation (+ reliability.png)
         operating_points.csv          thresholds chosen on one set, reported on another
+        localisation[_images].csv     Grad-CAM heatmaps scored against the phantom's drawn signs
+        heatmaps/                     overlay PNGs (+ heatmaps.csv)
         <name>.png                    figures: learning_curves, roc, pr, ...
 
 ``<set>`` is one of the evaluation-set names of ``EVAL_SETS``. No other module spells these file
@@ -105,6 +107,18 @@ class RunDir:
     @property
     def operating_points(self) -> Path:
         return self.path / "operating_points.csv"
+
+    @property
+    def localisation(self) -> Path:
+        return self.path / "localisation.csv"
+
+    @property
+    def localisation_images(self) -> Path:
+        return self.path / "localisation_images.csv"
+
+    @property
+    def heatmaps(self) -> Path:
+        return self.path / "heatmaps"
 
     def figure(self, name: str) -> Path:
         return self.path / f"{name}.png"

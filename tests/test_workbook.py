@@ -59,6 +59,8 @@ steps:
     parameters: *evaluate
   - notebook: 07_phantom_check.ipynb
     parameters: {{held_out_csv: "{{output_dir}}/split/held_out.csv", n_resamples: 200, selection: held-out truth}}
+  - notebook: 08_look_inside.ipynb
+    parameters: {{run_dir: "{{output_dir}}/U-Ones", max_images: 20, png_images: 2, n_resamples: 100}}
 grid:
   policy: [U-Zeros, U-Ones, U-MultiClass]
 """
@@ -176,6 +178,20 @@ def test_evaluate_writes_calibration_and_operating_points_and_a_static_browser_p
     beside = pd.read_csv(out / "calibration_comparison.csv", index_col=0)
     assert set(beside["policy"]) == {"U-Zeros", "U-Ones", "U-MultiClass"}
     assert beside["mean ECE (5 tasks)"].between(0, 1).all()
+
+
+def test_look_inside_scores_heatmaps_of_one_run_against_the_drawn_regions(series):
+    _, _, sweep = series
+    run = sweep / "U-Ones"
+    scores = pd.read_csv(run / "localisation.csv")
+    per_image = pd.read_csv(run / "localisation_images.csv")
+    assert {"observation", "kind", "n", "iou", "iou_lo", "iou_hi", "hit_rate", "hit_lo", "hit_hi", "chance"} <= set(scores)
+    assert per_image["Path"].nunique() <= 20 and scores["n"].sum() == len(per_image) > 0
+    assert set(scores["kind"]) <= {"clear", "faint", "mimic"}
+    assert (run / "heatmap_gallery.png").stat().st_size > 0
+    pngs = pd.read_csv(run / "heatmaps" / "heatmaps.csv")
+    assert len(pngs) == 2 * 14 and all((run / "heatmaps" / p.split("/")[-1]).is_file() for p in pngs["png"])
+    assert not (sweep / "U-Zeros" / "localisation.csv").exists()  # one run only
 
 
 def test_second_run_skips_unchanged_steps(series):

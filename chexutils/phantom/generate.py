@@ -1,5 +1,6 @@
 """Write a phantom CheXpert: the real folder layout and CSV schema, images whose pixels carry the
-findings, and a sidecar with the planted truth that the CSVs do not reveal."""
+findings, a sidecar with the planted truth that the CSVs do not reveal, and one with where each
+sign was drawn (``phantom_regions.json``, see ``regions``)."""
 
 import json
 import os
@@ -19,7 +20,8 @@ from ..paths import SMALL_PREFIX
 from . import expected
 from . import label_model as lm
 from .layout import sample_layout
-from .render import render_image
+from .regions import REGIONS_JSON, encode_mask, write_regions
+from .render import REGION_FRACTION, render_image
 from .sidecar import SIDECAR_VERSION, TRUTH_CSV, TRUTH_JSON
 from .testset import write_test_set
 IN_PROGRESS = "phantom_incomplete"  # present while generating: a later call may overwrite
@@ -43,16 +45,19 @@ def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=D
         params["test_patients"] = int(test_patients)
     existing = _existing_params(root)
     if existing is not None:
-        if _without_test(existing) == _without_test(params):  # a test set is added, or kept when not asked for
+        same = _without_test(existing) == _without_test(params)  # a test set is added, or kept when not asked for
+        if same and (root / REGIONS_JSON).is_file():
             _refresh_summary(root)
             if test_patients and existing.get("test_patients") != params["test_patients"]:
                 _add_test_set(root, params, workers)
             return root
-        raise DataError(f"{root / TRUTH_JSON}: a phantom with other parameters ({existing}) is already here; "
-                        f"expected {params} — choose another output folder or delete this one")
+        if not same:
+            raise DataError(f"{root / TRUTH_JSON}: a phantom with other parameters ({existing}) is already here; "
+                            f"expected {params} — choose another output folder or delete this one")
+        # else: an older phantom without the regions sidecar; redrawn below (same seed, same pixels)
     if patients < 1 or valid_patients < 1 or min(size) < 32:
         raise ValueError(f"need patients >= 1, valid_patients >= 1 and size >= 32x32; got {params}")
-    if (root / "train.csv").is_file() and not (root / IN_PROGRESS).is_file():
+    if existing is None and (root / "train.csv").is_file() and not (root / IN_PROGRESS).is_file():
         raise DataError(f"{root / 'train.csv'}: a CheXpert CSV that is not a phantom is already here; "
                         "refusing to overwrite it — choose another output folder")
     root.mkdir(parents=True, exist_ok=True)
@@ -72,7 +77,7 @@ def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=D
     valid = image_rows(valid_studies, valid_images, valid_labels)
     tasks = (_render_tasks(train, train_images, train_cats, train_extra, root.parent, size, seed, 0)
              + _render_tasks(valid, valid_images, valid_cats, valid_extra, root.parent, size, seed, len(train)))
-    _render_all(tasks, workers)
+    regions = dict(_render_all(tasks, workers))
     if test_patients:
         write_test_set(root.parent, patients + valid_patients + 1, test_patients, models, size, seed,
                        lambda tasks: _render_all(tasks, workers), _render_tasks)
@@ -80,6 +85,7 @@ def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=D
     truth = pd.concat([_truth_rows(train_studies, train_cats, train_extra),
                        _truth_rows(valid_studies, valid_cats, valid_extra)], ignore_index=True)
     write_table(truth.round(4), root / TRUTH_CSV, index=False)
+    write_regions(root / REGIONS_JSON, {p: r for p, r in regions.items() if r}, REGION_FRACTION)
     write_chexpert_csv(valid, root / "valid.csv")
     write_chexpert_csv(train, root / "train.csv")
     write_json(root / TRUTH_JSON, _truth_summary(params, models, nf_rate))
@@ -133,32 +139,39 @@ def image_rows(studies: pd.DataFrame, images: pd.DataFrame, labels: pd.DataFrame
 
 
 def _render_tasks(rows, images, cats, extra, base: Path, size, seed: int, offset: int) -> list:
-    """Arguments for each image: what to draw (own signs and mimics) and a per-image seed."""
+    """Arguments for each image: what to draw (own signs and mimics), a per-image seed, the CSV Path
+    and each drawn finding's kind (clear / faint / mimic) for the region record."""
     own, sev = extra["own"], extra["severity"]
     tasks = []
     for i, (path, study_row, frontal) in enumerate(zip(rows["Path"], images["study_row"], images["frontal"])):
         signs = {o: float(sev[o][study_row]) for o in own if own[o][study_row] in (lm.CLEAR, lm.FAINT)}
         mimics = {o: float(sev[o][study_row]) for o in cats if cats[o][study_row] == lm.MIMIC}
-        tasks.append((str(base / path), signs, mimics, bool(frontal), tuple(size), (seed, offset + i)))
+        kinds = {o: lm.CATEGORIES[own[o][study_row]] for o in signs}
+        kinds.update({o: "mimic" for o in mimics})
+        tasks.append((str(base / path), signs, mimics, bool(frontal), tuple(size), (seed, offset + i), path, kinds))
     return tasks
 
 
-def _render_one(task) -> None:
-    path, signs, mimics, frontal, size, seed = task
-    pixels = render_image(signs, mimics, frontal=frontal, size=size, rng=np.random.default_rng(seed))
+def _render_one(task) -> tuple[str, dict]:
+    """Draw and save one image; returns its CSV Path and its encoded regions per observation."""
+    path, signs, mimics, frontal, size, seed, csv_path, kinds = task
+    drawn = {}
+    pixels = render_image(signs, mimics, frontal=frontal, size=size, rng=np.random.default_rng(seed), regions=drawn)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.fromarray(pixels, mode="L").save(path, quality=JPEG_QUALITY)
+    regions = {}
+    for (obs, _), mask in drawn.items():  # a finding has a sign or a mimic, never both
+        regions[obs] = {"kind": kinds[obs], **encode_mask(mask)}
+    return csv_path, regions
 
 
-def _render_all(tasks: list, workers: int | None) -> None:
+def _render_all(tasks: list, workers: int | None) -> list[tuple[str, dict]]:
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(tasks) < 400:
-        for task in tqdm(tasks, desc="phantom images", unit="img", mininterval=1):
-            _render_one(task)
-        return
+        return [_render_one(task) for task in tqdm(tasks, desc="phantom images", unit="img", mininterval=1)]
     with ProcessPoolExecutor(workers) as pool:
-        list(tqdm(pool.map(_render_one, tasks, chunksize=64), total=len(tasks), desc="phantom images",
-                  unit="img", mininterval=1))
+        return list(tqdm(pool.map(_render_one, tasks, chunksize=64), total=len(tasks), desc="phantom images",
+                         unit="img", mininterval=1))
 
 
 def _truth_rows(studies: pd.DataFrame, cats, extra) -> pd.DataFrame:

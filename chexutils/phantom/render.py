@@ -13,6 +13,7 @@ and one per finding), so adding a sign changes the pixels only where that sign i
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Mapping
@@ -30,12 +31,14 @@ _RIB_WIDTH = 0.17  # rib half-profile width, as a fraction of the rib spacing
 
 
 def render_image(signs: Mapping[str, float], mimics: Mapping[str, float], *, frontal: bool,
-                 size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+                 size: tuple[int, int], rng: np.random.Generator, regions: dict | None = None) -> np.ndarray:
     """Return an (H, W) uint8 grayscale radiograph, size = (W, H).
 
     ``signs`` maps a finding to its severity in (0, 1] (about 0.1-0.3 faint, 0.45-1 clear);
     ``mimics`` maps a finding that is absent to the strength in (0, 1] of a look-alike.
     The same arguments with an identically seeded ``rng`` give identical pixels.
+    ``regions``, when a dict, receives ``{(finding, "sign" | "mimic"): (H, W) bool mask}``: where
+    that sign or mimic changed the density (see ``sign_regions``); the pixels are the same either way.
     """
     signs, mimics = _checked(signs, "signs"), _checked(mimics, "mimics")
     w, h = _checked_size(size)
@@ -49,20 +52,59 @@ def render_image(signs: Mapping[str, float], mimics: Mapping[str, float], *, fro
     cv.memo["rib_width"] = _RIB_WIDTH
 
     steps = []  # (pre, overlay, strength, rng) in FINDINGS order, signs before mimics
+    keys = []  # (finding, "sign" | "mimic", seed) per step, for the region record
     for i, name in enumerate(FINDINGS):
         for j, (chosen, table) in enumerate(((signs, SIGNS), (mimics, MIMICS))):
             if name in chosen:
                 steps.append((*table[name], chosen[name], np.random.default_rng(int(seeds[3 + 2 * i + j]))))
+                keys.append((name, ("sign", "mimic")[j], int(seeds[3 + 2 * i + j])))
+    plain_anat = copy.deepcopy(anat) if regions is not None else None  # pre-steps edit anat in place
     for pre, _, s, r in steps:
         if pre is not None:
             pre(cv, s, r)
     (_draw_frontal if frontal else _draw_lateral)(cv, anat)
+    changes = {}  # step index -> density change it made
+    if regions is not None:
+        for k, (pre, _, _, _) in enumerate(steps):
+            if pre is not None:
+                changes[k] = cv.density - _anatomy_without(k, steps, keys, plain_anat, (u, v, x, y), frontal)
     cv.patchy = smooth_field(tex_rng, (h, w), 12)
-    for _, overlay, s, r in steps:
+    for k, (_, overlay, s, r) in enumerate(steps):
         if overlay is not None:
+            before = cv.density.copy() if regions is not None else None
             overlay(cv, s, r)
+            if regions is not None:
+                delta = np.abs(cv.density - before)
+                changes[k] = np.maximum(np.abs(changes[k]), delta) if k in changes else delta
+    if regions is not None:
+        for k, change in changes.items():
+            regions[keys[k][:2]] = sign_region(change)
     _add_markings(cv, anat, tex_rng)
     return _expose(cv, anat["tone"], noise_rng)
+
+
+REGION_FRACTION = 0.2  # a sign's region: pixels whose density it changed by >= this share of its largest change
+
+
+def sign_region(change: np.ndarray) -> np.ndarray:
+    """(H, W) bool: where ``|change| >= REGION_FRACTION * max |change|`` (all False for no change)."""
+    mag = np.abs(change)
+    peak = float(mag.max()) if mag.size else 0.0
+    if peak <= 1e-6:
+        return np.zeros(mag.shape, bool)
+    return mag >= REGION_FRACTION * peak
+
+
+def _anatomy_without(skip: int, steps, keys, plain_anat: dict, grids, frontal: bool) -> np.ndarray:
+    """The anatomy density drawn with every geometric pre-step except step ``skip`` (fresh, equally seeded rngs)."""
+    anat = copy.deepcopy(plain_anat)
+    cv = Canvas(*grids, frontal, anat)
+    cv.memo["rib_width"] = _RIB_WIDTH
+    for k, (pre, _, s, _) in enumerate(steps):
+        if pre is not None and k != skip:
+            pre(cv, s, np.random.default_rng(keys[k][2]))
+    (_draw_frontal if frontal else _draw_lateral)(cv, anat)
+    return cv.density
 
 
 def _checked(mapping: Mapping[str, float], what: str) -> dict[str, float]:
