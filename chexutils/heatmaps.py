@@ -20,6 +20,7 @@ observation, so only the cheap part after the layer (ReLU, pooling, linear head)
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -188,6 +189,11 @@ def heatmaps_for(run_or_model, images, observations: Sequence[str] | None = None
     batch = torch.from_numpy(np.stack([load_resized(f, size, method) for f in files]))[:, None] if files else \
         torch.zeros((0, 1, size, size), dtype=torch.uint8)
     return grad_cam(model, batch, observations, batch_size)
+
+
+def overlay_for(run_or_model, image_size: int | None = None):
+    """The ROC browser's ``overlay(paths, observation)`` for one run: its Grad-CAM over each image."""
+    return functools.partial(heatmap_overlays, run_or_model, image_size=image_size)
 
 
 def heatmap_overlays(run_or_model, images, observation: str, root=None, out_dir=None,

@@ -140,6 +140,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=0, help="images per batch (default: twice the run's)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     parser.add_argument("--workers", type=int, default=0, help="image-reading worker processes (default 0)")
+    parser.add_argument("--heatmaps", metavar="DIR", help="also write Grad-CAM overlay PNGs of every readable image "
+                        "and observation into DIR (+ heatmaps.csv; chexutils.heatmaps)")
     args = parser.parse_args(argv)
     try:
         table, failures, seconds = predict_images(args.run_dir, args.paths, args.batch_size, args.device, args.workers)
@@ -150,6 +152,11 @@ def main(argv=None) -> int:
         print(f"cannot read {failure}", file=sys.stderr)
     if len(table):
         write_table(table, args.out, index=False, float_format="%.6f")
+    if args.heatmaps and len(table):
+        from .heatmaps import write_heatmaps  # heatmaps builds on this module
+
+        written = write_heatmaps(args.run_dir, table["path"].tolist(), args.heatmaps)
+        print(f"wrote {len(written)} heatmap PNG(s) -> {args.heatmaps}")
     rate = len(table) / seconds if seconds > 0 else float("nan")
     print(f"predicted {len(table)} image(s) in {seconds:.2f} s ({rate:.1f} images/s) -> "
           f"{args.out if len(table) else 'nothing written'}; {len(failures)} could not be read")

@@ -4,6 +4,8 @@ predictions_select.csv probabilities), PNG and DICOM of the same pixels agree, b
 import shutil
 
 import numpy as np
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -113,3 +115,12 @@ def test_find_images_is_recursive_and_sorted(tmp_path):
     found, missing = find_images([tmp_path])
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/1.png", "a/deep/3.jpeg", "b/2.JPG", "c.dcm"]
     assert missing == []
+
+
+def test_heatmaps_flag_writes_an_overlay_per_image_and_observation(tiny_run, valid_image, tmp_path):
+    _, jpeg = valid_image
+    out, folder = tmp_path / "p.csv", tmp_path / "maps"
+    assert main([str(tiny_run), str(jpeg), "--out", str(out), "--device", "cpu", "--heatmaps", str(folder)]) == 0
+    index = pd.read_csv(folder / "heatmaps.csv")
+    assert len(index) == len(OBSERVATIONS) and set(index["observation"]) == set(OBSERVATIONS)
+    assert all(Path(p).is_file() and Path(p).stat().st_size > 0 for p in index["png"])
