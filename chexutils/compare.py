@@ -213,13 +213,18 @@ def ensemble(run_dirs, frame: pd.DataFrame, eval_set: str, out_dir) -> Path:
     return out_dir
 
 
-def write_comparison(output_dir, sections: dict) -> Path:
-    """``comparison.md``: one markdown section per named table (the runner's report includes it)."""
+def write_sections(path, sections: dict) -> Path:
+    """A markdown file with one ``## title`` section per named table or text (None entries left out)."""
     parts = [f"## {title}\n\n{markdown(table) if isinstance(table, pd.DataFrame) else table}\n"
              for title, table in sections.items() if table is not None]
-    path = Path(output_dir) / "comparison.md"
+    path = Path(path)
     path.write_text("\n".join(parts))
     return path
+
+
+def write_comparison(output_dir, sections: dict) -> Path:
+    """``comparison.md`` in the sweep folder (the runner's report includes it)."""
+    return write_sections(Path(output_dir) / "comparison.md", sections)
 
 
 def markdown(table: pd.DataFrame, digits: int = 3) -> str:

@@ -177,7 +177,7 @@ def one_class_note(y: np.ndarray) -> str:
     return "" if 0 < positives < len(y) else f"only one class present ({positives} positive of {len(y)})"
 
 
-def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
     """Percentile interval of the finite values (NaN, NaN if none)."""
     finite = values[np.isfinite(values)]
     if not len(finite):
@@ -222,7 +222,7 @@ def bootstrap_auroc(labels: pd.DataFrame, scores: pd.DataFrame, n_resamples: int
             if row["shown"] == "with CI":
                 interval = auroc_interval(y, s, None if group_keys is None else group_keys[keep], level)
                 row["ci_low"], row["ci_high"] = interval["ci_low"], interval["ci_high"]
-                row["ap_low"], row["ap_high"] = _percentiles(ap, level)
+                row["ap_low"], row["ap_high"] = percentile_interval(ap, level)
                 row["note"] = _dropped_note(ap)
             else:
                 row["note"] = f"no CI: {min(row['positives'], row['negatives'])} in the smaller class < {CI_MIN_POSITIVES}"
@@ -256,7 +256,7 @@ def mean_tasks_with_ci(labels: pd.DataFrame, scores: pd.DataFrame, tasks=COMPETI
     counts = resample_counts(len(labels), n_resamples, seed, group_keys)
     per_task = np.stack([_replicates(labels[t], scores[t], counts)[2] for t in used])
     means = per_task.mean(axis=0)
-    out["ci_low"], out["ci_high"] = _percentiles(means, level)
+    out["ci_low"], out["ci_high"] = percentile_interval(means, level)
     out["mean"] = mean_task_auroc(table, used)
     out["dropped"] = int(np.isnan(means).sum())
     if len(used) == 1:  # one task: its own logit DeLong interval (the percentile bootstrap undercovers)
@@ -277,7 +277,7 @@ def _paired_one(labels: pd.Series, a: pd.Series, b: pd.Series, counts: np.ndarra
         return out
     out["delta"] = float(roc_auc_score(y, s_a) - roc_auc_score(y, s_b))
     deltas = auroc_a - auroc_b
-    out["ci_low"], out["ci_high"] = _percentiles(deltas, level)
+    out["ci_low"], out["ci_high"] = percentile_interval(deltas, level)
     out["note"] = _dropped_note(deltas)
     finite = deltas[np.isfinite(deltas)]
     if len(finite):

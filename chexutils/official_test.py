@@ -164,13 +164,10 @@ def figures(name: str, entry, official: OfficialTest, reader_table: pd.DataFrame
 
 def write_markdown(sweep, sections: dict) -> Path:
     """``official_test.md`` in the sweep folder (the runner's report.md includes it)."""
-    from .compare import markdown
+    from .compare import write_sections
 
-    parts = [f"## {title}\n\n{markdown(_flat(t)) if isinstance(t, pd.DataFrame) else t}\n"
-             for title, t in sections.items() if t is not None]
-    path = Path(sweep) / "official_test.md"
-    path.write_text("\n".join(parts))
-    return path
+    flat = {title: _flat(t) if isinstance(t, pd.DataFrame) else t for title, t in sections.items()}
+    return write_sections(Path(sweep) / "official_test.md", flat)
 
 
 def _flat(table: pd.DataFrame) -> pd.DataFrame:

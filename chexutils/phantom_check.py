@@ -12,44 +12,38 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from .compare import markdown, per_label_choice
-from .errors import DataError
-from .evaluate import RunScores, load_run_scores
+from . import policy_choice
+from .compare import arm_scores, markdown
+from .evaluate import load_run_scores
 from .io import write_json
 from .phantom import PhantomTruth
 
-NO_DETECTABLE = "no detectable difference"
+NO_DETECTABLE = policy_choice.NO_DIFFERENCE
 CHECK_JSON, CHECK_MD = "phantom_check.json", "phantom_check.md"
 
 
-def arm(runs: pd.DataFrame, policy: str, frame: pd.DataFrame, split: str) -> RunScores:
-    """The mean image probabilities of ``policy``'s runs (its seeds) on ``split``, as one run."""
-    dirs = list(runs.loc[runs["policy"] == policy, "path"])
-    if not dirs:
-        raise DataError(f"no {policy} run among {list(runs.index)}; the phantom check needs U-Zeros and U-Ones runs")
-    members = [load_run_scores(d, frame, split) for d in dirs]
-    first = members[0]
-    image = sum(m.image_scores.loc[first.image_scores.index] for m in members) / len(members)
-    study = sum(m.study_scores.loc[first.study_scores.index] for m in members) / len(members)
-    return RunScores(f"{policy} (mean of {len(members)} run(s))", first.image_labels, image, first.study_labels, study)
+def choices(arms: dict, frame: pd.DataFrame, eval_set: str, labels: pd.DataFrame | None = None,
+            criterion: str = "held-out-masked", n_resamples: int = 2000, seed: int = 0,
+            alpha: float = 0.05) -> pd.DataFrame:
+    """U-Ones vs U-Zeros per observation with each policy's seeds as one arm (policy_choice: seed-aware
+    DeLong, Holm over the eligible observations), plus ``sign`` of delta, ``decision`` (the better
+    policy where the adjusted test rejects, else "no detectable difference") and ``n`` studies.
 
-
-def holm(p_values: pd.Series) -> pd.Series:
-    """Holm step-down adjusted p-values (NaN stays NaN and does not count as a test)."""
-    p = p_values.dropna().sort_values()
-    m = len(p)
-    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p.to_numpy()))
-    return pd.Series(adjusted, index=p.index).reindex(p_values.index)
-
-
-def choices(zeros: RunScores, ones: RunScores, frame: pd.DataFrame, labels: pd.DataFrame | None = None,
-            n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
-    """Per observation: U-Ones minus U-Zeros with its CI, Holm-adjusted p, and the choice when significant."""
-    table = per_label_choice(zeros, ones, frame, n_resamples, seed, alpha, labels)
-    table["p_holm"] = holm(table["p_value"])
-    delta = table["U-Ones minus U-Zeros"]
+    ``arms``: compare.policy_arms(); ``labels``: targets to score against (default: the criterion's
+    targets from the set's report labels, e.g. the phantom's truth with criterion 'held-out-truth').
+    """
+    scores = {policy: arm_scores(arm, frame, eval_set) for policy, arm in arms.items()}
+    first = next(iter(arms["U-Zeros"].values()))
+    study_labels = load_run_scores(first, frame, eval_set).study_labels
+    targets = (policy_choice.scored_labels(criterion, study_labels) if labels is None
+               else labels.loc[study_labels.index].astype(float))
+    groups = frame.drop_duplicates("study").set_index("study")["patient"]
+    table = policy_choice.per_label_choice(scores["U-Zeros"], scores["U-Ones"], targets, criterion, groups, None,
+                                           n_resamples, seed, alpha)
+    delta = table[policy_choice.DELTA] if policy_choice.DELTA in table else pd.Series(np.nan, table.index)
     table["sign"] = np.where(delta.isna(), "undefined", np.where(delta > 0, "U-Ones", "U-Zeros"))
-    table["decision"] = np.where(table["p_holm"] < alpha, table["sign"], NO_DETECTABLE)
+    table["decision"] = np.where(table["eligible"] & (table["p_holm"] < alpha), table["sign"], NO_DETECTABLE)
+    table["n"] = table["positives"] + table["negatives"]
     return table
 
 

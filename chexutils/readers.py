@@ -21,7 +21,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import roc_curve
 
 from .labels import COMPETITION_TASKS
-from .metrics import bootstrap_auroc, mean_tasks_with_ci, resample_counts
+from .metrics import bootstrap_auroc, mean_tasks_with_ci, percentile_interval, resample_counts
 
 READER_COLUMNS = ("observation", "reader", "tp", "fp", "tn", "fn", "sensitivity", "sens_low", "sens_high",
                   "specificity", "spec_low", "spec_high", "ppv", "below_curve", "model_tpr_at_reader_fpr",
@@ -49,15 +49,6 @@ def operating_point(reference, reads, level: float = 0.95) -> dict:
     (sens_low, sens_high), (spec_low, spec_high) = wilson(tp, tp + fn, level), wilson(tn, tn + fp, level)
     return {"tp": tp, "fp": fp, "tn": tn, "fn": fn, "sensitivity": sens, "sens_low": sens_low, "sens_high": sens_high,
             "specificity": spec, "spec_low": spec_low, "spec_high": spec_high, "ppv": ppv}
-
-
-def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
-    """Percentile interval of the finite bootstrap values (NaN, NaN if none)."""
-    finite = values[np.isfinite(values)]
-    if not len(finite):
-        return math.nan, math.nan
-    low, high = np.quantile(finite, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
 
 
 def curve_height(fpr: np.ndarray, tpr: np.ndarray, x: float) -> float:
@@ -131,10 +122,10 @@ def score_readers(labels: pd.DataFrame, scores: pd.DataFrame, readers: dict, gro
             row["model_sens_at_reader_spec"], row["model_spec_at_reader_sens"] = point["model_sens"][0], point["model_spec"][0]
             row["sens_delta"] = row["model_sens_at_reader_spec"] - row["sensitivity"]
             row["spec_delta"] = row["model_spec_at_reader_sens"] - row["specificity"]
-            row["model_sens_low"], row["model_sens_high"] = _percentiles(boot["model_sens"], level)
-            row["model_spec_low"], row["model_spec_high"] = _percentiles(boot["model_spec"], level)
-            row["sens_delta_low"], row["sens_delta_high"] = _percentiles(boot["model_sens"] - boot["sens"], level)
-            row["spec_delta_low"], row["spec_delta_high"] = _percentiles(boot["model_spec"] - boot["spec"], level)
+            row["model_sens_low"], row["model_sens_high"] = percentile_interval(boot["model_sens"], level)
+            row["model_spec_low"], row["model_spec_high"] = percentile_interval(boot["model_spec"], level)
+            row["sens_delta_low"], row["sens_delta_high"] = percentile_interval(boot["model_sens"] - boot["sens"], level)
+            row["spec_delta_low"], row["spec_delta_high"] = percentile_interval(boot["model_spec"] - boot["spec"], level)
             rows.append(row)
     return pd.DataFrame(rows, columns=list(READER_COLUMNS))
 

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import binomtest
@@ -10,14 +9,6 @@ from scipy.stats import binomtest
 from chexutils import phantom_check as pc
 from chexutils.labels import OBSERVATIONS
 from chexutils.phantom import PhantomTruth
-
-
-def test_holm_by_hand():
-    p = pd.Series({"a": 0.01, "b": 0.04, "c": 0.03, "d": np.nan})
-    # sorted 0.01, 0.03, 0.04 with m = 3: 3 * 0.01 = 0.03, max(0.03, 2 * 0.03) = 0.06, max(0.06, 1 * 0.04) = 0.06
-    adjusted = pc.holm(p)
-    assert adjusted["a"] == pytest.approx(0.03) and adjusted["c"] == pytest.approx(0.06)
-    assert adjusted["b"] == pytest.approx(0.06) and np.isnan(adjusted["d"])
 
 
 def test_agreement_counts_defined_pairs_with_a_wilson_interval():
