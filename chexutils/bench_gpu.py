@@ -17,7 +17,7 @@ from .cache import ImageCache
 from .loader import BatchLoader
 from .models import build_model
 from .device_cache import maybe_on_device
-from .train import Split, _adam_impl, train_one_epoch
+from .train import LabelledImages, _adam_impl, train_one_epoch
 from .train_config import effective_lr, make_config
 
 CHEXPERT_SMALL_TRAIN_IMAGES = 223_414
@@ -64,7 +64,7 @@ def measure(setting: Setting, cache: ImageCache, warm_steps: int, timed_steps: i
     optimizer = torch.optim.Adam(model.parameters(), lr=effective_lr(cfg), **_adam_impl(cfg.adam_impl, device))
     trained = torch.compile(model) if setting.compile else model
     labels = torch.from_numpy(np.random.default_rng(1).integers(0, 2, (len(cache), 14)).astype(np.float32))
-    split = Split(frame=None, images=cache, values=labels, mask=torch.ones_like(labels))
+    split = LabelledImages(frame=None, images=cache, values=labels, mask=torch.ones_like(labels))
     loader = BatchLoader(maybe_on_device(cache, device, setting.fast), setting.batch, shuffle=True, seed=0,
                          pin_memory=cuda, drop_last=True)
     warm = train_one_epoch(trained, "binary", optimizer, loader,

@@ -278,21 +278,20 @@ def sweep_calibration(runs: pd.DataFrame, path=None, tasks=COMPETITION_TASKS,
     (unscaled), from each run's official-valid metrics and calibration.csv, with its policy; AUROC and calibration
     side by side. Written to ``path`` (CSV) when given."""
     rows = {}
-    for run, row in runs.iterrows():
-        folder = Path(row["path"])
-        run = RunDir(folder)
+    for name, row in runs.iterrows():
+        run = RunDir(row["path"])
         if not run.calibration.is_file():
             raise DataError(f"{run.calibration}: file does not exist; expected notebook 04 to have run")
         cal = pd.read_csv(run.calibration)
         cal = cal[(cal["set"] == set_name) & (cal["scaling"] == "none")].set_index("observation")
         metrics = json.loads(run.metrics(OFFICIAL_VALID).read_text())
         auroc = [metrics["observations"][t]["auroc"] for t in tasks]
-        rows[run] = {"policy": row["policy"],
+        rows[name] = {"policy": row["policy"],
                      "mean AUROC (5 tasks)": float(np.mean([math.nan if a is None else a for a in auroc])),
                      "mean ECE (5 tasks)": float(cal.loc[list(tasks), "ece"].mean()),
                      "mean Brier (5 tasks)": float(cal.loc[list(tasks), "brier"].mean())}
         for task in tasks:
-            rows[run][f"ECE {task}"] = float(cal.loc[task, "ece"])
+            rows[name][f"ECE {task}"] = float(cal.loc[task, "ece"])
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "run"
     if path is not None:

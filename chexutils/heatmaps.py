@@ -49,6 +49,7 @@ CAM_LAYERS: dict[str, str] = {
     "densenet121": "features.trunk.norm5",         # torchvision DenseNet: last BatchNorm after denseblock4
     "xception": "features.trunk.xception.bn4",     # pretrainedmodels Xception: BatchNorm after conv4
     "fractalnet": "features.blocks.-1",            # FractalNet: the last fractal block's final join
+    "xrv-densenet121": "features.trunk.norm5",     # an imported torchxrayvision DenseNet121: as densenet121
 }
 ALPHA = 0.45  # weight of the colour map in an overlay (the image gets 1 - ALPHA)
 

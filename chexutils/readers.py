@@ -167,7 +167,8 @@ def score_official_test(labels: pd.DataFrame, scores: pd.DataFrame, readers: dic
 def write_official_test(run_dir, table: pd.DataFrame, reader_table: pd.DataFrame, summary: dict) -> dict:
     """Write ``metrics_official_test.json/.csv`` and ``radiologists_official_test.csv/.json`` into the run folder."""
     from .io import write_json, write_table
-    from .metrics import _json_ready, write_metrics
+    from .io import json_ready
+    from .metrics import write_metrics
     from .rundir import OFFICIAL_TEST, RunDir
 
     run = RunDir(run_dir)
@@ -175,6 +176,6 @@ def write_official_test(run_dir, table: pd.DataFrame, reader_table: pd.DataFrame
     write_metrics(table, summary, metrics_json)
     csv_path = write_table(reader_table, run.radiologists(OFFICIAL_TEST), index=False)
     json_path = write_json(csv_path.with_suffix(".json"),
-                           _json_ready({"radiologists": reader_table.to_dict(orient="records"),
+                           json_ready({"radiologists": reader_table.to_dict(orient="records"),
                                         "below_curve": summary.get("radiologists_below_curve")}))
     return {"metrics": metrics_json, "radiologists": csv_path, "radiologists_json": json_path}

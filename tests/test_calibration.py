@@ -146,7 +146,7 @@ def test_calibrate_run_writes_its_files_and_the_sweep_summary(tmp_path):
     assert edema.loc["none", "n"] == keep.sum()
     assert list(wide.index) == list(OBSERVATIONS) and "temperature" in wide.columns
     assert (run_dir / "reliability.png").stat().st_size > 10_000
-    (run_dir / "metrics.json").write_text('{"observations": {' + ", ".join(
+    (run_dir / "metrics_official_valid.json").write_text('{"observations": {' + ", ".join(
         f'"{o}": {{"auroc": {0.5 + i / 100}}}' for i, o in enumerate(OBSERVATIONS)) + "}}")
     runs = pd.DataFrame({"policy": ["U-Ones"], "path": [run_dir]}, index=pd.Index(["U-Ones"], name="run"))
     summary = sweep_calibration(runs, tmp_path / "calibration_comparison.csv")

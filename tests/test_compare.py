@@ -218,7 +218,7 @@ def test_auroc_table_shows_counts_and_no_ci_below_the_floor(tmp_path):
     groups = frame.set_index("study")["patient"]
     table = bootstrap_auroc(run.study_labels, run.study_scores, 100, groups=groups)
     summary = {"mean_auroc_tasks": mean_tasks_with_ci(run.study_labels, run.study_scores, n_resamples=100)}
-    write_metrics(table, summary, tmp_path / "r")
+    write_metrics(table, summary, tmp_path / "r" / "metrics_official_valid.json")
     values, text = compare.auroc_table(pd.DataFrame({"path": [tmp_path / "r"]}, index=["r"]))
     edema = table.loc["Edema"]
     assert text.loc["r", "Edema"] == (f"{edema['auroc']:.3f} ({edema['ci_low']:.3f}–{edema['ci_high']:.3f}) "

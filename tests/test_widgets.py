@@ -305,7 +305,7 @@ def test_static_picture_is_displayed_beside_the_widget(runs, monkeypatch):
 
 def test_from_runs_overlays_a_sweep(tmp_path, frame):
     folders = [write_run(tmp_path, frame, name, seed) for name, seed in (("a", 1), ("b", 2))]
-    browser = RocBrowser.from_runs(folders, frame, "valid")
+    browser = RocBrowser.from_runs(folders, frame, "official_valid")
     assert list(browser.runs) == ["run_a", "run_b"] and list(browser.state().index) == ["run_a", "run_b"]
 
 
