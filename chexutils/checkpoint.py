@@ -14,7 +14,7 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(state: dict, path) -> Path:
     """torch.save to a temp file, then rename: a crash never leaves a half-written checkpoint."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: two writers never share one
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path

@@ -26,10 +26,11 @@ import torchvision
 import yaml
 from tqdm.auto import tqdm
 
-from . import __version__, paths
+from . import __version__, locks, paths
 from .aggregate import aggregate_studies
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import read_chexpert
+from .errors import DataError
 from .io import write_json, write_table
 from .labels import COMPETITION_TASKS, OBSERVATIONS
 from .loader import BatchLoader, image_source
@@ -38,6 +39,7 @@ from .metrics import per_observation
 from .models import build_model
 from .policies import Targets, get_policy
 from .predict import predict_logits, write_predictions
+from .rundir import RunDir
 from .train_config import SELECT_METRICS, TrainConfig, config_differences, make_config
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_auroc_tasks", "lr", "seconds", "images_per_s"]
@@ -117,8 +119,22 @@ def evaluate(model, head, split: Split, device, cfg: TrainConfig) -> tuple[dict,
     return {"valid_loss": loss, "valid_auroc_tasks": float(auroc.mean()) if auroc.notna().any() else math.nan}, probs
 
 
-def fit(cfg: TrainConfig) -> Path:
-    """Train (or resume) the run ``cfg.run_dir``; returns the run directory."""
+def fit(cfg: TrainConfig, restart: bool = False) -> Path:
+    """Train (or resume) the run ``cfg.run_dir``, holding its lock; returns the run directory.
+
+    A second process training into the same folder stops with a FolderLocked error naming the
+    holder. ``restart=True`` deletes the folder's training state first (``--force`` retrains)."""
+    if int(os.environ.get("RANK", "0")) != 0:  # only rank 0 writes the run folder
+        return _fit(cfg)
+    run_dir = paths.resolve(cfg.run_dir)
+    with locks.exclusive(RunDir(run_dir).lock, f"run folder {run_dir}"):
+        if restart:
+            for name in ("checkpoint.pt", "best.pt", "history.csv"):
+                (run_dir / name).unlink(missing_ok=True)
+        return _fit(cfg)
+
+
+def _fit(cfg: TrainConfig) -> Path:
     rank, world, local_rank = _setup_distributed()
     device = _pick_device(cfg.device, local_rank)
     torch.backends.cudnn.benchmark = device.type == "cuda"
@@ -251,8 +267,12 @@ def main(argv=None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
-    cfg = make_config(args.config, **overrides)
-    run_dir = fit(cfg)
+    try:
+        cfg = make_config(args.config, **overrides)
+        run_dir = fit(cfg)
+    except (DataError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"run finished: {run_dir}")
     return 0
 
