@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lab clean-output
+.PHONY: help setup demo test lab clean-output clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -28,3 +28,7 @@ lab: setup ## open JupyterLab on notebooks/ with the project's interpreter as ke
 
 clean-output: ## delete everything under output/ except its README
 	find output -mindepth 1 ! -name README.md -exec rm -rf {} +
+
+clean-cache: ## list, then remove partial and outdated image caches (CACHE=folder, default output/cache; ALL=1: every cache)
+	$(PY) -m chexutils.cache_admin list $(CACHE)
+	$(PY) -m chexutils.cache_admin clean $(CACHE) $(if $(ALL),--all)

@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .cache import ImageCache, load_resized, open_cache
 
 
-def image_source(frame, size: int, method: str, use_cache: bool, cache_dir):
+def image_source(frame, size: int, method: str, use_cache: bool, cache_dir, check: str = "stat"):
     """Where a frame's resized images come from: the uint8 cache (built or reused) or the JPEGs per item."""
     if use_cache:
-        return open_cache(frame, size, cache_dir, method)
+        return open_cache(frame, size, cache_dir, method, check=check)
     return ResizedImages(frame["image"], size, method)
 
 

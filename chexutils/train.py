@@ -61,7 +61,8 @@ class Split:
 def load_split(csv_path: Path, root: Path, cfg: TrainConfig, targets, rank: int) -> Split:
     """Read and validate a CSV, open its image cache (rank 0 builds it), compute ``targets(frame)``."""
     frame = read_chexpert(csv_path, root=root)
-    source = lambda: image_source(frame, cfg.image_size, cfg.resize_method, cfg.use_cache, paths.resolve(cfg.cache_dir))
+    source = lambda: image_source(frame, cfg.image_size, cfg.resize_method, cfg.use_cache, paths.resolve(cfg.cache_dir),
+                                  cfg.cache_check)
     if rank == 0:
         images = source()
     _barrier()  # other ranks reuse the cache rank 0 built

@@ -41,6 +41,7 @@ class TrainConfig:
     use_cache: bool = True               # read pre-resized uint8 batches from the image cache
     cache_dir: str = "output/cache"      # where caches live (one per image list x size x method)
     resize_method: str = "bilinear"
+    cache_check: str = "stat"            # how a changed image is noticed: "stat" (size + mtime) or "content" (hash)
     workers: int = 0                     # loader worker processes (0 = main process + prefetch thread)
     device: str = "auto"                 # "auto" = cuda if available, else cpu
     amp: bool = True                     # bf16 autocast on CUDA; no-op on CPU
@@ -55,7 +56,8 @@ class TrainConfig:
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 SELECT_METRICS = {"valid_auroc_tasks": 1.0, "valid_loss": -1.0}  # sign that makes higher better
-RESUME_MAY_CHANGE = {"epochs", "workers", "device", "cache_dir", "use_cache", "predict_train"}  # everything else must match
+RESUME_MAY_CHANGE = {"epochs", "workers", "device", "cache_dir", "use_cache", "predict_train", "cache_check",
+                     "run_dir"}  # run_dir: a moved or copied run folder resumes  # everything else must match
 
 
 def make_config(source=None, **overrides) -> TrainConfig:

@@ -5,17 +5,30 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
+from chexutils import cache as cache_module
+from chexutils import cache_admin, locks, paths
+from chexutils.cache import open_cache
+from chexutils.cache_admin import list_caches
 from chexutils.checkpoint import load_checkpoint
+from chexutils.data import read_chexpert
+from chexutils.errors import DataError
+from chexutils.loader import image_source
 from chexutils.locks import is_locked
 from chexutils.rundir import RunDir
 from chexutils.train import fit
 from chexutils.train_config import make_config
+
+from conftest import chexpert_rows, write_chexpert
 
 
 def tiny_config(tiny_phantom, run_dir, **overrides):
@@ -55,3 +68,130 @@ def test_second_training_into_one_folder_stops_naming_the_holder(tiny_phantom, t
     assert saved["run_dir"] == str(run) and state["config"]["epochs"] == 500
     resumed = fit(tiny_config(tiny_phantom, run, epochs=state["epoch"] + 2, max_steps_per_epoch=1))
     assert len(load_checkpoint(resumed / "checkpoint.pt")["history"]) == state["epoch"] + 2
+
+
+# --- image caches --------------------------------------------------------------------------------
+
+def _copy_tree(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture
+def small_set(tmp_path):
+    """A six-image CheXpert folder of our own (its images get rewritten); returns the train.csv."""
+    return write_chexpert(tmp_path / "data", chexpert_rows(6))
+
+
+def test_changed_image_under_an_existing_cache_gets_a_fresh_cache(small_set, tmp_path):
+    frame = read_chexpert(small_set)
+    first = image_source(frame, 16, "bilinear", True, tmp_path / "cache")
+    changed = frame["image"].iloc[3]
+    Image.fromarray(np.full((40, 48), 255, np.uint8), mode="L").save(changed)  # same path, new pixels
+    second = image_source(frame, 16, "bilinear", True, tmp_path / "cache")
+    assert second.folder != first.folder
+    np.testing.assert_array_equal(second.images[3], np.full((16, 16), 255, np.uint8))
+    np.testing.assert_array_equal(second.images[0], first.images[0])
+    content = image_source(frame, 16, "bilinear", True, tmp_path / "cache", check="content")
+    assert content.folder not in (first.folder, second.folder)
+    np.testing.assert_array_equal(content.images, second.images)
+
+
+def test_rebuild_copies_unchanged_rows_from_the_older_cache(small_set, tmp_path, monkeypatch):
+    frame = read_chexpert(small_set)
+    open_cache(frame, 16, tmp_path / "cache", workers=1)
+    Image.fromarray(np.zeros((40, 48), np.uint8), mode="L").save(frame["image"].iloc[2])
+    calls = []
+    real = cache_module.load_resized
+    monkeypatch.setattr(cache_module, "load_resized", lambda *a: calls.append(a[0]) or real(*a))
+    fresh = open_cache(frame, 16, tmp_path / "cache", workers=1)
+    assert calls == [frame["image"].iloc[2]]
+    for row in range(6):
+        np.testing.assert_array_equal(fresh.images[row], real(frame["image"].iloc[row], 16))
+
+
+def test_second_builder_waits_for_the_first_then_reads_its_cache(small_set, tmp_path, capsys):
+    frame = read_chexpert(small_set)
+    folder = cache_module.cache_folder(tmp_path / "cache", frame["image"].tolist(), 16, "bilinear",
+                                       cache_module.file_stamps(frame["image"].tolist()))
+    result = {}
+    with locks.exclusive(folder / ".lock", "test"):  # another process is building it
+        waiter = threading.Thread(target=lambda: result.update(cache=open_cache(frame, 16, tmp_path / "cache", workers=1)))
+        waiter.start()
+        deadline = time.time() + 30
+        while "waiting for image cache" not in capsys.readouterr().out:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        assert waiter.is_alive() and "cache" not in result
+    waiter.join(timeout=60)
+    assert result["cache"].folder == folder and (folder / "meta.json").is_file()
+
+
+def test_partial_caches_are_listed_and_removed_but_complete_ones_kept(small_set, tmp_path, capsys):
+    frame = read_chexpert(small_set)
+    complete = open_cache(frame, 16, tmp_path / "cache", workers=1).folder
+    bad = frame["image"].iloc[1]
+    open(bad, "wb").write(b"not a jpeg")
+    with pytest.raises(DataError):
+        open_cache(frame, 16, tmp_path / "cache", workers=1)
+    states = {info.folder: info.state for info in list_caches(tmp_path / "cache")}
+    assert states[complete] == "complete" and sorted(states.values()) == ["complete", "partial"]
+    assert cache_admin.main(["list", str(tmp_path / "cache")]) == 0
+    assert "partial" in capsys.readouterr().out
+    assert make_clean_cache(tmp_path / "cache") == 0
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [complete.name]
+    assert cache_admin.main(["clean", str(tmp_path / "cache"), "--all"]) == 0
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def make_clean_cache(root):
+    """`make clean-cache CACHE=root` with the Makefile's own command lines."""
+    done = subprocess.run(["make", "-s", "clean-cache", f"CACHE={root}", f"PY={sys.executable}", "STAMP="],
+                          cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert "removed" in done.stdout, done.stdout + done.stderr
+    return done.returncode
+
+
+def test_truncated_cache_file_is_a_data_error_naming_it(small_set, tmp_path):
+    frame = read_chexpert(small_set)
+    folder = open_cache(frame, 16, tmp_path / "cache", workers=1).folder
+    store = folder / "images.npy"
+    store.write_bytes(store.read_bytes()[:-100])
+    with pytest.raises(DataError, match=rf"{store}: damaged image cache .*Delete the folder"):
+        open_cache(frame, 16, tmp_path / "cache", workers=1)
+
+
+def test_cache_workers_die_with_a_killed_builder(tmp_path):
+    csv_path = write_chexpert(tmp_path / "data", chexpert_rows(80))
+    script = ("import sys; from chexutils import cache; from chexutils.data import read_chexpert;"
+              "cache.CHUNK = 1; cache.load_resized = (lambda real: lambda *a: (__import__('time').sleep(0.5), real(*a))[1])"
+              "(cache.load_resized); cache.open_cache(read_chexpert(sys.argv[1]), 16, sys.argv[2], workers=2)")
+    builder = subprocess.Popen([sys.executable, "-c", script, str(csv_path), str(tmp_path / "cache")])
+    children, deadline = [], time.time() + 120
+    while len(children) < 2:
+        assert builder.poll() is None and time.time() < deadline
+        children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == builder.pid]
+        time.sleep(0.2)
+    builder.send_signal(signal.SIGKILL)
+    builder.wait()
+    deadline = time.time() + 20
+    while any(_alive(pid) for pid in children):
+        assert time.time() < deadline, "cache workers outlived the killed builder"
+        time.sleep(0.2)
+
+
+def _ppid(proc):
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
