@@ -14,6 +14,7 @@ import functools
 import hashlib
 import itertools
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -88,8 +89,7 @@ def load_config(path, output_root=None) -> Config:
     unknown = set(raw) - CONFIG_KEYS
     if unknown:
         raise DataError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(CONFIG_KEYS))}")
-    if not isinstance(raw.get("name"), str) or not raw["name"].strip() or "/" in raw["name"]:
-        raise DataError(f"{path}: key 'name' must be a folder name for output/<name>/")
+    check_folder_name(raw.get("name"), f"{path}: key 'name'")
     steps = []
     for i, item in enumerate(raw.get("steps") or []):
         if not isinstance(item, dict) or "notebook" not in item or set(item) - STEP_KEYS:
@@ -105,7 +105,29 @@ def load_config(path, output_root=None) -> Config:
     config = Config(path, raw["name"], dict(raw.get("parameters") or {}), steps, grid, raw.get("kernel"),
                     paths.resolve(output_root) if output_root else paths.OUTPUT_DIR)
     _check_parameters_declared(config)
+    for run_name, _ in config.runs():
+        check_folder_name(run_name, f"{path}: grid run {run_name!r}")
     return config
+
+
+def check_folder_name(name, where: str) -> str:
+    """A plain folder name (letters, digits, ``.``, ``_``, ``-``, ``+``, ``=``; not ``.`` or ``..``) or a DataError.
+
+    Sweep and run names become folders under the output root; ``..`` or a ``/`` would write elsewhere."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*", name) or name in (".", ".."):
+        raise DataError(f"{where} is {name!r}; expected a plain folder name (letters, digits, '.', '_', '-', '+', '='; "
+                        "not starting with '.'), since it names a folder under the output root")
+    return name
+
+
+def _check_inside(path: Path, root: Path, what: str) -> Path:
+    """``path`` if it resolves inside ``root`` and is no source notebook, else a DataError (never write elsewhere)."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise DataError(f"{what} {path} resolves to {resolved}, outside the output folder {root.resolve()}; refused")
+    if resolved.parent == paths.NOTEBOOK_DIR.resolve():
+        raise DataError(f"{what} {path} would overwrite the source notebook {resolved}; refused")
+    return path
 
 
 @functools.lru_cache(maxsize=None)
@@ -156,6 +178,7 @@ def _fill_placeholders(value, fill: dict):
 
 def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:
     """Execute every step (per-run steps once per grid point); return one outcome per execution."""
+    check_folder_name(config.name, f"{config.path}: key 'name'")  # also for a Config built in code
     config.output_dir.mkdir(parents=True, exist_ok=True)
     runs = config.runs() or [("default", {})]
     failed_runs: set[str] = set()
@@ -176,7 +199,7 @@ def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:
 def _execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     source = paths.NOTEBOOK_DIR / step.notebook
     folder = config.output_dir / run[0] if run else config.output_dir / "notebooks"
-    output = folder / step.notebook
+    output = _check_inside(folder / step.notebook, config.output_root, "executed notebook")
     params = step_parameters(config, step, run)
     digest = hashlib.sha256(source.read_bytes() + json.dumps(params, sort_keys=True).encode()).hexdigest()
     marker = config.output_dir / ".done" / f"{Path(step.notebook).stem}{'__' + run[0] if run else ''}.json"
@@ -237,7 +260,11 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    outcomes = execute(config, force=args.force)
+    try:
+        outcomes = execute(config, force=args.force)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     report = write_report(config, outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes)} step(s) in {time.perf_counter() - start:.1f} s; report: {report}")

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from chexutils import cache as cache_module
-from chexutils import cache_admin, locks, paths
+from chexutils import cache_admin, locks, paths, workbook
 from chexutils.cache import open_cache
 from chexutils.cache_admin import list_caches
 from chexutils.checkpoint import load_checkpoint
@@ -195,3 +195,37 @@ def _alive(pid):
     except OSError:
         return False
     return state != "Z"
+
+
+# --- safe output paths ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["..", ".", "../elsewhere", "/tmp/x", ".hidden", "a b", ""])
+def test_sweep_name_must_be_a_plain_folder_name(tmp_path, capsys, name):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({"name": name, "steps": [{"notebook": "00_data.ipynb"}]}))
+    before = {p: p.read_bytes() for p in paths.NOTEBOOK_DIR.glob("*.ipynb")}
+    assert workbook.main(["run", str(config), "--output-root", str(tmp_path / "out")]) == 2
+    assert "expected a plain folder name" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in paths.NOTEBOOK_DIR.glob("*.ipynb")} == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_grid_value_that_is_no_folder_name_is_refused(tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({"name": "x", "steps": [{"notebook": "01_explore.ipynb", "per_run": True}],
+                                      "grid": {"seed": [1, ".."]}}))
+    with pytest.raises(DataError, match=r"grid run '\.\.' is '\.\.'; expected a plain folder name"):
+        workbook.load_config(config, tmp_path / "out")
+
+
+def test_runner_never_writes_a_notebook_outside_the_output_root(tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({"name": "x", "steps": [{"notebook": "00_data.ipynb"}]}))
+    loaded = workbook.load_config(config, tmp_path / "out")
+    loaded.name = ".."  # a Config changed in code after loading
+    with pytest.raises(DataError, match="plain folder name"):
+        workbook.execute(loaded, log=lambda *_: None)
+    with pytest.raises(DataError, match="would overwrite the source notebook"):
+        workbook._check_inside(paths.NOTEBOOK_DIR / "00_data.ipynb", paths.PROJECT_ROOT, "executed notebook")
+    with pytest.raises(DataError, match="outside the output folder"):
+        workbook._check_inside(tmp_path / "out" / ".." / "elsewhere.ipynb", tmp_path / "out", "executed notebook")
