@@ -229,3 +229,36 @@ def test_runner_never_writes_a_notebook_outside_the_output_root(tmp_path):
         workbook._check_inside(paths.NOTEBOOK_DIR / "00_data.ipynb", paths.PROJECT_ROOT, "executed notebook")
     with pytest.raises(DataError, match="outside the output folder"):
         workbook._check_inside(tmp_path / "out" / ".." / "elsewhere.ipynb", tmp_path / "out", "executed notebook")
+
+
+# --- images and CSV rows --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_decompression_bomb_names_file_and_csv_line(small_set, tmp_path, monkeypatch, use_cache):
+    frame = read_chexpert(small_set)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400)  # the 40 x 48 test images count as 20000 x 20000 ones
+    source = image_source(frame.iloc[[0]], 16, "bilinear", False, tmp_path / "cache")
+    with pytest.raises(DataError, match=rf"{frame['image'].iloc[0]}: image too large to decode safely.*CSV line 2"):
+        if use_cache:
+            image_source(frame, 16, "bilinear", True, tmp_path / "cache")
+        else:
+            source[0]
+
+
+def test_any_decoder_failure_is_a_data_error(small_set, monkeypatch):
+    frame = read_chexpert(small_set)
+
+    def broken(self):
+        raise ValueError("buffer is not large enough")
+
+    monkeypatch.setattr(Image.Image, "load", broken)
+    with pytest.raises(DataError, match=r"view1_frontal.jpg: cannot decode image \(ValueError: buffer"):
+        cache_module.load_resized(frame["image"].iloc[0], 16)
+
+
+def test_short_csv_row_is_refused_with_file_and_line(small_set):
+    text = small_set.read_text().splitlines()
+    text[3] = ",".join(text[3].split(",")[:7])  # a row cut off after 7 of 19 fields
+    small_set.write_text("\n".join(text[:4]) + "\n")
+    with pytest.raises(DataError, match=rf"{small_set} line 4: 7 field\(s\), expected 19"):
+        read_chexpert(small_set)
