@@ -17,14 +17,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --editable '.[dev]'
 	touch $(STAMP)
 
-demo: setup ## run the whole workbook on a generated phantom CheXpert (CONFIG=configs/demo.yaml)
-	$(PY) -m chexutils.workbook run $(CONFIG)
+demo: setup ## run the whole workbook on a generated phantom CheXpert (CONFIG=configs/demo.yaml; FORCE=1 re-runs and retrains)
+	$(PY) -m chexutils.workbook run $(CONFIG) $(if $(FORCE),--force)
 
 test: setup ## run the test suite
 	$(PY) -m pytest
 
-lab: setup ## open JupyterLab on notebooks/ with the project's interpreter as kernel
-	$(VENV)/bin/jupyter lab notebooks/
+lab: setup ## open JupyterLab at the repository root (notebooks/, output/); ARGS=... go to jupyter lab; as root adds --allow-root
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 clean-output: ## delete everything under output/ except its README
 	find output -mindepth 1 ! -name README.md -exec rm -rf {} +

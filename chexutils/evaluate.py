@@ -60,7 +60,7 @@ def predict_run(run_dir, frame: pd.DataFrame, split: str, device: str = "auto") 
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           ("cpu" if device == "auto" else device))
     model = build_model(config["backbone"], config["head"])
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    model.load_state_dict(load_checkpoint(run_dir / "best.pt", require=("model", "config"))["model"])
     model.to(device)
     size, method = config["image_size"], config["resize_method"]
     images = image_source(frame, size, method, config["use_cache"], paths.resolve(config["cache_dir"]))

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from . import __version__, locks, paths
 from .aggregate import aggregate_studies
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config_checks import check_patient_overlap
 from .data import read_chexpert
 from .errors import DataError
 from .io import write_json, write_table
@@ -146,6 +147,7 @@ def _fit(cfg: TrainConfig) -> Path:
         torch.manual_seed(cfg.seed)  # a run's own seed; the caller's RNG state is restored afterwards
         policy = get_policy(cfg.policy, blank=cfg.blank, **cfg.policy_options)
         chexpert_dir = paths.find_chexpert(cfg.data_dir)
+        _check_leakage(cfg, chexpert_dir)
         train = load_split(_csv(cfg.train_csv, chexpert_dir / "train.csv"), chexpert_dir.parent, cfg,
                            policy.targets, rank)
         valid = load_split(_csv(cfg.valid_csv, chexpert_dir / "valid.csv"), chexpert_dir.parent, cfg,
@@ -197,7 +199,8 @@ def _resume(path: Path, cfg: TrainConfig, model, optimizer, scheduler) -> tuple[
     """Restore a run from checkpoint.pt (same config required); (0, [], -inf) for a new run."""
     if not path.is_file():
         return 0, [], -math.inf
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, require=("model", "optimizer", "scheduler", "epoch", "best", "history", "rng",
+                                           "config"))
     changed = config_differences(state["config"], cfg)
     if changed:
         raise CheckpointError(f"{path}: was trained with other settings ({', '.join(changed)}); "
@@ -211,7 +214,7 @@ def _resume(path: Path, cfg: TrainConfig, model, optimizer, scheduler) -> tuple[
 
 def _write_predictions(run_dir: Path, cfg, model, head, splits: dict, device) -> None:
     """predictions_<split>.csv from the best checkpoint's weights."""
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
+    model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device, require=("model",))["model"])
     for name, split in splits.items():
         _, probs = evaluate(model, head, split, device, cfg)
         write_predictions(split.frame, probs, run_dir / f"predictions_{name}.csv")
@@ -222,6 +225,14 @@ def _config_record(cfg: TrainConfig, policy, n_train: int, n_valid: int, world: 
             "train_images": n_train, "valid_images": n_valid, "world_size": world,
             "versions": {"chexutils": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
                          "python": sys.version.split()[0]}}
+
+
+def _check_leakage(cfg: TrainConfig, chexpert_dir: Path) -> None:
+    """Before any cache is built: refuse a valid CSV sharing patients with the training CSV (unless allowed)."""
+    train_csv, valid_csv = _csv(cfg.train_csv, chexpert_dir / "train.csv"), _csv(cfg.valid_csv, chexpert_dir / "valid.csv")
+    check_patient_overlap(read_chexpert(train_csv, chexpert_dir.parent, check_files=False),
+                          read_chexpert(valid_csv, chexpert_dir.parent, check_files=False),
+                          train_csv, valid_csv, cfg.allow_patient_overlap)
 
 
 def _csv(given: str, default: Path) -> Path:

@@ -1,11 +1,13 @@
 """The flat training config: every parameter of a run, commented, resolved and saved with the run."""
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from .config_checks import check_train_values
 from .errors import DataError
 
 
@@ -46,6 +48,7 @@ class TrainConfig:
     device: str = "auto"                 # "auto" = cuda if available, else cpu
     amp: bool = True                     # bf16 autocast on CUDA; no-op on CPU
     channels_last: bool = True           # channels-last memory format on CUDA; no-op on CPU
+    allow_patient_overlap: bool = False  # True: train even when valid_csv shares patients with train_csv (leakage)
 
     def resolved(self) -> "TrainConfig":
         """A copy with derived defaults filled in (what config.json records)."""
@@ -57,6 +60,7 @@ class TrainConfig:
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 SELECT_METRICS = {"valid_auroc_tasks": 1.0, "valid_loss": -1.0}  # sign that makes higher better
 RESUME_MAY_CHANGE = {"epochs", "workers", "device", "cache_dir", "use_cache", "predict_train", "cache_check",
+                     "allow_patient_overlap",
                      "run_dir"}  # run_dir: a moved or copied run folder resumes  # everything else must match
 
 
@@ -79,13 +83,30 @@ def make_config(source=None, **overrides) -> TrainConfig:
         raise DataError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(FIELDS))}")
     if values.get("select_metric", "valid_auroc_tasks") not in SELECT_METRICS:
         raise DataError(f"{where}: select_metric {values['select_metric']!r} is not one of {', '.join(SELECT_METRICS)}")
+    check_train_values({**dataclasses.asdict(TrainConfig()), **values}, where)  # types, ranges, names: before any work
     return TrainConfig(**values).resolved()
 
 
+PATH_FIELDS = {"data_dir", "train_csv", "valid_csv"}  # compared as resolved paths on resume
+
+
 def config_differences(saved: dict, current: TrainConfig) -> list[str]:
-    """Keys whose values differ between a checkpoint's config and this one (resume must match)."""
+    """Keys whose values differ between a checkpoint's config and this one (resume must match).
+
+    The run's identity: not its own folder (a moved or copied run resumes), paths compared once
+    resolved (``data/x/`` = ``data/x`` = its absolute form), a key the checkpoint predates = its default."""
     now = dataclasses.asdict(current)
-    return sorted(k for k in now if k not in RESUME_MAY_CHANGE and _plain(saved.get(k)) != _plain(now[k]))
+    defaults = dataclasses.asdict(TrainConfig())
+    return sorted(k for k in now if k not in RESUME_MAY_CHANGE
+                  and _identity(k, saved.get(k, defaults[k])) != _identity(k, now[k]))
+
+
+def _identity(key: str, value):
+    if key in PATH_FIELDS and isinstance(value, str) and value:
+        from . import paths
+
+        return os.path.normpath(paths.resolve(value))
+    return _plain(value)
 
 
 def _plain(value):

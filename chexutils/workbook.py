@@ -11,10 +11,9 @@ steps stop the series, a failed run only stops that run, and the exit code is no
 
 import argparse
 import functools
-import hashlib
 import itertools
 import json
-import re
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,11 +21,17 @@ from pathlib import Path
 
 import papermill
 import yaml
+from traitlets.config import Config as TraitletsConfig
 
 from . import paths
 from .errors import DataError
 from .io import write_json
+from .sweep_summary import what_was_run
+from .runner_guards import check_folder_name, check_inside, code_digest, notebook_defaults, read_marker, sha, why_rerun
 
+# CurveZMQ keys for each kernel (its kernelspec declares support): the kernel's traffic is encrypted,
+# so ipykernel has no "running over TCP without encryption" warning to print.
+KERNEL_CONFIG = TraitletsConfig({"KernelManager": {"transport_encryption": "auto"}})
 CONFIG_KEYS = {"name", "description", "parameters", "steps", "grid", "kernel"}
 STEP_KEYS = {"notebook", "parameters", "per_run"}
 
@@ -107,27 +112,22 @@ def load_config(path, output_root=None) -> Config:
     _check_parameters_declared(config)
     for run_name, _ in config.runs():
         check_folder_name(run_name, f"{path}: grid run {run_name!r}")
+    _check_training_values(config)
     return config
 
 
-def check_folder_name(name, where: str) -> str:
-    """A plain folder name (letters, digits, ``.``, ``_``, ``-``, ``+``, ``=``; not ``.`` or ``..``) or a DataError.
+def _check_training_values(config: Config) -> None:
+    """Every grid point's training values (types, ranges, policy, backbone, size), before any step runs."""
+    from .config_checks import check_train_values
+    from .train_config import FIELDS
 
-    Sweep and run names become folders under the output root; ``..`` or a ``/`` would write elsewhere."""
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*", name) or name in (".", ".."):
-        raise DataError(f"{where} is {name!r}; expected a plain folder name (letters, digits, '.', '_', '-', '+', '='; "
-                        "not starting with '.'), since it names a folder under the output root")
-    return name
-
-
-def _check_inside(path: Path, root: Path, what: str) -> Path:
-    """``path`` if it resolves inside ``root`` and is no source notebook, else a DataError (never write elsewhere)."""
-    resolved = path.resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        raise DataError(f"{what} {path} resolves to {resolved}, outside the output folder {root.resolve()}; refused")
-    if resolved.parent == paths.NOTEBOOK_DIR.resolve():
-        raise DataError(f"{what} {path} would overwrite the source notebook {resolved}; refused")
-    return path
+    for step in config.steps:
+        defaults = notebook_defaults(step.notebook)
+        if not {"policy", "run_dir"} <= set(defaults):  # not a training notebook
+            continue
+        for run in (config.runs() or [("default", {})]) if step.per_run else [None]:
+            values = {k: v for k, v in {**defaults, **step_parameters(config, step, run)}.items() if k in FIELDS}
+            check_train_values(values, f"{config.path}: run {run[0] if run else '-'}, {step.notebook}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -199,29 +199,42 @@ def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:
 def _execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     source = paths.NOTEBOOK_DIR / step.notebook
     folder = config.output_dir / run[0] if run else config.output_dir / "notebooks"
-    output = _check_inside(folder / step.notebook, config.output_root, "executed notebook")
+    output = check_inside(folder / step.notebook, config.output_root, "executed notebook")
     params = step_parameters(config, step, run)
-    digest = hashlib.sha256(source.read_bytes() + json.dumps(params, sort_keys=True).encode()).hexdigest()
+    parts = {"notebook": sha(source.read_bytes()), "parameters": sha(json.dumps(params, sort_keys=True).encode()),
+             "chexutils": code_digest()}
+    digest = sha(json.dumps(parts, sort_keys=True).encode())
     marker = config.output_dir / ".done" / f"{Path(step.notebook).stem}{'__' + run[0] if run else ''}.json"
     label = f"{step.notebook}" + (f" [{run[0]}]" if run else "")
-    if not force and marker.is_file() and json.loads(marker.read_text()).get("digest") == digest and output.is_file():
-        log(f"skip   {label} (unchanged since it succeeded)")
+    previous = read_marker(marker) if output.is_file() else {}
+    if not force and previous.get("digest") == digest:
+        log(f"skip   {label} (notebook, parameters and chexutils unchanged since it succeeded "
+            f"{previous.get('finished', '')}; --force re-runs it)")
         return Outcome(step.notebook, run[0] if run else None, "skipped", 0.0, output)
     folder.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
-    log(f"run    {label}")
+    last_good = output.with_name(f"{output.stem}.last-good{output.suffix}")
+    if previous:  # keep the last successful execution until this one succeeds
+        os.replace(output, last_good)
+    if "force" in _declared(step.notebook) and force:
+        params = {**params, "force": True}  # e.g. 03 deletes the run's checkpoints and trains again
+    log(f"run    {label} ({why_rerun(previous, parts, force)})")
     start = time.perf_counter()
     try:
         papermill.execute_notebook(str(source), str(output), parameters=params, cwd=str(paths.PROJECT_ROOT),
-                                   kernel_name=config.kernel, progress_bar=False, log_output=False)
+                                   kernel_name=config.kernel, progress_bar=False, log_output=False,
+                                   config=KERNEL_CONFIG)
     except Exception as err:  # papermill keeps the executed notebook with its error cell
         seconds = time.perf_counter() - start
         name = getattr(err, "ename", type(err).__name__)  # the notebook's exception, not papermill's wrapper
         message = f"{name}: {getattr(err, 'evalue', err)}".splitlines()[0]
-        log(f"FAILED {label} after {seconds:.1f} s: {message} (see {output})")
+        kept = f"; the last good run is kept in {last_good}" if last_good.is_file() else ""
+        log(f"FAILED {label} after {seconds:.1f} s: {message} (see {output}{kept})")
         return Outcome(step.notebook, run[0] if run else None, "failed", seconds, output, message)
     seconds = time.perf_counter() - start
-    write_json(marker, {"digest": digest, "seconds": seconds, "parameters": params})
+    last_good.unlink(missing_ok=True)
+    write_json(marker, {"digest": digest, "parts": parts, "seconds": seconds, "parameters": params,
+                        "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     log(f"ok     {label} ({seconds:.1f} s)")
     return Outcome(step.notebook, run[0] if run else None, "ok", seconds, output)
 
@@ -230,6 +243,7 @@ def write_report(config: Config, outcomes: list[Outcome]) -> Path:
     """``output/<name>/report.md``: each step's status and time, links to notebooks and figures."""
     root = config.output_dir
     lines = [f"# Workbook report: {config.name}", "", f"Config: `{config.path.name}`", "",
+             *what_was_run(config, step_parameters), "## Steps", "",
              "| step | run | status | seconds | notebook |", "|---|---|---|---:|---|"]
     for o in outcomes:
         rel = o.output.relative_to(root) if o.output.is_relative_to(root) else o.output

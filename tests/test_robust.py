@@ -1,6 +1,7 @@
 """Faults and misuse: concurrent writers, moved runs, damaged files, bad configs (issue 10)."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -16,10 +17,10 @@ import yaml
 from PIL import Image
 
 from chexutils import cache as cache_module
-from chexutils import cache_admin, locks, paths, workbook
+from chexutils import cache_admin, locks, paths, runner_guards, workbook
 from chexutils.cache import open_cache
 from chexutils.cache_admin import list_caches
-from chexutils.checkpoint import load_checkpoint
+from chexutils.checkpoint import CheckpointError, load_checkpoint
 from chexutils.data import read_chexpert
 from chexutils.errors import DataError
 from chexutils.loader import image_source
@@ -148,7 +149,7 @@ def test_partial_caches_are_listed_and_removed_but_complete_ones_kept(small_set,
 
 def make_clean_cache(root):
     """`make clean-cache CACHE=root` with the Makefile's own command lines."""
-    done = subprocess.run(["make", "-s", "clean-cache", f"CACHE={root}", f"PY={sys.executable}", "STAMP="],
+    done = subprocess.run(["make", "-s", "clean-cache", f"CACHE={root}", f"PY={sys.executable}"],
                           cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert "removed" in done.stdout, done.stdout + done.stderr
     return done.returncode
@@ -226,9 +227,9 @@ def test_runner_never_writes_a_notebook_outside_the_output_root(tmp_path):
     with pytest.raises(DataError, match="plain folder name"):
         workbook.execute(loaded, log=lambda *_: None)
     with pytest.raises(DataError, match="would overwrite the source notebook"):
-        workbook._check_inside(paths.NOTEBOOK_DIR / "00_data.ipynb", paths.PROJECT_ROOT, "executed notebook")
+        runner_guards.check_inside(paths.NOTEBOOK_DIR / "00_data.ipynb", paths.PROJECT_ROOT, "executed notebook")
     with pytest.raises(DataError, match="outside the output folder"):
-        workbook._check_inside(tmp_path / "out" / ".." / "elsewhere.ipynb", tmp_path / "out", "executed notebook")
+        runner_guards.check_inside(tmp_path / "out" / ".." / "elsewhere.ipynb", tmp_path / "out", "executed notebook")
 
 
 # --- images and CSV rows --------------------------------------------------------------------------
@@ -262,3 +263,190 @@ def test_short_csv_row_is_refused_with_file_and_line(small_set):
     small_set.write_text("\n".join(text[:4]) + "\n")
     with pytest.raises(DataError, match=rf"{small_set} line 4: 7 field\(s\), expected 19"):
         read_chexpert(small_set)
+
+
+# --- checkpoints and run identity -----------------------------------------------------------------
+
+@pytest.mark.parametrize("content, pattern", [
+    (b"", r"empty file \(0 bytes\)"),
+    (os.urandom(2000), "not a complete torch checkpoint"),
+    ("truncated", "not a complete torch checkpoint"),
+    ({"model": {}, "epoch": 0}, "missing key\\(s\\) optimizer, scheduler, best, history, rng, config"),
+    ([1, 2, 3], "holds a list, not a dict"),
+])
+def test_unreadable_checkpoint_is_one_clear_error(tiny_phantom, tmp_path, content, pattern):
+    run = tmp_path / "run"
+    run.mkdir()
+    target = run / "checkpoint.pt"
+    if isinstance(content, bytes):
+        target.write_bytes(content)
+    elif content == "truncated":
+        torch.save({"model": {"w": torch.zeros(1000)}}, target)
+        target.write_bytes(target.read_bytes()[:3000])
+    else:
+        torch.save(content, target)
+    cfg = tiny_config(tiny_phantom, run)
+    if content == b"":  # through the command line once: one line, exit code 2, no traceback
+        path = tmp_path / "train.yaml"
+        path.write_text(yaml.safe_dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}))
+        done = subprocess.run([sys.executable, "-m", "chexutils.train", "--config", str(path)], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        message = done.stderr.strip().splitlines()[-1].removeprefix("error: ")
+    else:
+        with pytest.raises(CheckpointError) as info:
+            fit(cfg)
+        message = str(info.value)
+    assert re.search(f"^{target}: {pattern}", message), message
+    assert "weights_only set to False" not in message and "arbitrary code" not in message
+    assert "expected a checkpoint" in message
+
+
+def test_moved_run_folder_resumes_and_paths_are_normalised(tiny_phantom, tmp_path, monkeypatch):
+    first = fit(tiny_config(tiny_phantom, tmp_path / "a" / "run", max_steps_per_epoch=2))
+    moved = tmp_path / "b" / "run"
+    moved.parent.mkdir()
+    first.rename(moved)
+    monkeypatch.chdir(paths.PROJECT_ROOT)
+    data_dir = os.path.relpath(tiny_phantom.parent, paths.PROJECT_ROOT) + "/"  # relative, trailing slash
+    resumed = fit(tiny_config(tiny_phantom, moved, data_dir=data_dir, epochs=2, max_steps_per_epoch=2))
+    history = load_checkpoint(resumed / "checkpoint.pt")["history"]
+    assert [row["epoch"] for row in history] == [1, 2]  # epoch 1 kept from before the move, epoch 2 added
+
+
+# --- config validation before work starts ---------------------------------------------------------
+
+@pytest.mark.parametrize("overrides, pattern", [
+    ({"image_size": "abc"}, r"image_size is 'abc' \(str\); expected int"),
+    ({"epochs": 0}, "epochs is 0; expected a number >= 1"),
+    ({"lr": -0.1}, "lr is -0.1; expected a number > 0"),
+    ({"lr": True}, r"lr is True \(bool\); expected float"),
+    ({"betas": [0.9, 1.5]}, r"betas is \[0.9, 1.5\]; expected two numbers in \[0, 1\)"),
+    ({"workers": -1}, "workers is -1"),
+    ({"policy": "U-Twos"}, "policy is 'U-Twos'; known: U-Ignore"),
+    ({"backbone": "resnet"}, "backbone is 'resnet'; known: densenet121"),
+    ({"backbone": "xception", "image_size": 224}, "backbone xception needs image_size >= 299, got 224"),
+    ({"policy": "U-Ones", "policy_options": {"teacher": "x"}}, "policy U-Ones got unknown option\\(s\\) teacher"),
+    ({"policy": "mixed", "policy_options": {"mapping": {"Edema": "U-Twos"}}}, "mixed: unknown|mixed: each"),
+    ({"policy": "U-SelfTrained"}, "needs policy_options.teacher"),
+    ({"device": "gpu"}, "device is 'gpu'"),
+    ({"pretrained": "imagenet", "backbone": "fractalnet"}, "fractalnet has no ImageNet weights"),
+])
+def test_bad_training_values_fail_before_any_work(overrides, pattern):
+    with pytest.raises(DataError, match=pattern):
+        make_config(**overrides)
+
+
+def test_train_cli_refuses_a_bad_value_with_exit_code_2(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("train:\n  image_size: abc\n  run_dir: " + str(tmp_path / "run") + "\n")
+    done = subprocess.run([sys.executable, "-m", "chexutils.train", "--config", str(path), "--set", "epochs=0"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert re.search(r"error: .*train.yaml: (image_size is 'abc'|epochs is 0)", done.stderr), done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_runner_checks_every_grid_point_at_load_time(tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "x", "steps": [{"notebook": "00_data.ipynb"},
+                               {"notebook": "03_train.ipynb", "per_run": True, "parameters": {"image_size": 224}}],
+        "grid": {"policy": ["U-Ones", "U-Twos"], "backbone": ["densenet121", "xception"]}}))
+    with pytest.raises(DataError, match=rf"{config}: run U-Ones_xception, 03_train.ipynb: backbone xception needs"):
+        workbook.load_config(config, tmp_path / "out")
+    config.write_text(config.read_text().replace("xception", "fractalnet"))
+    with pytest.raises(DataError, match=rf"{config}: run U-Twos_densenet121, 03_train.ipynb: policy is 'U-Twos'"):
+        workbook.load_config(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_valid_csv_sharing_patients_with_train_csv_is_refused(tiny_phantom, tmp_path):
+    train_csv = str(tiny_phantom / "train.csv")
+    cfg = tiny_config(tiny_phantom, tmp_path / "run", train_csv=train_csv, valid_csv=train_csv)
+    with pytest.raises(DataError, match=r"train.csv: \d+ patient\(s\) also in .*train.csv .*allow_patient_overlap"):
+        fit(cfg)
+    assert not (tmp_path / "cache").exists()  # refused before any cache was built
+    allowed = fit(tiny_config(tiny_phantom, tmp_path / "run", train_csv=train_csv, valid_csv=train_csv,
+                              allow_patient_overlap=True, max_steps_per_epoch=1))
+    assert (allowed / "best.pt").is_file()
+
+
+# --- re-running ---------------------------------------------------------------------------------
+
+def _tiny_notebook(folder, name):
+    """A notebook with a parameters cell (fail, force) that fails when told and records force."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# tiny"),
+                nbformat.v4.new_code_cell("fail = False\nforce = False\nout = ''", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("assert not fail, 'told to fail'\nopen(out, 'a').write(f'{force}\\n')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    nb.metadata["language_info"] = {"name": "python"}
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / name)
+
+
+def test_rerun_skips_with_reason_reruns_on_code_change_keeps_last_good_and_forces(tmp_path, monkeypatch, capfd):
+    _tiny_notebook(tmp_path / "nb", "t_rerun.ipynb")
+    monkeypatch.setattr(paths, "NOTEBOOK_DIR", tmp_path / "nb")
+    workbook._declared.cache_clear()
+    runner_guards.notebook_defaults.cache_clear()
+    config_path = tmp_path / "sweep.yaml"
+    record = tmp_path / "record.txt"
+    config_path.write_text(yaml.safe_dump({"name": "x", "parameters": {"out": str(record)},
+                                           "steps": [{"notebook": "t_rerun.ipynb"}]}))
+    config = workbook.load_config(config_path, tmp_path / "out")
+    logs = []
+    assert [o.status for o in workbook.execute(config, log=logs.append)] == ["ok"]
+    assert [o.status for o in workbook.execute(config, log=logs.append)] == ["skipped"]
+    assert "unchanged since it succeeded" in logs[-1] and "--force" in logs[-1]
+    monkeypatch.setattr(workbook, "code_digest", lambda: "a changed package")
+    assert [o.status for o in workbook.execute(config, log=logs.append)] == ["ok"]
+    assert "chexutils changed since it last succeeded" in logs[-2]
+    good = (config.output_dir / "notebooks" / "t_rerun.ipynb").read_text()
+    config.parameters["fail"] = True
+    [failed] = workbook.execute(config, log=logs.append)
+    assert failed.status == "failed" and "told to fail" in failed.output.read_text()
+    last_good = failed.output.with_name("t_rerun.last-good.ipynb")
+    assert last_good.read_text() == good and str(last_good) in logs[-1]
+    config.parameters["fail"] = False
+    assert [o.status for o in workbook.execute(config, force=True, log=logs.append)] == ["ok"]
+    assert "(--force)" in logs[-2] and not last_good.exists()
+    assert record.read_text().split() == ["False", "False", "True"]  # force reaches a notebook that declares it
+    assert "without encryption" not in capfd.readouterr().err  # the kernels ran with CurveZMQ keys
+    workbook._declared.cache_clear()
+    runner_guards.notebook_defaults.cache_clear()
+
+
+def test_restart_retrains_a_finished_run(tiny_phantom, tmp_path):
+    cfg = tiny_config(tiny_phantom, tmp_path / "run", max_steps_per_epoch=1)
+    run = fit(cfg)
+    first = (run / "checkpoint.pt").stat().st_mtime_ns
+    fit(cfg)  # resuming a finished run trains nothing
+    assert (run / "checkpoint.pt").stat().st_mtime_ns == first
+    fit(cfg, restart=True)
+    assert (run / "checkpoint.pt").stat().st_mtime_ns != first
+    assert len(load_checkpoint(run / "checkpoint.pt")["history"]) == 1
+
+
+# --- everyday use -------------------------------------------------------------------------------
+
+def _make_dry(*args):
+    done = subprocess.run(["make", "-n", *args], cwd=paths.PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_make_lab_opens_at_the_root_with_extra_arguments():
+    command = _make_dry("lab", "ARGS=--no-browser --port=8899")
+    assert f'--ServerApp.root_dir="{paths.PROJECT_ROOT}"' in command and "--no-browser --port=8899" in command
+    assert ("--allow-root" in command) == (os.getuid() == 0)
+
+
+def test_make_demo_force_and_clean_cache():
+    assert "workbook run configs/demo.yaml --force" in _make_dry("demo", "FORCE=1")
+    assert "--force" not in _make_dry("demo")
+    assert "cache_admin clean" in _make_dry("clean-cache")
