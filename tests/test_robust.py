@@ -450,3 +450,19 @@ def test_make_demo_force_and_clean_cache():
     assert "workbook run configs/demo.yaml --force" in _make_dry("demo", "FORCE=1")
     assert "--force" not in _make_dry("demo")
     assert "cache_admin clean" in _make_dry("clean-cache")
+
+
+def test_report_starts_with_what_was_run_and_has_no_raw_dicts(tmp_path):
+    from chexutils import compare
+
+    config = workbook.load_config(paths.CONFIG_DIR / "demo.yaml", tmp_path / "out")
+    config.output_dir.mkdir(parents=True)
+    compare.write_comparison(config.output_dir, {"Ensemble of all runs, mean AUROC over the 5 tasks": str(
+        {"mean": 0.712345678901234, "ci_low": 0.65012345678, "ci_high": 0.7701234567, "dropped": 0})})
+    text = workbook.write_report(config, []).read_text()
+    head = text.split("## Steps")[0]
+    assert "generated phantom CheXpert (500 + 100 patients, 128 × 104 px) in `data/phantom-demo`" in head
+    assert "64 px" in head and "3 epoch(s)" in head and "trained from scratch" in head and "lr 0.001" in head
+    assert "**Runs:** 4 (policy: U-Zeros, U-Ones, U-MultiClass, mixed; backbone: densenet121)" in head
+    assert "Official valid = official valid" in head
+    assert "0.712 (95% CI 0.650–0.770); dropped: 0" in text and "{" not in text and "0.7123" not in text
