@@ -23,7 +23,7 @@ import papermill
 import yaml
 from traitlets.config import Config as TraitletsConfig
 
-from . import paths
+from . import locks, paths
 from .errors import DataError
 from .io import write_json
 from .sweep_summary import what_was_run
@@ -275,7 +275,8 @@ def main(argv=None) -> int:
         return 2
     start = time.perf_counter()
     try:
-        outcomes = execute(config, force=args.force)
+        with locks.exclusive(config.output_dir / ".lock", f"sweep folder {config.output_dir}"):  # one runner per sweep
+            outcomes = execute(config, force=args.force)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

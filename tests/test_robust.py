@@ -466,3 +466,14 @@ def test_report_starts_with_what_was_run_and_has_no_raw_dicts(tmp_path):
     assert "**Runs:** 4 (policy: U-Zeros, U-Ones, U-MultiClass, mixed; backbone: densenet121)" in head
     assert "Official valid = official valid" in head
     assert "0.712 (95% CI 0.650–0.770); dropped: 0" in text and "{" not in text and "0.7123" not in text
+
+
+def test_second_runner_on_one_sweep_stops_naming_the_holder(tmp_path, capsys):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({"name": "x", "steps": [{"notebook": "00_data.ipynb"}]}))
+    sweep = tmp_path / "out" / "x"
+    with locks.exclusive(sweep / ".lock", "test"):
+        assert workbook.main(["run", str(config), "--output-root", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"sweep folder {sweep} is being written by pid {os.getpid()} on host" in err
+    assert not (sweep / "notebooks").exists()
