@@ -29,6 +29,6 @@ lab: setup ## open JupyterLab at the repository root (notebooks/, output/); ARGS
 clean-output: ## delete everything under output/ except its README
 	find output -mindepth 1 ! -name README.md -exec rm -rf {} +
 
-clean-cache: ## list, then remove partial and outdated image caches (CACHE=folder, default output/cache; ALL=1: every cache)
+clean-cache: ## list, then remove partial and outdated image caches (CACHE=folder, default: all under output/; ALL=1: every cache)
 	$(PY) -m chexutils.cache_admin list $(CACHE)
 	$(PY) -m chexutils.cache_admin clean $(CACHE) $(if $(ALL),--all)

@@ -1,12 +1,12 @@
 """List and remove image caches: leftovers of interrupted builds, caches of changed images, all.
 
-    python -m chexutils.cache_admin list [CACHE_ROOT]
-    python -m chexutils.cache_admin clean [CACHE_ROOT] [--all]     # `make clean-cache`
+    python -m chexutils.cache_admin list [CACHE_ROOT ...]
+    python -m chexutils.cache_admin clean [CACHE_ROOT ...] [--all]     # `make clean-cache`
 
 Without ``--all``, ``clean`` removes partial caches (no ``meta.json``: an interrupted or failed
 build) and caches of an older format. A cache that a process is building now (its lock is held)
-is never removed. CACHE_ROOT defaults to the training default (``TrainConfig().cache_dir``); caches
-of a sweep live under ``output/<sweep>/cache``, so pass that folder for them.
+is never removed. Without CACHE_ROOT: the training default (``TrainConfig().cache_dir``) and every
+sweep's ``output/<sweep>/cache``.
 """
 
 import argparse
@@ -76,22 +76,24 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chexutils.cache_admin", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["list", "clean"])
-    parser.add_argument("cache_root", nargs="?", default=TrainConfig().cache_dir)
+    parser.add_argument("cache_root", nargs="*", help="folders holding caches (default: all the project's)")
     parser.add_argument("--all", action="store_true", help="clean: also remove complete caches")
     args = parser.parse_args(argv)
-    root = paths.resolve(args.cache_root)
-    if args.command == "list":
-        caches = list_caches(root)
-        for info in caches:
-            print(f"{info.state:<10} {info.images:>8} images {info.megabytes:>10.1f} MB  {info.folder}")
-        print(f"{len(caches)} cache(s) under {root}")
-        return 0
-    try:
-        removed = clean_caches(root, everything=args.all)
-    except locks.FolderLocked as err:  # a build started between listing and removing
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"removed {len(removed)} cache(s) under {root}")
+    roots = [paths.resolve(r) for r in args.cache_root] or [
+        paths.resolve(TrainConfig().cache_dir), *sorted(paths.OUTPUT_DIR.glob("*/cache"))]
+    for root in roots:
+        if args.command == "list":
+            caches = list_caches(root)
+            for info in caches:
+                print(f"{info.state:<10} {info.images:>8} images {info.megabytes:>10.1f} MB  {info.folder}")
+            print(f"{len(caches)} cache(s) under {root}")
+            continue
+        try:
+            removed = clean_caches(root, everything=args.all)
+        except locks.FolderLocked as err:  # a build started between listing and removing
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"removed {len(removed)} cache(s) under {root}")
     return 0
 
 
