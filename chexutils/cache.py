@@ -11,6 +11,7 @@ builds a cache (an OS lock on ``<folder>/.lock``); others wanting it wait, then 
 """
 
 import ctypes
+import functools
 import hashlib
 import os
 import signal
@@ -108,11 +109,15 @@ def open_cache(frame: pd.DataFrame, size: int, cache_root, method: str = "biline
     stamps = file_stamps(paths, check)
     folder = cache_folder(cache_root, paths, size, method, stamps)
     if not (folder / "meta.json").is_file():
-        wait = lambda who: print(f"waiting for image cache {folder}: being built by {who}", flush=True)
-        with locks.exclusive(folder / ".lock", f"image cache {folder}", wait=True, on_wait=wait):
+        with locks.exclusive(folder / ".lock", f"image cache {folder}", wait=True, on_wait=functools.partial(
+                _say_waiting, folder)):
             if not (folder / "meta.json").is_file():  # the other builder may have finished it meanwhile
                 _build(folder, paths, size, method, workers or os.cpu_count() or 1, frame.get("line"), stamps, check)
     return ImageCache(folder, _open_images(folder, len(paths), size), size, method)
+
+
+def _say_waiting(folder: Path, who: str) -> None:
+    print(f"waiting for image cache {folder}: being built by {who}", flush=True)
 
 
 def _open_images(folder: Path, count: int, size: int) -> np.ndarray:
