@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint format lab clean-output
+.PHONY: help setup demo test lint format lab clean-output clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --editable '.[dev]'
 	touch $(STAMP)
 
-demo: setup ## run the whole workbook on a generated phantom CheXpert (CONFIG=configs/demo.yaml)
-	$(PY) -m chexutils.workbook run $(CONFIG)
+demo: setup ## run the whole workbook on a generated phantom CheXpert (CONFIG=configs/demo.yaml; FORCE=1 re-runs and retrains)
+	$(PY) -m chexutils.workbook run $(CONFIG) $(if $(FORCE),--force)
 
 test: lint ## lint, then run the test suite (what CI runs)
 	$(PY) -m pytest
@@ -31,8 +31,12 @@ format: setup ## ruff: fix what can be fixed and format the code
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-lab: setup ## open JupyterLab on notebooks/ with the project's interpreter as kernel
-	$(VENV)/bin/jupyter lab notebooks/
+lab: setup ## open JupyterLab at the repository root (notebooks/, output/); ARGS=... go to jupyter lab; as root adds --allow-root
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 clean-output: ## delete everything under output/ except its README
 	find output -mindepth 1 ! -name README.md -exec rm -rf {} +
+
+clean-cache: ## list, then remove partial and outdated image caches (CACHE=folder, default: all under output/; ALL=1: every cache)
+	$(PY) -m chexutils.cache_admin list $(CACHE)
+	$(PY) -m chexutils.cache_admin clean $(CACHE) $(if $(ALL),--all)

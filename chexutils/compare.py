@@ -1,6 +1,7 @@
 """Compare the runs of a sweep: AUROC tables with CIs, published references beside them, the
 per-label U-Zeros / U-Ones choice, ensembles, and (on the phantom) the planted truth."""
 
+import ast
 import json
 from pathlib import Path
 
@@ -215,7 +216,7 @@ def ensemble(run_dirs, frame: pd.DataFrame, eval_set: str, out_dir) -> Path:
 
 def write_sections(path, sections: dict) -> Path:
     """A markdown file with one ``## title`` section per named table or text (None entries left out)."""
-    parts = [f"## {title}\n\n{markdown(table) if isinstance(table, pd.DataFrame) else table}\n"
+    parts = [f"## {title}\n\n{markdown(table) if isinstance(table, pd.DataFrame) else plain_text(table)}\n"
              for title, table in sections.items() if table is not None]
     path = Path(path)
     path.write_text("\n".join(parts))
@@ -225,6 +226,26 @@ def write_sections(path, sections: dict) -> Path:
 def write_comparison(output_dir, sections: dict) -> Path:
     """``comparison.md`` in the sweep folder (the runner's report includes it)."""
     return write_sections(Path(output_dir) / "comparison.md", sections)
+
+
+def plain_text(value, digits: int = 3) -> str:
+    """A value for a report line: numbers rounded, an estimate with its CI as 'x (95% CI lo–hi)', no raw dicts."""
+    if isinstance(value, str) and value.startswith("{"):  # a dict already turned into text upstream
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    if isinstance(value, dict):
+        estimate = next((value[k] for k in ("auroc", "mean", "value", "estimate") if k in value), None)
+        if estimate is not None and "ci_low" in value and "ci_high" in value:
+            text = f"{plain_text(estimate, digits)} (95% CI {plain_text(value['ci_low'], digits)}–" \
+                   f"{plain_text(value['ci_high'], digits)})"
+            rest = {k: v for k, v in value.items() if k not in ("auroc", "mean", "value", "estimate", "ci_low", "ci_high")}
+            return text + ("; " + plain_text(rest, digits) if rest else "")
+        return "; ".join(f"{k}: {plain_text(v, digits)}" for k, v in value.items())
+    if isinstance(value, (float, np.floating)):
+        return "–" if np.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
 
 
 def markdown(table: pd.DataFrame, digits: int = 3) -> str:

@@ -4,6 +4,7 @@ Every problem with the input is one `DataError` naming the file, the 1-based CSV
 what was expected. The checks are vectorised so the real 223k-row train.csv parses in seconds.
 """
 
+import csv
 import difflib
 import os
 from pathlib import Path
@@ -78,8 +79,14 @@ def read_image(path) -> np.ndarray:
             return np.asarray(img, dtype=np.uint8).copy()
     except FileNotFoundError:
         raise DataError(f"{path}: image file does not exist") from None
+    except Image.DecompressionBombError as err:
+        raise DataError(f"{path}: image too large to decode safely ({err}); expected a chest X-ray of at most "
+                        f"{Image.MAX_IMAGE_PIXELS} pixels") from None
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise DataError(f"{path}: corrupt or truncated image ({err}); expected a readable 8-bit grayscale JPEG") from None
+    except Exception as err:  # any other decoder failure (ValueError, struct.error, ...) is bad input too
+        raise DataError(f"{path}: cannot decode image ({type(err).__name__}: {err}); expected a readable 8-bit "
+                        "grayscale JPEG") from None
 
 
 def write_chexpert_csv(frame: pd.DataFrame, csv_path) -> Path:
@@ -101,7 +108,20 @@ def _read_raw(csv_path: Path) -> pd.DataFrame:
         raise DataError(f"{csv_path}: not a UTF-8 text CSV ({err})") from None
     if frame.empty:
         raise DataError(f"{csv_path} line 2: no data rows after the header; expected one row per image")
+    _check_row_lengths(csv_path, len(frame.columns))
     return frame
+
+
+def _check_row_lengths(csv_path: Path, fields: int) -> None:
+    """A row with fewer fields than the header (e.g. a file cut off) is refused: pandas would fill blanks (negative)."""
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        short = [(reader.line_num, len(row)) for row in reader if row and len(row) < fields]
+    if short:
+        lines = ", ".join(str(line) for line, _ in short[:5]) + (f" and {len(short) - 5} more" if len(short) > 5 else "")
+        raise DataError(f"{csv_path} line{'s' if len(short) > 1 else ''} {lines}: {short[0][1]} field(s), expected "
+                        f"{fields} as in the header (a cut-off or damaged file?)")
 
 
 def _check_columns(frame: pd.DataFrame, csv_path: Path) -> None:

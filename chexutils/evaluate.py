@@ -53,7 +53,7 @@ def predict_run(run_dir, frame: pd.DataFrame, eval_set: str, device: str = "auto
     config = run.config()
     device = pick_device(device)
     model = build_model(config["backbone"], config["head"])
-    model.load_state_dict(load_checkpoint(run.best)["model"])
+    model.load_state_dict(load_checkpoint(run.best, require=("model", "config"))["model"])
     model.to(device)
     size, method = config["image_size"], config["resize_method"]
     images = image_source(frame, size, method, config["use_cache"], paths.resolve(config["cache_dir"]))

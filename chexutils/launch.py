@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from . import paths
+from .rundir import RunDir
 from .train import fit
 from .train_config import TrainConfig
 
@@ -24,10 +25,16 @@ class LaunchFailed(RuntimeError):
     """The torchrun subprocess exited with an error; its output (shown above) says why."""
 
 
-def train(cfg: TrainConfig, stream=None) -> Path:
-    """Train ``cfg`` in this process, or under torchrun when ``cfg.nproc_per_node > 1``; returns the run folder."""
+def train(cfg: TrainConfig, stream=None, restart: bool = False) -> Path:
+    """Train ``cfg`` in this process, or under torchrun when ``cfg.nproc_per_node > 1``; returns the run folder.
+
+    ``restart``: delete the run's training state first and train again (the runner's ``--force``)."""
     if cfg.nproc_per_node <= 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return fit(cfg)
+        return fit(cfg, restart=restart)
+    if restart:
+        run = RunDir(paths.resolve(cfg.run_dir))
+        for path in (run.checkpoint, run.best, run.history):
+            path.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="chexutils-launch-") as folder:
         config_path = Path(folder) / "train.yaml"
         config_path.write_text(yaml.safe_dump(config_as_yaml(cfg), sort_keys=False))

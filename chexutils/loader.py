@@ -14,18 +14,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .cache import ImageCache, load_resized, open_cache
-from .filelock import exclusive
+from .errors import DataError
 
 
-def image_source(frame, size: int, method: str, use_cache: bool, cache_dir):
-    """Where a frame's resized images come from: the uint8 cache (built or reused) or the JPEGs per item.
-
-    Parallel runs share one cache root: the first to need a cache builds it while the others wait on
-    the root's lock file; a complete cache is then only read (memory-mapped, read-only), never rewritten."""
+def image_source(frame, size: int, method: str, use_cache: bool, cache_dir, check: str = "stat"):
+    """Where a frame's resized images come from: the uint8 cache (built or reused) or the JPEGs per item."""
     if use_cache:
-        with exclusive(Path(cache_dir) / ".lock"):
-            return open_cache(frame, size, cache_dir, method)
-    return ResizedImages(frame["image"], size, method)
+        return open_cache(frame, size, cache_dir, method, check=check)
+    return ResizedImages(frame["image"], size, method, frame.get("line"))
 
 
 def epoch_batches(n: int, batch_size: int, shuffle: bool, seed: int, epoch: int,
@@ -44,14 +40,20 @@ def epoch_batches(n: int, batch_size: int, shuffle: bool, seed: int, epoch: int,
 class ResizedImages(Dataset):
     """Per-image reads from the JPEGs (the path without a cache): decode, resize, uint8 (1, S, S)."""
 
-    def __init__(self, image_paths, size: int, method: str = "bilinear"):
+    def __init__(self, image_paths, size: int, method: str = "bilinear", lines=None):
         self.paths, self.size, self.method = list(image_paths), size, method
+        self.lines = None if lines is None else list(lines)  # CSV line per row, for error messages
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, row: int):
-        return torch.from_numpy(load_resized(self.paths[row], self.size, self.method))[None], row
+        try:
+            return torch.from_numpy(load_resized(self.paths[row], self.size, self.method))[None], row
+        except DataError as err:
+            if self.lines is None:
+                raise
+            raise DataError(f"{err} (CSV line {int(self.lines[row])})") from None
 
 
 class _CachedBatch(Dataset):

@@ -26,9 +26,10 @@ import torchvision
 import yaml
 from tqdm.auto import tqdm
 
-from . import __version__, paths
+from . import __version__, locks, paths
 from .aggregate import aggregate_studies
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config_checks import check_patient_overlap
 from .data import read_chexpert
 from .device_cache import maybe_on_device
 from .errors import DataError
@@ -63,7 +64,8 @@ class LabelledImages:
 def load_labelled_images(csv_path: Path, root: Path, cfg: TrainConfig, targets, rank: int) -> LabelledImages:
     """Read and validate a CSV, open its image cache (rank 0 builds it), compute ``targets(frame)``."""
     frame = read_chexpert(csv_path, root=root)
-    source = lambda: image_source(frame, cfg.image_size, cfg.resize_method, cfg.use_cache, paths.resolve(cfg.cache_dir))
+    source = lambda: image_source(frame, cfg.image_size, cfg.resize_method, cfg.use_cache, paths.resolve(cfg.cache_dir),
+                                  cfg.cache_check)
     if rank == 0:
         images = source()
     _barrier()  # other ranks reuse the cache rank 0 built
@@ -146,8 +148,22 @@ def score_selection(model, head, split: LabelledImages, device, cfg: TrainConfig
     return {"valid_loss": loss, "valid_auroc_tasks": float(auroc.mean()) if auroc.notna().any() else math.nan}, probs
 
 
-def fit(cfg: TrainConfig) -> Path:
-    """Train (or resume) the run ``cfg.run_dir``; returns the run directory."""
+def fit(cfg: TrainConfig, restart: bool = False) -> Path:
+    """Train (or resume) the run ``cfg.run_dir``, holding its lock; returns the run directory.
+
+    A second process training into the same folder stops with a FolderLocked error naming the
+    holder. ``restart=True`` deletes the folder's training state first (``--force`` retrains)."""
+    if int(os.environ.get("RANK", "0")) != 0:  # only rank 0 writes the run folder
+        return _fit(cfg)
+    run = RunDir(paths.resolve(cfg.run_dir))
+    with locks.exclusive(run.lock, f"run folder {run.path}"):
+        if restart:
+            for path in (run.checkpoint, run.best, run.history):
+                path.unlink(missing_ok=True)
+        return _fit(cfg)
+
+
+def _fit(cfg: TrainConfig) -> Path:
     rank, world, local_rank = _setup_distributed()
     device = pick_device(cfg.device, local_rank)
     torch.backends.cudnn.benchmark = device.type == "cuda"
@@ -158,6 +174,7 @@ def fit(cfg: TrainConfig) -> Path:
         torch.manual_seed(cfg.seed)  # a run's own seed; the caller's RNG state is restored afterwards
         policy = get_policy(cfg.policy, blank=cfg.blank, **cfg.policy_options)
         chexpert_dir = paths.find_chexpert(cfg.data_dir)
+        _check_leakage(cfg, chexpert_dir)
         train_csv = _csv(cfg.train_csv, chexpert_dir / "train.csv")
         train = load_labelled_images(train_csv, chexpert_dir.parent, cfg, policy.targets, rank)
         valid = load_labelled_images(_csv(cfg.valid_csv, chexpert_dir / "valid.csv"), chexpert_dir.parent, cfg,
@@ -216,7 +233,8 @@ def _resume(path: Path, cfg: TrainConfig, model, optimizer, scheduler) -> tuple[
     """Restore a run from checkpoint.pt (same config required); (0, [], -inf) for a new run."""
     if not path.is_file():
         return 0, [], -math.inf
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, require=("model", "optimizer", "scheduler", "epoch", "best", "history", "rng",
+                                           "config"))
     changed = config_differences(state["config"], cfg)
     if changed:
         raise CheckpointError(f"{path}: was trained with other settings ({', '.join(changed)}); "
@@ -230,7 +248,7 @@ def _resume(path: Path, cfg: TrainConfig, model, optimizer, scheduler) -> tuple[
 
 def _write_predictions(run: RunDir, cfg, model, head, sets: dict, device) -> None:
     """predictions_<set>.csv from the best checkpoint's weights."""
-    model.load_state_dict(load_checkpoint(run.best, map_location=device)["model"])
+    model.load_state_dict(load_checkpoint(run.best, map_location=device, require=("model",))["model"])
     for name, images in sets.items():
         _, probs = score_selection(model, head, images, device, cfg)
         write_predictions(images.frame, probs, run.predictions(name))
@@ -249,6 +267,14 @@ def _config_record(cfg: TrainConfig, policy, n_train: int, n_valid: int, world: 
             "train_images": n_train, "valid_images": n_valid, "world_size": world,
             "versions": {"chexutils": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
                          "python": sys.version.split()[0]}}
+
+
+def _check_leakage(cfg: TrainConfig, chexpert_dir: Path) -> None:
+    """Before any cache is built: refuse a valid CSV sharing patients with the training CSV (unless allowed)."""
+    train_csv, valid_csv = _csv(cfg.train_csv, chexpert_dir / "train.csv"), _csv(cfg.valid_csv, chexpert_dir / "valid.csv")
+    check_patient_overlap(read_chexpert(train_csv, chexpert_dir.parent, check_files=False),
+                          read_chexpert(valid_csv, chexpert_dir.parent, check_files=False),
+                          train_csv, valid_csv, cfg.allow_patient_overlap)
 
 
 def _csv(given: str, default: Path) -> Path:
@@ -286,8 +312,12 @@ def main(argv=None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
-    cfg = make_config(args.config, **overrides)
-    run_dir = fit(cfg)
+    try:
+        cfg = make_config(args.config, **overrides)
+        run_dir = fit(cfg)
+    except (DataError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"run finished: {run_dir}")
     return 0
 

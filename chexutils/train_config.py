@@ -1,11 +1,13 @@
 """The flat training config: every parameter of a run, commented, resolved and saved with the run."""
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from .config_checks import check_train_values
 from .errors import DataError
 
 
@@ -42,6 +44,7 @@ class TrainConfig:
     cache_dir: str = ""                  # where caches live (one per image list x size x method);
                                          # "" = <data_dir>/cache, shared by every sweep and run on that data set
     resize_method: str = "bilinear"
+    cache_check: str = "stat"            # how a changed image is noticed: "stat" (size + mtime) or "content" (hash)
     workers: int = 0                     # loader worker processes (0 = main process + prefetch thread)
     device: str = "auto"                 # "auto" = cuda if available, else cpu
     amp: bool = True                     # bf16 autocast on CUDA; no-op on CPU
@@ -58,6 +61,7 @@ class TrainConfig:
     cache_on_device: bool | None = None  # whole uint8 cache in device memory; None = on CUDA when it fits
                                          # in half the free memory
     nproc_per_node: int = 1              # > 1: the notebook and the runner launch the run under torchrun (DDP)
+    allow_patient_overlap: bool = False  # True: train even when valid_csv shares patients with train_csv (leakage)
 
     def resolved(self) -> "TrainConfig":
         """A copy with derived defaults filled in (what config.json records)."""
@@ -92,8 +96,9 @@ def effective_lr(cfg: TrainConfig) -> float:
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 SELECT_METRICS = {"valid_auroc_tasks": 1.0, "valid_loss": -1.0}  # sign that makes higher better
-RESUME_MAY_CHANGE = {"epochs", "workers", "device", "cache_dir", "use_cache", "predict_train",  # the rest must match
-                     "loss_sync_every", "adam_impl", "compile", "cache_on_device"}
+RESUME_MAY_CHANGE = {"epochs", "workers", "device", "cache_dir", "use_cache", "predict_train", "cache_check",
+                     "allow_patient_overlap", "loss_sync_every", "adam_impl", "compile", "cache_on_device",
+                     "run_dir"}  # run_dir: a moved or copied run folder resumes; everything else must match
 
 
 def make_config(source=None, **overrides) -> TrainConfig:
@@ -115,6 +120,7 @@ def make_config(source=None, **overrides) -> TrainConfig:
         raise DataError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(FIELDS))}")
     if values.get("select_metric", "valid_auroc_tasks") not in SELECT_METRICS:
         raise DataError(f"{where}: select_metric {values['select_metric']!r} is not one of {', '.join(SELECT_METRICS)}")
+    check_train_values({**dataclasses.asdict(TrainConfig()), **values}, where)  # types, ranges, names: before any work
     for key, allowed in (("lr_scale_rule", LR_SCALE_RULES), ("adam_impl", ADAM_IMPLS)):
         if key in values and values[key] not in allowed:
             raise DataError(f"{where}: {key} {values[key]!r} is not one of {', '.join(allowed)}")
@@ -123,10 +129,26 @@ def make_config(source=None, **overrides) -> TrainConfig:
     return TrainConfig(**values).resolved()
 
 
+PATH_FIELDS = {"data_dir", "train_csv", "valid_csv"}  # compared as resolved paths on resume
+
+
 def config_differences(saved: dict, current: TrainConfig) -> list[str]:
-    """Keys whose values differ between a checkpoint's config and this one (resume must match)."""
+    """Keys whose values differ between a checkpoint's config and this one (resume must match).
+
+    The run's identity: not its own folder (a moved or copied run resumes), paths compared once
+    resolved (``data/x/`` = ``data/x`` = its absolute form), a key the checkpoint predates = its default."""
     now = dataclasses.asdict(current)
-    return sorted(k for k in now if k not in RESUME_MAY_CHANGE and _plain(saved.get(k)) != _plain(now[k]))
+    defaults = dataclasses.asdict(TrainConfig())
+    return sorted(k for k in now if k not in RESUME_MAY_CHANGE
+                  and _identity(k, saved.get(k, defaults[k])) != _identity(k, now[k]))
+
+
+def _identity(key: str, value):
+    if key in PATH_FIELDS and isinstance(value, str) and value:
+        from . import paths
+
+        return os.path.normpath(paths.resolve(value))
+    return _plain(value)
 
 
 def _plain(value):

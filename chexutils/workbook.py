@@ -14,9 +14,9 @@ run, and the exit code is non-zero.
 
 import argparse
 import functools
-import hashlib
 import itertools
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,12 +24,18 @@ from pathlib import Path
 
 import papermill
 import yaml
+from traitlets.config import Config as TraitletsConfig
 
-from . import parallel, paths
+from . import locks, parallel, paths
 from .errors import DataError
 from .io import write_json
+from .sweep_summary import what_was_run
+from .runner_guards import check_folder_name, check_inside, code_digest, notebook_defaults, read_marker, sha, why_rerun
 
 REPORT_SECTIONS = ("comparison.md", "phantom_check.md", "official_test.md")  # written by 05, 07, 06; in report.md
+# CurveZMQ keys for each kernel (its kernelspec declares support): the kernel's traffic is encrypted,
+# so ipykernel has no "running over TCP without encryption" warning to print.
+KERNEL_CONFIG = TraitletsConfig({"KernelManager": {"transport_encryption": "auto"}})
 CONFIG_KEYS = {"name", "description", "parameters", "steps", "grid", "kernel", "slurm"}
 STEP_KEYS = {"notebook", "parameters", "per_run", "runs"}
 
@@ -104,8 +110,7 @@ def load_config(path, output_root=None) -> Config:
     unknown = set(raw) - CONFIG_KEYS
     if unknown:
         raise DataError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(CONFIG_KEYS))}")
-    if not isinstance(raw.get("name"), str) or not raw["name"].strip() or "/" in raw["name"]:
-        raise DataError(f"{path}: key 'name' must be a folder name for output/<name>/")
+    check_folder_name(raw.get("name"), f"{path}: key 'name'")
     steps, seen = [], {}
     for i, item in enumerate(raw.get("steps") or []):
         if not isinstance(item, dict) or "notebook" not in item or set(item) - STEP_KEYS:
@@ -128,6 +133,9 @@ def load_config(path, output_root=None) -> Config:
                     paths.resolve(output_root) if output_root else paths.OUTPUT_DIR,
                     parallel.check_slurm(path, raw.get("slurm")))
     _check_parameters_declared(config)
+    for run_name, _ in config.runs():
+        check_folder_name(run_name, f"{path}: grid run {run_name!r}")
+    _check_training_values(config)
     return config
 
 
@@ -143,6 +151,20 @@ def _step_runs(path: Path, i: int, runs) -> list[tuple[str, dict]]:
                             f"(no '/', not used twice); got {name!r}")
         out.append((name, {k: v for k, v in run.items() if k != "name"}))
     return out
+def _check_training_values(config: Config) -> None:
+    """Every grid point's training values (types, ranges, policy, backbone, size), before any step runs."""
+    from .config_checks import check_train_values
+    from .train_config import FIELDS
+
+    for step in config.steps:
+        defaults = notebook_defaults(step.notebook)
+        if not {"policy", "run_dir", "train"} <= set(defaults):  # not a training notebook
+            continue
+        runs = step.runs if step.runs is not None else (config.runs() or [("default", {})])
+        for run in runs if step.per_run else [None]:
+            params = {**defaults, **step_parameters(config, step, run)}
+            values = {**{k: v for k, v in params.items() if k in FIELDS}, **(params.get("train") or {})}
+            check_train_values(values, f"{config.path}: run {run[0] if run else '-'}, {step.notebook}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -198,6 +220,7 @@ def _fill_placeholders(value, fill: dict):
 
 def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:
     """Execute every step (per-run steps once per grid point); return one outcome per execution."""
+    check_folder_name(config.name, f"{config.path}: key 'name'")  # also for a Config built in code
     config.output_dir.mkdir(parents=True, exist_ok=True)
     grid_runs = config.runs() or [("default", {})]
     failed_runs: set[str] = set()
@@ -219,30 +242,42 @@ def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:
 def _execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     source = paths.NOTEBOOK_DIR / step.notebook
     folder = config.output_dir / run[0] if run else config.output_dir / "notebooks"
-    output = folder / f"{step.key}.ipynb"
+    output = check_inside(folder / f"{step.key}.ipynb", config.output_root, "executed notebook")
     params = step_parameters(config, step, run)
-    digest = hashlib.sha256(source.read_bytes() + json.dumps(params, sort_keys=True).encode()
-                            + _input_files_digest(params)).hexdigest()
+    parts = {"notebook": sha(source.read_bytes()), "parameters": sha(json.dumps(params, sort_keys=True).encode()),
+             "input files": _input_files_digest(params).hex(), "chexutils": code_digest()}
+    digest = sha(json.dumps(parts, sort_keys=True).encode())
     marker = config.output_dir / ".done" / f"{step.key}{'__' + run[0] if run else ''}.json"
     label = f"{step.key}.ipynb" + (f" [{run[0]}]" if run else "")
-    if not force and marker.is_file() and json.loads(marker.read_text()).get("digest") == digest and output.is_file():
-        log(f"skip   {label} (unchanged since it succeeded)")
+    previous = read_marker(marker) if output.is_file() else {}
+    if not force and previous.get("digest") == digest:
+        log(f"skip   {label} (notebook, parameters, input files and chexutils unchanged since it succeeded "
+            f"{previous.get('finished', '')}; --force re-runs it)")
         return Outcome(step.notebook, run[0] if run else None, "skipped", 0.0, output)
     folder.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
-    log(f"run    {label}")
+    last_good = output.with_name(f"{output.stem}.last-good{output.suffix}")
+    if previous:  # keep the last successful execution until this one succeeds
+        os.replace(output, last_good)
+    if "force" in _declared(step.notebook) and force:
+        params = {**params, "force": True}  # e.g. 03 deletes the run's checkpoints and trains again
+    log(f"run    {label} ({why_rerun(previous, parts, force)})")
     start = time.perf_counter()
     try:
         papermill.execute_notebook(str(source), str(output), parameters=params, cwd=str(paths.PROJECT_ROOT),
-                                   kernel_name=config.kernel, progress_bar=False, log_output=False)
+                                   kernel_name=config.kernel, progress_bar=False, log_output=False,
+                                   config=KERNEL_CONFIG)
     except Exception as err:  # papermill keeps the executed notebook with its error cell
         seconds = time.perf_counter() - start
         name = getattr(err, "ename", type(err).__name__)  # the notebook's exception, not papermill's wrapper
         message = f"{name}: {getattr(err, 'evalue', err)}".splitlines()[0]
-        log(f"FAILED {label} after {seconds:.1f} s: {message} (see {output})")
+        kept = f"; the last good run is kept in {last_good}" if last_good.is_file() else ""
+        log(f"FAILED {label} after {seconds:.1f} s: {message} (see {output}{kept})")
         return Outcome(step.notebook, run[0] if run else None, "failed", seconds, output, message)
     seconds = time.perf_counter() - start
-    write_json(marker, {"digest": digest, "seconds": seconds, "parameters": params})
+    last_good.unlink(missing_ok=True)
+    write_json(marker, {"digest": digest, "parts": parts, "seconds": seconds, "parameters": params,
+                        "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     log(f"ok     {label} ({seconds:.1f} s)")
     return Outcome(step.notebook, run[0] if run else None, "ok", seconds, output)
 
@@ -271,6 +306,7 @@ def write_report(config: Config, outcomes: list[Outcome]) -> Path:
     """``output/<name>/report.md``: each step's status and time, links to notebooks and figures."""
     root = config.output_dir
     lines = [f"# Workbook report: {config.name}", "", f"Config: `{config.path.name}`", "",
+             *what_was_run(config, step_parameters), "## Steps", "",
              "| step | run | status | seconds | notebook |", "|---|---|---|---:|---|"]
     for o in outcomes:
         rel = o.output.relative_to(root) if o.output.is_relative_to(root) else o.output
@@ -306,10 +342,15 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    if args.jobs > 1 or args.slurm:
-        outcomes = parallel.execute_parallel(config, jobs=args.jobs, force=args.force, slurm=args.slurm)
-    else:
-        outcomes = execute(config, force=args.force)
+    try:
+        with locks.exclusive(config.output_dir / ".lock", f"sweep folder {config.output_dir}"):  # one runner per sweep
+            if args.jobs > 1 or args.slurm:
+                outcomes = parallel.execute_parallel(config, jobs=args.jobs, force=args.force, slurm=args.slurm)
+            else:
+                outcomes = execute(config, force=args.force)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     report = write_report(config, outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes)} step(s) in {time.perf_counter() - start:.1f} s; report: {report}")

@@ -131,8 +131,8 @@ def test_two_process_ddp_on_cpu(tiny_phantom, tmp_path):
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert config["world_size"] == 2 and config["head"] == "multiclass"
     assert len(pd.read_csv(tmp_path / "ddp" / "history.csv")) == 1
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        "best.pt", "checkpoint.pt", "config.json", "history.csv", "predictions_select.csv"]
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [  # .lock: rank 0's run-folder lock
+        ".lock", "best.pt", "checkpoint.pt", "config.json", "history.csv", "predictions_select.csv"]
 
 
 def test_self_trained_student_learns_from_a_u_ignore_teacher(tiny_phantom, tmp_path):
