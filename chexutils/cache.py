@@ -189,9 +189,8 @@ def _mark(filled: np.ndarray, rows: np.ndarray, filled_path: Path, bar) -> np.nd
 
 
 def _save_filled(filled: np.ndarray, filled_path: Path) -> None:
-    tmp = filled_path.with_name(f"filled.{os.getpid()}.tmp.npy")  # per process
-    np.save(tmp, filled)
-    os.replace(tmp, filled_path)
+    with atomic_path(filled_path) as tmp, open(tmp, "wb") as handle:  # a temp file per process
+        np.save(handle, filled)
 
 
 def _salvage(folder: Path, images: np.ndarray, stamps: np.ndarray) -> np.ndarray:

@@ -7,7 +7,6 @@ ImageNet normalisation happen later, on the training device, inside the model.
 
 import queue
 import threading
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -14,6 +14,7 @@ run, and the exit code is non-zero.
 
 import argparse
 import functools
+import hashlib
 import itertools
 import json
 import os
