@@ -1,6 +1,6 @@
 """Time the vectorised bootstrap: 14 observations x 1,000 resamples x 200 studies (prints seconds).
 
-    .venv/bin/python benchmarks/bootstrap.py
+.venv/bin/python benchmarks/bootstrap.py
 """
 
 import time

@@ -22,8 +22,9 @@ def bootstrap_coverage(auroc, positives, negatives, data_sets, resamples, seed):
     y = np.r_[np.ones(positives, bool), np.zeros(negatives, bool)]
     shift, hits = stats.binormal_auroc_shift(auroc), 0
     for i in range(data_sets):
-        values = weighted_auroc_ap(y, rng.normal(size=len(y)) + shift * y,
-                                   resample_counts(len(y), resamples, seed=seed * 100_000 + i))[0]
+        values = weighted_auroc_ap(
+            y, rng.normal(size=len(y)) + shift * y, resample_counts(len(y), resamples, seed=seed * 100_000 + i)
+        )[0]
         low, high = np.quantile(values[np.isfinite(values)], [0.025, 0.975])
         hits += low <= auroc <= high
     return hits / data_sets
@@ -38,11 +39,14 @@ def main(argv=None):
     print("| true AUROC | positives | negatives | percentile bootstrap | logit DeLong (printed) |")
     print("|---:|---:|---:|---:|---:|")
     for i, (auroc, positives, negatives) in enumerate(
-            (a, m, n) for a in (0.75, 0.9, 0.95) for m in (3, 5, 10, 30) for n in (150,)):
+        (a, m, n) for a in (0.75, 0.9, 0.95) for m in (3, 5, 10, 30) for n in (150,)
+    ):
         boot = bootstrap_coverage(auroc, positives, negatives, args.data_sets // 4, args.resamples, i)
         logit = stats.coverage(auroc, positives, negatives, args.data_sets, seed=i)
         print(f"| {auroc:.2f} | {positives} | {negatives} | {boot:.3f} | {logit:.3f} |")
-    print(f"({time.perf_counter() - start:.1f} s; bootstrap on {args.data_sets // 4} data sets, DeLong on {args.data_sets})")
+    print(
+        f"({time.perf_counter() - start:.1f} s; bootstrap on {args.data_sets // 4} data sets, DeLong on {args.data_sets})"
+    )
 
 
 if __name__ == "__main__":

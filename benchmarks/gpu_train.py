@@ -32,15 +32,25 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp())
     generate_phantom(work / "data", patients=args.patients, valid_patients=100, size=(390, 320))
-    variants = {"fp32": dict(amp=False, channels_last=False, batch_size=args.batch),
-                "bf16+channels_last": dict(batch_size=args.batch),
-                # issue 14's loop: whole cache in GPU memory, no per-step sync, fused Adam, stable shapes
-                f"fast b{args.fast_batch}": dict(batch_size=args.fast_batch, drop_last=True, lr_scale_rule="linear",
-                                                 base_batch_size=args.batch)}
+    variants = {
+        "fp32": dict(amp=False, channels_last=False, batch_size=args.batch),
+        "bf16+channels_last": dict(batch_size=args.batch),
+        # issue 14's loop: whole cache in GPU memory, no per-step sync, fused Adam, stable shapes
+        f"fast b{args.fast_batch}": dict(
+            batch_size=args.fast_batch, drop_last=True, lr_scale_rule="linear", base_batch_size=args.batch
+        ),
+    }
     for name in args.variants or variants:
-        cfg = make_config(data_dir=str(work / "data"), image_size=args.size, epochs=args.epochs, lr=1e-3,
-                          device="cuda" if torch.cuda.is_available() else "cpu", run_dir=str(work / f"run-{name}"),
-                          cache_dir=str(work / "cache"), **variants[name])
+        cfg = make_config(
+            data_dir=str(work / "data"),
+            image_size=args.size,
+            epochs=args.epochs,
+            lr=1e-3,
+            device="cuda" if torch.cuda.is_available() else "cpu",
+            run_dir=str(work / f"run-{name}"),
+            cache_dir=str(work / "cache"),
+            **variants[name],
+        )
         run = fit(cfg)
         print(f"{name}:")
         print(pd.read_csv(run / "history.csv").to_string(index=False), flush=True)

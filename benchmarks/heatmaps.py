@@ -44,8 +44,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs"
+    )
     print("seconds per image, wall-clock / process CPU")
     print(f"{'backbone':<12} {'head':<10} {'size':>4}  {'14 observations':>17}  {'1 observation':>15}")
     rng = torch.Generator().manual_seed(0)
@@ -67,13 +69,22 @@ def main(argv=None) -> None:
             files = []
             for i in range(args.images):
                 files.append(os.path.join(tmp, f"img{i}.png"))
-                Image.fromarray(np.random.default_rng(i).integers(0, 255, (320, 390), np.uint8), mode="L").save(files[-1])
+                Image.fromarray(np.random.default_rng(i).integers(0, 255, (320, 390), np.uint8), mode="L").save(
+                    files[-1]
+                )
             model = build_model("densenet121", "binary").eval()
             for size in args.sizes:
-                wall, cpu = time_call(lambda: write_heatmaps(model, files, os.path.join(tmp, "out"), image_size=size,
-                                                             batch_size=args.batch), repeats=1)
-                print(f"write_heatmaps densenet121 {size} px, 14 PNGs per 390x320 image: "
-                      f"{wall / args.images:.3f} / {cpu / args.images:.3f} s/img", flush=True)
+                wall, cpu = time_call(
+                    lambda: write_heatmaps(
+                        model, files, os.path.join(tmp, "out"), image_size=size, batch_size=args.batch
+                    ),
+                    repeats=1,
+                )
+                print(
+                    f"write_heatmaps densenet121 {size} px, 14 PNGs per 390x320 image: "
+                    f"{wall / args.images:.3f} / {cpu / args.images:.3f} s/img",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

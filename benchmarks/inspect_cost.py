@@ -82,18 +82,23 @@ def main() -> None:
         record("browser + gallery", start)
         folders.append(folder)
     for name, values in timings.items():
-        print(f"notebook 04, {name}: {np.mean(values):.2f} s wall per run (min {min(values):.2f}, "
-              f"max {max(values):.2f}), {np.mean(cpu[name]):.2f} s CPU")
+        print(
+            f"notebook 04, {name}: {np.mean(values):.2f} s wall per run (min {min(values):.2f}, "
+            f"max {max(values):.2f}), {np.mean(cpu[name]):.2f} s CPU"
+        )
     start = clock()
-    runs = pd.DataFrame({"policy": [f"p{i}" for i in range(args.runs)], "path": folders},
-                        index=[f.name for f in folders])
+    runs = pd.DataFrame(
+        {"policy": [f"p{i}" for i in range(args.runs)], "path": folders}, index=[f.name for f in folders]
+    )
     calibration.sweep_calibration(runs, work / "calibration_comparison.csv")
     sweep_table = time.perf_counter() - start[0], time.process_time() - start[1]
     start = clock()
     RocBrowser.from_runs(folders, valid, "valid", image_root=chexpert.parent, set_name="official valid")
     sweep_browser = time.perf_counter() - start[0], time.process_time() - start[1]
-    print(f"notebook 05, calibration beside AUROC: {sweep_table[0]:.2f} s wall, {sweep_table[1]:.2f} s CPU; "
-          f"sweep browser ({args.runs} runs): {sweep_browser[0]:.2f} s wall, {sweep_browser[1]:.2f} s CPU")
+    print(
+        f"notebook 05, calibration beside AUROC: {sweep_table[0]:.2f} s wall, {sweep_table[1]:.2f} s CPU; "
+        f"sweep browser ({args.runs} runs): {sweep_browser[0]:.2f} s wall, {sweep_browser[1]:.2f} s CPU"
+    )
     wall = sum(sum(v) for v in timings.values()) + sweep_table[0] + sweep_browser[0]
     used = sum(sum(v) for v in cpu.values()) + sweep_table[1] + sweep_browser[1]
     print(f"total added to a {args.runs}-run sweep: {wall:.1f} s wall, {used:.1f} s CPU")

@@ -46,19 +46,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         generate_phantom(out, patients=5, valid_patients=2, size=(128, 104), seed=0, workers=1)
-        timed(f"phantom test set, {args.test_patients} patients", lambda: generate_phantom(
-            out, patients=5, valid_patients=2, size=(128, 104), seed=0, workers=1,
-            test_patients=args.test_patients), times)
+        timed(
+            f"phantom test set, {args.test_patients} patients",
+            lambda: generate_phantom(
+                out, patients=5, valid_patients=2, size=(128, 104), seed=0, workers=1, test_patients=args.test_patients
+            ),
+            times,
+        )
         official = timed("read the test set", lambda: testset.read_official_test(out), times)
         model = build_model("densenet121", "binary").eval()
         loader = BatchLoader(ResizedImages(official.frame["image"], args.size), 64)
-        logits = timed(f"predict {len(official.frame)} images at {args.size} px (one run)",
-                       lambda: predict_logits(model, loader, len(official.frame), torch.device("cpu")), times)
-        scores = official.frame[["study"]].assign(**{o: torch.sigmoid(logits[:, i]).numpy()
-                                                     for i, o in enumerate(official.labels.columns)})
+        logits = timed(
+            f"predict {len(official.frame)} images at {args.size} px (one run)",
+            lambda: predict_logits(model, loader, len(official.frame), torch.device("cpu")),
+            times,
+        )
+        scores = official.frame[["study"]].assign(
+            **{o: torch.sigmoid(logits[:, i]).numpy() for i, o in enumerate(official.labels.columns)}
+        )
         scores = scores.groupby("study").max()
-        result = timed("score one entry (1,000 resamples)", lambda: readers.score_official_test(
-            official.labels, scores, official.benchmark, official.patients), times)
+        result = timed(
+            "score one entry (1,000 resamples)",
+            lambda: readers.score_official_test(official.labels, scores, official.benchmark, official.patients),
+            times,
+        )
         entry = (official_test.RunDir(out / "run"), scores)
         timed("five radiologist figures", lambda: official_test.figures("bench", entry, official, result[1]), times)
     entries = args.runs + (1 if args.runs > 1 else 0)

@@ -33,7 +33,11 @@ def write_dicom(path: Path, stored: np.ndarray, photometric: str) -> None:
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
-    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta,
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
     ds.set_pixel_data(stored, photometric_interpretation=photometric, bits_stored=12)
     ds.save_as(path, enforce_file_format=True)
 
@@ -56,15 +60,29 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp())
     chexpert = generate_phantom(work / "data", patients=args.patients, valid_patients=40, size=(390, 320), seed=0)
-    run = fit(make_config(data_dir=str(work / "data"), image_size=args.size, batch_size=args.batch, epochs=1,
-                          max_steps_per_epoch=1, lr=1e-3, device=args.device, run_dir=str(work / "run"),
-                          cache_dir=str(work / "cache")))
-    print(f"device: {torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != 'cpu' else 'cpu'}; "
-          f"{args.size} px, batch {args.batch}, {args.workers} reading workers")
+    run = fit(
+        make_config(
+            data_dir=str(work / "data"),
+            image_size=args.size,
+            batch_size=args.batch,
+            epochs=1,
+            max_steps_per_epoch=1,
+            lr=1e-3,
+            device=args.device,
+            run_dir=str(work / "run"),
+            cache_dir=str(work / "cache"),
+        )
+    )
+    print(
+        f"device: {torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != 'cpu' else 'cpu'}; "
+        f"{args.size} px, batch {args.batch}, {args.workers} reading workers"
+    )
     valid = read_chexpert(chexpert / "valid.csv")
     new = timed(run, valid["image"].tolist(), args, "official valid JPEGs")
     expected = pd.read_csv(run / "predictions_select.csv").set_index("Path").loc[valid["Path"], list(OBSERVATIONS)]
-    print(f"  max |CLI - predictions_select.csv| = {np.abs(new[list(OBSERVATIONS)].to_numpy() - expected.to_numpy()).max():.2e}")
+    print(
+        f"  max |CLI - predictions_select.csv| = {np.abs(new[list(OBSERVATIONS)].to_numpy() - expected.to_numpy()).max():.2e}"
+    )
     dicoms = work / "dicom"
     dicoms.mkdir(exist_ok=True)
     for i, image in enumerate(valid["image"]):

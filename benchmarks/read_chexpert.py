@@ -36,7 +36,9 @@ def main() -> None:
         start = time.perf_counter()
         frame = read_chexpert(csv_path, check_files=False)
         seconds = time.perf_counter() - start
-    print(f"read_chexpert(check_files=False): {len(frame):,} rows in {seconds:.2f} s ({len(frame) / seconds:,.0f} rows/s)")
+    print(
+        f"read_chexpert(check_files=False): {len(frame):,} rows in {seconds:.2f} s ({len(frame) / seconds:,.0f} rows/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -53,13 +53,17 @@ def main() -> None:
             wall, used = time.perf_counter() - start, _children_cpu() - cpu
             total_wall, total_cpu = total_wall + wall, total_cpu + used
             rows.append((step.key, run[0] if run else "", outcome.status, wall, used))
-            print(f"TIMING {step.key:16s} {rows[-1][1]:28s} {outcome.status:8s} wall {wall:8.1f} s  CPU {used:8.1f} s",
-                  flush=True)
+            print(
+                f"TIMING {step.key:16s} {rows[-1][1]:28s} {outcome.status:8s} wall {wall:8.1f} s  CPU {used:8.1f} s",
+                flush=True,
+            )
     print(f"\n{'step':16s} {'run':28s} {'status':8s} {'wall s':>8s} {'CPU s':>8s}")
     for key, run, status, wall, used in rows:
         print(f"{key:16s} {run:28s} {status:8s} {wall:8.1f} {used:8.1f}")
-    print(f"{'total':16s} {'':28s} {'':8s} {total_wall:8.1f} {total_cpu:8.1f}  "
-          f"(idle 2-core wall estimate {total_cpu / 2:.0f}-{total_cpu:.0f} s)")
+    print(
+        f"{'total':16s} {'':28s} {'':8s} {total_wall:8.1f} {total_cpu:8.1f}  "
+        f"(idle 2-core wall estimate {total_cpu / 2:.0f}-{total_cpu:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from .labels import OBSERVATIONS
 HOW = ("max", "mean", "frontal-max", "frontal-mean")
 
 
-def aggregate_studies(frame: pd.DataFrame, probabilities: np.ndarray, how: str = "max",
-                      observations=OBSERVATIONS) -> tuple[pd.DataFrame, pd.DataFrame]:
+def aggregate_studies(
+    frame: pd.DataFrame, probabilities: np.ndarray, how: str = "max", observations=OBSERVATIONS
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (study labels, study probabilities), both indexed by study, columns = observations.
 
     ``how``: max / mean over a study's images, or the same over its frontal images only (studies
@@ -42,5 +43,7 @@ def _check_study_labels_agree(frame: pd.DataFrame, observations) -> None:
         study = bad.index[0]
         obs = bad.columns[(bad.loc[study] > 1).to_numpy()][0]
         lines = frame.loc[frame["study"] == study, "line"].tolist() if "line" in frame else []
-        raise DataError(f"study {study}: its images disagree on {obs!r} (CSV lines {', '.join(map(str, lines))}); "
-                        "expected one label per study, since labels come from the study's report")
+        raise DataError(
+            f"study {study}: its images disagree on {obs!r} (CSV lines {', '.join(map(str, lines))}); "
+            "expected one label per study, since labels come from the study's report"
+        )

@@ -25,10 +25,10 @@ from . import paths
 from .bench_gpu import gpu_settings_table
 from .cache import open_cache
 from .data import read_chexpert
+from .devices import autocast
 from .io import write_json
 from .loader import BatchLoader, ResizedImages
 from .losses import masked_loss
-from .devices import autocast
 from .models import IMAGENET_MEAN, IMAGENET_STD, build_model, imagenet_constants, normalise_images
 from .phantom import generate_phantom
 
@@ -40,8 +40,9 @@ class UsualChexpertImages(Dataset):
 
     def __init__(self, image_paths, size: int):
         self.paths = list(image_paths)
-        self.transform = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
-                                             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        self.transform = transforms.Compose(
+            [transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        )
 
     def __len__(self):
         return len(self.paths)
@@ -73,9 +74,11 @@ def loader_table(frame, size: int, batch: int, cache_root) -> dict:
         usual = DataLoader(UsualChexpertImages(frame["image"], size), batch_size=batch, num_workers=workers)
         results[f"a_usual_w{workers}"] = images_per_second(usual, normalise=False)
         results[f"b_nocache_w{workers}"] = images_per_second(
-            BatchLoader(ResizedImages(frame["image"], size), batch, shuffle=True, workers=workers), normalise=False)
-        results[f"c_cache_w{workers}"] = images_per_second(BatchLoader(cache, batch, shuffle=True, workers=workers),
-                                                           normalise=False)
+            BatchLoader(ResizedImages(frame["image"], size), batch, shuffle=True, workers=workers), normalise=False
+        )
+        results[f"c_cache_w{workers}"] = images_per_second(
+            BatchLoader(cache, batch, shuffle=True, workers=workers), normalise=False
+        )
     # (b) and (c) deliver uint8 batches; their normalisation runs on the training device. Its cost on
     # this CPU is shown on its own, so a CPU-only trainer can add it back.
     results["normalise_on_cpu"] = images_per_second(BatchLoader(cache, batch), normalise=True)
@@ -96,8 +99,12 @@ def data_wait_share(loader, model, device, steps: int, amp: bool = False) -> dic
         waited += time.perf_counter() - t0
         with autocast(device, amp):
             logits = model(images.to(device, non_blocking=True))
-        loss = masked_loss(logits.float(), torch.zeros(len(rows), 14, device=device),
-                           torch.ones(len(rows), 14, device=device), "binary")
+        loss = masked_loss(
+            logits.float(),
+            torch.zeros(len(rows), 14, device=device),
+            torch.ones(len(rows), 14, device=device),
+            "binary",
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -113,7 +120,9 @@ def backbone_speeds(sizes: dict, batch: int, steps: int, device) -> list[dict]:
     for backbone, backbone_sizes in sizes.items():
         for size in backbone_sizes:
             model = build_model(backbone).to(device)
-            synthetic = [(torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8), torch.arange(batch))] * (steps + 1)
+            synthetic = [(torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8), torch.arange(batch))] * (
+                steps + 1
+            )
             timed = data_wait_share(iter(synthetic), model, device, steps)
             rows.append({"backbone": backbone, "size": size, "batch": batch, "train_img_s": batch / timed["step_s"]})
             print(f"  {backbone:12s} {size:4d}px  {rows[-1]['train_img_s']:8.1f} train img/s", flush=True)
@@ -121,8 +130,9 @@ def backbone_speeds(sizes: dict, batch: int, steps: int, device) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m chexutils.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m chexutils.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", help="folder holding CheXpert-v1.0-small/ (default: a phantom at 390x320)")
     parser.add_argument("--images", type=int, default=1024, help="images to read (default 1024)")
     parser.add_argument("--size", type=int, default=224, help="square side the loaders resize to")
@@ -131,10 +141,14 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed train steps")
     parser.add_argument("--gpu", action="store_true", help="also the DenseNet121 GPU settings at 224 and 320")
     parser.add_argument("--gpu-only", action="store_true", help="with --gpu: skip the CPU loader and step tables")
-    parser.add_argument("--gpu-budget", type=float, default=300,
-                        help="seconds after which the remaining GPU settings are skipped")
-    parser.add_argument("--backbones", action="store_true",
-                        help="also CPU training images/s per backbone at --train-size and 224 (xception: 320)")
+    parser.add_argument(
+        "--gpu-budget", type=float, default=300, help="seconds after which the remaining GPU settings are skipped"
+    )
+    parser.add_argument(
+        "--backbones",
+        action="store_true",
+        help="also CPU training images/s per backbone at --train-size and 224 (xception: 320)",
+    )
     parser.add_argument("--out", default="output/bench")
     args = parser.parse_args(argv)
     out = paths.resolve(args.out)
@@ -144,12 +158,22 @@ def main(argv=None) -> None:
         chexpert_dir = paths.find_chexpert(args.data)
     else:
         patients = max(20, int(args.images / 3.2) + 10)
-        chexpert_dir = generate_phantom(out / f"phantom-{patients}", patients=patients, valid_patients=20,
-                                        size=REAL_SMALL_SIZE)
+        chexpert_dir = generate_phantom(
+            out / f"phantom-{patients}", patients=patients, valid_patients=20, size=REAL_SMALL_SIZE
+        )
     frame = read_chexpert(chexpert_dir / "train.csv").head(args.images)
-    report = {"machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__,
-                          "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-              "data": str(chexpert_dir), "images": len(frame), "size": args.size, "batch": args.batch}
+    report = {
+        "machine": {
+            "cpus": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        },
+        "data": str(chexpert_dir),
+        "images": len(frame),
+        "size": args.size,
+        "batch": args.batch,
+    }
     report["loaders"] = loader_table(frame, args.size, args.batch, out / "cache")
     print(f"loader images/s at {args.size}px, batch {args.batch}, {len(frame)} images from {chexpert_dir}")
     for key, value in report["loaders"].items():
@@ -160,12 +184,19 @@ def main(argv=None) -> None:
     report["cpu_train_step"] = {
         "size": args.train_size,
         "cache": data_wait_share(BatchLoader(train_cache, args.batch, shuffle=True), model, cpu, args.steps),
-        "usual_w2": data_wait_share(DataLoader(UsualChexpertImages(frame["image"], args.train_size), args.batch,
-                                               shuffle=True, num_workers=2), model, cpu, args.steps)}
+        "usual_w2": data_wait_share(
+            DataLoader(UsualChexpertImages(frame["image"], args.train_size), args.batch, shuffle=True, num_workers=2),
+            model,
+            cpu,
+            args.steps,
+        ),
+    }
     for name, row in report["cpu_train_step"].items():
         if isinstance(row, dict):
-            print(f"  CPU train step {args.train_size}px via {name}: {row['step_s']:.3f} s/step, "
-                  f"waiting for data {100 * row['wait_share']:.2f}%")
+            print(
+                f"  CPU train step {args.train_size}px via {name}: {row['step_s']:.3f} s/step, "
+                f"waiting for data {100 * row['wait_share']:.2f}%"
+            )
     if args.backbones:
         print(f"CPU training speed per backbone (batch {args.batch}, synthetic batches):")
         sizes = {"densenet121": [args.train_size, 224], "fractalnet": [args.train_size, 224], "xception": [320]}

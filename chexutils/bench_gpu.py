@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from .cache import ImageCache
+from .device_cache import maybe_on_device
 from .loader import BatchLoader
 from .models import build_model
-from .device_cache import maybe_on_device
 from .train import LabelledImages, _adam_impl, train_one_epoch
 from .train_config import effective_lr, make_config
 
@@ -27,8 +27,8 @@ CHEXPERT_SMALL_TRAIN_IMAGES = 223_414
 class Setting:
     name: str
     batch: int
-    amp: bool          # bf16 autocast + channels_last
-    fast: bool         # this project's loop: loss summed on the device, fused Adam, cache in GPU memory
+    amp: bool  # bf16 autocast + channels_last
+    fast: bool  # this project's loop: loss summed on the device, fused Adam, cache in GPU memory
     compile: bool = False
 
 
@@ -54,9 +54,18 @@ def measure(setting: Setting, cache: ImageCache, warm_steps: int, timed_steps: i
     device = torch.device(device)
     cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = True
-    cfg = make_config(image_size=cache.size, batch_size=setting.batch, amp=setting.amp, channels_last=setting.amp,
-                      loss_sync_every=50 if setting.fast else 1, adam_impl="auto" if setting.fast else "foreach",
-                      drop_last=True, compile=setting.compile, cache_on_device=setting.fast, epochs=2)
+    cfg = make_config(
+        image_size=cache.size,
+        batch_size=setting.batch,
+        amp=setting.amp,
+        channels_last=setting.amp,
+        loss_sync_every=50 if setting.fast else 1,
+        adam_impl="auto" if setting.fast else "foreach",
+        drop_last=True,
+        compile=setting.compile,
+        cache_on_device=setting.fast,
+        epochs=2,
+    )
     torch.manual_seed(0)
     model = build_model("densenet121").to(device)
     if setting.amp and cuda:
@@ -65,25 +74,63 @@ def measure(setting: Setting, cache: ImageCache, warm_steps: int, timed_steps: i
     trained = torch.compile(model) if setting.compile else model
     labels = torch.from_numpy(np.random.default_rng(1).integers(0, 2, (len(cache), 14)).astype(np.float32))
     split = LabelledImages(frame=None, images=cache, values=labels, mask=torch.ones_like(labels))
-    loader = BatchLoader(maybe_on_device(cache, device, setting.fast), setting.batch, shuffle=True, seed=0,
-                         pin_memory=cuda, drop_last=True)
-    warm = train_one_epoch(trained, "binary", optimizer, loader,
-                           split, device, dataclasses.replace(cfg, max_steps_per_epoch=warm_steps), 0, show=False)
-    timed = train_one_epoch(trained, "binary", optimizer, loader,
-                            split, device, dataclasses.replace(cfg, max_steps_per_epoch=timed_steps), 1, show=False)
+    loader = BatchLoader(
+        maybe_on_device(cache, device, setting.fast),
+        setting.batch,
+        shuffle=True,
+        seed=0,
+        pin_memory=cuda,
+        drop_last=True,
+    )
+    warm = train_one_epoch(
+        trained,
+        "binary",
+        optimizer,
+        loader,
+        split,
+        device,
+        dataclasses.replace(cfg, max_steps_per_epoch=warm_steps),
+        0,
+        show=False,
+    )
+    timed = train_one_epoch(
+        trained,
+        "binary",
+        optimizer,
+        loader,
+        split,
+        device,
+        dataclasses.replace(cfg, max_steps_per_epoch=timed_steps),
+        1,
+        show=False,
+    )
     rate = timed["images_per_s"]
     one_off = max(0.0, warm["seconds"] - warm_steps * setting.batch / rate)
     epoch_s = CHEXPERT_SMALL_TRAIN_IMAGES / rate
     del model, trained, optimizer, loader
     if cuda:
         torch.cuda.empty_cache()
-    return {"setting": setting.name, "size": cache.size, "batch": setting.batch, "img_s": rate,
-            "epoch_min": epoch_s / 60, "first_epoch_min": (epoch_s + one_off) / 60, "one_off_s": one_off,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")}
+    return {
+        "setting": setting.name,
+        "size": cache.size,
+        "batch": setting.batch,
+        "img_s": rate,
+        "epoch_min": epoch_s / 60,
+        "first_epoch_min": (epoch_s + one_off) / 60,
+        "one_off_s": one_off,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
+    }
 
 
-def gpu_settings_table(sizes=(224, 320), warm_steps: int = 10, timed_steps: int = 25, budget_s: float = 300,
-                       report=None, device="cuda", settings=SETTINGS) -> list[dict]:
+def gpu_settings_table(
+    sizes=(224, 320),
+    warm_steps: int = 10,
+    timed_steps: int = 25,
+    budget_s: float = 300,
+    report=None,
+    device="cuda",
+    settings=SETTINGS,
+) -> list[dict]:
     """Every setting at every size, in order; the rest are skipped once ``budget_s`` seconds have passed."""
     start, rows = time.perf_counter(), []
     for size in sizes:
@@ -110,5 +157,7 @@ def format_row(row: dict) -> str:
     head = f"  {row['size']:4d}px  b{row['batch']:<4d} {row['setting']:38s}"
     if "error" in row:
         return f"{head} failed: {row['error']}"
-    return (f"{head} {row['img_s']:8.0f} img/s   epoch {row['epoch_min']:5.2f} min"
-            f"   first epoch {row['first_epoch_min']:5.2f} min   peak {row['peak_gib']:.1f} GiB")
+    return (
+        f"{head} {row['img_s']:8.0f} img/s   epoch {row['epoch_min']:5.2f} min"
+        f"   first epoch {row['first_epoch_min']:5.2f} min   peak {row['peak_gib']:.1f} GiB"
+    )

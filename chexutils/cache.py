@@ -31,7 +31,11 @@ from .io import atomic_path, write_json
 
 CACHE_VERSION = 2
 CHECKS = ("stat", "content")  # what tells a changed image: size + mtime (fast) or size + content hash (reads all)
-RESIZE_METHODS = {"bilinear": Image.Resampling.BILINEAR, "area": Image.Resampling.BOX, "bicubic": Image.Resampling.BICUBIC}
+RESIZE_METHODS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "area": Image.Resampling.BOX,
+    "bicubic": Image.Resampling.BICUBIC,
+}
 CHUNK = 256  # rows per work unit; progress is saved after each
 
 
@@ -65,7 +69,10 @@ def file_stamps(image_paths, check: str = "stat") -> np.ndarray:
                 stamps[i] = (st.st_size, st.st_mtime_ns)
             else:
                 data = open(p, "rb").read()
-                stamps[i] = (len(data), int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True))
+                stamps[i] = (
+                    len(data),
+                    int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True),
+                )
         except OSError:
             pass
     return stamps
@@ -80,6 +87,7 @@ def cache_folder(cache_root, image_paths, size: int, method: str, stamps: np.nda
 @dataclass
 class ImageCache:
     """A complete cache: ``images[i]`` is row i of the frame it was built from, resized to ``size``."""
+
     folder: Path
     images: np.ndarray  # memory map, (N, size, size) uint8
     size: int
@@ -97,8 +105,14 @@ class ImageCache:
         return out
 
 
-def open_cache(frame: pd.DataFrame, size: int, cache_root, method: str = "bilinear",
-               workers: int | None = None, check: str = "stat") -> ImageCache:
+def open_cache(
+    frame: pd.DataFrame,
+    size: int,
+    cache_root,
+    method: str = "bilinear",
+    workers: int | None = None,
+    check: str = "stat",
+) -> ImageCache:
     """The cache for ``frame["image"]`` at ``size``: reused when complete, otherwise built (or resumed).
 
     ``check`` says how a changed image is noticed ("stat": size and mtime; "content": a hash of
@@ -109,8 +123,9 @@ def open_cache(frame: pd.DataFrame, size: int, cache_root, method: str = "biline
     stamps = file_stamps(paths, check)
     folder = cache_folder(cache_root, paths, size, method, stamps)
     if not (folder / "meta.json").is_file():
-        with locks.exclusive(folder / ".lock", f"image cache {folder}", wait=True, on_wait=functools.partial(
-                _say_waiting, folder)):
+        with locks.exclusive(
+            folder / ".lock", f"image cache {folder}", wait=True, on_wait=functools.partial(_say_waiting, folder)
+        ):
             if not (folder / "meta.json").is_file():  # the other builder may have finished it meanwhile
                 _build(folder, paths, size, method, workers or os.cpu_count() or 1, frame.get("line"), stamps, check)
     return ImageCache(folder, _open_images(folder, len(paths), size), size, method)
@@ -126,16 +141,21 @@ def _open_images(folder: Path, count: int, size: int) -> np.ndarray:
     try:
         images = np.load(store, mmap_mode="r")
     except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"{store}: damaged image cache ({err}); expected {count} x {size} x {size} uint8 images. "
-                        f"Delete the folder {folder} (python -m chexutils.cache_admin clean --all) to rebuild it") from None
+        raise DataError(
+            f"{store}: damaged image cache ({err}); expected {count} x {size} x {size} uint8 images. "
+            f"Delete the folder {folder} (python -m chexutils.cache_admin clean --all) to rebuild it"
+        ) from None
     if images.shape != (count, size, size) or images.dtype != np.uint8:
-        raise DataError(f"{store}: holds {images.shape} {images.dtype}, expected ({count}, {size}, {size}) uint8; "
-                        f"delete the folder {folder} to rebuild it")
+        raise DataError(
+            f"{store}: holds {images.shape} {images.dtype}, expected ({count}, {size}, {size}) uint8; "
+            f"delete the folder {folder} to rebuild it"
+        )
     return images
 
 
-def _build(folder: Path, paths: list[str], size: int, method: str, workers: int, lines,
-           stamps: np.ndarray, check: str) -> None:
+def _build(
+    folder: Path, paths: list[str], size: int, method: str, workers: int, lines, stamps: np.ndarray, check: str
+) -> None:
     """Fill images.npy chunk by chunk; ``filled.npy`` records finished rows after each chunk is flushed."""
     folder.mkdir(parents=True, exist_ok=True)
     store, filled_path = folder / "images.npy", folder / "filled.npy"
@@ -166,8 +186,10 @@ def _build(folder: Path, paths: list[str], size: int, method: str, workers: int,
     finally:
         bar.close()
     del images
-    write_json(folder / "meta.json", {"version": CACHE_VERSION, "size": size, "method": method, "count": len(paths),
-                                      "check": check})
+    write_json(
+        folder / "meta.json",
+        {"version": CACHE_VERSION, "size": size, "method": method, "count": len(paths), "check": check},
+    )
     filled_path.unlink(missing_ok=True)
 
 

@@ -73,14 +73,19 @@ def clean_caches(cache_root, everything: bool = False, log=print) -> list[Path]:
 def main(argv=None) -> int:
     from .train_config import TrainConfig
 
-    parser = argparse.ArgumentParser(prog="python -m chexutils.cache_admin", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m chexutils.cache_admin",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("command", choices=["list", "clean"])
     parser.add_argument("cache_root", nargs="*", help="folders holding caches (default: all the project's)")
     parser.add_argument("--all", action="store_true", help="clean: also remove complete caches")
     args = parser.parse_args(argv)
     roots = [paths.resolve(r) for r in args.cache_root] or [
-        paths.resolve(TrainConfig().cache_dir), *sorted(paths.OUTPUT_DIR.glob("*/cache"))]
+        paths.resolve(TrainConfig().cache_dir),
+        *sorted(paths.OUTPUT_DIR.glob("*/cache")),
+    ]
     for root in roots:
         if args.command == "list":
             caches = list_caches(root)

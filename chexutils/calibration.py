@@ -22,19 +22,34 @@ from sklearn.metrics import brier_score_loss
 
 from .errors import DataError
 from .evaluate import RunScores
-from .plots import save
 from .io import write_table
 from .labels import COMPETITION_TASKS, OBSERVATIONS
 from .metrics import certain_scores
+from .plots import save
 from .rundir import OFFICIAL_VALID, RunDir
 
 N_BINS = 10
-BINNING = (f"{N_BINS} equal-width bins on [0, 1], right-closed like scikit-learn's calibration_curve "
-           "(0.1 falls in the first bin), each bin weighted by its share of the studies")
+BINNING = (
+    f"{N_BINS} equal-width bins on [0, 1], right-closed like scikit-learn's calibration_curve "
+    "(0.1 falls in the first bin), each bin weighted by its share of the studies"
+)
 METHODS = ("temperature", "platt")
 EPS = 1e-6  # probabilities are clipped to [EPS, 1 - EPS] before taking logits (the CSVs hold 6 decimals)
-CALIBRATION_COLUMNS = ("set", "scaling", "observation", "n", "positives", "prevalence", "mean_score",
-                       "ece", "brier", "temperature", "slope", "intercept", "note")
+CALIBRATION_COLUMNS = (
+    "set",
+    "scaling",
+    "observation",
+    "n",
+    "positives",
+    "prevalence",
+    "mean_score",
+    "ece",
+    "brier",
+    "temperature",
+    "slope",
+    "intercept",
+    "note",
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -54,8 +69,9 @@ def bin_table(y, p, n_bins: int = N_BINS) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_p = np.bincount(ids, weights=p, minlength=n_bins) / count
         frac = np.bincount(ids, weights=y, minlength=n_bins) / count
-    return pd.DataFrame({"low": edges[:-1], "high": edges[1:], "count": count,
-                         "mean_predicted": mean_p, "fraction_positive": frac})
+    return pd.DataFrame(
+        {"low": edges[:-1], "high": edges[1:], "count": count, "mean_predicted": mean_p, "fraction_positive": frac}
+    )
 
 
 def expected_calibration_error(y, p, n_bins: int = N_BINS) -> float:
@@ -82,11 +98,15 @@ def calibration_table(labels: pd.DataFrame, scores: pd.DataFrame, observations=O
     rows = {}
     for obs in observations:
         y, p = certain_scores(labels[obs], scores.loc[labels.index, obs])
-        rows[obs] = {"n": len(y), "positives": int(y.sum()),
-                     "prevalence": float(y.mean()) if len(y) else math.nan,
-                     "mean_score": float(p.mean()) if len(y) else math.nan,
-                     "ece": expected_calibration_error(y, p), "brier": brier_score(y, p),
-                     "note": "" if len(y) else "no certain label"}
+        rows[obs] = {
+            "n": len(y),
+            "positives": int(y.sum()),
+            "prevalence": float(y.mean()) if len(y) else math.nan,
+            "mean_score": float(p.mean()) if len(y) else math.nan,
+            "ece": expected_calibration_error(y, p),
+            "brier": brier_score(y, p),
+            "note": "" if len(y) else "no certain label",
+        }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "observation"
     return table
@@ -133,6 +153,7 @@ class Scaling:
     the set it was fitted on. With a positive slope the map is increasing, so scaling a study's max
     score equals taking the max of its scaled images (study and image level stay consistent).
     """
+
     method: str
     fitted_on: str
     fitted_paths: frozenset
@@ -148,16 +169,22 @@ class Scaling:
     def apply(self, run: RunScores, name: str) -> RunScores:
         """``run`` with scaled image and study scores; a DataError if it shares images with the fitting set."""
         check_disjoint(self.fitted_paths, self.fitted_on, run, name)
-        return replace(run, name=f"{run.name} ({self.method} from {self.fitted_on})",
-                       image_scores=self.transform(run.image_scores), study_scores=self.transform(run.study_scores))
+        return replace(
+            run,
+            name=f"{run.name} ({self.method} from {self.fitted_on})",
+            image_scores=self.transform(run.image_scores),
+            study_scores=self.transform(run.study_scores),
+        )
 
 
 def check_disjoint(fitted_paths, fitted_on: str, run: RunScores, name: str) -> None:
     """A DataError when ``run`` (set ``name``) holds any image of the set something was fitted or chosen on."""
     shared = run.image_labels.index.intersection(pd.Index(sorted(fitted_paths)))
     if len(shared):
-        raise DataError(f"{name}: {len(shared)} of its {len(run.image_labels)} images (first {shared[0]!r}) are in "
-                        f"{fitted_on!r}, the set this was fitted or chosen on; expected a different set of images")
+        raise DataError(
+            f"{name}: {len(shared)} of its {len(run.image_labels)} images (first {shared[0]!r}) are in "
+            f"{fitted_on!r}, the set this was fitted or chosen on; expected a different set of images"
+        )
 
 
 def fit_scaling(run: RunScores, name: str, method: str = "temperature", observations=OBSERVATIONS) -> Scaling:
@@ -170,8 +197,14 @@ def fit_scaling(run: RunScores, name: str, method: str = "temperature", observat
     rows = {}
     for obs in observations:
         y, p = certain_scores(run.study_labels[obs], run.study_scores.loc[run.study_labels.index, obs])
-        row = {"slope": 1.0, "intercept": 0.0, "temperature": math.nan, "n": len(y), "positives": int(y.sum()),
-               "note": ""}
+        row = {
+            "slope": 1.0,
+            "intercept": 0.0,
+            "temperature": math.nan,
+            "n": len(y),
+            "positives": int(y.sum()),
+            "note": "",
+        }
         if not 0 < y.sum() < len(y):
             row["note"] = f"left unscaled: only one class present ({int(y.sum())} positive of {len(y)})"
         elif method == "temperature":
@@ -180,7 +213,9 @@ def fit_scaling(run: RunScores, name: str, method: str = "temperature", observat
             if math.log(row["temperature"]) > 4.99:
                 row["note"] = "temperature at the upper search bound (e^5): the scores carry no usable signal here"
             elif math.log(row["temperature"]) < -4.99:
-                row["note"] = "temperature at the lower search bound (e^-5): the scores separate this set, T is not identified"
+                row["note"] = (
+                    "temperature at the lower search bound (e^-5): the scores separate this set, T is not identified"
+                )
         else:
             row["slope"], row["intercept"] = fit_platt(to_logits(p), y)
         rows[obs] = row
@@ -204,19 +239,22 @@ def reliability_grid(sets: dict, path=None, title: str = "", observations=OBSERV
             if len(y) == 0:
                 continue
             label = f"{name}: ECE {expected_calibration_error(y, p):.2f}, n {len(y)}"
-            CalibrationDisplay.from_predictions(y, p, n_bins=N_BINS, strategy="uniform", ax=ax, name=label,
-                                                ref_line=False, marker=".")
+            CalibrationDisplay.from_predictions(
+                y, p, n_bins=N_BINS, strategy="uniform", ax=ax, name=label, ref_line=False, marker="."
+            )
         ax.set(xlim=(0, 1), ylim=(0, 1.02), title=obs, xlabel="", ylabel="")
         ax.title.set_fontsize(9)
         ax.tick_params(labelsize=7)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6.5, loc="upper left")
-    for ax in axes.ravel()[len(observations):]:
+    for ax in axes.ravel()[len(observations) :]:
         ax.axis("off")
     fig.supxlabel("mean predicted probability (per bin)")
     fig.supylabel("fraction of positives (per bin)")
     fig.suptitle(title)
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.05, top=0.92, wspace=0.2, hspace=0.3)  # tight_layout: 1-2 s more
+    fig.subplots_adjust(
+        left=0.06, right=0.98, bottom=0.05, top=0.92, wspace=0.2, hspace=0.3
+    )  # tight_layout: 1-2 s more
     save(fig, path)
     return fig
 
@@ -233,8 +271,14 @@ def _rows(table: pd.DataFrame, set_name: str, scaling: str, scaler: Scaling | No
     return table.reindex(columns=list(CALIBRATION_COLUMNS))
 
 
-def calibrate_run(run_dir, fit: RunScores, fit_name: str = "official valid", score: RunScores | None = None,
-                  score_name: str = "held-out", method: str = "temperature"):
+def calibrate_run(
+    run_dir,
+    fit: RunScores,
+    fit_name: str = "official valid",
+    score: RunScores | None = None,
+    score_name: str = "held-out",
+    method: str = "temperature",
+):
     """ECE and Brier on ``fit`` and (if given) on ``score`` before and after scaling fitted on ``fit``.
 
     Writes ``calibration.csv`` (one row per set x scaling x observation) and ``reliability.png`` into
@@ -247,15 +291,24 @@ def calibrate_run(run_dir, fit: RunScores, fit_name: str = "official valid", sco
         scaler = fit_scaling(fit, fit_name, method)
         scaled = scaler.apply(score, score_name)
         parts.append(_rows(calibration_table(score.study_labels, score.study_scores), score_name, "none"))
-        parts.append(_rows(calibration_table(scaled.study_labels, scaled.study_scores), score_name,
-                           f"{method} fitted on {fit_name}", scaler))
+        parts.append(
+            _rows(
+                calibration_table(scaled.study_labels, scaled.study_scores),
+                score_name,
+                f"{method} fitted on {fit_name}",
+                scaler,
+            )
+        )
         sets[score_name] = (score.study_labels, score.study_scores)
         sets[f"{score_name}, scaled"] = (scaled.study_labels, scaled.study_scores)
     long = pd.concat(parts, ignore_index=True)
     write_table(long, RunDir(run_dir).calibration, index=False, float_format="%.6g")
     scaled_text = f"; 'scaled': {method} scaling fitted on {fit_name}" if score is not None else ""
-    fig = reliability_grid(sets, RunDir(run_dir).figure("reliability"),
-                           f"{fit.name}: reliability, study level{scaled_text}\nECE over {BINNING}")
+    fig = reliability_grid(
+        sets,
+        RunDir(run_dir).figure("reliability"),
+        f"{fit.name}: reliability, study level{scaled_text}\nECE over {BINNING}",
+    )
     return wide_table(long), fig
 
 
@@ -272,8 +325,9 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     return wide.loc[[o for o in OBSERVATIONS if o in wide.index], columns]
 
 
-def sweep_calibration(runs: pd.DataFrame, path=None, tasks=COMPETITION_TASKS,
-                      set_name: str = "official valid") -> pd.DataFrame:
+def sweep_calibration(
+    runs: pd.DataFrame, path=None, tasks=COMPETITION_TASKS, set_name: str = "official valid"
+) -> pd.DataFrame:
     """Per run (rows of ``compare.find_runs``): mean AUROC, ECE and Brier over ``tasks`` on ``set_name``
     (unscaled), from each run's official-valid metrics and calibration.csv, with its policy; AUROC and calibration
     side by side. Written to ``path`` (CSV) when given."""
@@ -286,10 +340,12 @@ def sweep_calibration(runs: pd.DataFrame, path=None, tasks=COMPETITION_TASKS,
         cal = cal[(cal["set"] == set_name) & (cal["scaling"] == "none")].set_index("observation")
         metrics = json.loads(run.metrics(OFFICIAL_VALID).read_text())
         auroc = [metrics["observations"][t]["auroc"] for t in tasks]
-        rows[name] = {"policy": row["policy"],
-                     "mean AUROC (5 tasks)": float(np.mean([math.nan if a is None else a for a in auroc])),
-                     "mean ECE (5 tasks)": float(cal.loc[list(tasks), "ece"].mean()),
-                     "mean Brier (5 tasks)": float(cal.loc[list(tasks), "brier"].mean())}
+        rows[name] = {
+            "policy": row["policy"],
+            "mean AUROC (5 tasks)": float(np.mean([math.nan if a is None else a for a in auroc])),
+            "mean ECE (5 tasks)": float(cal.loc[list(tasks), "ece"].mean()),
+            "mean Brier (5 tasks)": float(cal.loc[list(tasks), "brier"].mean()),
+        }
         for task in tasks:
             rows[name][f"ECE {task}"] = float(cal.loc[task, "ece"])
     table = pd.DataFrame.from_dict(rows, orient="index")

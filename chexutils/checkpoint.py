@@ -32,14 +32,18 @@ def load_checkpoint(path, map_location="cpu", require=()) -> dict:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes), e.g. an interrupted copy; {EXPECTED}")
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: not a complete torch checkpoint (no zip archive inside: truncated, or another "
-                              f"kind of file); {EXPECTED}")
+        raise CheckpointError(
+            f"{path}: not a complete torch checkpoint (no zip archive inside: truncated, or another "
+            f"kind of file); {EXPECTED}"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         detail = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), "")
-        raise CheckpointError(f"{path}: refused — it holds pickled Python objects that weights_only=True loading "
-                              f"does not allow{' (' + detail + ')' if detail else ''}; {EXPECTED}") from None
+        raise CheckpointError(
+            f"{path}: refused — it holds pickled Python objects that weights_only=True loading "
+            f"does not allow{' (' + detail + ')' if detail else ''}; {EXPECTED}"
+        ) from None
     except (RuntimeError, EOFError, ValueError, OSError) as err:
         first = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0]
         raise CheckpointError(f"{path}: damaged or truncated checkpoint ({first}); {EXPECTED}") from None
@@ -47,6 +51,7 @@ def load_checkpoint(path, map_location="cpu", require=()) -> dict:
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a dict; {EXPECTED}")
     missing = [key for key in require if key not in state]
     if missing:
-        raise CheckpointError(f"{path}: missing key(s) {', '.join(missing)}; {EXPECTED} "
-                              f"(with keys {', '.join(require)})")
+        raise CheckpointError(
+            f"{path}: missing key(s) {', '.join(missing)}; {EXPECTED} (with keys {', '.join(require)})"
+        )
     return state

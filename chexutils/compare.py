@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import rundir
+from . import evaluate, policy_choice, rundir
 from .errors import DataError
-from . import evaluate, policy_choice
 from .evaluate import RunScores, load_run_scores
 from .io import write_json
 from .labels import OBSERVATIONS
@@ -29,8 +28,16 @@ def find_runs(sweep_dir) -> pd.DataFrame:
     rows = []
     for run in rundir.find_runs(sweep_dir):
         config = run.config()
-        rows.append({"run": run.name, "policy": config["policy"], "backbone": config["backbone"],
-                     "image_size": config["image_size"], "seed": config.get("seed", 0), "path": run.path})
+        rows.append(
+            {
+                "run": run.name,
+                "policy": config["policy"],
+                "backbone": config["backbone"],
+                "image_size": config["image_size"],
+                "seed": config.get("seed", 0),
+                "path": run.path,
+            }
+        )
     return pd.DataFrame(rows, columns=["run", "policy", "backbone", "image_size", "seed", "path"]).set_index("run")
 
 
@@ -48,13 +55,23 @@ def auroc_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> tuple[pd.
         mean = metrics["summary"]["mean_auroc_tasks"]
         values[run] = {o: _num(obs[o]["auroc"]) if _shown(obs[o]) != NA else float("nan") for o in OBSERVATIONS}
         values[run][MEAN] = _num(mean["mean"])
-        text[run] = {o: metric_text(_num(obs[o]["auroc"]), _num(obs[o]["ci_low"]), _num(obs[o]["ci_high"]),
-                                    obs[o]["positives"], _negatives(obs[o]), obs[o].get("patients"))
-                     for o in OBSERVATIONS}
+        text[run] = {
+            o: metric_text(
+                _num(obs[o]["auroc"]),
+                _num(obs[o]["ci_low"]),
+                _num(obs[o]["ci_high"]),
+                obs[o]["positives"],
+                _negatives(obs[o]),
+                obs[o].get("patients"),
+            )
+            for o in OBSERVATIONS
+        }
         left_out = mean.get("left_out") or {}
         text[run][MEAN] = _with_ci(mean["mean"], mean["ci_low"], mean["ci_high"]) + (
             f" ({mean.get('label', '')}; left out: {', '.join(f'{k} ({v})' for k, v in left_out.items())})"
-            if left_out else "")
+            if left_out
+            else ""
+        )
     return pd.DataFrame(values).T, pd.DataFrame(text).T
 
 
@@ -63,14 +80,32 @@ def mean_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> pd.DataFra
     rows = {}
     for run, row in runs.iterrows():
         mean = json.loads(RunDir(row["path"]).metrics(eval_set).read_text())["summary"]["mean_auroc_tasks"]
-        rows[run] = {"mean": _num(mean["mean"]), "ci_low": _num(mean["ci_low"]), "ci_high": _num(mean["ci_high"]),
-                     "tasks": ", ".join(mean.get("tasks", []))}
+        rows[run] = {
+            "mean": _num(mean["mean"]),
+            "ci_low": _num(mean["ci_low"]),
+            "ci_high": _num(mean["ci_high"]),
+            "tasks": ", ".join(mean.get("tasks", [])),
+        }
     return pd.DataFrame.from_dict(rows, orient="index", columns=["mean", "ci_low", "ci_high", "tasks"])
 
 
-CHOICE_COLUMNS = ["positives", "negatives", "patients", "seeds", "U-Zeros mean", "U-Zeros seed SD", "U-Ones mean",
-                  "U-Ones seed SD", policy_choice.DELTA, "ci_low", "ci_high", "p_value", "p_holm",
-                  "smallest detectable", "verdict"]
+CHOICE_COLUMNS = [
+    "positives",
+    "negatives",
+    "patients",
+    "seeds",
+    "U-Zeros mean",
+    "U-Zeros seed SD",
+    "U-Ones mean",
+    "U-Ones seed SD",
+    policy_choice.DELTA,
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_holm",
+    "smallest detectable",
+    "verdict",
+]
 
 
 def choice_view(choice: pd.DataFrame) -> pd.DataFrame:
@@ -95,10 +130,14 @@ def policy_arms(runs: pd.DataFrame, policies=("U-Zeros", "U-Ones")) -> dict[str,
     """{policy: {seed: run folder}} for the first backbone and size that has every policy (seeds = one arm)."""
     for (_, _), group in runs.groupby(["backbone", "image_size"], sort=False):
         if set(policies) <= set(group["policy"]):
-            return {p: {int(r["seed"]): Path(r["path"]) for _, r in group[group["policy"] == p].iterrows()}
-                    for p in policies}
-    raise DataError(f"no backbone and size with runs of all of {', '.join(policies)} among {list(runs.index)}; "
-                    "the per-label choice needs both")
+            return {
+                p: {int(r["seed"]): Path(r["path"]) for _, r in group[group["policy"] == p].iterrows()}
+                for p in policies
+            }
+    raise DataError(
+        f"no backbone and size with runs of all of {', '.join(policies)} among {list(runs.index)}; "
+        "the per-label choice needs both"
+    )
 
 
 def arm_scores(arm: dict, frame: pd.DataFrame, split: str) -> dict[int, pd.DataFrame]:
@@ -131,43 +170,77 @@ def selection_sets(arms: dict, chexpert_dir, data_dir, held_out_csv="") -> dict[
         frame = splits[split]
         scores = {policy: arm_scores(arm, frame, split) for policy, arm in arms.items()}
         study_labels = load_run_scores(next(iter(next(iter(arms.values())).values())), frame, split).study_labels
-        sets[criterion] = {"labels": scored_labels(criterion, study_labels, truth[0] if truth else None),
-                           "groups": frame.drop_duplicates("study").set_index("study")["patient"], "arms": scores}
+        sets[criterion] = {
+            "labels": scored_labels(criterion, study_labels, truth[0] if truth else None),
+            "groups": frame.drop_duplicates("study").set_index("study")["patient"],
+            "arms": scores,
+        }
     return sets
 
 
-def choose_policies(sets: dict, uncertain: pd.Series | None, n_resamples: int = 2000, seed: int = 0,
-                    alpha: float = 0.05, default: str = policy_choice.DEFAULT_POLICY) -> dict[str, pd.DataFrame]:
+def choose_policies(
+    sets: dict,
+    uncertain: pd.Series | None,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    default: str = policy_choice.DEFAULT_POLICY,
+) -> dict[str, pd.DataFrame]:
     """{criterion: policy_choice table} for every selection set (U-Zeros vs U-Ones, seeds as arms)."""
-    return {criterion: policy_choice.per_label_choice(s["arms"]["U-Zeros"], s["arms"]["U-Ones"], s["labels"],
-                                                      criterion, s["groups"], uncertain, n_resamples, seed, alpha,
-                                                      default)
-            for criterion, s in sets.items()}
+    return {
+        criterion: policy_choice.per_label_choice(
+            s["arms"]["U-Zeros"],
+            s["arms"]["U-Ones"],
+            s["labels"],
+            criterion,
+            s["groups"],
+            uncertain,
+            n_resamples,
+            seed,
+            alpha,
+            default,
+        )
+        for criterion, s in sets.items()
+    }
 
 
 def seed_noise_controls(selection: dict, alpha: float = 0.05) -> pd.DataFrame:
     """Seed-to-seed Δ within each policy on one selection set (columns 'policy: ...'), empty if no arm has 2 seeds."""
-    parts = {policy: policy_choice.seed_noise_control(selection["labels"], arm, selection["groups"], alpha)
-             for policy, arm in selection["arms"].items()}
+    parts = {
+        policy: policy_choice.seed_noise_control(selection["labels"], arm, selection["groups"], alpha)
+        for policy, arm in selection["arms"].items()
+    }
     parts = {p: t for p, t in parts.items() if not t.empty}
     if not parts:
         return pd.DataFrame()
     return pd.concat(parts, axis=1).pipe(lambda t: t.set_axis([f"{p}: {c}" for p, c in t.columns], axis=1))
 
 
-def per_label_choice(zeros: RunScores, ones: RunScores, frame: pd.DataFrame, n_resamples: int = 2000,
-                     seed: int = 0, alpha: float = 0.05, labels: pd.DataFrame | None = None,
-                     criterion: str = "held-out-masked", uncertain: pd.Series | None = None) -> pd.DataFrame:
+def per_label_choice(
+    zeros: RunScores,
+    ones: RunScores,
+    frame: pd.DataFrame,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    labels: pd.DataFrame | None = None,
+    criterion: str = "held-out-masked",
+    uncertain: pd.Series | None = None,
+) -> pd.DataFrame:
     """One run per policy: policy_choice.per_label_choice with single-seed arms (seed noise not in the test).
 
     ``labels`` (default: ``criterion``'s targets from the split's report labels) may be replaced,
     e.g. by the phantom's truth (then name the criterion 'held-out-truth').
     """
-    targets = scored_labels(criterion, zeros.study_labels) if labels is None else \
-        labels.loc[zeros.study_labels.index].astype(float)
+    targets = (
+        scored_labels(criterion, zeros.study_labels)
+        if labels is None
+        else labels.loc[zeros.study_labels.index].astype(float)
+    )
     groups = frame.drop_duplicates("study").set_index("study")["patient"]
-    return policy_choice.per_label_choice({0: zeros.study_scores}, {0: ones.study_scores}, targets, criterion,
-                                          groups, uncertain, n_resamples, seed, alpha)
+    return policy_choice.per_label_choice(
+        {0: zeros.study_scores}, {0: ones.study_scores}, targets, criterion, groups, uncertain, n_resamples, seed, alpha
+    )
 
 
 def mixed_mapping(choice: pd.DataFrame) -> dict[str, str]:
@@ -186,13 +259,15 @@ def phantom_truth(chexpert_dir) -> tuple[pd.DataFrame, dict] | None:
 
 def choice_vs_truth(from_labels: pd.DataFrame, from_truth: pd.DataFrame, planted: dict) -> pd.DataFrame:
     """Per observation: the expected better policy (the phantom's model), the choice the truth supports, the choice from certain labels."""
-    table = pd.DataFrame({
-        "expected better policy": pd.Series(planted),
-        "choice from truth": from_truth["verdict"],
-        "truth: U-Ones minus U-Zeros": from_truth["U-Ones minus U-Zeros"],
-        "choice from certain labels": from_labels["verdict"],
-        "labels: U-Ones minus U-Zeros": from_labels["U-Ones minus U-Zeros"],
-    }).reindex([o for o in OBSERVATIONS if o in planted])
+    table = pd.DataFrame(
+        {
+            "expected better policy": pd.Series(planted),
+            "choice from truth": from_truth["verdict"],
+            "truth: U-Ones minus U-Zeros": from_truth["U-Ones minus U-Zeros"],
+            "choice from certain labels": from_labels["verdict"],
+            "labels: U-Ones minus U-Zeros": from_labels["U-Ones minus U-Zeros"],
+        }
+    ).reindex([o for o in OBSERVATIONS if o in planted])
     table["labels recover expected"] = from_labels["choice"].reindex(table.index) == table["expected better policy"]
     table["truth agrees with expected"] = from_truth["choice"].reindex(table.index) == table["expected better policy"]
     return table
@@ -209,15 +284,24 @@ def ensemble(run_dirs, frame: pd.DataFrame, eval_set: str, out_dir) -> Path:
     rows = frame.set_index("Path").loc[paths].reset_index()
     write_predictions(rows, mean.to_numpy(), RunDir(out_dir).predictions(eval_set))
     configs = [RunDir(d).config() for d in run_dirs]
-    write_json(out_dir / "ensemble.json", {"members": [str(d) for d in run_dirs],
-                                           "policies": [c["policy"] for c in configs], "combine": "mean probability"})
+    write_json(
+        out_dir / "ensemble.json",
+        {
+            "members": [str(d) for d in run_dirs],
+            "policies": [c["policy"] for c in configs],
+            "combine": "mean probability",
+        },
+    )
     return out_dir
 
 
 def write_sections(path, sections: dict) -> Path:
     """A markdown file with one ``## title`` section per named table or text (None entries left out)."""
-    parts = [f"## {title}\n\n{markdown(table) if isinstance(table, pd.DataFrame) else plain_text(table)}\n"
-             for title, table in sections.items() if table is not None]
+    parts = [
+        f"## {title}\n\n{markdown(table) if isinstance(table, pd.DataFrame) else plain_text(table)}\n"
+        for title, table in sections.items()
+        if table is not None
+    ]
     path = Path(path)
     path.write_text("\n".join(parts))
     return path
@@ -238,9 +322,13 @@ def plain_text(value, digits: int = 3) -> str:
     if isinstance(value, dict):
         estimate = next((value[k] for k in ("auroc", "mean", "value", "estimate") if k in value), None)
         if estimate is not None and "ci_low" in value and "ci_high" in value:
-            text = f"{plain_text(estimate, digits)} (95% CI {plain_text(value['ci_low'], digits)}–" \
-                   f"{plain_text(value['ci_high'], digits)})"
-            rest = {k: v for k, v in value.items() if k not in ("auroc", "mean", "value", "estimate", "ci_low", "ci_high")}
+            text = (
+                f"{plain_text(estimate, digits)} (95% CI {plain_text(value['ci_low'], digits)}–"
+                f"{plain_text(value['ci_high'], digits)})"
+            )
+            rest = {
+                k: v for k, v in value.items() if k not in ("auroc", "mean", "value", "estimate", "ci_low", "ci_high")
+            }
             return text + ("; " + plain_text(rest, digits) if rest else "")
         return "; ".join(f"{k}: {plain_text(v, digits)}" for k, v in value.items())
     if isinstance(value, (float, np.floating)):
@@ -250,13 +338,17 @@ def plain_text(value, digits: int = 3) -> str:
 
 def markdown(table: pd.DataFrame, digits: int = 3) -> str:
     """A pandas table as a GitHub markdown table (numbers rounded, NaN shown as –)."""
+
     def cell(v):
         if isinstance(v, (float, np.floating)):
             return "–" if np.isnan(v) else f"{v:.{digits}f}"
         return str(v).replace("|", "\\|")  # a pipe inside a cell would split it
+
     header = "| " + " | ".join([table.index.name or ""] + [str(c) for c in table.columns]) + " |"
     rule = "|" + "---|" * (len(table.columns) + 1)
-    body = ["| " + " | ".join([str(i)] + [cell(v) for v in row]) + " |" for i, row in zip(table.index, table.to_numpy())]
+    body = [
+        "| " + " | ".join([str(i)] + [cell(v) for v in row]) + " |" for i, row in zip(table.index, table.to_numpy())
+    ]
     return "\n".join([header, rule, *body])
 
 

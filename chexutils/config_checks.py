@@ -17,9 +17,18 @@ BLANK_OPTIONS = ("negative", "ignore")
 PRETRAINED = (None, "imagenet")
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 # (lowest allowed, whether the lowest is allowed) per numeric field
-LOWER_BOUNDS = {"image_size": (16, True), "epochs": (1, True), "batch_size": (0, True), "lr": (0, False),
-                "weight_decay": (0, True), "lr_step_epochs": (1, True), "lr_gamma": (0, False), "seed": (0, True),
-                "max_steps_per_epoch": (0, True), "workers": (0, True)}
+LOWER_BOUNDS = {
+    "image_size": (16, True),
+    "epochs": (1, True),
+    "batch_size": (0, True),
+    "lr": (0, False),
+    "weight_decay": (0, True),
+    "lr_step_epochs": (1, True),
+    "lr_gamma": (0, False),
+    "seed": (0, True),
+    "max_steps_per_epoch": (0, True),
+    "workers": (0, True),
+}
 
 
 def check_train_values(values: dict, where: str) -> None:
@@ -36,8 +45,9 @@ def check_train_values(values: dict, where: str) -> None:
             raise DataError(f"{where}: {key} is {value!r}; expected a number {'>=' if inclusive else '>'} {low}")
     if "betas" in values:
         betas = values["betas"]
-        if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
-                                      for b in betas):
+        if len(betas) != 2 or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas
+        ):
             raise DataError(f"{where}: betas is {betas!r}; expected two numbers in [0, 1)")
     _check_names(values, where)
 
@@ -66,8 +76,14 @@ def _check_names(values: dict, where: str) -> None:
     from .models import BACKBONES
     from .train_config import SELECT_METRICS
 
-    choices = {"blank": BLANK_OPTIONS, "pretrained": PRETRAINED, "select_metric": tuple(SELECT_METRICS),
-               "resize_method": tuple(RESIZE_METHODS), "cache_check": CHECKS, "backbone": tuple(sorted(BACKBONES))}
+    choices = {
+        "blank": BLANK_OPTIONS,
+        "pretrained": PRETRAINED,
+        "select_metric": tuple(SELECT_METRICS),
+        "resize_method": tuple(RESIZE_METHODS),
+        "cache_check": CHECKS,
+        "backbone": tuple(sorted(BACKBONES)),
+    }
     for key, known in choices.items():
         if key in values and values[key] not in known:
             raise DataError(f"{where}: {key} is {values[key]!r}; known: {', '.join(map(str, known))}")
@@ -75,8 +91,9 @@ def _check_names(values: dict, where: str) -> None:
         raise DataError(f"{where}: device is {values['device']!r}; expected auto, cpu, cuda, cuda:N or mps")
     backbone = BACKBONES.get(values.get("backbone"))
     if backbone and "image_size" in values and values["image_size"] < backbone.min_size:
-        raise DataError(f"{where}: backbone {backbone.name} needs image_size >= {backbone.min_size}, "
-                        f"got {values['image_size']}")
+        raise DataError(
+            f"{where}: backbone {backbone.name} needs image_size >= {backbone.min_size}, got {values['image_size']}"
+        )
     if backbone and values.get("pretrained") == "imagenet" and backbone.pretrained_file is None:
         raise DataError(f"{where}: backbone {backbone.name} has no ImageNet weights; use pretrained: null")
     if "policy" in values:
@@ -94,8 +111,10 @@ def check_policy(name: str, options: dict, blank: str, where: str) -> None:
     accepted = [p for p in inspect.signature(POLICIES[name]).parameters if p not in ("blank", "teacher_predictions")]
     unknown = [k for k in options if k not in accepted]
     if unknown:
-        raise DataError(f"{where}: policy {name} got unknown option(s) {', '.join(unknown)}; "
-                        f"accepted: {', '.join(accepted) or 'none'}")
+        raise DataError(
+            f"{where}: policy {name} got unknown option(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(accepted) or 'none'}"
+        )
     if isinstance(options.get("mapping"), str):  # a mapping file an earlier step writes: read when training starts
         return
     if "teacher" in accepted:  # the teacher run may be trained by an earlier step: only its name is checked
@@ -112,5 +131,7 @@ def check_patient_overlap(train: pd.DataFrame, valid: pd.DataFrame, train_csv, v
     """Refuse training when patients of the valid CSV are also in the training CSV (leakage), unless allowed."""
     shared = sorted(set(train["patient"]) & set(valid["patient"]))
     if shared and not allowed:
-        raise DataError(f"{valid_csv}: {len(shared)} patient(s) also in {train_csv} (first {shared[0]}); "
-                        "expected disjoint patients (split with notebook 02), or set allow_patient_overlap: true")
+        raise DataError(
+            f"{valid_csv}: {len(shared)} patient(s) also in {train_csv} (first {shared[0]}); "
+            "expected disjoint patients (split with notebook 02), or set allow_patient_overlap: true"
+        )

@@ -80,13 +80,18 @@ def read_image(path) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"{path}: image file does not exist") from None
     except Image.DecompressionBombError as err:
-        raise DataError(f"{path}: image too large to decode safely ({err}); expected a chest X-ray of at most "
-                        f"{Image.MAX_IMAGE_PIXELS} pixels") from None
+        raise DataError(
+            f"{path}: image too large to decode safely ({err}); expected a chest X-ray of at most "
+            f"{Image.MAX_IMAGE_PIXELS} pixels"
+        ) from None
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise DataError(f"{path}: corrupt or truncated image ({err}); expected a readable 8-bit grayscale JPEG") from None
+        raise DataError(
+            f"{path}: corrupt or truncated image ({err}); expected a readable 8-bit grayscale JPEG"
+        ) from None
     except Exception as err:  # any other decoder failure (ValueError, struct.error, ...) is bad input too
-        raise DataError(f"{path}: cannot decode image ({type(err).__name__}: {err}); expected a readable 8-bit "
-                        "grayscale JPEG") from None
+        raise DataError(
+            f"{path}: cannot decode image ({type(err).__name__}: {err}); expected a readable 8-bit grayscale JPEG"
+        ) from None
 
 
 def write_chexpert_csv(frame: pd.DataFrame, csv_path) -> Path:
@@ -119,9 +124,13 @@ def _check_row_lengths(csv_path: Path, fields: int) -> None:
         next(reader, None)
         short = [(reader.line_num, len(row)) for row in reader if row and len(row) < fields]
     if short:
-        lines = ", ".join(str(line) for line, _ in short[:5]) + (f" and {len(short) - 5} more" if len(short) > 5 else "")
-        raise DataError(f"{csv_path} line{'s' if len(short) > 1 else ''} {lines}: {short[0][1]} field(s), expected "
-                        f"{fields} as in the header (a cut-off or damaged file?)")
+        lines = ", ".join(str(line) for line, _ in short[:5]) + (
+            f" and {len(short) - 5} more" if len(short) > 5 else ""
+        )
+        raise DataError(
+            f"{csv_path} line{'s' if len(short) > 1 else ''} {lines}: {short[0][1]} field(s), expected "
+            f"{fields} as in the header (a cut-off or damaged file?)"
+        )
 
 
 def _check_columns(frame: pd.DataFrame, csv_path: Path) -> None:
@@ -133,7 +142,9 @@ def _check_columns(frame: pd.DataFrame, csv_path: Path) -> None:
     for col in missing:
         close = difflib.get_close_matches(col, extra, n=1, cutoff=0.6)
         hints.append(f"{col!r}" + (f" (found {close[0]!r} — renamed?)" if close else ""))
-    raise DataError(f"{csv_path} line 1: missing column(s) {', '.join(hints)}; expected the CheXpert columns {', '.join(CSV_COLUMNS)}")
+    raise DataError(
+        f"{csv_path} line 1: missing column(s) {', '.join(hints)}; expected the CheXpert columns {', '.join(CSV_COLUMNS)}"
+    )
 
 
 def _parse_paths(frame: pd.DataFrame, csv_path: Path) -> pd.DataFrame:
@@ -141,12 +152,16 @@ def _parse_paths(frame: pd.DataFrame, csv_path: Path) -> pd.DataFrame:
     bad = parts["patient"].isna().to_numpy()
     if bad.any():
         first = frame["Path"].iloc[int(np.argmax(bad))]
-        raise DataError(f"{csv_path} {csv_lines(np.flatnonzero(bad))}: Path {first!r} does not match the CheXpert pattern "
-                        "CheXpert-v1.0[-small]/{train|valid|test}/patientNNNNN/studyN/viewN_{frontal|lateral}.jpg")
+        raise DataError(
+            f"{csv_path} {csv_lines(np.flatnonzero(bad))}: Path {first!r} does not match the CheXpert pattern "
+            "CheXpert-v1.0[-small]/{train|valid|test}/patientNNNNN/studyN/viewN_{frontal|lateral}.jpg"
+        )
     dup = frame["Path"].duplicated(keep=False).to_numpy()
     if dup.any():
         first = frame["Path"].iloc[int(np.argmax(dup))]
-        raise DataError(f"{csv_path} {csv_lines(np.flatnonzero(dup))}: duplicate Path {first!r}; expected each image once")
+        raise DataError(
+            f"{csv_path} {csv_lines(np.flatnonzero(dup))}: duplicate Path {first!r}; expected each image once"
+        )
     return parts
 
 
@@ -156,7 +171,9 @@ def _parse_labels(column: pd.Series, name: str, csv_path: Path) -> np.ndarray:
     bad = (text != "").to_numpy() & ~np.isin(values, (1.0, 0.0, -1.0))
     if bad.any():
         first = column.iloc[int(np.argmax(bad))]
-        raise DataError(f"{csv_path} {csv_lines(np.flatnonzero(bad))}: column {name!r} has value {first!r}; expected {ALLOWED_LABELS}")
+        raise DataError(
+            f"{csv_path} {csv_lines(np.flatnonzero(bad))}: column {name!r} has value {first!r}; expected {ALLOWED_LABELS}"
+        )
     return values
 
 
@@ -166,7 +183,9 @@ def _parse_age(column: pd.Series, csv_path: Path) -> np.ndarray:
     bad = (text != "").to_numpy() & (np.isnan(values) | (values < 0) | (values > 130))
     if bad.any():
         first = column.iloc[int(np.argmax(bad))]
-        raise DataError(f"{csv_path} {csv_lines(np.flatnonzero(bad))}: column 'Age' has value {first!r}; expected a number of years 0-130 or blank")
+        raise DataError(
+            f"{csv_path} {csv_lines(np.flatnonzero(bad))}: column 'Age' has value {first!r}; expected a number of years 0-130 or blank"
+        )
     return values
 
 
@@ -174,12 +193,16 @@ def _check_views(frame: pd.DataFrame, csv_path: Path) -> None:
     bad = ~frame["Frontal/Lateral"].isin(("Frontal", "Lateral")).to_numpy()
     if bad.any():
         first = frame["Frontal/Lateral"].iloc[int(np.argmax(bad))]
-        raise DataError(f"{csv_path} {csv_lines(np.flatnonzero(bad))}: column 'Frontal/Lateral' has value {first!r}; expected Frontal or Lateral")
+        raise DataError(
+            f"{csv_path} {csv_lines(np.flatnonzero(bad))}: column 'Frontal/Lateral' has value {first!r}; expected Frontal or Lateral"
+        )
 
 
 def _check_files_exist(frame: pd.DataFrame, csv_path: Path) -> None:
     missing = np.array([not os.path.isfile(p) for p in frame["image"]])
     if missing.any():
         first = frame["image"].iloc[int(np.argmax(missing))]
-        raise DataError(f"{csv_path} {csv_lines(np.flatnonzero(missing))}: image {first} does not exist; "
-                        "expected the images beside the CSV (or pass root= / check_files=False)")
+        raise DataError(
+            f"{csv_path} {csv_lines(np.flatnonzero(missing))}: image {first} does not exist; "
+            "expected the images beside the CSV (or pass root= / check_files=False)"
+        )

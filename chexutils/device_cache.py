@@ -22,8 +22,8 @@ class DeviceImages:
         n = len(cache)
         self.images = torch.empty((n, 1, cache.size, cache.size), dtype=torch.uint8, device=self.device)
         for start in range(0, n, chunk):  # chunked so host memory stays small while copying
-            part = torch.from_numpy(np.array(cache.images[start:start + chunk]))  # a writable copy of the slice
-            self.images[start:start + len(part), 0].copy_(part)
+            part = torch.from_numpy(np.array(cache.images[start : start + chunk]))  # a writable copy of the slice
+            self.images[start : start + len(part), 0].copy_(part)
 
     def __len__(self) -> int:
         return len(self.images)

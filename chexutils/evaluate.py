@@ -27,6 +27,7 @@ LEVELS = ("image", "study")
 @dataclass
 class RunScores:
     """One run's labels and probabilities at image level (index Path) and study level (index study)."""
+
     name: str
     image_labels: pd.DataFrame
     image_scores: pd.DataFrame
@@ -72,40 +73,57 @@ def load_run_scores(run_dir, frame: pd.DataFrame, eval_set: str = OFFICIAL_VALID
     preds = pd.read_csv(path)
     missing_cols = [c for c in ("Path", *OBSERVATIONS) if c not in preds.columns]
     if missing_cols:
-        raise DataError(f"{path} line 1: missing column(s) {', '.join(map(repr, missing_cols))}; "
-                        "expected Path and one probability column per observation")
+        raise DataError(
+            f"{path} line 1: missing column(s) {', '.join(map(repr, missing_cols))}; "
+            "expected Path and one probability column per observation"
+        )
     duplicated = preds["Path"][preds["Path"].duplicated()]
     if len(duplicated):
-        raise DataError(f"{path}: {len(duplicated)} duplicate Path(s), first {duplicated.iloc[0]!r}; expected each image once")
+        raise DataError(
+            f"{path}: {len(duplicated)} duplicate Path(s), first {duplicated.iloc[0]!r}; expected each image once"
+        )
     unknown = preds["Path"][~preds["Path"].isin(frame["Path"])]
     if len(unknown):
         first = ", ".join(repr(p) for p in unknown.iloc[:3])
-        raise DataError(f"{path}: {len(unknown)} Path(s) not in the label frame (first: {first}); "
-                        "expected predictions for images of the same CheXpert split")
+        raise DataError(
+            f"{path}: {len(unknown)} Path(s) not in the label frame (first: {first}); "
+            "expected predictions for images of the same CheXpert split"
+        )
     rows = frame.set_index("Path").loc[preds["Path"]].reset_index()  # the frame's rows in the CSV's order
     scores = preds[list(OBSERVATIONS)].astype(float)
     study_labels, study_scores = aggregate_studies(rows, scores.to_numpy(), how="max")
     by_path = pd.Index(preds["Path"], name="Path")
-    return RunScores(name=name or Path(run_dir).name,
-                     image_labels=rows[list(OBSERVATIONS)].set_axis(by_path),
-                     image_scores=scores.set_axis(by_path),
-                     study_labels=study_labels, study_scores=study_scores)
+    return RunScores(
+        name=name or Path(run_dir).name,
+        image_labels=rows[list(OBSERVATIONS)].set_axis(by_path),
+        image_scores=scores.set_axis(by_path),
+        study_labels=study_labels,
+        study_scores=study_scores,
+    )
 
 
-def score_run(run: RunScores, frame: pd.DataFrame, n_resamples: int = 1000, seed: int = 0,
-              by_patient: bool = True) -> tuple[pd.DataFrame, dict]:
+def score_run(
+    run: RunScores, frame: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, by_patient: bool = True
+) -> tuple[pd.DataFrame, dict]:
     """Study-level AUROC/AP with bootstrap CIs (resampling patients) and the 5-task mean with its CI."""
     groups = frame.drop_duplicates("study").set_index("study")["patient"] if by_patient else None
     table = bootstrap_auroc(run.study_labels, run.study_scores, n_resamples, seed, groups=groups)
-    summary = {"mean_auroc_tasks": mean_tasks_with_ci(run.study_labels, run.study_scores, n_resamples=n_resamples,
-                                                      seed=seed, groups=groups),
-               "studies": len(run.study_labels), "images": len(run.image_labels), "resamples": n_resamples,
-               "resampled": "patients" if by_patient else "studies", "aggregation": "max over a study's images"}
+    summary = {
+        "mean_auroc_tasks": mean_tasks_with_ci(
+            run.study_labels, run.study_scores, n_resamples=n_resamples, seed=seed, groups=groups
+        ),
+        "studies": len(run.study_labels),
+        "images": len(run.image_labels),
+        "resamples": n_resamples,
+        "resampled": "patients" if by_patient else "studies",
+        "aggregation": "max over a study's images",
+    }
     return table, summary
 
 
-def evaluate_set(run_dir, frame: pd.DataFrame, eval_set: str, n_resamples: int = 1000, seed: int = 0,
-                 predict: bool = True) -> tuple[RunScores, pd.DataFrame, dict]:
+def evaluate_set(
+    run_dir, frame: pd.DataFrame, eval_set: str, n_resamples: int = 1000, seed: int = 0, predict: bool = True
+) -> tuple[RunScores, pd.DataFrame, dict]:
     """Predict (unless the predictions exist and ``predict`` is False), score and write the run's metrics for
     ``eval_set`` (one of ``rundir.EVAL_SETS``)."""
     check_eval_set(eval_set)

@@ -30,7 +30,11 @@ def rates_vs_real(frame: pd.DataFrame) -> pd.DataFrame:
     """This frame's label rates beside the real train.csv's (columns: kind x {this, real})."""
     mine = label_rates(frame)[["positive", "negative", "uncertain", "blank"]]
     real = real_stats.label_rates()
-    return pd.concat({"this": mine, "real": real}, axis=1).swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+    return (
+        pd.concat({"this": mine, "real": real}, axis=1)
+        .swaplevel(axis=1)
+        .sort_index(axis=1, level=0, sort_remaining=False)
+    )
 
 
 def view_counts(frame: pd.DataFrame) -> pd.DataFrame:
@@ -43,9 +47,13 @@ def structure(frame: pd.DataFrame) -> dict:
     """Counts of patients, studies, images; distributions of studies per patient and images per study."""
     studies_per_patient = frame.groupby("patient")["study"].nunique().value_counts().sort_index()
     images_per_study = frame.groupby("study").size().value_counts().sort_index()
-    return {"patients": int(frame["patient"].nunique()), "studies": int(frame["study"].nunique()),
-            "images": int(len(frame)), "studies_per_patient": studies_per_patient,
-            "images_per_study": images_per_study}
+    return {
+        "patients": int(frame["patient"].nunique()),
+        "studies": int(frame["study"].nunique()),
+        "images": int(len(frame)),
+        "studies_per_patient": studies_per_patient,
+        "images_per_study": images_per_study,
+    }
 
 
 def demographics(frame: pd.DataFrame) -> pd.DataFrame:
@@ -53,10 +61,23 @@ def demographics(frame: pd.DataFrame) -> pd.DataFrame:
     first = frame.sort_values("line").drop_duplicates("patient")
     sex = first["Sex"].value_counts()
     rows = {f"patients {s}": sex.get(s, 0) for s in ("Male", "Female", "Unknown")}
-    rows.update({"age mean": first["Age"].mean(), "age sd": first["Age"].std(),
-                 "age min": first["Age"].min(), "age max": first["Age"].max()})
-    real = {"patients Male": "59.4% of images", "patients Female": "40.6% of images", "patients Unknown": "1 image",
-            "age mean": real_stats.AGE_MEAN, "age sd": real_stats.AGE_SD, "age min": 0, "age max": 90}
+    rows.update(
+        {
+            "age mean": first["Age"].mean(),
+            "age sd": first["Age"].std(),
+            "age min": first["Age"].min(),
+            "age max": first["Age"].max(),
+        }
+    )
+    real = {
+        "patients Male": "59.4% of images",
+        "patients Female": "40.6% of images",
+        "patients Unknown": "1 image",
+        "age mean": real_stats.AGE_MEAN,
+        "age sd": real_stats.AGE_SD,
+        "age min": 0,
+        "age max": 90,
+    }
     return pd.DataFrame({"this": pd.Series(rows), "real train.csv": pd.Series(real)})
 
 
@@ -75,11 +96,15 @@ def summary(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = {}
     for name, frame in frames.items():
         values = frame[list(OBSERVATIONS)]
-        rows[name] = {"patients": frame["patient"].nunique(), "studies": frame["study"].nunique(),
-                      "images": len(frame), "frontal": float(frame["frontal"].mean()),
-                      "positive": float((values == 1).to_numpy().mean()),
-                      "uncertain": float((values == -1).to_numpy().mean()),
-                      "blank": float(values.isna().to_numpy().mean())}
+        rows[name] = {
+            "patients": frame["patient"].nunique(),
+            "studies": frame["study"].nunique(),
+            "images": len(frame),
+            "frontal": float(frame["frontal"].mean()),
+            "positive": float((values == 1).to_numpy().mean()),
+            "uncertain": float((values == -1).to_numpy().mean()),
+            "blank": float(values.isna().to_numpy().mean()),
+        }
     return pd.DataFrame(rows).T
 
 

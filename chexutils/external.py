@@ -34,13 +34,17 @@ def study_scores(path, studies=None) -> pd.DataFrame:
     frame.columns = [str(c).strip() for c in frame.columns]
     observations = [o for o in OBSERVATIONS if o in frame.columns]
     if "Path" not in frame.columns and "Study" not in frame.columns or not observations:
-        raise DataError(f"{path} line 1: columns {list(frame.columns)[:6]}...; expected a Study or Path column and "
-                        "at least one probability column named like an observation (e.g. 'Edema')")
+        raise DataError(
+            f"{path} line 1: columns {list(frame.columns)[:6]}...; expected a Study or Path column and "
+            "at least one probability column named like an observation (e.g. 'Edema')"
+        )
     values = frame[observations].apply(pd.to_numeric, errors="coerce")
     bad = ~np.isfinite(values.to_numpy(float)).all(axis=1)
     if bad.any():
-        raise DataError(f"{path} {csv_lines(np.flatnonzero(bad))}: a prediction is blank or not a number; "
-                        "expected a finite score in every observation column")
+        raise DataError(
+            f"{path} {csv_lines(np.flatnonzero(bad))}: a prediction is blank or not a number; "
+            "expected a finite score in every observation column"
+        )
     if "Path" in frame.columns:
         keys = parse_keys(frame["Path"].astype(str), IMAGE_PATTERN, path, "Path", EXPECTED_PATH)["key"]
         scores = values.groupby(keys.to_numpy()).max()
@@ -48,8 +52,10 @@ def study_scores(path, studies=None) -> pd.DataFrame:
         keys = parse_keys(frame["Study"].astype(str), STUDY_PATTERN, path, "Study", EXPECTED_STUDY)["key"]
         dup = keys.duplicated(keep=False).to_numpy()
         if dup.any():
-            raise DataError(f"{path} {csv_lines(np.flatnonzero(dup))}: study {keys[dup].iloc[0]!r} twice; "
-                            "expected one row per study")
+            raise DataError(
+                f"{path} {csv_lines(np.flatnonzero(dup))}: study {keys[dup].iloc[0]!r} twice; "
+                "expected one row per study"
+            )
         scores = values.set_axis(keys.to_numpy())
     scores.index.name = "study"
     if studies is not None:
@@ -60,11 +66,15 @@ def study_scores(path, studies=None) -> pd.DataFrame:
 def _check_covers(predicted: pd.Index, labelled: pd.Index, path: Path) -> None:
     missing, extra = labelled.difference(predicted), predicted.difference(labelled)
     if len(missing):
-        raise DataError(f"{path}: no prediction for {len(missing)} labelled stud{'y' if len(missing) == 1 else 'ies'} "
-                        f"(first: {missing[0]!r}); expected a score for every study of the evaluation set")
+        raise DataError(
+            f"{path}: no prediction for {len(missing)} labelled stud{'y' if len(missing) == 1 else 'ies'} "
+            f"(first: {missing[0]!r}); expected a score for every study of the evaluation set"
+        )
     if len(extra):
-        raise DataError(f"{path}: {len(extra)} predicted stud{'y is' if len(extra) == 1 else 'ies are'} not in the "
-                        f"evaluation set (first: {extra[0]!r}); expected predictions for the same set")
+        raise DataError(
+            f"{path}: {len(extra)} predicted stud{'y is' if len(extra) == 1 else 'ies are'} not in the "
+            f"evaluation set (first: {extra[0]!r}); expected predictions for the same set"
+        )
 
 
 def ensemble(members: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -85,8 +95,10 @@ def import_predictions(csv, run_dir, eval_set: str = OFFICIAL_TEST, studies=None
     """Make an outside model's predictions a run folder: study-level scores in ``predictions_<set>.csv``."""
     scores = study_scores(csv, studies)
     run = write_study_predictions(scores, run_dir, eval_set)
-    write_json(run.path / SOURCE_JSON, {"source": str(Path(csv).resolve()), "eval_set": eval_set,
-                                        "observations": list(scores.columns)})
+    write_json(
+        run.path / SOURCE_JSON,
+        {"source": str(Path(csv).resolve()), "eval_set": eval_set, "observations": list(scores.columns)},
+    )
     return run
 
 

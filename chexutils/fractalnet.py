@@ -43,8 +43,7 @@ class FractalBlock(nn.Module):
         self.drop_path = drop_path
         self.depth = 2 ** (columns - 1)  # convs on the deepest column
         self.columns = nn.ModuleList(
-            nn.ModuleList(conv_bn_relu(in_channels if k == 0 else out_channels, out_channels)
-                          for k in range(2**j))
+            nn.ModuleList(conv_bn_relu(in_channels if k == 0 else out_channels, out_channels) for k in range(2**j))
             for j in range(columns)
         )
 
@@ -82,15 +81,22 @@ class FractalBlock(nn.Module):
 class FractalNet(nn.Module):
     """Fractal blocks separated by 2x2 max-pooling, then global average pooling -> features."""
 
-    def __init__(self, columns: int = 3, blocks: int = 5, channels: Sequence[int] | None = None,
-                 drop_path: float = 0.15, global_drop_ratio: float = 0.0, in_channels: int = 3):
+    def __init__(
+        self,
+        columns: int = 3,
+        blocks: int = 5,
+        channels: Sequence[int] | None = None,
+        drop_path: float = 0.15,
+        global_drop_ratio: float = 0.0,
+        in_channels: int = 3,
+    ):
         super().__init__()
         if columns < 1 or blocks < 1:
-            raise ValueError(f"FractalNet needs columns >= 1 and blocks >= 1, "
-                             f"got {columns}, {blocks}")
+            raise ValueError(f"FractalNet needs columns >= 1 and blocks >= 1, got {columns}, {blocks}")
         if not 0.0 <= drop_path < 1.0 or not 0.0 <= global_drop_ratio <= 1.0:
-            raise ValueError(f"drop_path must be in [0, 1) and global_drop_ratio in [0, 1], "
-                             f"got {drop_path}, {global_drop_ratio}")
+            raise ValueError(
+                f"drop_path must be in [0, 1) and global_drop_ratio in [0, 1], got {drop_path}, {global_drop_ratio}"
+            )
         if channels is None:  # the paper's CIFAR widths, widened no further after 512
             extra = max(0, blocks - len(DEFAULT_CHANNELS))
             channels = DEFAULT_CHANNELS[:blocks] + (DEFAULT_CHANNELS[-1],) * extra
@@ -101,9 +107,7 @@ class FractalNet(nn.Module):
         self.global_drop_ratio = global_drop_ratio
         self.num_features = channels[-1]
         widths = (in_channels,) + channels
-        self.blocks = nn.ModuleList(
-            FractalBlock(widths[b], widths[b + 1], columns, drop_path) for b in range(blocks)
-        )
+        self.blocks = nn.ModuleList(FractalBlock(widths[b], widths[b + 1], columns, drop_path) for b in range(blocks))
         self.pool = nn.MaxPool2d(kernel_size=2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

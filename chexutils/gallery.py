@@ -16,8 +16,11 @@ from .evaluate import RunScores
 from .metrics import certain_scores
 
 KINDS = ("true positive", "false positive", "false negative")
-ORDER = {"true positive": "highest scores first", "false positive": "highest scores first (most confident errors)",
-         "false negative": "lowest scores first (most confident misses)"}
+ORDER = {
+    "true positive": "highest scores first",
+    "false positive": "highest scores first (most confident errors)",
+    "false negative": "lowest scores first (most confident misses)",
+}
 
 
 def study_of(path: str) -> str:
@@ -37,8 +40,11 @@ def gallery_cases(run: RunScores, observation: str, level: str, threshold: float
     y, s = certain_scores(labels[observation], scores.loc[labels.index, observation])
     cases = pd.DataFrame({"key": keys, "score": s, "label": y})
     positive = cases["score"] >= threshold
-    masks = {"true positive": positive & (cases["label"] == 1), "false positive": positive & (cases["label"] == 0),
-             "false negative": ~positive & (cases["label"] == 1)}
+    masks = {
+        "true positive": positive & (cases["label"] == 1),
+        "false positive": positive & (cases["label"] == 0),
+        "false negative": ~positive & (cases["label"] == 1),
+    }
     parts = []
     for kind in KINDS:
         part = cases[masks[kind]].sort_values(["score", "key"], ascending=[kind == "false negative", True])

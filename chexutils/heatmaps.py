@@ -46,10 +46,10 @@ from .predict import load_run_model
 # feature maps (before the pooling that feeds the head). A path of attribute names / indices
 # inside ChexpertNet; tests check every registered backbone has one.
 CAM_LAYERS: dict[str, str] = {
-    "densenet121": "features.trunk.norm5",         # torchvision DenseNet: last BatchNorm after denseblock4
-    "xception": "features.trunk.xception.bn4",     # pretrainedmodels Xception: BatchNorm after conv4
-    "fractalnet": "features.blocks.-1",            # FractalNet: the last fractal block's final join
-    "xrv-densenet121": "features.trunk.norm5",     # an imported torchxrayvision DenseNet121: as densenet121
+    "densenet121": "features.trunk.norm5",  # torchvision DenseNet: last BatchNorm after denseblock4
+    "xception": "features.trunk.xception.bn4",  # pretrainedmodels Xception: BatchNorm after conv4
+    "fractalnet": "features.blocks.-1",  # FractalNet: the last fractal block's final join
+    "xrv-densenet121": "features.trunk.norm5",  # an imported torchxrayvision DenseNet121: as densenet121
 }
 ALPHA = 0.45  # weight of the colour map in an overlay (the image gets 1 - ALPHA)
 
@@ -57,8 +57,10 @@ ALPHA = 0.45  # weight of the colour map in an overlay (the image gets 1 - ALPHA
 def cam_layer(model: ChexpertNet) -> nn.Module:
     """The module of ``model`` whose output Grad-CAM explains (looked up in CAM_LAYERS)."""
     if model.backbone_name not in CAM_LAYERS:
-        raise KeyError(f"no Grad-CAM layer for backbone {model.backbone_name!r}; add it to CAM_LAYERS "
-                       f"(known: {', '.join(sorted(CAM_LAYERS))})")
+        raise KeyError(
+            f"no Grad-CAM layer for backbone {model.backbone_name!r}; add it to CAM_LAYERS "
+            f"(known: {', '.join(sorted(CAM_LAYERS))})"
+        )
     module = model
     for part in CAM_LAYERS[model.backbone_name].split("."):
         module = module[int(part)] if part.lstrip("-").isdigit() else getattr(module, part)
@@ -106,8 +108,9 @@ def _cut_and_repeat(model: nn.Module, layer: nn.Module, copies: int):
             p.requires_grad_(flag)
 
 
-def grad_cam(model: ChexpertNet, images: torch.Tensor, observations: Sequence[str] | None = None,
-             batch_size: int = 16) -> np.ndarray:
+def grad_cam(
+    model: ChexpertNet, images: torch.Tensor, observations: Sequence[str] | None = None, batch_size: int = 16
+) -> np.ndarray:
     """Heatmaps ``(N, K, H, W)`` float32 in [0, 1] for ``images`` (N, 1|3, H, W) and K observations.
 
     ``images`` are what the model takes (uint8 0..255 or float 0..1, at the run's image size).
@@ -125,7 +128,7 @@ def grad_cam(model: ChexpertNet, images: torch.Tensor, observations: Sequence[st
         cam = GradCAM(model=model, target_layers=[layer])
         try:
             for start in range(0, len(images), batch_size):
-                batch = images[start:start + batch_size].to(device)
+                batch = images[start : start + batch_size].to(device)
                 b = len(batch)
                 # row j*b + i of the repeated maps is image i explained for observation j
                 targets = [ObservationTarget(indices[j], model.head_kind) for j in range(k) for _ in range(b)]
@@ -173,22 +176,32 @@ def _image_files(images, root) -> list[Path]:
         p = Path(p)
         if not p.is_absolute():
             if base is None:
-                raise ValueError(f"relative image path {str(p)!r} needs root= (the folder holding "
-                                 "CheXpert-v1.0-small/)")
+                raise ValueError(
+                    f"relative image path {str(p)!r} needs root= (the folder holding CheXpert-v1.0-small/)"
+                )
             p = base / p
         files.append(p)
     return files
 
 
-def heatmaps_for(run_or_model, images, observations: Sequence[str] | None = None, root=None,
-                 image_size: int | None = None, batch_size: int = 16) -> np.ndarray:
+def heatmaps_for(
+    run_or_model,
+    images,
+    observations: Sequence[str] | None = None,
+    root=None,
+    image_size: int | None = None,
+    batch_size: int = 16,
+) -> np.ndarray:
     """Heatmaps (N, K, S, S) at the model's input size for image files (or Paths under ``root``)."""
     model, size, method = _model_and_size(run_or_model, image_size)
     if method not in RESIZE_METHODS:
         raise ValueError(f"unknown resize method {method!r}")
     files = _image_files(images, root)
-    batch = torch.from_numpy(np.stack([load_resized(f, size, method) for f in files]))[:, None] if files else \
-        torch.zeros((0, 1, size, size), dtype=torch.uint8)
+    batch = (
+        torch.from_numpy(np.stack([load_resized(f, size, method) for f in files]))[:, None]
+        if files
+        else torch.zeros((0, 1, size, size), dtype=torch.uint8)
+    )
     return grad_cam(model, batch, observations, batch_size)
 
 
@@ -197,8 +210,9 @@ def overlay_for(run_or_model, image_size: int | None = None):
     return functools.partial(heatmap_overlays, run_or_model, image_size=image_size)
 
 
-def heatmap_overlays(run_or_model, images, observation: str, root=None, out_dir=None,
-                     image_size: int | None = None) -> list:
+def heatmap_overlays(
+    run_or_model, images, observation: str, root=None, out_dir=None, image_size: int | None = None
+) -> list:
     """For the ROC browser's gallery: one observation's overlays of ``images``.
 
     Returns (H, W, 3) uint8 arrays at each image's own resolution, or, with ``out_dir``, the PNG
@@ -217,8 +231,15 @@ def png_name(image_path, observation: str) -> str:
     return f"{stem}__{observation.replace(' ', '_')}.png"
 
 
-def write_heatmaps(run_or_model, images, out_dir, observations: Sequence[str] | None = None, root=None,
-                   image_size: int | None = None, batch_size: int = 16) -> pd.DataFrame:
+def write_heatmaps(
+    run_or_model,
+    images,
+    out_dir,
+    observations: Sequence[str] | None = None,
+    root=None,
+    image_size: int | None = None,
+    batch_size: int = 16,
+) -> pd.DataFrame:
     """Write one overlay PNG per image and observation into ``out_dir``; returns the index table.
 
     ``run_or_model``: a run folder (config.json + best.pt) or a ChexpertNet (then ``image_size``).
@@ -233,10 +254,10 @@ def write_heatmaps(run_or_model, images, out_dir, observations: Sequence[str] | 
     model, size, method = _model_and_size(run_or_model, image_size)
     rows = []
     for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
+        chunk = files[start : start + batch_size]
         batch = torch.from_numpy(np.stack([load_resized(f, size, method) for f in chunk]))[:, None]
         maps = grad_cam(model, batch, names, batch_size)
-        for key, f, per_obs in zip(keys[start:start + batch_size], chunk, maps):
+        for key, f, per_obs in zip(keys[start : start + batch_size], chunk, maps):
             image = read_image(f)
             for obs, heatmap in zip(names, per_obs):
                 png = out_dir / png_name(key, obs)

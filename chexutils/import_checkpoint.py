@@ -35,31 +35,65 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .errors import DataError
-from .rundir import RunDir
 from .io import write_json
 from .labels import OBSERVATIONS
 from .models import IMAGENET_MEAN, IMAGENET_STD, PooledFeatures, build_model
+from .rundir import RunDir
 
 # Source label names -> CheXpert observation names, where the name differs but the finding is the same.
 ALIASES = {"Effusion": "Pleural Effusion"}
 
 # mlmed/torchxrayvision, torchxrayvision/models.py (commit 3a10ce3), model_urls['chex']["labels"]
 # (line 47): the 18 outputs of densenet121-res224-chex; '' = an output not trained on CheXpert.
-XRV_CHEX_LABELS = ("Atelectasis", "Consolidation", "", "Pneumothorax", "Edema", "", "", "Effusion", "Pneumonia", "",
-                   "Cardiomegaly", "", "", "", "Lung Lesion", "Fracture", "Lung Opacity", "Enlarged Cardiomediastinum")
+XRV_CHEX_LABELS = (
+    "Atelectasis",
+    "Consolidation",
+    "",
+    "Pneumothorax",
+    "Edema",
+    "",
+    "",
+    "Effusion",
+    "Pneumonia",
+    "",
+    "Cardiomegaly",
+    "",
+    "",
+    "",
+    "Lung Lesion",
+    "Fracture",
+    "Lung Opacity",
+    "Enlarged Cardiomediastinum",
+)
 
 # arnoweng/CheXNet, model.py (commit 288f562), CLASS_NAMES (lines 24-25): ChestX-ray14 order.
-CHEXNET_LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-                  "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+CHEXNET_LABELS = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
 
 # torchvision 0.2-era DenseNet key names (CheXNet's checkpoint): denselayerN.norm.1 -> denselayerN.norm1;
 # CheXNet's own map_state_dict (model.py lines 30-55) renames conv.1/conv.2/norm.1/norm.2 the same way.
 OLD_LAYER_NAME = re.compile(r"(denselayer\d+\.)(norm|relu|conv)\.([12])\.")
 
-XRV_EXPORT_HINT = ("torchxrayvision publishes whole pickled models, which weights_only=True refuses; export the "
-                   "state dict once where torchxrayvision is installed: python -c \"import torch, torchxrayvision "
-                   "as xrv; torch.save(xrv.models.DenseNet(weights='densenet121-res224-chex').state_dict(), "
-                   "'xrv-chex.pt')\"")
+XRV_EXPORT_HINT = (
+    "torchxrayvision publishes whole pickled models, which weights_only=True refuses; export the "
+    'state dict once where torchxrayvision is installed: python -c "import torch, torchxrayvision '
+    "as xrv; torch.save(xrv.models.DenseNet(weights='densenet121-res224-chex').state_dict(), "
+    "'xrv-chex.pt')\""
+)
 
 
 class XrvInput(PooledFeatures):
@@ -87,6 +121,7 @@ def xrv_densenet121_features() -> tuple[nn.Module, int]:
 @dataclass(frozen=True)
 class Format:
     """One published layout: its backbone here, label order, and how its keys become ours."""
+
     name: str
     backbone: str
     labels: tuple[str, ...]
@@ -97,15 +132,22 @@ class Format:
 
 FORMATS = {
     "torchxrayvision": Format(
-        "torchxrayvision", "xrv-densenet121", XRV_CHEX_LABELS,
+        "torchxrayvision",
+        "xrv-densenet121",
+        XRV_CHEX_LABELS,
         "mlmed/torchxrayvision DenseNet(weights='densenet121-res224-chex'), state_dict() export",
         "source: 224 px, centre crop, one channel scaled to [-1024, 1024], op_norm on the sigmoid; "
-        "here: the workbook's square resize, the same scaling, plain sigmoid", XRV_EXPORT_HINT),
+        "here: the workbook's square resize, the same scaling, plain sigmoid",
+        XRV_EXPORT_HINT,
+    ),
     "chexnet": Format(
-        "chexnet", "densenet121", CHEXNET_LABELS,
+        "chexnet",
+        "densenet121",
+        CHEXNET_LABELS,
         "arnoweng/CheXNet model.pth.tar (DataParallel(DenseNet121), torchvision 0.2 key names)",
         "source: RGB, Resize(256) + TenCrop(224) averaged, ImageNet mean/std (model.py lines 81-88); "
-        "here: the workbook's square resize, grey broadcast to RGB, ImageNet mean/std, one view"),
+        "here: the workbook's square resize, grey broadcast to RGB, ImageNet mean/std, one view",
+    ),
 }
 
 
@@ -132,8 +174,9 @@ def source_state(path, fmt: Format) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DataError(f"{path}: not a state dict of tensors (got {type(state).__name__}); expected a {fmt.name} "
-                        "checkpoint")
+        raise DataError(
+            f"{path}: not a state dict of tensors (got {type(state).__name__}); expected a {fmt.name} checkpoint"
+        )
     return state
 
 
@@ -164,18 +207,27 @@ def convert(state: dict[str, torch.Tensor], fmt: Format, path) -> tuple[nn.Modul
         else:
             mapped[ours] = value
     missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
-    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(target[k].shape)})" for k, v in mapped.items()
-             if k != "classifier.weight" and k != "classifier.bias" and v.shape != target[k].shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} (expected {tuple(target[k].shape)})"
+        for k, v in mapped.items()
+        if k != "classifier.weight" and k != "classifier.bias" and v.shape != target[k].shape
+    ]
     head = mapped.get("classifier.weight")
-    if head is not None and (head.shape != (len(fmt.labels), target["classifier.weight"].shape[1])
-                             or mapped.get("classifier.bias", torch.empty(0)).shape != (len(fmt.labels),)):
+    if head is not None and (
+        head.shape != (len(fmt.labels), target["classifier.weight"].shape[1])
+        or mapped.get("classifier.bias", torch.empty(0)).shape != (len(fmt.labels),)
+    ):
         wrong.append(f"classifier {tuple(head.shape)} (expected {len(fmt.labels)} outputs: {', '.join(fmt.labels)})")
     if unexpected or missing or wrong:
-        parts = [f"{len(unexpected)} unexpected key(s) (first: {', '.join(unexpected[:3])})" if unexpected else "",
-                 f"{len(missing)} missing key(s) (first: {', '.join(missing[:3])})" if missing else "",
-                 f"wrong shape(s): {'; '.join(wrong[:3])}" if wrong else ""]
-        raise DataError(f"{path}: does not match the {fmt.name} DenseNet121 layout: "
-                        f"{'; '.join(p for p in parts if p)}; expected {fmt.source}")
+        parts = [
+            f"{len(unexpected)} unexpected key(s) (first: {', '.join(unexpected[:3])})" if unexpected else "",
+            f"{len(missing)} missing key(s) (first: {', '.join(missing[:3])})" if missing else "",
+            f"wrong shape(s): {'; '.join(wrong[:3])}" if wrong else "",
+        ]
+        raise DataError(
+            f"{path}: does not match the {fmt.name} DenseNet121 layout: "
+            f"{'; '.join(p for p in parts if p)}; expected {fmt.source}"
+        )
     labels, left_out = map_labels(fmt.labels)
     weight = torch.zeros_like(target["classifier.weight"])
     bias = torch.full_like(target["classifier.bias"], float("nan"))  # not predicted: NaN probability
@@ -186,12 +238,18 @@ def convert(state: dict[str, torch.Tensor], fmt: Format, path) -> tuple[nn.Modul
     for key in target:  # BatchNorm counters (absent in pre-0.4 files) are never used at inference
         mapped.setdefault(key, target[key])
     model.load_state_dict(mapped, strict=True)
-    record = {"format": fmt.name, "source": fmt.source, "preprocessing": fmt.preprocessing,
-              "source_labels": list(fmt.labels), "mapping": {fmt.labels[i]: obs for i, obs in labels.items()},
-              "left_out_source_outputs": left_out,
-              "not_predicted": [o for o in OBSERVATIONS if o not in labels.values()],
-              "not_predicted_means": "probability NaN (classifier weight 0, bias NaN); metrics say 'not predicted'",
-              "tensors_mapped": len(state) - len(extra), **extra}
+    record = {
+        "format": fmt.name,
+        "source": fmt.source,
+        "preprocessing": fmt.preprocessing,
+        "source_labels": list(fmt.labels),
+        "mapping": {fmt.labels[i]: obs for i, obs in labels.items()},
+        "left_out_source_outputs": left_out,
+        "not_predicted": [o for o in OBSERVATIONS if o not in labels.values()],
+        "not_predicted_means": "probability NaN (classifier weight 0, bias NaN); metrics say 'not predicted'",
+        "tensors_mapped": len(state) - len(extra),
+        **extra,
+    }
     return model, record
 
 
@@ -206,20 +264,30 @@ def import_checkpoint(format_name: str, checkpoint, run_dir, image_size: int = 2
     model, record = convert(source_state(checkpoint, fmt), fmt, checkpoint)
     record["file"] = str(checkpoint.resolve())
     record["sha256"] = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    cfg = make_config(backbone=fmt.backbone, image_size=image_size, run_dir=str(run_dir), epochs=0,
-                      policy=f"imported:{fmt.name}")  # not a training policy: compare tables show where it came from
-    config = {**dataclasses.asdict(cfg), "head": "binary", "imported": record,
-              "versions": {"chexutils": __version__, "torch": torch.__version__}}
+    cfg = make_config(
+        backbone=fmt.backbone, image_size=image_size, run_dir=str(run_dir), epochs=0, policy=f"imported:{fmt.name}"
+    )  # not a training policy: compare tables show where it came from
+    config = {
+        **dataclasses.asdict(cfg),
+        "head": "binary",
+        "imported": record,
+        "versions": {"chexutils": __version__, "torch": torch.__version__},
+    }
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint({"model": model.state_dict(), "epoch": -1, "metric": float("nan"),
-                     "config": dataclasses.asdict(cfg)}, RunDir(run_dir).best)
+    save_checkpoint(
+        {"model": model.state_dict(), "epoch": -1, "metric": float("nan"), "config": dataclasses.asdict(cfg)},
+        RunDir(run_dir).best,
+    )
     write_json(RunDir(run_dir).config_file, config)
     return run_dir
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chexutils.import_checkpoint", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m chexutils.import_checkpoint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("format", choices=sorted(FORMATS))
     parser.add_argument("checkpoint", help="the published weights file (a state dict, loaded with weights_only=True)")
     parser.add_argument("run_dir", help="run folder to create (config.json, best.pt)")
@@ -231,8 +299,10 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     record = json_record(run_dir)
-    print(f"imported {args.checkpoint} -> {run_dir}: predicts {', '.join(record['mapping'].values())}; "
-          f"not predicted (NaN): {', '.join(record['not_predicted']) or 'none'}")
+    print(
+        f"imported {args.checkpoint} -> {run_dir}: predicts {', '.join(record['mapping'].values())}; "
+        f"not predicted (NaN): {', '.join(record['not_predicted']) or 'none'}"
+    )
     return 0
 
 

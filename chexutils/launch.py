@@ -38,8 +38,9 @@ def train(cfg: TrainConfig, stream=None, restart: bool = False) -> Path:
     with tempfile.TemporaryDirectory(prefix="chexutils-launch-") as folder:
         config_path = Path(folder) / "train.yaml"
         config_path.write_text(yaml.safe_dump(config_as_yaml(cfg), sort_keys=False))
-        run_streamed(torchrun_command(config_path, cfg.nproc_per_node), child_env(cfg.nproc_per_node),
-                     stream or sys.stdout)
+        run_streamed(
+            torchrun_command(config_path, cfg.nproc_per_node), child_env(cfg.nproc_per_node), stream or sys.stdout
+        )
     return paths.resolve(cfg.run_dir)
 
 
@@ -50,8 +51,18 @@ def config_as_yaml(cfg: TrainConfig) -> dict:
 
 def torchrun_command(config_path, nproc: int) -> list[str]:
     """The command line a user would type, with this interpreter (``--standalone`` picks a free port)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "chexutils.train", "--config", str(config_path)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "chexutils.train",
+        "--config",
+        str(config_path),
+    ]
 
 
 def child_env(nproc: int) -> dict:
@@ -65,8 +76,9 @@ def child_env(nproc: int) -> dict:
 
 def run_streamed(command: list[str], env: dict, stream) -> None:
     """Run ``command``, copying its output (stdout and stderr) to ``stream`` as it arrives; raise on failure."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                               cwd=str(paths.PROJECT_ROOT))
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(paths.PROJECT_ROOT)
+    )
     try:
         while chunk := os.read(process.stdout.fileno(), 65536):
             stream.write(chunk.decode(errors="replace"))

@@ -23,14 +23,23 @@ def image_source(frame, size: int, method: str, use_cache: bool, cache_dir, chec
     return ResizedImages(frame["image"], size, method, frame.get("line"))
 
 
-def epoch_batches(n: int, batch_size: int, shuffle: bool, seed: int, epoch: int,
-                  rank: int = 0, world: int = 1, drop_last: bool = False) -> list[np.ndarray]:
+def epoch_batches(
+    n: int,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world: int = 1,
+    drop_last: bool = False,
+) -> list[np.ndarray]:
     """This rank's row batches for one epoch; torch's DistributedSampler decides order and sharding."""
-    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed,
-                                 drop_last=drop_last and world > 1)
+    sampler = DistributedSampler(
+        range(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last and world > 1
+    )
     sampler.set_epoch(epoch)
     rows = np.fromiter(iter(sampler), dtype=np.int64)
-    batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     if drop_last and batches and len(batches[-1]) < batch_size:
         batches.pop()
     return batches
@@ -76,24 +85,50 @@ class _CachedBatch(Dataset):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._cache = ImageCache(self.folder, np.load(self.folder / "images.npy", mmap_mode="r"), self.size, self.method)
+        self._cache = ImageCache(
+            self.folder, np.load(self.folder / "images.npy", mmap_mode="r"), self.size, self.method
+        )
 
 
 class BatchLoader:
     """Iterate one epoch of ``(images, rows)`` batches; call ``set_epoch`` between epochs to reshuffle."""
 
-    def __init__(self, source, batch_size: int, shuffle: bool = False, seed: int = 0, workers: int = 0,
-                 pin_memory: bool = False, drop_last: bool = False, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        source,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        workers: int = 0,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.source, self.batch_size, self.shuffle, self.seed = source, batch_size, shuffle, seed
-        self.workers, self.pin_memory, self.drop_last, self.rank, self.world = workers, pin_memory, drop_last, rank, world
+        self.workers, self.pin_memory, self.drop_last, self.rank, self.world = (
+            workers,
+            pin_memory,
+            drop_last,
+            rank,
+            world,
+        )
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def batches(self) -> list[np.ndarray]:
-        return epoch_batches(len(self.source), self.batch_size, self.shuffle, self.seed, self.epoch,
-                             self.rank, self.world, self.drop_last)
+        return epoch_batches(
+            len(self.source),
+            self.batch_size,
+            self.shuffle,
+            self.seed,
+            self.epoch,
+            self.rank,
+            self.world,
+            self.drop_last,
+        )
 
     def __len__(self) -> int:
         return len(self.batches())
@@ -107,11 +142,19 @@ class BatchLoader:
             if self.workers == 0:
                 yield from _prefetch(self._read_cached(rows) for rows in batches)
                 return
-            loader = DataLoader(_CachedBatch(self.source, batches), batch_size=None, num_workers=self.workers,
-                                pin_memory=self.pin_memory)
+            loader = DataLoader(
+                _CachedBatch(self.source, batches),
+                batch_size=None,
+                num_workers=self.workers,
+                pin_memory=self.pin_memory,
+            )
         else:
-            loader = DataLoader(self.source, batch_sampler=[b.tolist() for b in batches], num_workers=self.workers,
-                                pin_memory=self.pin_memory)
+            loader = DataLoader(
+                self.source,
+                batch_sampler=[b.tolist() for b in batches],
+                num_workers=self.workers,
+                pin_memory=self.pin_memory,
+            )
         yield from loader
 
     def _read_cached(self, rows: np.ndarray):

@@ -29,11 +29,11 @@ from scipy.stats import binomtest
 
 from .data import read_image
 from .heatmaps import heatmaps_for, overlay, resize_heatmap
-from .predict import load_run_model
-from .rundir import RunDir
 from .io import write_table
 from .labels import OBSERVATIONS
 from .phantom.regions import Regions, read_regions
+from .predict import load_run_model
+from .rundir import RunDir
 
 THRESHOLD = 0.5
 SCORE_COLUMNS = ["observation", "kind", "n", "iou", "iou_lo", "iou_hi", "hit_rate", "hit_lo", "hit_hi", "chance"]
@@ -71,8 +71,13 @@ def peak(heat: np.ndarray) -> tuple[int, int]:
     return int(nearest[0]), int(nearest[1])
 
 
-def localise_images(heatmaps: np.ndarray, paths: Sequence[str], observations: Sequence[str],
-                    regions: Regions, threshold: float = THRESHOLD) -> pd.DataFrame:
+def localise_images(
+    heatmaps: np.ndarray,
+    paths: Sequence[str],
+    observations: Sequence[str],
+    regions: Regions,
+    threshold: float = THRESHOLD,
+) -> pd.DataFrame:
     """Per-image scores: one row per (Path, observation) that has a drawn region.
 
     ``heatmaps`` is (N, K, h, w) in the order of ``paths`` (N image Paths, the sidecar's keys) and
@@ -87,13 +92,20 @@ def localise_images(heatmaps: np.ndarray, paths: Sequence[str], observations: Se
             mask = regions.mask(path, obs)
             if mask is None or not mask.any():
                 continue
-            rows.append({"Path": path, "observation": obs, "kind": regions.kind(path, obs),
-                         **localise_one(heat, mask, threshold)})
+            rows.append(
+                {
+                    "Path": path,
+                    "observation": obs,
+                    "kind": regions.kind(path, obs),
+                    **localise_one(heat, mask, threshold),
+                }
+            )
     return pd.DataFrame(rows, columns=["Path", "observation", "kind", "iou", "hit", "chance"])
 
 
-def summarise(per_image: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
-              by_kind: bool = True) -> pd.DataFrame:
+def summarise(
+    per_image: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, level: float = 0.95, by_kind: bool = True
+) -> pd.DataFrame:
     """Per observation (and kind): n, mean IoU with bootstrap CI, hit rate with Wilson CI, chance."""
     keys = ["observation", "kind"] if by_kind else ["observation"]
     rng = np.random.default_rng(seed)
@@ -107,15 +119,31 @@ def summarise(per_image: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, l
         ci = binomtest(hits, n).proportion_ci(confidence_level=level, method="wilson")
         row = dict(zip(keys, key))
         row.setdefault("kind", "all")
-        rows.append({**row, "n": n, "iou": float(iou.mean()),
-                     "iou_lo": float(np.quantile(means, alpha)), "iou_hi": float(np.quantile(means, 1 - alpha)),
-                     "hit_rate": hits / n, "hit_lo": float(ci.low), "hit_hi": float(ci.high),
-                     "chance": float(group["chance"].mean())})
+        rows.append(
+            {
+                **row,
+                "n": n,
+                "iou": float(iou.mean()),
+                "iou_lo": float(np.quantile(means, alpha)),
+                "iou_hi": float(np.quantile(means, 1 - alpha)),
+                "hit_rate": hits / n,
+                "hit_lo": float(ci.low),
+                "hit_hi": float(ci.high),
+                "chance": float(group["chance"].mean()),
+            }
+        )
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
-def score_localisation(heatmaps: np.ndarray, paths: Sequence[str], observations: Sequence[str], regions: Regions,
-                       threshold: float = THRESHOLD, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+def score_localisation(
+    heatmaps: np.ndarray,
+    paths: Sequence[str],
+    observations: Sequence[str],
+    regions: Regions,
+    threshold: float = THRESHOLD,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """``localise_images`` then ``summarise``: the per-observation, per-kind table with CIs."""
     return summarise(localise_images(heatmaps, paths, observations, regions, threshold), n_resamples, seed)
 
@@ -129,9 +157,17 @@ def format_scores(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def localise_run(run_or_model, chexpert_dir, images=None, observations: Sequence[str] | None = None,
-                 max_images: int | None = None, seed: int = 0, image_size: int | None = None,
-                 n_resamples: int = 1000, chunk: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
+def localise_run(
+    run_or_model,
+    chexpert_dir,
+    images=None,
+    observations: Sequence[str] | None = None,
+    max_images: int | None = None,
+    seed: int = 0,
+    image_size: int | None = None,
+    n_resamples: int = 1000,
+    chunk: int = 64,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Heatmaps of a run (or model) scored against a phantom's regions: (per-image rows, summary table).
 
     ``images``: CheXpert Paths (or a frame with Path) to consider, default every image with a drawn
@@ -155,16 +191,20 @@ def localise_run(run_or_model, chexpert_dir, images=None, observations: Sequence
         run_or_model, image_size = model, image_size or config["image_size"]
     parts = []
     for start in range(0, len(chosen), chunk):
-        batch = chosen[start:start + chunk]
+        batch = chosen[start : start + chunk]
         maps = heatmaps_for(run_or_model, batch, names, root=chexpert_dir.parent, image_size=image_size)
         parts.append(localise_images(maps, batch, names, regions))
-    per_image = pd.concat(parts, ignore_index=True) if parts else localise_images(
-        np.zeros((0, len(names), 1, 1)), [], names, regions)
+    per_image = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else localise_images(np.zeros((0, len(names), 1, 1)), [], names, regions)
+    )
     return per_image, summarise(per_image, n_resamples, seed)
 
 
-def gallery(model, chexpert_dir, per_image: pd.DataFrame, image_size: int, per_row: int = 4,
-            kind: str = "clear", path=None):
+def gallery(
+    model, chexpert_dir, per_image: pd.DataFrame, image_size: int, per_row: int = 4, kind: str = "clear", path=None
+):
     """Figure: one row per observation, ``per_row`` scored images (``kind`` regions) with the heatmap
     overlaid and the drawn region outlined in white; titles give hit and IoU. Saved to ``path`` if given."""
     import matplotlib.pyplot as plt
@@ -173,8 +213,9 @@ def gallery(model, chexpert_dir, per_image: pd.DataFrame, image_size: int, per_r
     regions = read_regions(chexpert_dir)
     picked = per_image[per_image["kind"] == kind].groupby("observation", sort=False).head(per_row)
     names = [o for o in OBSERVATIONS if o in set(picked["observation"])]
-    fig, axes = plt.subplots(max(len(names), 1), per_row, figsize=(2.2 * per_row, 2.1 * max(len(names), 1)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        max(len(names), 1), per_row, figsize=(2.2 * per_row, 2.1 * max(len(names), 1)), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     shown = list(dict.fromkeys(picked["Path"]))  # each image once: one trunk forward explains every observation
@@ -186,8 +227,9 @@ def gallery(model, chexpert_dir, per_image: pd.DataFrame, image_size: int, per_r
             ax.imshow(overlay(read_image(chexpert_dir.parent / row.Path), maps[shown.index(row.Path), r]))
             ax.contour(regions.mask(row.Path, obs), levels=[0.5], colors="white", linewidths=0.8)
             ax.set_title(f"{'hit' if row.hit else 'miss'}, IoU {row.iou:.2f}", fontsize=8)
-        axes[r, 0].text(-0.08, 0.5, obs, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center",
-                        fontsize=8)
+        axes[r, 0].text(
+            -0.08, 0.5, obs, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center", fontsize=8
+        )
     fig.suptitle(f"Grad-CAM heatmaps with the phantom's drawn region ({kind} signs) outlined", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     if path is not None:
@@ -200,5 +242,7 @@ def write_scores(per_image: pd.DataFrame, table: pd.DataFrame, run_dir) -> tuple
     """``localisation.csv`` (per observation and kind, with CIs) and ``localisation_images.csv`` in ``run_dir``."""
     run_dir = Path(run_dir)
     run = RunDir(run_dir)
-    return (write_table(table, run.localisation, index=False, float_format="%.4f"),
-            write_table(per_image, run.localisation_images, index=False, float_format="%.4f"))
+    return (
+        write_table(table, run.localisation, index=False, float_format="%.4f"),
+        write_table(per_image, run.localisation_images, index=False, float_format="%.4f"),
+    )

@@ -47,8 +47,10 @@ def exclusive(lock_file, what: str, wait: bool = False, on_wait=None):
         except BlockingIOError:
             who = holder(lock_file)
             if not wait:
-                raise FolderLocked(f"{what} is being written by {who} (lock {lock_file}); wait for that process "
-                                   "to finish or stop it, or write somewhere else") from None
+                raise FolderLocked(
+                    f"{what} is being written by {who} (lock {lock_file}); wait for that process "
+                    "to finish or stop it, or write somewhere else"
+                ) from None
             if on_wait:
                 on_wait(who)
             fcntl.flock(fd, fcntl.LOCK_EX)

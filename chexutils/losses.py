@@ -44,5 +44,7 @@ def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
 
 def _check_shape(logits, values, mask, expected) -> None:
     if tuple(logits) != tuple(expected) or tuple(values) != tuple(mask):
-        raise ValueError(f"shape mismatch: logits {tuple(logits)} (expected {tuple(expected)}), "
-                         f"values {tuple(values)}, mask {tuple(mask)}")
+        raise ValueError(
+            f"shape mismatch: logits {tuple(logits)} (expected {tuple(expected)}), "
+            f"values {tuple(values)}, mask {tuple(mask)}"
+        )

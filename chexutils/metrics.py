@@ -19,8 +19,21 @@ from .io import write_json, write_table
 from .labels import COMPETITION_TASKS, certain_only
 from .stats import auroc_interval
 
-BOOTSTRAP_COLUMNS = ("auroc", "ci_low", "ci_high", "ap", "ap_low", "ap_high", "n", "positives", "negatives",
-                     "patients", "positive_patients", "shown", "note")
+BOOTSTRAP_COLUMNS = (
+    "auroc",
+    "ci_low",
+    "ci_high",
+    "ap",
+    "ap_low",
+    "ap_high",
+    "n",
+    "positives",
+    "negatives",
+    "patients",
+    "positive_patients",
+    "shown",
+    "note",
+)
 
 # Floors on the smaller class (positives, or negatives where those are fewer). At 10 the logit
 # DeLong interval covers >= 90% for true AUROC 0.6-0.95 (tests/test_stats.py simulates it; the
@@ -126,10 +139,10 @@ def weighted_auroc_ap(y: np.ndarray, s: np.ndarray, weights: np.ndarray) -> tupl
     order = np.argsort(s, kind="stable")
     s_sorted, y_sorted, w = np.asarray(s)[order], y[order], weights[:, order]
     starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])  # blocks of tied scores
-    pos = np.add.reduceat(w * y_sorted, starts, axis=1)          # (resamples x blocks) weights
+    pos = np.add.reduceat(w * y_sorted, starts, axis=1)  # (resamples x blocks) weights
     neg = np.add.reduceat(w * ~y_sorted, starts, axis=1)
     n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
-    neg_below = np.cumsum(neg, axis=1) - neg                    # negatives with a strictly lower score
+    neg_below = np.cumsum(neg, axis=1) - neg  # negatives with a strictly lower score
     pos_at_or_above = n_pos[:, None] - (np.cumsum(pos, axis=1) - pos)
     neg_at_or_above = n_neg[:, None] - neg_below
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -192,8 +205,14 @@ def _dropped_note(values: np.ndarray) -> str:
     return f"{dropped} of {len(values)} resamples dropped (one class)" if dropped else ""
 
 
-def bootstrap_auroc(labels: pd.DataFrame, scores: pd.DataFrame, n_resamples: int = 1000, seed: int = 0,
-                    groups: pd.Series | None = None, level: float = 0.95) -> pd.DataFrame:
+def bootstrap_auroc(
+    labels: pd.DataFrame,
+    scores: pd.DataFrame,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    groups: pd.Series | None = None,
+    level: float = 0.95,
+) -> pd.DataFrame:
     """Per observation: AUROC and AP (equal to sklearn) with CIs, counts, how to show it, and a note.
 
     AUROC CI: logit DeLong interval (stats.auroc_interval), clustered by ``groups`` (study -> e.g.
@@ -210,8 +229,11 @@ def bootstrap_auroc(labels: pd.DataFrame, scores: pd.DataFrame, n_resamples: int
         y, s, _, ap = _replicates(labels[obs], scores[obs], counts)
         _, keep = certain_only(labels[obs])
         keep &= predicted(scores[obs])
-        row = dict.fromkeys(BOOTSTRAP_COLUMNS, math.nan) | {"n": len(y), "positives": int(y.sum()),
-                                                            "negatives": int(len(y) - y.sum())}
+        row = dict.fromkeys(BOOTSTRAP_COLUMNS, math.nan) | {
+            "n": len(y),
+            "positives": int(y.sum()),
+            "negatives": int(len(y) - y.sum()),
+        }
         if group_keys is not None:
             row["patients"] = len(set(group_keys[keep]))
             row["positive_patients"] = len(set(group_keys[keep][y == 1]))
@@ -225,16 +247,25 @@ def bootstrap_auroc(labels: pd.DataFrame, scores: pd.DataFrame, n_resamples: int
                 row["ap_low"], row["ap_high"] = percentile_interval(ap, level)
                 row["note"] = _dropped_note(ap)
             else:
-                row["note"] = f"no CI: {min(row['positives'], row['negatives'])} in the smaller class < {CI_MIN_POSITIVES}"
+                row["note"] = (
+                    f"no CI: {min(row['positives'], row['negatives'])} in the smaller class < {CI_MIN_POSITIVES}"
+                )
         rows[obs] = row
     table = pd.DataFrame.from_dict(rows, orient="index", columns=list(BOOTSTRAP_COLUMNS))
     table.index.name = "observation"
     return table
 
 
-def mean_tasks_with_ci(labels: pd.DataFrame, scores: pd.DataFrame, tasks=COMPETITION_TASKS,
-                       n_resamples: int = 1000, seed: int = 0, groups: pd.Series | None = None,
-                       level: float = 0.95, min_positives: int = CI_MIN_POSITIVES) -> dict:
+def mean_tasks_with_ci(
+    labels: pd.DataFrame,
+    scores: pd.DataFrame,
+    tasks=COMPETITION_TASKS,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    groups: pd.Series | None = None,
+    level: float = 0.95,
+    min_positives: int = CI_MIN_POSITIVES,
+) -> dict:
     """Mean AUROC over the ``tasks`` with >= ``min_positives`` in the smaller class, with a percentile CI.
 
     ``tasks`` lists the tasks used, ``left_out`` the others with their counts (the mean is of fewer
@@ -246,10 +277,21 @@ def mean_tasks_with_ci(labels: pd.DataFrame, scores: pd.DataFrame, tasks=COMPETI
     table = per_observation(labels, scores)
     smaller = np.minimum(table["positives"].astype(int), (table["n"] - table["positives"]).astype(int))
     used = [t for t in tasks if smaller[t] >= min_positives]
-    left_out = {t: f"{int(table.loc[t, 'positives'])} positives, {int(table.loc[t, 'n'] - table.loc[t, 'positives'])} "
-                   f"negatives (< {min_positives})" for t in tasks if t not in used}
-    out = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "dropped": 0, "tasks": used,
-           "left_out": left_out, "label": f"mean of {len(used)} of {len(tasks)} tasks"}
+    left_out = {
+        t: f"{int(table.loc[t, 'positives'])} positives, {int(table.loc[t, 'n'] - table.loc[t, 'positives'])} "
+        f"negatives (< {min_positives})"
+        for t in tasks
+        if t not in used
+    }
+    out = {
+        "mean": math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "dropped": 0,
+        "tasks": used,
+        "left_out": left_out,
+        "label": f"mean of {len(used)} of {len(tasks)} tasks",
+    }
     if not used:
         return out
     group_keys = _groups_for(labels, groups)
@@ -271,8 +313,14 @@ def _paired_one(labels: pd.Series, a: pd.Series, b: pd.Series, counts: np.ndarra
     """Paired bootstrap of AUROC(a) - AUROC(b) for one observation."""
     y, s_a, auroc_a, _ = _replicates(labels, a, counts)
     _, s_b, auroc_b, _ = _replicates(labels, b, counts)
-    out = {"delta": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
-           "n": len(y), "note": one_class_note(y)}
+    out = {
+        "delta": math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "p_value": math.nan,
+        "n": len(y),
+        "note": one_class_note(y),
+    }
     if out["note"]:
         return out
     out["delta"] = float(roc_auc_score(y, s_a) - roc_auc_score(y, s_b))
@@ -286,9 +334,16 @@ def _paired_one(labels: pd.Series, a: pd.Series, b: pd.Series, counts: np.ndarra
     return out
 
 
-def paired_bootstrap(labels: pd.DataFrame, scores_a: pd.DataFrame, scores_b: pd.DataFrame,
-                     observation: str | None, n_resamples: int = 2000, seed: int = 0,
-                     groups: pd.Series | None = None, level: float = 0.95):
+def paired_bootstrap(
+    labels: pd.DataFrame,
+    scores_a: pd.DataFrame,
+    scores_b: pd.DataFrame,
+    observation: str | None,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    groups: pd.Series | None = None,
+    level: float = 0.95,
+):
     """AUROC(a) - AUROC(b) on the same studies and resamples: delta, CI, two-sided p-value, n.
 
     p = 2 * min(P(delta* <= 0), P(delta* >= 0)) over the finite bootstrap deltas, clipped to

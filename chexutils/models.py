@@ -17,6 +17,7 @@ from torch import nn
 
 from chexutils.fractalnet import FractalNet
 from chexutils.labels import BINARY, MULTICLASS, MULTICLASS_CLASSES, OBSERVATIONS, check_head
+
 PRETRAINED_CHOICES = (None, "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -73,8 +74,9 @@ def require_cached_weights(backbone: str, fetch=None) -> pathlib.Path:
     which writes into the same cache) is tried; offline (an OSError) it is WeightsUnavailable."""
     spec = get_backbone(backbone)
     if spec.pretrained_file is None:
-        raise WeightsUnavailable(f"no pretrained weights exist for backbone {backbone!r} "
-                                 f"({spec.source}); use pretrained=None")
+        raise WeightsUnavailable(
+            f"no pretrained weights exist for backbone {backbone!r} ({spec.source}); use pretrained=None"
+        )
     cache = pretrained_cache_dir()
     path = cache / spec.pretrained_file
     reason = "no download attempted"
@@ -87,7 +89,8 @@ def require_cached_weights(backbone: str, fetch=None) -> pathlib.Path:
         raise WeightsUnavailable(
             f"ImageNet weights for backbone {backbone!r} are not cached: expected file "
             f"{spec.pretrained_file!r} in {cache} (set TORCH_HOME to move the cache); {reason}; "
-            f"download it from {spec.pretrained_url} and put it there. Not falling back to random weights.")
+            f"download it from {spec.pretrained_url} and put it there. Not falling back to random weights."
+        )
     return path
 
 
@@ -100,8 +103,10 @@ def check_weights_only(path: pathlib.Path) -> None:
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise WeightsUnavailable(f"{path}: refused, not a plain weights file loadable with weights_only=True "
-                                 f"({str(err).splitlines()[0]}); delete it to download it again") from None
+        raise WeightsUnavailable(
+            f"{path}: refused, not a plain weights file loadable with weights_only=True "
+            f"({str(err).splitlines()[0]}); delete it to download it again"
+        ) from None
 
 
 class PooledFeatures(nn.Module):
@@ -137,8 +142,9 @@ def build_densenet121(pretrained: str | None) -> tuple[nn.Module, int]:
     if pretrained == "imagenet":
         weights = DenseNet121_Weights.IMAGENET1K_V1
         # torchvision's own downloader (its URL, hash check, cache folder, progress bar), weights_only=True
-        path = require_cached_weights("densenet121", lambda: weights.get_state_dict(
-            progress=True, check_hash=True, weights_only=True))
+        path = require_cached_weights(
+            "densenet121", lambda: weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+        )
         check_weights_only(path)
     net = densenet121(weights=weights)
     return PooledFeatures(net.features), net.classifier.in_features
@@ -160,13 +166,19 @@ def build_xception(pretrained: str | None) -> tuple[nn.Module, int]:
     if pretrained == "imagenet":
         expected = pretrainedmodels.pretrained_settings["xception"]["imagenet"]["url"]
         if expected != BACKBONES["xception"].pretrained_url:  # a different pretrainedmodels version
-            raise WeightsUnavailable(f"pretrainedmodels expects xception weights from {expected}, "
-                                     f"the registry says {BACKBONES['xception'].pretrained_url}")
+            raise WeightsUnavailable(
+                f"pretrainedmodels expects xception weights from {expected}, "
+                f"the registry says {BACKBONES['xception'].pretrained_url}"
+            )
         # pretrainedmodels downloads with torch.utils.model_zoo.load_url (= torch.hub.load_state_dict_from_url,
         # weights_only=False); the same function fetches the file first, with weights_only=True
         url = BACKBONES["xception"].pretrained_url
-        check_weights_only(require_cached_weights("xception", lambda: torch.hub.load_state_dict_from_url(
-            url, progress=True, map_location="cpu", weights_only=True)))
+        check_weights_only(
+            require_cached_weights(
+                "xception",
+                lambda: torch.hub.load_state_dict_from_url(url, progress=True, map_location="cpu", weights_only=True),
+            )
+        )
     net = pretrainedmodels.xception(num_classes=1000, pretrained=pretrained)
     num_features = net.last_linear.in_features
     del net.last_linear  # the ImageNet classifier is replaced by our head
@@ -181,16 +193,28 @@ def build_fractalnet(pretrained: str | None) -> tuple[nn.Module, int]:
     return net, net.num_features
 
 
-register_backbone(Backbone(
-    name="densenet121", build=build_densenet121, min_size=32,
-    pretrained_file="densenet121-a639ec97.pth",
-    pretrained_url="https://download.pytorch.org/models/densenet121-a639ec97.pth",
-    source="torchvision.models.densenet121 (Huang et al. 2017), weights IMAGENET1K_V1"))
-register_backbone(Backbone(
-    name="xception", build=build_xception, min_size=299,
-    pretrained_file="xception-43020ad28.pth",
-    pretrained_url="http://data.lip6.fr/cadene/pretrainedmodels/xception-43020ad28.pth",
-    source="pretrainedmodels.xception 0.7.4 (Chollet 2017), weights ported from Keras by Cadene"))
+register_backbone(
+    Backbone(
+        name="densenet121",
+        build=build_densenet121,
+        min_size=32,
+        pretrained_file="densenet121-a639ec97.pth",
+        pretrained_url="https://download.pytorch.org/models/densenet121-a639ec97.pth",
+        source="torchvision.models.densenet121 (Huang et al. 2017), weights IMAGENET1K_V1",
+    )
+)
+register_backbone(
+    Backbone(
+        name="xception",
+        build=build_xception,
+        min_size=299,
+        pretrained_file="xception-43020ad28.pth",
+        pretrained_url="http://data.lip6.fr/cadene/pretrainedmodels/xception-43020ad28.pth",
+        source="pretrainedmodels.xception 0.7.4 (Chollet 2017), weights ported from Keras by Cadene",
+    )
+)
+
+
 def build_xrv_densenet121(pretrained: str | None) -> tuple[nn.Module, int]:
     """torchxrayvision's DenseNet121 (1-channel stem, inputs scaled to [-1024, 1024]); weights come
     only from ``python -m chexutils.import_checkpoint``."""
@@ -201,17 +225,30 @@ def build_xrv_densenet121(pretrained: str | None) -> tuple[nn.Module, int]:
     return xrv_densenet121_features()
 
 
-register_backbone(Backbone(
-    name="xrv-densenet121", build=build_xrv_densenet121, min_size=32, pretrained_file=None,
-    source="torchxrayvision.models.DenseNet (Cohen et al. 2022): DenseNet121, one input channel, "
-           "pixels scaled to [-1024, 1024]; published weights via chexutils.import_checkpoint"))
-register_backbone(Backbone(
-    name="fractalnet", build=build_fractalnet, min_size=32, pretrained_file=None,
-    source="chexutils.fractalnet (Larsson, Maire & Shakhnarovich 2016, arXiv:1605.07648)"))
+register_backbone(
+    Backbone(
+        name="xrv-densenet121",
+        build=build_xrv_densenet121,
+        min_size=32,
+        pretrained_file=None,
+        source="torchxrayvision.models.DenseNet (Cohen et al. 2022): DenseNet121, one input channel, "
+        "pixels scaled to [-1024, 1024]; published weights via chexutils.import_checkpoint",
+    )
+)
+register_backbone(
+    Backbone(
+        name="fractalnet",
+        build=build_fractalnet,
+        min_size=32,
+        pretrained_file=None,
+        source="chexutils.fractalnet (Larsson, Maire & Shakhnarovich 2016, arXiv:1605.07648)",
+    )
+)
 
 
-def normalise_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, min_size: int = 1,
-                     backbone: str = "") -> torch.Tensor:
+def normalise_images(
+    images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, min_size: int = 1, backbone: str = ""
+) -> torch.Tensor:
     """Loader batches (uint8 0..255 or float 0..1, 1 or 3 channels) as normalised RGB floats on ``mean``'s device.
 
     The one definition of the model's input step (training, evaluation, prediction and the benchmark).
@@ -232,15 +269,23 @@ def normalise_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
 
 def imagenet_constants(device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """ImageNet mean and std as (1, 3, 1, 1) tensors on ``device``."""
-    return (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
-            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+    return (
+        torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+        torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1),
+    )
 
 
 class ChexpertNet(nn.Module):
     """Backbone features + linear head; takes raw loader batches, returns per-observation logits."""
 
-    def __init__(self, backbone: Backbone, features: nn.Module, num_features: int,
-                 head: str = BINARY, num_outputs: int = len(OBSERVATIONS)):
+    def __init__(
+        self,
+        backbone: Backbone,
+        features: nn.Module,
+        num_features: int,
+        head: str = BINARY,
+        num_outputs: int = len(OBSERVATIONS),
+    ):
         super().__init__()
         check_head(head)
         if num_outputs < 1:
@@ -268,8 +313,9 @@ class ChexpertNet(nn.Module):
         return logits
 
 
-def build_model(backbone: str, head: str = BINARY, pretrained: str | None = None,
-                num_outputs: int = len(OBSERVATIONS)) -> ChexpertNet:
+def build_model(
+    backbone: str, head: str = BINARY, pretrained: str | None = None, num_outputs: int = len(OBSERVATIONS)
+) -> ChexpertNet:
     """Build a ChexpertNet; ``pretrained="imagenet"`` loads cached weights or fails loudly."""
     spec = get_backbone(backbone)
     check_head(head)

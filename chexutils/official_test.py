@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from . import external, readers
-from .plots import radiologist_curves
 from .errors import DataError
 from .evaluate import predict_run
 from .labels import COMPETITION_TASKS
+from .plots import radiologist_curves
 from .rundir import OFFICIAL_TEST, OFFICIAL_VALID, RunDir, find_runs
 from .testset import OfficialTest
 
@@ -79,8 +79,9 @@ def score_all(entries: dict, official: OfficialTest, n_resamples: int = 1000, se
     """name -> (AUROC table, radiologist table, summary), each also written into its run folder."""
     results = {}
     for name, (run, scores) in entries.items():
-        table, reader_table, summary = readers.score_official_test(official.labels, scores, official.benchmark,
-                                                                   official.patients, n_resamples, seed)
+        table, reader_table, summary = readers.score_official_test(
+            official.labels, scores, official.benchmark, official.patients, n_resamples, seed
+        )
         summary["source"] = official.source
         readers.write_official_test(run.path, table, reader_table, summary)
         results[name] = (table, reader_table, summary)
@@ -102,7 +103,9 @@ def choose_report_run(entries: dict, requested: str = "") -> tuple[str, pd.Serie
     ``requested`` names one; otherwise the best on the **official valid** set (outside models have no
     valid-set score and are never chosen; with no valid scores at all, the first entry).
     """
-    on_valid = pd.Series({name: valid_mean(run) for name, (run, _) in entries.items()}, name="official valid mean AUROC")
+    on_valid = pd.Series(
+        {name: valid_mean(run) for name, (run, _) in entries.items()}, name="official valid mean AUROC"
+    )
     if requested:
         if requested not in entries:
             raise DataError(f"report_run {requested!r} is not among the scored entries: {', '.join(entries)}")
@@ -115,13 +118,20 @@ def comparison(results: dict) -> pd.DataFrame:
     """One row per entry: AUROC (95% CI) per competition task, the 5-task mean, radiologists below the curve."""
     rows = {}
     for name, (table, _, summary) in results.items():
-        row = {t: _with_ci(table.loc[t, "auroc"], table.loc[t, "ci_low"], table.loc[t, "ci_high"])
-               if t in table.index else "–" for t in COMPETITION_TASKS}
+        row = {
+            t: _with_ci(table.loc[t, "auroc"], table.loc[t, "ci_low"], table.loc[t, "ci_high"])
+            if t in table.index
+            else "–"
+            for t in COMPETITION_TASKS
+        }
         mean = summary["mean_auroc_tasks"]
         row[MEAN] = _with_ci(mean["mean"], mean["ci_low"], mean["ci_high"]) if mean else "–"
         below = summary["radiologists_below_curve"]
-        row[BELOW] = (f"{below['mean_over_tasks']:.1f} of {below['of']}"
-                      if below and below["mean_over_tasks"] is not None else "–")
+        row[BELOW] = (
+            f"{below['mean_over_tasks']:.1f} of {below['of']}"
+            if below and below["mean_over_tasks"] is not None
+            else "–"
+        )
         rows[name] = row
     out = pd.DataFrame(rows).T
     out.index.name = "official test (study level)"
@@ -131,18 +141,26 @@ def comparison(results: dict) -> pd.DataFrame:
 def radiologist_table(reader_table: pd.DataFrame) -> pd.DataFrame:
     """Each benchmark radiologist per task: sensitivity and specificity (95% Wilson CI), and the model beside them."""
     tasks = reader_table[reader_table["observation"].isin(COMPETITION_TASKS)]
-    out = pd.DataFrame({
-        "task": tasks["observation"], "radiologist": tasks["reader"],
-        "sensitivity": [_with_ci(*v) for v in tasks[["sensitivity", "sens_low", "sens_high"]].to_numpy()],
-        "specificity": [_with_ci(*v) for v in tasks[["specificity", "spec_low", "spec_high"]].to_numpy()],
-        "below the curve": tasks["below_curve"],
-        "model sensitivity at their specificity": [_with_ci(*v) for v in tasks[
-            ["model_sens_at_reader_spec", "model_sens_low", "model_sens_high"]].to_numpy()],
-        "difference (paired bootstrap CI)": [_with_ci(*v, signed=True) for v in tasks[
-            ["sens_delta", "sens_delta_low", "sens_delta_high"]].to_numpy()],
-        "model specificity at their sensitivity": [_with_ci(*v) for v in tasks[
-            ["model_spec_at_reader_sens", "model_spec_low", "model_spec_high"]].to_numpy()],
-    })
+    out = pd.DataFrame(
+        {
+            "task": tasks["observation"],
+            "radiologist": tasks["reader"],
+            "sensitivity": [_with_ci(*v) for v in tasks[["sensitivity", "sens_low", "sens_high"]].to_numpy()],
+            "specificity": [_with_ci(*v) for v in tasks[["specificity", "spec_low", "spec_high"]].to_numpy()],
+            "below the curve": tasks["below_curve"],
+            "model sensitivity at their specificity": [
+                _with_ci(*v)
+                for v in tasks[["model_sens_at_reader_spec", "model_sens_low", "model_sens_high"]].to_numpy()
+            ],
+            "difference (paired bootstrap CI)": [
+                _with_ci(*v, signed=True) for v in tasks[["sens_delta", "sens_delta_low", "sens_delta_high"]].to_numpy()
+            ],
+            "model specificity at their sensitivity": [
+                _with_ci(*v)
+                for v in tasks[["model_spec_at_reader_sens", "model_spec_low", "model_spec_high"]].to_numpy()
+            ],
+        }
+    )
     return out.set_index(["task", "radiologist"])
 
 
@@ -154,9 +172,13 @@ def figures(name: str, entry, official: OfficialTest, reader_table: pd.DataFrame
         if task not in scores.columns:
             continue
         path = run.figure(f"radiologists_{OFFICIAL_TEST}_{_slug(task)}")
-        fig = radiologist_curves(official.labels[task], scores.loc[official.labels.index, task],
-                                 reader_table[reader_table["observation"] == task], path,
-                                 f"{name} · {task} · official test ({len(official.labels)} studies)")
+        fig = radiologist_curves(
+            official.labels[task],
+            scores.loc[official.labels.index, task],
+            reader_table[reader_table["observation"] == task],
+            path,
+            f"{name} · {task} · official test ({len(official.labels)} studies)",
+        )
         plt.close(fig)
         paths.append(path)
     return paths

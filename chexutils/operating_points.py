@@ -23,9 +23,11 @@ from .metrics import certain_scores
 from .rundir import RunDir
 
 RULES = ("youden", "sensitivity>=x", "specificity>=x")  # also written with '≥'
-RULE_TEXT = {"youden": "Youden's J (max sensitivity + specificity - 1; ties: the higher threshold)",
-             "sensitivity": "the highest threshold with sensitivity >= {x} (best specificity there)",
-             "specificity": "the lowest threshold with specificity >= {x} (best sensitivity there)"}
+RULE_TEXT = {
+    "youden": "Youden's J (max sensitivity + specificity - 1; ties: the higher threshold)",
+    "sensitivity": "the highest threshold with sensitivity >= {x} (best specificity there)",
+    "specificity": "the lowest threshold with specificity >= {x} (best sensitivity there)",
+}
 RATES = {"sensitivity": ("tp", "fn"), "specificity": ("tn", "fp"), "ppv": ("tp", "fp"), "npv": ("tn", "fn")}
 
 
@@ -42,9 +44,17 @@ def operating_point(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict
     fp = int(np.sum(predicted & (y == 0)))
     tn = int(np.sum(~predicted & (y == 0)))
     fn = int(np.sum(~predicted & (y == 1)))
-    return {"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-            "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
-            "ppv": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn)}
+    return {
+        "threshold": float(threshold),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "ppv": _ratio(tp, tp + fp),
+        "npv": _ratio(tn, tn + fn),
+    }
 
 
 def parse_rule(rule: str) -> tuple[str, float]:
@@ -100,8 +110,11 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
 def report_point(y, scores, threshold: float, level: float = 0.95) -> dict:
     """``operating_point`` plus a Wilson interval (``<rate>_low`` / ``<rate>_high``) for each rate."""
-    point = operating_point(y, scores, threshold) if np.isfinite(threshold) else \
-        dict.fromkeys(("threshold", *RATES, "tp", "fp", "tn", "fn"), math.nan)
+    point = (
+        operating_point(y, scores, threshold)
+        if np.isfinite(threshold)
+        else dict.fromkeys(("threshold", *RATES, "tp", "fp", "tn", "fn"), math.nan)
+    )
     for rate, (hit, miss) in RATES.items():
         if np.isfinite(threshold):
             point[f"{rate}_low"], point[f"{rate}_high"] = wilson_interval(point[hit], point[hit] + point[miss], level)
@@ -110,8 +123,15 @@ def report_point(y, scores, threshold: float, level: float = 0.95) -> dict:
     return point
 
 
-def choose_and_report(fit: RunScores, fit_name: str, score: RunScores, score_name: str,
-                      rules=("youden",), level: str = "study", observations=OBSERVATIONS) -> pd.DataFrame:
+def choose_and_report(
+    fit: RunScores,
+    fit_name: str,
+    score: RunScores,
+    score_name: str,
+    rules=("youden",),
+    level: str = "study",
+    observations=OBSERVATIONS,
+) -> pd.DataFrame:
     """For each rule and observation: the threshold chosen on ``fit`` and the rates it gives on ``score``.
 
     ``score`` must share no image with ``fit`` (a DataError otherwise). Columns: rule, observation,
@@ -130,10 +150,18 @@ def choose_and_report(fit: RunScores, fit_name: str, score: RunScores, score_nam
             threshold, note = choose_threshold(y_fit, s_fit, rule)
             chosen = operating_point(y_fit, s_fit, threshold) if not note else {}
             y, s = certain_scores(labels[obs], scores.loc[labels.index, obs])
-            row = {"rule": rule, "observation": obs, "chosen on": fit_name, "reported on": score_name,
-                   f"sensitivity on {fit_name}": chosen.get("sensitivity", math.nan),
-                   f"specificity on {fit_name}": chosen.get("specificity", math.nan),
-                   "n": len(y), "positives": int(y.sum()), **report_point(y, s, threshold), "note": note}
+            row = {
+                "rule": rule,
+                "observation": obs,
+                "chosen on": fit_name,
+                "reported on": score_name,
+                f"sensitivity on {fit_name}": chosen.get("sensitivity", math.nan),
+                f"specificity on {fit_name}": chosen.get("specificity", math.nan),
+                "n": len(y),
+                "positives": int(y.sum()),
+                **report_point(y, s, threshold),
+                "note": note,
+            }
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -147,8 +175,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """Rates as 'value (low-high)' text beside the threshold and counts, for reading in a notebook."""
     out = table[["rule", "observation", "threshold", "n", "positives", "tp", "fp", "tn", "fn"]].copy()
     for rate in RATES:
-        out[rate] = [_with_ci(v, lo, hi) for v, lo, hi in
-                     zip(table[rate], table[f"{rate}_low"], table[f"{rate}_high"])]
+        out[rate] = [_with_ci(v, lo, hi) for v, lo, hi in zip(table[rate], table[f"{rate}_low"], table[f"{rate}_high"])]
     out["note"] = table["note"]
     return out.set_index(["rule", "observation"])
 

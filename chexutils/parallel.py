@@ -19,9 +19,16 @@ from pathlib import Path
 from .errors import DataError
 
 SLURM_KEYS = {  # the config's `slurm:` section -> submitit's AutoExecutor parameters
-    "partition": "slurm_partition", "gpus_per_node": "gpus_per_node", "cpus_per_task": "cpus_per_task",
-    "timeout_min": "timeout_min", "mem_gb": "mem_gb", "account": "slurm_account", "qos": "slurm_qos",
-    "constraint": "slurm_constraint", "array_parallelism": "slurm_array_parallelism", "setup": "slurm_setup",
+    "partition": "slurm_partition",
+    "gpus_per_node": "gpus_per_node",
+    "cpus_per_task": "cpus_per_task",
+    "timeout_min": "timeout_min",
+    "mem_gb": "mem_gb",
+    "account": "slurm_account",
+    "qos": "slurm_qos",
+    "constraint": "slurm_constraint",
+    "array_parallelism": "slurm_array_parallelism",
+    "setup": "slurm_setup",
     "additional_parameters": "slurm_additional_parameters",
 }
 SLURM_ONLY = {"cluster"}  # "slurm" (default: auto-detected) or "local" (submitit's local executor, no cluster)
@@ -35,8 +42,10 @@ def check_slurm(path, section) -> dict:
         raise DataError(f"{path}: key 'slurm' must be a mapping of {', '.join(sorted(SLURM_KEYS.keys() | SLURM_ONLY))}")
     unknown = set(section) - SLURM_KEYS.keys() - SLURM_ONLY
     if unknown:
-        raise DataError(f"{path}: slurm has unknown key(s) {', '.join(sorted(unknown))}; "
-                        f"expected {', '.join(sorted(SLURM_KEYS.keys() | SLURM_ONLY))}")
+        raise DataError(
+            f"{path}: slurm has unknown key(s) {', '.join(sorted(unknown))}; "
+            f"expected {', '.join(sorted(SLURM_KEYS.keys() | SLURM_ONLY))}"
+        )
     return dict(section)
 
 
@@ -46,8 +55,7 @@ def slot_environments(jobs: int, gpus: int | None = None, cpus: int | None = Non
         gpus = _visible_gpus()
     if gpus:
         per = max(1, gpus // jobs)
-        return [{"CUDA_VISIBLE_DEVICES": ",".join(str((i * per + k) % gpus) for k in range(per))}
-                for i in range(jobs)]
+        return [{"CUDA_VISIBLE_DEVICES": ",".join(str((i * per + k) % gpus) for k in range(per))} for i in range(jobs)]
     threads = str(max(1, (cpus or os.cpu_count() or 1) // jobs))
     return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(jobs)]
 
@@ -73,8 +81,9 @@ def blocks(steps) -> list[tuple[bool, list[int]]]:
     return out
 
 
-def run_chain(config_path: str, output_root: str, run_name: str, step_indices: list[int], force: bool,
-              env: dict) -> list[dict]:
+def run_chain(
+    config_path: str, output_root: str, run_name: str, step_indices: list[int], force: bool, env: dict
+) -> list[dict]:
     """Worker: one grid point's block of steps in order, stopping at its first failure; outcomes as dicts.
 
     Runs in a fresh process (a pool worker or a Slurm job): ``env`` is set before any kernel starts."""
@@ -157,16 +166,18 @@ def _submit_slurm(config, names: list[str], indices: list[int], force: bool, job
     import submitit
 
     section = dict(config.slurm)
-    executor = submitit.AutoExecutor(folder=config.output_dir / ".submitit" / "%j",
-                                     cluster=section.pop("cluster", None))
+    executor = submitit.AutoExecutor(
+        folder=config.output_dir / ".submitit" / "%j", cluster=section.pop("cluster", None)
+    )
     params = {SLURM_KEYS[k]: v for k, v in section.items()}
     executor.update_parameters(name=f"chexutils-{config.name}", **params)
     threads = str(section.get("cpus_per_task", 1))
     env = {} if section.get("gpus_per_node") else {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     submitted = {}
     for name in names:
-        submitted[name] = executor.submit(run_chain, str(config.path), str(config.output_root), name, indices,
-                                          force, env)
+        submitted[name] = executor.submit(
+            run_chain, str(config.path), str(config.output_root), name, indices, force, env
+        )
         log(f"submit [{name}] as job {submitted[name].job_id}")
     return {name: _result_or_failure(job.result, config, name, indices) for name, job in submitted.items()}
 
@@ -178,5 +189,13 @@ def _result_or_failure(get, config, name: str, indices: list[int]) -> list[dict]
     except Exception as err:  # the worker process or the Slurm job died (killed, out of time, out of memory)
         step = config.steps[indices[0]].notebook
         message = f"{type(err).__name__}: {err}".splitlines()[0] if str(err) else traceback.format_exc(limit=1)
-        return [{"step": step, "run": name, "status": "failed", "seconds": 0.0,
-                 "output": str(config.output_dir / name / step), "error": message}]
+        return [
+            {
+                "step": step,
+                "run": name,
+                "status": "failed",
+                "seconds": 0.0,
+                "output": str(config.output_dir / name / step),
+                "error": message,
+            }
+        ]

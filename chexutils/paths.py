@@ -27,5 +27,7 @@ def find_chexpert(data_dir) -> Path:
     for prefix in (SMALL_PREFIX, FULL_PREFIX):
         if (data_dir / prefix / "train.csv").is_file():
             return data_dir / prefix
-    raise DataError(f"{data_dir}: no {SMALL_PREFIX}/train.csv or {FULL_PREFIX}/train.csv here; "
-                    "expected the unzipped CheXpert release (or run with phantom=True)")
+    raise DataError(
+        f"{data_dir}: no {SMALL_PREFIX}/train.csv or {FULL_PREFIX}/train.csv here; "
+        "expected the unzipped CheXpert release (or run with phantom=True)"
+    )

@@ -22,9 +22,16 @@ NO_DETECTABLE = policy_choice.NO_DIFFERENCE
 CHECK_JSON, CHECK_MD = "phantom_check.json", "phantom_check.md"
 
 
-def choices(arms: dict, frame: pd.DataFrame, eval_set: str, labels: pd.DataFrame | None = None,
-            criterion: str = "held-out-masked", n_resamples: int = 2000, seed: int = 0,
-            alpha: float = 0.05) -> pd.DataFrame:
+def choices(
+    arms: dict,
+    frame: pd.DataFrame,
+    eval_set: str,
+    labels: pd.DataFrame | None = None,
+    criterion: str = "held-out-masked",
+    n_resamples: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
     """U-Ones vs U-Zeros per observation with each policy's seeds as one arm (policy_choice: seed-aware
     DeLong, Holm over the eligible observations), plus ``sign`` of delta, ``decision`` (the better
     policy where the adjusted test rejects, else "no detectable difference") and ``n`` studies.
@@ -35,11 +42,15 @@ def choices(arms: dict, frame: pd.DataFrame, eval_set: str, labels: pd.DataFrame
     scores = {policy: arm_scores(arm, frame, eval_set) for policy, arm in arms.items()}
     first = next(iter(arms["U-Zeros"].values()))
     study_labels = load_run_scores(first, frame, eval_set).study_labels
-    targets = (policy_choice.scored_labels(criterion, study_labels) if labels is None
-               else labels.loc[study_labels.index].astype(float))
+    targets = (
+        policy_choice.scored_labels(criterion, study_labels)
+        if labels is None
+        else labels.loc[study_labels.index].astype(float)
+    )
     groups = frame.drop_duplicates("study").set_index("study")["patient"]
-    table = policy_choice.per_label_choice(scores["U-Zeros"], scores["U-Ones"], targets, criterion, groups, None,
-                                           n_resamples, seed, alpha)
+    table = policy_choice.per_label_choice(
+        scores["U-Zeros"], scores["U-Ones"], targets, criterion, groups, None, n_resamples, seed, alpha
+    )
     delta = table[policy_choice.DELTA] if policy_choice.DELTA in table else pd.Series(np.nan, table.index)
     table["sign"] = np.where(delta.isna(), "undefined", np.where(delta > 0, "U-Ones", "U-Zeros"))
     table["decision"] = np.where(table["eligible"] & (table["p_holm"] < alpha), table["sign"], NO_DETECTABLE)
@@ -52,25 +63,39 @@ def agreement(first: pd.Series, second: pd.Series) -> dict:
     both = first.index[(first != "undefined") & (second.reindex(first.index) != "undefined")]
     same = int((first[both] == second[both]).sum())
     ci = binomtest(same, len(both)).proportion_ci(method="wilson") if len(both) else None
-    return {"agree": same, "of": len(both), "rate": same / len(both) if len(both) else float("nan"),
-            "ci_low": ci.low if ci else float("nan"), "ci_high": ci.high if ci else float("nan")}
+    return {
+        "agree": same,
+        "of": len(both),
+        "rate": same / len(both) if len(both) else float("nan"),
+        "ci_low": ci.low if ci else float("nan"),
+        "ci_high": ci.high if ci else float("nan"),
+    }
 
 
-def check(truth: PhantomTruth, selected: pd.DataFrame, from_truth: pd.DataFrame, from_labels: pd.DataFrame,
-          selection: str, alpha: float = 0.05, sizing: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
+def check(
+    truth: PhantomTruth,
+    selected: pd.DataFrame,
+    from_truth: pd.DataFrame,
+    from_labels: pd.DataFrame,
+    selection: str,
+    alpha: float = 0.05,
+    sizing: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, dict]:
     """Per-observation table and the checks: positive control recovered on ``selected`` (the selection set),
     null controls not flagged there, agreement of certain-label and truth choices (signs).
 
     ``sizing`` (`chexutils.power.power_table`) adds the studies each expected effect needs beside the
     studies the selection set has."""
-    table = pd.DataFrame({
-        "expected": pd.Series(truth.expected),
-        f"{selection}: delta": selected["U-Ones minus U-Zeros"],
-        f"{selection}: p (Holm)": selected["p_holm"],
-        f"{selection}: decision": selected["decision"],
-        "truth (held-out): sign": from_truth["sign"],
-        "certain labels (held-out): sign": from_labels["sign"],
-    }).reindex(list(truth.expected))
+    table = pd.DataFrame(
+        {
+            "expected": pd.Series(truth.expected),
+            f"{selection}: delta": selected["U-Ones minus U-Zeros"],
+            f"{selection}: p (Holm)": selected["p_holm"],
+            f"{selection}: decision": selected["decision"],
+            "truth (held-out): sign": from_truth["sign"],
+            "certain labels (held-out): sign": from_labels["sign"],
+        }
+    ).reindex(list(truth.expected))
     if sizing is not None:
         table["studies needed (power 0.8, Holm)"] = sizing["studies needed"].reindex(table.index)
     primary = truth.primary_positive_control
@@ -78,17 +103,25 @@ def check(truth: PhantomTruth, selected: pd.DataFrame, from_truth: pd.DataFrame,
     flagged = [o for o in truth.null_controls if selected.loc[o, "decision"] != NO_DETECTABLE]
     expected_known = [o for o, v in truth.expected.items() if v in ("U-Zeros", "U-Ones")]
     checks = {
-        "selection set": selection, "studies in the selection set": int(selected["n"].max()), "alpha": alpha,
-        "studies needed for the positive control": (float(sizing.loc[primary, "studies needed"])
-                                                    if sizing is not None and primary in sizing.index else None), "correction": "Holm over the observations with a defined delta",
-        "positive control": primary, "positive control recovered": bool(recovered),
-        "positive controls recovered": {o: bool(selected.loc[o, "decision"] == truth.expected[o])
-                                        for o in truth.positive_controls},
-        "null controls": truth.null_controls, "null controls flagged": flagged,
+        "selection set": selection,
+        "studies in the selection set": int(selected["n"].max()),
+        "alpha": alpha,
+        "studies needed for the positive control": (
+            float(sizing.loc[primary, "studies needed"]) if sizing is not None and primary in sizing.index else None
+        ),
+        "correction": "Holm over the observations with a defined delta",
+        "positive control": primary,
+        "positive control recovered": bool(recovered),
+        "positive controls recovered": {
+            o: bool(selected.loc[o, "decision"] == truth.expected[o]) for o in truth.positive_controls
+        },
+        "null controls": truth.null_controls,
+        "null controls flagged": flagged,
         "null controls not flagged": not flagged,
         "agreement certain labels vs truth (held-out, signs)": agreement(from_labels["sign"], from_truth["sign"]),
         "agreement truth (held-out) sign vs expected": agreement(
-            from_truth["sign"].reindex(expected_known), pd.Series(truth.expected).reindex(expected_known)),
+            from_truth["sign"].reindex(expected_known), pd.Series(truth.expected).reindex(expected_known)
+        ),
     }
     return table, checks
 
@@ -99,19 +132,25 @@ def write_check(output_dir, table: pd.DataFrame, checks: dict) -> Path:
     write_json(output_dir / CHECK_JSON, json.loads(json.dumps(checks, default=float)))
     a = checks["agreement certain labels vs truth (held-out, signs)"]
     b = checks["agreement truth (held-out) sign vs expected"]
-    lines = ["## Phantom check: does the comparison recover the known answer?", "",
-             f"Selection set: {checks['selection set']} ({checks['studies in the selection set']} studies; the positive "
-             f"control needs {checks['studies needed for the positive control']} for 80% power); "
-             f"{checks['correction']}, alpha {checks['alpha']}.", "",
-             f"- {'PASS' if checks['positive control recovered'] else 'FAIL'}: positive control "
-             f"{checks['positive control']} recovered as expected",
-             f"- {'PASS' if checks['null controls not flagged'] else 'FAIL'}: null controls "
-             f"{', '.join(checks['null controls'])} not flagged"
-             + (f" (flagged: {', '.join(checks['null controls flagged'])})" if checks["null controls flagged"] else ""),
-             f"- agreement of the certain-label choice with the truth-based choice (held-out, sign of delta): "
-             f"{a['agree']} of {a['of']} = {a['rate']:.2f} (95% Wilson CI {a['ci_low']:.2f}–{a['ci_high']:.2f})",
-             f"- truth-based sign vs the expected better policy (where one is expected): {b['agree']} of {b['of']}",
-             "", markdown(table), ""]
+    lines = [
+        "## Phantom check: does the comparison recover the known answer?",
+        "",
+        f"Selection set: {checks['selection set']} ({checks['studies in the selection set']} studies; the positive "
+        f"control needs {checks['studies needed for the positive control']} for 80% power); "
+        f"{checks['correction']}, alpha {checks['alpha']}.",
+        "",
+        f"- {'PASS' if checks['positive control recovered'] else 'FAIL'}: positive control "
+        f"{checks['positive control']} recovered as expected",
+        f"- {'PASS' if checks['null controls not flagged'] else 'FAIL'}: null controls "
+        f"{', '.join(checks['null controls'])} not flagged"
+        + (f" (flagged: {', '.join(checks['null controls flagged'])})" if checks["null controls flagged"] else ""),
+        f"- agreement of the certain-label choice with the truth-based choice (held-out, sign of delta): "
+        f"{a['agree']} of {a['of']} = {a['rate']:.2f} (95% Wilson CI {a['ci_low']:.2f}–{a['ci_high']:.2f})",
+        f"- truth-based sign vs the expected better policy (where one is expected): {b['agree']} of {b['of']}",
+        "",
+        markdown(table),
+        "",
+    ]
     path = output_dir / CHECK_MD
     path.write_text("\n".join(lines))
     return path

@@ -28,8 +28,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 GREY_INTERPRETATIONS = ("MONOCHROME1", "MONOCHROME2")
 
 
-def to_uint8(values: np.ndarray, low: float | None = None, high: float | None = None,
-             invert: bool = False) -> np.ndarray:
+def to_uint8(
+    values: np.ndarray, low: float | None = None, high: float | None = None, invert: bool = False
+) -> np.ndarray:
     """The module's bit-depth rule: uint8 kept as is; otherwise ``[low, high]`` (default: the image's
     min..max) linearly onto 0..255, optionally inverted within that range, clipped and rounded."""
     values = np.asarray(values)
@@ -81,8 +82,10 @@ def read_dicom(path) -> np.ndarray:
     interpretation = str(ds.get("PhotometricInterpretation", ""))
     samples = int(ds.get("SamplesPerPixel", 1))
     if samples != 1 or interpretation not in GREY_INTERPRETATIONS:
-        raise DataError(f"{path}: colour DICOM (PhotometricInterpretation {interpretation!r}, {samples} samples "
-                        f"per pixel); expected a grey image ({' or '.join(GREY_INTERPRETATIONS)})")
+        raise DataError(
+            f"{path}: colour DICOM (PhotometricInterpretation {interpretation!r}, {samples} samples "
+            f"per pixel); expected a grey image ({' or '.join(GREY_INTERPRETATIONS)})"
+        )
     try:
         stored = ds.pixel_array
     except Exception as err:  # pydicom raises many types for missing decoders and broken data
@@ -107,6 +110,6 @@ def _voi_output_range(stored: np.ndarray, ds) -> tuple[float, float]:
 
     bits = int(ds.get("BitsStored", stored.dtype.itemsize * 8))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
-    extremes = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2 ** bits - 1], dtype=np.int64)
+    extremes = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1], dtype=np.int64)
     ends = np.asarray(apply_voi_lut(apply_modality_lut(extremes, ds), ds), dtype=np.float64)
     return float(ends.min()), float(ends.max())

@@ -54,8 +54,12 @@ def distributions(frame: pd.DataFrame, path=None):
     """Studies per patient, images per study, age by sex, and view kinds, in one 2x2 figure."""
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     per_patient = frame.groupby("patient")["study"].nunique()
-    sns.histplot(per_patient, discrete=True, ax=axes[0, 0]).set(xlabel="studies per patient", title="Studies per patient")
-    sns.countplot(x=frame.groupby("study").size(), ax=axes[0, 1]).set(xlabel="images per study", title="Images per study")
+    sns.histplot(per_patient, discrete=True, ax=axes[0, 0]).set(
+        xlabel="studies per patient", title="Studies per patient"
+    )
+    sns.countplot(x=frame.groupby("study").size(), ax=axes[0, 1]).set(
+        xlabel="images per study", title="Images per study"
+    )
     first = frame.drop_duplicates("patient")
     sns.histplot(data=first, x="Age", hue="Sex", bins=20, ax=axes[1, 0]).set(title="Age by sex (patients)")
     views = frame["Frontal/Lateral"] + " " + frame["AP/PA"].fillna("")
@@ -92,8 +96,12 @@ def image_grid(samples: pd.DataFrame, path=None, per_row: int = 3):
 
 def split_prevalence(summary: pd.DataFrame, observations, path=None):
     """Positive rate per observation in each split, side by side."""
-    long = summary[list(observations)].T.rename_axis("observation").reset_index().melt(
-        id_vars="observation", var_name="split", value_name="positive rate")
+    long = (
+        summary[list(observations)]
+        .T.rename_axis("observation")
+        .reset_index()
+        .melt(id_vars="observation", var_name="split", value_name="positive rate")
+    )
     fig, ax = plt.subplots(figsize=(8, 5))
     sns.barplot(data=long, y="observation", x="positive rate", hue="split", ax=ax)
     ax.set_title("Positive rate per split (patient-level split)")
@@ -107,12 +115,14 @@ def learning_curves(history: pd.DataFrame, path=None):
     losses = history.melt(id_vars="epoch", value_vars=["train_loss", "valid_loss"], var_name="split", value_name="loss")
     sns.lineplot(data=losses, x="epoch", y="loss", hue="split", marker="o", ax=left).set(title="Loss")
     sns.lineplot(data=history, x="epoch", y="valid_auroc_tasks", marker="o", ax=right).set(
-        title="Valid mean AUROC, 5 competition tasks (study level)", ylabel="AUROC")
+        title="Valid mean AUROC, 5 competition tasks (study level)", ylabel="AUROC"
+    )
     for ax in (left, right):
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     save(fig, path)
     return fig
+
 
 # ---- evaluation and comparison ------------------------------------------------------------
 
@@ -134,7 +144,9 @@ def curve_grid(levels: dict, kind: str = "roc", path=None, title: str = ""):
                 ax.text(0.5, 0.5 - 0.1 * list(levels).index(name), f"{name}: one class only", ha="center", fontsize=7)
                 continue
             value = roc_auc_score(y, s) if kind == "roc" else average_precision_score(y, s)
-            legend = f"{name} {'AUC' if kind == 'roc' else 'AP'} {metric_text(value, None, None, y.sum(), len(y) - y.sum())}"
+            legend = (
+                f"{name} {'AUC' if kind == 'roc' else 'AP'} {metric_text(value, None, None, y.sum(), len(y) - y.sum())}"
+            )
             if kind == "roc":
                 x_axis, y_axis, _ = roc_curve(y, s)
                 ax.plot(x_axis, y_axis, label=legend)
@@ -148,7 +160,7 @@ def curve_grid(levels: dict, kind: str = "roc", path=None, title: str = ""):
         ax.tick_params(labelsize=7)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6.5, loc="lower right" if kind == "roc" else "lower left")
-    for ax in axes.ravel()[len(OBSERVATIONS):]:
+    for ax in axes.ravel()[len(OBSERVATIONS) :]:
         ax.axis("off")
     fig.supxlabel("false positive rate" if kind == "roc" else "recall")
     fig.supylabel("true positive rate" if kind == "roc" else "precision")
@@ -161,8 +173,17 @@ def curve_grid(levels: dict, kind: str = "roc", path=None, title: str = ""):
 def comparison_heatmap(table: pd.DataFrame, path=None, title: str = "AUROC"):
     """Rows (runs or published models) x observations, annotated; NaN cells left blank."""
     fig, ax = plt.subplots(figsize=(max(8, 0.7 * table.shape[1] + 3), 0.45 * table.shape[0] + 2.5))
-    sns.heatmap(table.astype(float), vmin=0.5, vmax=1.0, cmap="viridis", annot=True, fmt=".2f",
-                annot_kws={"size": 7}, ax=ax, cbar_kws={"label": title})
+    sns.heatmap(
+        table.astype(float),
+        vmin=0.5,
+        vmax=1.0,
+        cmap="viridis",
+        annot=True,
+        fmt=".2f",
+        annot_kws={"size": 7},
+        ax=ax,
+        cbar_kws={"label": title},
+    )
     ax.set(xlabel="", ylabel="", title=title)
     fig.tight_layout()
     save(fig, path)
@@ -190,13 +211,22 @@ def radiologist_curves(labels: pd.Series, scores: pd.Series, readers: pd.DataFra
         marker, colour = READER_MARKERS[i % len(READER_MARKERS)], f"C{i + 1}"
         x, x_low, x_high = 1 - row.specificity, 1 - row.spec_high, 1 - row.spec_low
         where = "below" if row.below_curve else "on/above"
-        roc_ax.errorbar(x, row.sensitivity, xerr=[[x - x_low], [x_high - x]],
-                        yerr=[[row.sensitivity - row.sens_low], [row.sens_high - row.sensitivity]],
-                        fmt=marker, c=colour, ms=7, capsize=3, label=f"{row.reader} ({where} the curve)")
+        roc_ax.errorbar(
+            x,
+            row.sensitivity,
+            xerr=[[x - x_low], [x_high - x]],
+            yerr=[[row.sensitivity - row.sens_low], [row.sens_high - row.sensitivity]],
+            fmt=marker,
+            c=colour,
+            ms=7,
+            capsize=3,
+            label=f"{row.reader} ({where} the curve)",
+        )
         pr_ax.plot(row.sensitivity, row.ppv, marker, c=colour, ms=7, label=row.reader)
     roc_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
-    pr_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall (sensitivity)", ylabel="precision (PPV)",
-              title="precision-recall")
+    pr_ax.set(
+        xlim=(0, 1), ylim=(0, 1.02), xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="precision-recall"
+    )
     roc_ax.legend(fontsize=7.5, loc="lower right")
     pr_ax.legend(fontsize=7.5, loc="lower left")
     fig.suptitle(title)

@@ -17,16 +17,18 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .rundir import TRAIN, RunDir
 from .labels import BINARY, MULTICLASS, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
+from .rundir import TRAIN, RunDir
 
 BLANK_OPTIONS = ("negative", "ignore")
 MULTICLASS_NEGATIVE, MULTICLASS_POSITIVE, MULTICLASS_UNCERTAIN = 0, 1, 2
 
 # The original study's per-label winners between U-Zeros and U-Ones (its results tables; README, 'The original study').
 ORIGINAL_MIXED_MAPPING: dict[str, str] = {
-    name: "U-Ones" if name in ("Atelectasis", "Edema", "Pleural Effusion", "Lung Opacity",
-                               "Lung Lesion", "Fracture", "Support Devices") else "U-Zeros"
+    name: "U-Ones"
+    if name
+    in ("Atelectasis", "Edema", "Pleural Effusion", "Lung Opacity", "Lung Lesion", "Fracture", "Support Devices")
+    else "U-Zeros"
     for name in OBSERVATIONS
 }
 
@@ -89,12 +91,14 @@ POLICIES: dict[str, type[Policy]] = {}
 
 def register_policy(name: str):
     """Class decorator adding a policy builder to `POLICIES` under ``name``; a duplicate name fails."""
+
     def add(builder):
         if name in POLICIES:
             raise ValueError(f"policy {name!r} is already registered (by {POLICIES[name].__name__})")
         builder.name = name
         POLICIES[name] = builder
         return builder
+
     return add
 
 
@@ -106,8 +110,9 @@ def get_policy(name: str, **options) -> Policy:
     accepted = [p for p in inspect.signature(builder).parameters if p not in ("self", "args", "kwargs")]
     unknown = [k for k in options if k not in accepted]
     if unknown:
-        raise TypeError(f"policy {name!r} got unknown option(s) {', '.join(map(repr, unknown))}; "
-                        f"accepted: {', '.join(accepted)}")
+        raise TypeError(
+            f"policy {name!r} got unknown option(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}"
+        )
     return builder(**options)
 
 
@@ -123,8 +128,10 @@ def label_matrix(frame: pd.DataFrame) -> np.ndarray:
     bad = ~(np.isnan(raw) | np.isin(raw, (POSITIVE, NEGATIVE, UNCERTAIN)))
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise DataError(f"frame: {int(bad.sum())} label value(s) outside 1.0 / 0.0 / -1.0 / NaN, first "
-                        f"{raw[row, col]!r} in column {OBSERVATIONS[col]!r} at row {row}")
+        raise DataError(
+            f"frame: {int(bad.sum())} label value(s) outside 1.0 / 0.0 / -1.0 / NaN, first "
+            f"{raw[row, col]!r} in column {OBSERVATIONS[col]!r} at row {row}"
+        )
     return raw
 
 
@@ -191,15 +198,18 @@ class Mixed(Policy):
         mapping = dict(ORIGINAL_MIXED_MAPPING if mapping is None else mapping)
         unknown = [k for k in mapping if k not in OBSERVATIONS]
         if unknown:
-            raise ValueError(f"mixed: unknown observation(s) {', '.join(map(repr, unknown))}; known: {', '.join(OBSERVATIONS)}")
+            raise ValueError(
+                f"mixed: unknown observation(s) {', '.join(map(repr, unknown))}; known: {', '.join(OBSERVATIONS)}"
+            )
         choices = {"U-Zeros": 0.0, "U-Ones": 1.0}
         wrong = {k: v for k, v in mapping.items() if v not in choices}
         if wrong:
             raise ValueError(f"mixed: each observation maps to 'U-Zeros' or 'U-Ones', got {wrong}")
         absent = [name for name in OBSERVATIONS if name not in mapping]
         if absent:
-            raise ValueError(f"mixed: mapping lacks observation(s) {', '.join(map(repr, absent))}; "
-                             "name every observation explicitly")
+            raise ValueError(
+                f"mixed: mapping lacks observation(s) {', '.join(map(repr, absent))}; name every observation explicitly"
+            )
         self.mapping = {name: mapping[name] for name in OBSERVATIONS}
         self._fills = np.array([choices[self.mapping[name]] for name in OBSERVATIONS], np.float32)
 
@@ -222,27 +232,36 @@ def read_mapping(path) -> dict[str, str]:
 
     path = resolve(path)
     if not path.is_file():
-        raise DataError(f"{path}: mixed mapping file does not exist; expected a JSON object "
-                        "{observation: 'U-Zeros' or 'U-Ones'} such as the mixed_mapping.json notebook 05 writes")
+        raise DataError(
+            f"{path}: mixed mapping file does not exist; expected a JSON object "
+            "{observation: 'U-Zeros' or 'U-Ones'} such as the mixed_mapping.json notebook 05 writes"
+        )
     text = path.read_text()
     try:
         mapping = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
     if not isinstance(mapping, dict):
-        raise DataError(f"{path} line 1: expected a JSON object {{observation: 'U-Zeros' or 'U-Ones'}}, "
-                        f"got {type(mapping).__name__}")
+        raise DataError(
+            f"{path} line 1: expected a JSON object {{observation: 'U-Zeros' or 'U-Ones'}}, "
+            f"got {type(mapping).__name__}"
+        )
     for key, value in mapping.items():
         if key not in OBSERVATIONS:
-            raise DataError(f"{path} line {_line_of(text, key)}: unknown observation {key!r}; "
-                            f"expected one of {', '.join(OBSERVATIONS)}")
+            raise DataError(
+                f"{path} line {_line_of(text, key)}: unknown observation {key!r}; "
+                f"expected one of {', '.join(OBSERVATIONS)}"
+            )
         if value not in MAPPING_CHOICES:
-            raise DataError(f"{path} line {_line_of(text, key)}: {key!r} maps to {value!r}; "
-                            f"expected {' or '.join(MAPPING_CHOICES)}")
+            raise DataError(
+                f"{path} line {_line_of(text, key)}: {key!r} maps to {value!r}; expected {' or '.join(MAPPING_CHOICES)}"
+            )
     absent = [name for name in OBSERVATIONS if name not in mapping]
     if absent:
-        raise DataError(f"{path}: mapping lacks observation(s) {', '.join(map(repr, absent))}; "
-                        "expected every observation named once")
+        raise DataError(
+            f"{path}: mapping lacks observation(s) {', '.join(map(repr, absent))}; "
+            "expected every observation named once"
+        )
     return {name: mapping[name] for name in OBSERVATIONS}
 
 
@@ -257,8 +276,7 @@ class _LabelSmoothing(Policy):
 
     default_range: tuple[float, float]
 
-    def __init__(self, *, seed: int = 0, low: float | None = None, high: float | None = None,
-                 blank: str = "negative"):
+    def __init__(self, *, seed: int = 0, low: float | None = None, high: float | None = None, blank: str = "negative"):
         super().__init__(blank=blank)
         low = self.default_range[0] if low is None else float(low)
         high = self.default_range[1] if high is None else float(high)
@@ -298,8 +316,9 @@ def entry_uniforms(paths: np.ndarray, columns: np.ndarray, seed: int) -> np.ndar
     """
     keys = np.random.default_rng(seed).integers(0, 2**64, size=len(OBSERVATIONS), dtype=np.uint64, endpoint=False)
     inverse, unique = pd.factorize(pd.Series(paths, dtype=object), sort=False)
-    hashes = np.array([int.from_bytes(hashlib.blake2b(p.encode(), digest_size=8).digest(), "little") for p in unique],
-                      dtype=np.uint64)
+    hashes = np.array(
+        [int.from_bytes(hashlib.blake2b(p.encode(), digest_size=8).digest(), "little") for p in unique], dtype=np.uint64
+    )
     z = hashes[inverse] ^ keys[np.asarray(columns, dtype=np.intp)]
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -316,11 +335,19 @@ class USelfTrained(Policy):
     Only rows holding an uncertain entry need a teacher prediction.
     """
 
-    def __init__(self, *, teacher=None, teacher_predictions: pd.DataFrame | None = None, hard: bool = False,
-                 blank: str = "negative"):
+    def __init__(
+        self,
+        *,
+        teacher=None,
+        teacher_predictions: pd.DataFrame | None = None,
+        hard: bool = False,
+        blank: str = "negative",
+    ):
         super().__init__(blank=blank)
         if (teacher is None) == (teacher_predictions is None):
-            raise ValueError("U-SelfTrained: give exactly one of teacher (a run directory) or teacher_predictions (a DataFrame)")
+            raise ValueError(
+                "U-SelfTrained: give exactly one of teacher (a run directory) or teacher_predictions (a DataFrame)"
+            )
         if not isinstance(hard, bool):
             raise ValueError(f"U-SelfTrained: hard must be True or False, got {hard!r}")
         self.hard = hard
@@ -339,8 +366,10 @@ class USelfTrained(Policy):
         where = self._index.get_indexer(paths[needed])
         if (where < 0).any():
             lost = pd.unique(paths[needed][where < 0])
-            raise DataError(f"{self.source}: no teacher prediction for {len(lost)} image Path(s) with uncertain labels, "
-                            f"first {', '.join(map(repr, lost[:3]))}; was the teacher run on the same train split?")
+            raise DataError(
+                f"{self.source}: no teacher prediction for {len(lost)} image Path(s) with uncertain labels, "
+                f"first {', '.join(map(repr, lost[:3]))}; was the teacher run on the same train split?"
+            )
         probs = np.zeros(values.shape, np.float64)
         probs[needed] = self._probs[where]
         soft = probs[uncertain]
@@ -355,8 +384,10 @@ class USelfTrained(Policy):
 def _read_teacher(path: Path) -> pd.DataFrame:
     """Read a teacher's predictions CSV; a missing or unreadable file is a DataError naming it."""
     if not path.is_file():
-        raise DataError(f"{path}: teacher predictions file does not exist; expected a finished run directory "
-                        f"holding predictions_train.csv (Path + one probability column per observation)")
+        raise DataError(
+            f"{path}: teacher predictions file does not exist; expected a finished run directory "
+            f"holding predictions_train.csv (Path + one probability column per observation)"
+        )
     try:
         return pd.read_csv(path, dtype={"Path": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -369,8 +400,10 @@ def _check_teacher(table: pd.DataFrame, source: str) -> tuple[pd.Index, np.ndarr
         raise DataError(f"{source}: expected a DataFrame of teacher predictions, got {type(table).__name__}")
     missing = [c for c in ("Path", *OBSERVATIONS) if c not in table.columns]
     if missing:
-        raise DataError(f"{source}: missing column(s) {', '.join(map(repr, missing))}; "
-                        "expected Path + one probability column per observation")
+        raise DataError(
+            f"{source}: missing column(s) {', '.join(map(repr, missing))}; "
+            "expected Path + one probability column per observation"
+        )
     index = pd.Index(table["Path"].astype(str))
     if index.has_duplicates:
         dup = index[index.duplicated()].unique()
@@ -382,6 +415,8 @@ def _check_teacher(table: pd.DataFrame, source: str) -> tuple[pd.Index, np.ndarr
     bad = ~((probs >= 0.0) & (probs <= 1.0))  # also catches NaN
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise DataError(f"{source}: {int(bad.sum())} value(s) not a probability in [0, 1], first {probs[row, col]!r} "
-                        f"in column {OBSERVATIONS[col]!r} for Path {index[row]!r}")
+        raise DataError(
+            f"{source}: {int(bad.sum())} value(s) not a probability in [0, 1], first {probs[row, col]!r} "
+            f"in column {OBSERVATIONS[col]!r} for Path {index[row]!r}"
+        )
     return index, probs

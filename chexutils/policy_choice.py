@@ -25,8 +25,8 @@ CRITERIA = {
 }
 CRITERION_SPLIT = {"official-valid": OFFICIAL_VALID, "held-out-masked": HELD_OUT, "held-out-truth": HELD_OUT}
 DEFAULT_POLICY = "U-Zeros"  # never ranks equivocal studies above clear positives (policy_theory.md, inversion)
-MIN_POSITIVES = 30          # in the smaller class of the selection set
-MIN_UNCERTAIN = 0.01        # share of training images labelled uncertain; at or below it the targets barely differ
+MIN_POSITIVES = 30  # in the smaller class of the selection set
+MIN_UNCERTAIN = 0.01  # share of training images labelled uncertain; at or below it the targets barely differ
 ALPHA = 0.05
 NO_DIFFERENCE = "no detectable difference"
 DELTA = "U-Ones minus U-Zeros"
@@ -45,12 +45,16 @@ def scored_labels(criterion: str, study_labels: pd.DataFrame, truth: pd.DataFram
     if criterion == "held-out-masked":
         return study_labels.where(study_labels.isin([0.0, 1.0]))
     if truth is None:
-        raise DataError("held-out-truth needs the phantom's phantom_truth.csv; real CheXpert has no true findings, "
-                        "use official-valid or held-out-masked")
+        raise DataError(
+            "held-out-truth needs the phantom's phantom_truth.csv; real CheXpert has no true findings, "
+            "use official-valid or held-out-masked"
+        )
     missing = study_labels.index.difference(truth.index)
     if len(missing):
-        raise DataError(f"phantom_truth.csv lacks {len(missing)} held-out studies (first {missing[0]!r}); "
-                        "expected the truth of every study of the phantom")
+        raise DataError(
+            f"phantom_truth.csv lacks {len(missing)} held-out studies (first {missing[0]!r}); "
+            "expected the truth of every study of the phantom"
+        )
     return truth.loc[study_labels.index, list(study_labels.columns)].astype(float)
 
 
@@ -59,9 +63,16 @@ def uncertain_share(train_frame: pd.DataFrame) -> pd.Series:
     return pd.Series({obs: float((train_frame[obs] == UNCERTAIN).mean()) for obs in OBSERVATIONS})
 
 
-def compare_arms(labels: pd.DataFrame, arm_a: dict, arm_b: dict, groups: pd.Series | None = None,
-                 n_resamples: int = 2000, seed: int = 0, level: float = 0.95,
-                 names: tuple[str, str] = ("U-Zeros", "U-Ones")) -> pd.DataFrame:
+def compare_arms(
+    labels: pd.DataFrame,
+    arm_a: dict,
+    arm_b: dict,
+    groups: pd.Series | None = None,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    names: tuple[str, str] = ("U-Zeros", "U-Ones"),
+) -> pd.DataFrame:
     """Per observation: counts, each arm's mean AUROC and seed SD, and delta = mean(b) - mean(a).
 
     ``arm_a``/``arm_b`` map a seed to that run's study x observation scores (joined to ``labels``
@@ -78,8 +89,9 @@ def compare_arms(labels: pd.DataFrame, arm_a: dict, arm_b: dict, groups: pd.Seri
             missing = index.difference(scores.index)
             if len(missing):
                 raise DataError(f"{name} seed {run_seed}: no scores for {len(missing)} studies (first {missing[0]!r})")
-        stacked[name] = {obs: np.stack([arm[k].loc[index, obs].to_numpy(float) for k in sorted(arm)])
-                         for obs in labels.columns}
+        stacked[name] = {
+            obs: np.stack([arm[k].loc[index, obs].to_numpy(float) for k in sorted(arm)]) for obs in labels.columns
+        }
     keys = None if groups is None else groups.reindex(index).to_numpy()
     counts = resample_counts(len(index), n_resamples, seed, keys)
     rng = np.random.default_rng(seed)
@@ -88,9 +100,12 @@ def compare_arms(labels: pd.DataFrame, arm_a: dict, arm_b: dict, groups: pd.Seri
         target = labels[obs].to_numpy(float)
         keep = np.isin(target, (0.0, 1.0))
         y = target[keep].astype(bool)
-        row = {"positives": int(y.sum()), "negatives": int((~y).sum()),
-               "patients": len(set(keys[keep])) if keys is not None else math.nan,
-               "seeds": f"{len(arm_a)}+{len(arm_b)}"}
+        row = {
+            "positives": int(y.sum()),
+            "negatives": int((~y).sum()),
+            "patients": len(set(keys[keep])) if keys is not None else math.nan,
+            "seeds": f"{len(arm_a)}+{len(arm_b)}",
+        }
         runs_a, runs_b = stacked[names[0]][obs][:, keep], stacked[names[1]][obs][:, keep]
         if row["positives"] == 0 or row["negatives"] == 0:
             rows[obs] = row | {"note": f"one class only ({row['positives']} positives)"}
@@ -100,20 +115,34 @@ def compare_arms(labels: pd.DataFrame, arm_a: dict, arm_b: dict, groups: pd.Seri
         finite = deltas[np.isfinite(deltas)]
         low, high = np.quantile(finite, [(1 - level) / 2, (1 + level) / 2]) if len(finite) else (math.nan, math.nan)
         rows[obs] = row | {
-            f"{names[0]} mean": test["mean_a"], f"{names[0]} seed SD": test["sd_a"],
-            f"{names[1]} mean": test["mean_b"], f"{names[1]} seed SD": test["sd_b"],
+            f"{names[0]} mean": test["mean_a"],
+            f"{names[0]} seed SD": test["sd_a"],
+            f"{names[1]} mean": test["mean_b"],
+            f"{names[1]} seed SD": test["sd_b"],
             f"{names[1]} minus {names[0]}": test["delta"],
-            "ci_low": float(low), "ci_high": float(high), "se": test["se"], "se_study": test["se_study"],
-            "se_seed": test["se_seed"], "df": test["df"], "p_value": test["p_value"],
-            "note": "" if test["seed_df"] else "one seed per arm: seed noise not in the test"}
+            "ci_low": float(low),
+            "ci_high": float(high),
+            "se": test["se"],
+            "se_study": test["se_study"],
+            "se_seed": test["se_seed"],
+            "df": test["df"],
+            "p_value": test["p_value"],
+            "note": "" if test["seed_df"] else "one seed per arm: seed noise not in the test",
+        }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "observation"
     return table
 
 
-def choose(comparison: pd.DataFrame, uncertain: pd.Series | None, criterion: str, alpha: float = ALPHA,
-           min_positives: int = MIN_POSITIVES, min_uncertain: float = MIN_UNCERTAIN,
-           default: str = DEFAULT_POLICY) -> pd.DataFrame:
+def choose(
+    comparison: pd.DataFrame,
+    uncertain: pd.Series | None,
+    criterion: str,
+    alpha: float = ALPHA,
+    min_positives: int = MIN_POSITIVES,
+    min_uncertain: float = MIN_UNCERTAIN,
+    default: str = DEFAULT_POLICY,
+) -> pd.DataFrame:
     """Add eligibility, Holm-adjusted p, smallest detectable difference, verdict and ``mapping``.
 
     Eligible: >= ``min_positives`` in the smaller class of the selection set and > ``min_uncertain``
@@ -155,8 +184,10 @@ def choose(comparison: pd.DataFrame, uncertain: pd.Series | None, criterion: str
             verdicts.append(f"{better} (Holm p {table.loc[obs, 'p_holm']:.3g})")
             mapping.append(better)
         else:
-            verdicts.append(f"{NO_DIFFERENCE} (smallest detectable Δ {table.loc[obs, 'smallest detectable']:.3f}): "
-                            f"{default} by default")
+            verdicts.append(
+                f"{NO_DIFFERENCE} (smallest detectable Δ {table.loc[obs, 'smallest detectable']:.3f}): "
+                f"{default} by default"
+            )
             mapping.append(default)
     table["verdict"], table["mapping"] = verdicts, mapping
     table["choice"] = table["mapping"]
@@ -164,10 +195,18 @@ def choose(comparison: pd.DataFrame, uncertain: pd.Series | None, criterion: str
     return table
 
 
-def per_label_choice(arm_zeros: dict, arm_ones: dict, labels: pd.DataFrame, criterion: str,
-                     groups: pd.Series | None = None, uncertain: pd.Series | None = None,
-                     n_resamples: int = 2000, seed: int = 0, alpha: float = ALPHA,
-                     default: str = DEFAULT_POLICY) -> pd.DataFrame:
+def per_label_choice(
+    arm_zeros: dict,
+    arm_ones: dict,
+    labels: pd.DataFrame,
+    criterion: str,
+    groups: pd.Series | None = None,
+    uncertain: pd.Series | None = None,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    alpha: float = ALPHA,
+    default: str = DEFAULT_POLICY,
+) -> pd.DataFrame:
     """compare_arms + choose: the whole per-label table for one selection criterion."""
     comparison = compare_arms(labels, arm_zeros, arm_ones, groups, n_resamples, seed)
     return choose(comparison, uncertain, criterion, alpha, default=default)
@@ -176,8 +215,10 @@ def per_label_choice(arm_zeros: dict, arm_ones: dict, labels: pd.DataFrame, crit
 def selected(choices: dict, criterion: str) -> pd.DataFrame:
     """The choice table of ``criterion``, or a DataError naming the criteria this sweep can offer."""
     if criterion not in choices:
-        raise DataError(f"selection criterion {criterion!r} is not available here; available: {', '.join(choices)} "
-                        "(held-out criteria need held_out_csv; held-out-truth needs the phantom)")
+        raise DataError(
+            f"selection criterion {criterion!r} is not available here; available: {', '.join(choices)} "
+            "(held-out criteria need held_out_csv; held-out-truth needs the phantom)"
+        )
     return choices[criterion]
 
 
@@ -196,8 +237,13 @@ def mapping_from(choice: pd.DataFrame) -> dict[str, str]:
     return {obs: str(choice.loc[obs, "mapping"]) for obs in OBSERVATIONS}
 
 
-def seed_noise_control(labels: pd.DataFrame, arm: dict, groups: pd.Series | None = None,
-                       alpha: float = ALPHA, min_positives: int = MIN_POSITIVES) -> pd.DataFrame:
+def seed_noise_control(
+    labels: pd.DataFrame,
+    arm: dict,
+    groups: pd.Series | None = None,
+    alpha: float = ALPHA,
+    min_positives: int = MIN_POSITIVES,
+) -> pd.DataFrame:
     """Negative control: AUROC differences between seeds of ONE policy (identical training targets).
 
     Per observation with >= 10 in the smaller class (the CI floor): counts, seed pairs, mean and max
@@ -206,7 +252,9 @@ def seed_noise_control(labels: pd.DataFrame, arm: dict, groups: pd.Series | None
     says where a test that ignores training noise would call pure seed noise a difference.
     """
     seeds = sorted(arm)
-    empty = pd.DataFrame(columns=["positives", "negatives", "pairs", "mean abs Δ", "max abs Δ", "p_value", "p_holm", "flagged"])
+    empty = pd.DataFrame(
+        columns=["positives", "negatives", "pairs", "mean abs Δ", "max abs Δ", "p_value", "p_holm", "flagged"]
+    )
     if len(seeds) < 2:
         return empty
     keys = None if groups is None else groups.reindex(labels.index).to_numpy()
@@ -221,8 +269,14 @@ def seed_noise_control(labels: pd.DataFrame, arm: dict, groups: pd.Series | None
         g = None if keys is None else keys[keep]
         tests = [delong_test(y, runs[i], runs[j], g) for i, j in itertools.combinations(seeds, 2)]
         deltas = np.abs([t["delta"] for t in tests])
-        rows[obs] = {"positives": int(y.sum()), "negatives": int((~y).sum()), "pairs": len(tests), "mean abs Δ": float(deltas.mean()), "max abs Δ": float(deltas.max()),
-                     "p_value": tests[0]["p_value"] if min(y.sum(), (~y).sum()) >= min_positives else math.nan}
+        rows[obs] = {
+            "positives": int(y.sum()),
+            "negatives": int((~y).sum()),
+            "pairs": len(tests),
+            "mean abs Δ": float(deltas.mean()),
+            "max abs Δ": float(deltas.max()),
+            "p_value": tests[0]["p_value"] if min(y.sum(), (~y).sum()) >= min_positives else math.nan,
+        }
     if not rows:
         return empty
     table = pd.DataFrame.from_dict(rows, orient="index")
@@ -238,13 +292,21 @@ def no_finding_control(choice: pd.DataFrame, alpha: float = ALPHA) -> str:
         return "No Finding control: undefined here (one class in the selection set)."
     row = choice.loc["No Finding"]
     if below_floor(choice).get("No Finding"):
-        return (f"No Finding control: n/a here ({int(min(row['positives'], row['negatives']))} in the smaller "
-                f"class < {CI_MIN_POSITIVES}).")
+        return (
+            f"No Finding control: n/a here ({int(min(row['positives'], row['negatives']))} in the smaller "
+            f"class < {CI_MIN_POSITIVES})."
+        )
     flagged = row["p_value"] < alpha
-    return (f"No Finding control (identical targets under both policies): Δ = {row[DELTA]:+.3f} "
-            f"(95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}), unadjusted p = {row['p_value']:.3g} — "
-            + ("FLAGGED: a change elsewhere or seed noise moves an untouched label this much; distrust "
-               "differences of this size." if flagged else "not flagged, as it should be."))
+    return (
+        f"No Finding control (identical targets under both policies): Δ = {row[DELTA]:+.3f} "
+        f"(95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}), unadjusted p = {row['p_value']:.3g} — "
+        + (
+            "FLAGGED: a change elsewhere or seed noise moves an untouched label this much; distrust "
+            "differences of this size."
+            if flagged
+            else "not flagged, as it should be."
+        )
+    )
 
 
 def criteria_agreement(choices: dict, expected: dict | None = None) -> pd.DataFrame:
@@ -256,7 +318,8 @@ def criteria_agreement(choices: dict, expected: dict | None = None) -> pd.DataFr
     columns = {}
     for criterion, table in choices.items():
         columns[f"{criterion}: Δ"] = (table[DELTA] if DELTA in table else pd.Series(math.nan, table.index)).mask(
-            below_floor(table))  # no Δ below the CI floor
+            below_floor(table)
+        )  # no Δ below the CI floor
         columns[f"{criterion}: choice"] = table["mapping"]
         columns[f"{criterion}: compared"] = table["eligible"]
     out = pd.DataFrame(columns).reindex([o for o in OBSERVATIONS if o in next(iter(choices.values())).index])
@@ -279,8 +342,10 @@ def overlap_text(table: pd.DataFrame, value: str = "mean", what: str = "runs") -
     pairs = list(zip(rows.index[:-1], rows.index[1:]))
     overlapping = [(a, b) for a, b in pairs if not (rows.loc[a, "ci_low"] > rows.loc[b, "ci_high"])]
     if len(overlapping) == len(pairs):
-        return (f"The 95% CIs of all {len(rows)} {what} overlap ({', '.join(f'{i} {rows.loc[i, value]:.3f}' for i in rows.index)}): "
-                "the data do not rank them.")
+        return (
+            f"The 95% CIs of all {len(rows)} {what} overlap ({', '.join(f'{i} {rows.loc[i, value]:.3f}' for i in rows.index)}): "
+            "the data do not rank them."
+        )
     parts = [f"{a} > {b}" if (a, b) not in overlapping else f"{a} ≈ {b} (CIs overlap)" for a, b in pairs]
     return "Ranking where CIs separate: " + "; ".join(parts) + "."
 
@@ -292,8 +357,10 @@ def verdict_summary(choice: pd.DataFrame, alpha: float = ALPHA) -> str:
     chosen = [f"{o}: {choice.loc[o, 'mapping']}" for o in tested if choice.loc[o, "p_holm"] < alpha]
     left = [o for o in choice.index if not choice.loc[o, "eligible"]]
     sdd = choice.loc[tested, "smallest detectable"]
-    return (f"Selection criterion: **{criterion}** — {CRITERIA[criterion]}. "
-            f"{len(tested)} observations tested (Holm over {len(tested)}, α = {alpha}); "
-            + (f"a detectable difference for {'; '.join(chosen)}. " if chosen else "no detectable difference for any. ")
-            + (f"Smallest detectable Δ (80% power): {sdd.min():.3f}–{sdd.max():.3f}. " if len(sdd) else "")
-            + f"Not compared (default {DEFAULT_POLICY}): {', '.join(left) if left else 'none'}.")
+    return (
+        f"Selection criterion: **{criterion}** — {CRITERIA[criterion]}. "
+        f"{len(tested)} observations tested (Holm over {len(tested)}, α = {alpha}); "
+        + (f"a detectable difference for {'; '.join(chosen)}. " if chosen else "no detectable difference for any. ")
+        + (f"Smallest detectable Δ (80% power): {sdd.min():.3f}–{sdd.max():.3f}. " if len(sdd) else "")
+        + f"Not compared (default {DEFAULT_POLICY}): {', '.join(left) if left else 'none'}."
+    )

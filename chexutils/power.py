@@ -20,13 +20,20 @@ from scipy.stats import norm, rankdata
 from .phantom import expected as ex
 
 ALPHA, POWER = 0.05, 0.80
-PLAN_NOISE_SD = 0.30     # the blurry learner: the smallest large effect of the positive control (policy_theory.md)
-CORRELATION = 0.9        # the two policies' score noise: same images, same backbone
-REALISED = 0.5           # plan for half the modelled effect: a small CNN realises only part of it
+PLAN_NOISE_SD = 0.30  # the blurry learner: the smallest large effect of the positive control (policy_theory.md)
+CORRELATION = 0.9  # the two policies' score noise: same images, same backbone
+REALISED = 0.5  # plan for half the modelled effect: a small CNN realises only part of it
 
 
-def paired_delta_sd(shares: dict, targets: dict, noise_sd: float, correlation: float = CORRELATION,
-                    n_studies: int = 2000, reps: int = 200, seed: int = 0) -> float:
+def paired_delta_sd(
+    shares: dict,
+    targets: dict,
+    noise_sd: float,
+    correlation: float = CORRELATION,
+    n_studies: int = 2000,
+    reps: int = 200,
+    seed: int = 0,
+) -> float:
     """SD of AUROC(U-Ones) - AUROC(U-Zeros) against the truth on ``n_studies`` studies (Monte Carlo)."""
     rng = np.random.default_rng(seed)
     kinds = list(ex.KINDS)
@@ -55,20 +62,34 @@ def _auroc(y: np.ndarray, s: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(y) - n_pos)))
 
 
-def studies_needed(delta: float, k: float, n_tests: int, alpha: float = ALPHA, power: float = POWER,
-                   seed_sd: float = 0.0, seeds: int = 1) -> float:
+def studies_needed(
+    delta: float,
+    k: float,
+    n_tests: int,
+    alpha: float = ALPHA,
+    power: float = POWER,
+    seed_sd: float = 0.0,
+    seeds: int = 1,
+) -> float:
     """Studies n such that a two-sided test at alpha / n_tests (Holm's first step) has ``power`` for ``delta``.
 
     Var(delta estimate) = k^2 / n + 2 seed_sd^2 / seeds (each arm the mean of ``seeds`` training runs);
     inf when the seed noise alone is too large."""
     z = norm.ppf(1 - alpha / (2 * n_tests)) + norm.ppf(power)
-    room = (abs(delta) / z) ** 2 - 2 * seed_sd ** 2 / seeds
-    return math.ceil(k ** 2 / room) if room > 0 else math.inf
+    room = (abs(delta) / z) ** 2 - 2 * seed_sd**2 / seeds
+    return math.ceil(k**2 / room) if room > 0 else math.inf
 
 
-def power_table(answer: dict | None = None, noise_sd: float = PLAN_NOISE_SD, correlation: float = CORRELATION,
-                realised: float = REALISED, n_tests: int | None = None, seed_sd: float = 0.0, seeds: int = 1,
-                seed: int = 0) -> pd.DataFrame:
+def power_table(
+    answer: dict | None = None,
+    noise_sd: float = PLAN_NOISE_SD,
+    correlation: float = CORRELATION,
+    realised: float = REALISED,
+    n_tests: int | None = None,
+    seed_sd: float = 0.0,
+    seeds: int = 1,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Per observation with an expected better policy: the planned delta, k = SD * sqrt(n) and the studies needed."""
     answer = ex.expected_answer() if answer is None else answer
     n_tests = len(answer) if n_tests is None else n_tests
@@ -79,15 +100,21 @@ def power_table(answer: dict | None = None, noise_sd: float = PLAN_NOISE_SD, cor
         modelled = min(e.deltas.values(), key=abs)
         k = paired_delta_sd(e.shares, e.targets, noise_sd, correlation, seed=seed) * math.sqrt(2000)
         planned = realised * modelled
-        rows[obs] = {"expected": e.verdict, "prevalence": e.prevalence, "modelled delta (smallest)": modelled,
-                     "planned delta": planned, "k = SD x sqrt(studies)": k,
-                     "studies needed": studies_needed(planned, k, n_tests, seed_sd=seed_sd, seeds=seeds)}
+        rows[obs] = {
+            "expected": e.verdict,
+            "prevalence": e.prevalence,
+            "modelled delta (smallest)": modelled,
+            "planned delta": planned,
+            "k = SD x sqrt(studies)": k,
+            "studies needed": studies_needed(planned, k, n_tests, seed_sd=seed_sd, seeds=seeds),
+        }
     return pd.DataFrame(rows).T.rename_axis("observation")
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m chexutils.power", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m chexutils.power", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--noise-sd", type=float, default=PLAN_NOISE_SD)
     parser.add_argument("--correlation", type=float, default=CORRELATION)
     parser.add_argument("--realised", type=float, default=REALISED, help="share of the modelled effect planned for")
@@ -97,14 +124,18 @@ def main(argv=None) -> None:
     answer = ex.expected_answer()
     table = power_table(answer, args.noise_sd, args.correlation, args.realised, seed_sd=args.seed_sd, seeds=args.seeds)
     controls = ex.controls(answer)
-    print(f"alpha {ALPHA} Holm over {len(answer)} observations, power {POWER}, noise SD {args.noise_sd}, "
-          f"correlation {args.correlation}, planning {args.realised:.0%} of the modelled effect, "
-          f"seed SD {args.seed_sd} x {args.seeds} seed(s) per policy")
+    print(
+        f"alpha {ALPHA} Holm over {len(answer)} observations, power {POWER}, noise SD {args.noise_sd}, "
+        f"correlation {args.correlation}, planning {args.realised:.0%} of the modelled effect, "
+        f"seed SD {args.seed_sd} x {args.seeds} seed(s) per policy"
+    )
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     primary = controls["primary_positive_control"]
-    print(f"primary positive control: {primary}, needs {table.loc[primary, 'studies needed']} truth-labelled studies; "
-          f"null controls: {', '.join(controls['null_controls'])}")
+    print(
+        f"primary positive control: {primary}, needs {table.loc[primary, 'studies needed']} truth-labelled studies; "
+        f"null controls: {', '.join(controls['null_controls'])}"
+    )
 
 
 if __name__ == "__main__":

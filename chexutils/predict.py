@@ -101,8 +101,9 @@ def load_run_model(run_dir, device="cpu"):
     return model.to(torch.device(device)).eval(), config
 
 
-def predict_images(run_dir, paths, batch_size: int = 0, device: str = "auto", workers: int = 0,
-                   show: bool = True) -> tuple[pd.DataFrame, list[str], float]:
+def predict_images(
+    run_dir, paths, batch_size: int = 0, device: str = "auto", workers: int = 0, show: bool = True
+) -> tuple[pd.DataFrame, list[str], float]:
     """(table: path + one probability per observation, failures as 'path: reason', seconds)."""
     files, failures = find_images(paths)
     torch_device = pick_device(device)
@@ -125,23 +126,30 @@ def predict_images(run_dir, paths, batch_size: int = 0, device: str = "auto", wo
     seconds = time.perf_counter() - start
     failures += [errors[i] for i in sorted(errors)]
     kept = [i for i in range(len(dataset)) if i not in errors]
-    probs = probabilities(logits[kept], config["head"]).numpy() if logits is not None else np.empty((0, len(OBSERVATIONS)))
+    probs = (
+        probabilities(logits[kept], config["head"]).numpy() if logits is not None else np.empty((0, len(OBSERVATIONS)))
+    )
     table = pd.DataFrame(probs, columns=list(OBSERVATIONS))
     table.insert(0, "path", [str(files[i]) for i in kept])
     return table, failures, seconds
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chexutils.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m chexutils.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir", help="a run folder (config.json + best.pt), trained or imported")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
     parser.add_argument("--out", required=True, help="CSV to write: path, then one probability per observation")
     parser.add_argument("--batch-size", type=int, default=0, help="images per batch (default: twice the run's)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     parser.add_argument("--workers", type=int, default=0, help="image-reading worker processes (default 0)")
-    parser.add_argument("--heatmaps", metavar="DIR", help="also write Grad-CAM overlay PNGs of every readable image "
-                        "and observation into DIR (+ heatmaps.csv; chexutils.heatmaps)")
+    parser.add_argument(
+        "--heatmaps",
+        metavar="DIR",
+        help="also write Grad-CAM overlay PNGs of every readable image "
+        "and observation into DIR (+ heatmaps.csv; chexutils.heatmaps)",
+    )
     args = parser.parse_args(argv)
     try:
         table, failures, seconds = predict_images(args.run_dir, args.paths, args.batch_size, args.device, args.workers)
@@ -158,8 +166,10 @@ def main(argv=None) -> int:
         written = write_heatmaps(args.run_dir, table["path"].tolist(), args.heatmaps)
         print(f"wrote {len(written)} heatmap PNG(s) -> {args.heatmaps}")
     rate = len(table) / seconds if seconds > 0 else float("nan")
-    print(f"predicted {len(table)} image(s) in {seconds:.2f} s ({rate:.1f} images/s) -> "
-          f"{args.out if len(table) else 'nothing written'}; {len(failures)} could not be read")
+    print(
+        f"predicted {len(table)} image(s) in {seconds:.2f} s ({rate:.1f} images/s) -> "
+        f"{args.out if len(table) else 'nothing written'}; {len(failures)} could not be read"
+    )
     return 1 if failures or not len(table) else 0
 
 

@@ -23,11 +23,37 @@ from sklearn.metrics import roc_curve
 from .labels import COMPETITION_TASKS
 from .metrics import bootstrap_auroc, mean_tasks_with_ci, percentile_interval, resample_counts
 
-READER_COLUMNS = ("observation", "reader", "tp", "fp", "tn", "fn", "sensitivity", "sens_low", "sens_high",
-                  "specificity", "spec_low", "spec_high", "ppv", "below_curve", "model_tpr_at_reader_fpr",
-                  "model_sens_at_reader_spec", "model_sens_low", "model_sens_high", "sens_delta", "sens_delta_low",
-                  "sens_delta_high", "model_spec_at_reader_sens", "model_spec_low", "model_spec_high",
-                  "spec_delta", "spec_delta_low", "spec_delta_high", "positives", "n")
+READER_COLUMNS = (
+    "observation",
+    "reader",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
+    "sensitivity",
+    "sens_low",
+    "sens_high",
+    "specificity",
+    "spec_low",
+    "spec_high",
+    "ppv",
+    "below_curve",
+    "model_tpr_at_reader_fpr",
+    "model_sens_at_reader_spec",
+    "model_sens_low",
+    "model_sens_high",
+    "sens_delta",
+    "sens_delta_low",
+    "sens_delta_high",
+    "model_spec_at_reader_sens",
+    "model_spec_low",
+    "model_spec_high",
+    "spec_delta",
+    "spec_delta_low",
+    "spec_delta_high",
+    "positives",
+    "n",
+)
 
 
 def wilson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
@@ -47,8 +73,19 @@ def operating_point(reference, reads, level: float = 0.95) -> dict:
     spec = tn / (tn + fp) if tn + fp else math.nan
     ppv = tp / (tp + fp) if tp + fp else math.nan
     (sens_low, sens_high), (spec_low, spec_high) = wilson(tp, tp + fn, level), wilson(tn, tn + fp, level)
-    return {"tp": tp, "fp": fp, "tn": tn, "fn": fn, "sensitivity": sens, "sens_low": sens_low, "sens_high": sens_high,
-            "specificity": spec, "spec_low": spec_low, "spec_high": spec_high, "ppv": ppv}
+    return {
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "sensitivity": sens,
+        "sens_low": sens_low,
+        "sens_high": sens_high,
+        "specificity": spec,
+        "spec_low": spec_low,
+        "spec_high": spec_high,
+        "ppv": ppv,
+    }
 
 
 def curve_height(fpr: np.ndarray, tpr: np.ndarray, x: float) -> float:
@@ -96,16 +133,24 @@ def matched_points(y: np.ndarray, s: np.ndarray, reads: np.ndarray, weights: np.
     return {"sens": sens, "spec": spec, "model_sens": model_sens, "model_spec": model_spec}
 
 
-def score_readers(labels: pd.DataFrame, scores: pd.DataFrame, readers: dict, groups: pd.Series | None = None,
-                  n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+def score_readers(
+    labels: pd.DataFrame,
+    scores: pd.DataFrame,
+    readers: dict,
+    groups: pd.Series | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
     """One row per (observation, reader): the reader's operating point, below-curve, matched points with CIs.
 
     ``labels`` (reference, 0/1) and ``scores`` are study-level, indexed by study; observations are the
     columns of ``scores`` with both classes in ``labels``. Resamples draw whole patients (``groups``).
     """
     studies = labels.index
-    counts = resample_counts(len(studies), n_resamples, seed,
-                             None if groups is None else groups.reindex(studies).to_numpy())
+    counts = resample_counts(
+        len(studies), n_resamples, seed, None if groups is None else groups.reindex(studies).to_numpy()
+    )
     ones = np.ones((1, len(studies)))
     rows = []
     for obs in scores.columns:
@@ -117,32 +162,56 @@ def score_readers(labels: pd.DataFrame, scores: pd.DataFrame, readers: dict, gro
             r = read.loc[studies, obs].to_numpy().astype(int)
             row = {"observation": obs, "reader": name, "positives": int(y.sum()), "n": len(y)}
             row |= operating_point(y, r, level)
-            row["below_curve"], row["model_tpr_at_reader_fpr"] = below_curve(y, s, row["sensitivity"], row["specificity"])
+            row["below_curve"], row["model_tpr_at_reader_fpr"] = below_curve(
+                y, s, row["sensitivity"], row["specificity"]
+            )
             point, boot = matched_points(y, s, r, ones), matched_points(y, s, r, counts)
-            row["model_sens_at_reader_spec"], row["model_spec_at_reader_sens"] = point["model_sens"][0], point["model_spec"][0]
+            row["model_sens_at_reader_spec"], row["model_spec_at_reader_sens"] = (
+                point["model_sens"][0],
+                point["model_spec"][0],
+            )
             row["sens_delta"] = row["model_sens_at_reader_spec"] - row["sensitivity"]
             row["spec_delta"] = row["model_spec_at_reader_sens"] - row["specificity"]
             row["model_sens_low"], row["model_sens_high"] = percentile_interval(boot["model_sens"], level)
             row["model_spec_low"], row["model_spec_high"] = percentile_interval(boot["model_spec"], level)
-            row["sens_delta_low"], row["sens_delta_high"] = percentile_interval(boot["model_sens"] - boot["sens"], level)
-            row["spec_delta_low"], row["spec_delta_high"] = percentile_interval(boot["model_spec"] - boot["spec"], level)
+            row["sens_delta_low"], row["sens_delta_high"] = percentile_interval(
+                boot["model_sens"] - boot["sens"], level
+            )
+            row["spec_delta_low"], row["spec_delta_high"] = percentile_interval(
+                boot["model_spec"] - boot["spec"], level
+            )
             rows.append(row)
     return pd.DataFrame(rows, columns=list(READER_COLUMNS))
 
 
 def below_summary(table: pd.DataFrame, tasks=COMPETITION_TASKS) -> dict:
     """Radiologists below the curve per task, and the mean over ``tasks`` (None if a task is missing)."""
-    per_task = {t: int(table.loc[table["observation"] == t, "below_curve"].sum()) for t in tasks
-                if (table["observation"] == t).any()}
+    per_task = {
+        t: int(table.loc[table["observation"] == t, "below_curve"].sum())
+        for t in tasks
+        if (table["observation"] == t).any()
+    }
     readers = sorted(table["reader"].unique())
     mean = float(np.mean(list(per_task.values()))) if len(per_task) == len(tasks) else None
-    return {"per_task": per_task, "mean_over_tasks": mean, "readers": readers, "of": len(readers),
-            "rule": "reader's sensitivity strictly below the model's ROC curve (straight lines between points) "
-                    "at the reader's 1 - specificity"}
+    return {
+        "per_task": per_task,
+        "mean_over_tasks": mean,
+        "readers": readers,
+        "of": len(readers),
+        "rule": "reader's sensitivity strictly below the model's ROC curve (straight lines between points) "
+        "at the reader's 1 - specificity",
+    }
 
 
-def score_official_test(labels: pd.DataFrame, scores: pd.DataFrame, readers: dict, groups: pd.Series | None = None,
-                        n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def score_official_test(
+    labels: pd.DataFrame,
+    scores: pd.DataFrame,
+    readers: dict,
+    groups: pd.Series | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(AUROC/AP table with patient-bootstrap CIs, radiologist table, summary) for study-level ``scores``.
 
     ``scores`` may hold any subset of the observations (an external model's five tasks, say); the
@@ -155,19 +224,23 @@ def score_official_test(labels: pd.DataFrame, scores: pd.DataFrame, readers: dic
     summary = {
         "eval_set": "official test",
         "reference": "majority vote of 5 radiologists",
-        "mean_auroc_tasks": (mean_tasks_with_ci(labels, scores, n_resamples=n_resamples, seed=seed, groups=groups,
-                                                level=level) if tasks_present else None),
+        "mean_auroc_tasks": (
+            mean_tasks_with_ci(labels, scores, n_resamples=n_resamples, seed=seed, groups=groups, level=level)
+            if tasks_present
+            else None
+        ),
         "radiologists_below_curve": below_summary(reader_table) if len(reader_table) else None,
-        "studies": len(labels), "resamples": n_resamples,
-        "resampled": "patients" if groups is not None else "studies", "observations_scored": observations,
+        "studies": len(labels),
+        "resamples": n_resamples,
+        "resampled": "patients" if groups is not None else "studies",
+        "observations_scored": observations,
     }
     return table, reader_table, summary
 
 
 def write_official_test(run_dir, table: pd.DataFrame, reader_table: pd.DataFrame, summary: dict) -> dict:
     """Write ``metrics_official_test.json/.csv`` and ``radiologists_official_test.csv/.json`` into the run folder."""
-    from .io import write_json, write_table
-    from .io import json_ready
+    from .io import json_ready, write_json, write_table
     from .metrics import write_metrics
     from .rundir import OFFICIAL_TEST, RunDir
 
@@ -175,7 +248,13 @@ def write_official_test(run_dir, table: pd.DataFrame, reader_table: pd.DataFrame
     metrics_json = run.metrics(OFFICIAL_TEST)
     write_metrics(table, summary, metrics_json)
     csv_path = write_table(reader_table, run.radiologists(OFFICIAL_TEST), index=False)
-    json_path = write_json(csv_path.with_suffix(".json"),
-                           json_ready({"radiologists": reader_table.to_dict(orient="records"),
-                                        "below_curve": summary.get("radiologists_below_curve")}))
+    json_path = write_json(
+        csv_path.with_suffix(".json"),
+        json_ready(
+            {
+                "radiologists": reader_table.to_dict(orient="records"),
+                "below_curve": summary.get("radiologists_below_curve"),
+            }
+        ),
+    )
     return {"metrics": metrics_json, "radiologists": csv_path, "radiologists_json": json_path}

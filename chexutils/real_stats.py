@@ -30,8 +30,20 @@ LABEL_COUNTS: dict[str, tuple[int, int, int, int]] = {
 }
 
 # studies per patient: count of patients (1..12; the long tail beyond 12 holds the rest)
-STUDIES_PER_PATIENT = {1: 33_564, 2: 11_172, 3: 5_921, 4: 3_661, 5: 2_482, 6: 1_665, 7: 1_181,
-                       8: 896, 9: 696, 10: 529, 11: 448, 12: 345}
+STUDIES_PER_PATIENT = {
+    1: 33_564,
+    2: 11_172,
+    3: 5_921,
+    4: 3_661,
+    5: 2_482,
+    6: 1_665,
+    7: 1_181,
+    8: 896,
+    9: 696,
+    10: 529,
+    11: 448,
+    12: 345,
+}
 IMAGES_PER_STUDY = {1: 153_647, 2: 32_215, 3: 1_779}
 SEX = {"Male": 132_636, "Female": 90_777, "Unknown": 1}
 AGE_MEAN, AGE_SD = 60.4, 17.8
@@ -41,6 +53,5 @@ AP_PA = {"AP": 161_590, "PA": 29_420, "LL": 16, "RL": 1}
 
 def label_rates() -> pd.DataFrame:
     """Real per-observation rates of positive / negative / uncertain / blank (fractions of images)."""
-    table = pd.DataFrame.from_dict(LABEL_COUNTS, orient="index",
-                                   columns=["positive", "negative", "uncertain", "blank"])
+    table = pd.DataFrame.from_dict(LABEL_COUNTS, orient="index", columns=["positive", "negative", "uncertain", "blank"])
     return table / TRAIN_IMAGES

@@ -35,7 +35,8 @@ def load_references(path=REFERENCES_CSV, metric: str | None = "auroc") -> pd.Dat
 
 def reference_table(metric: str = "auroc", path=REFERENCES_CSV) -> pd.DataFrame:
     """Observations x published models (value only), observations in CheXpert order, summary rows last."""
-    table = load_references(path, metric).pivot_table(index="observation", columns="model", values="value",
-                                                      aggfunc="first")
+    table = load_references(path, metric).pivot_table(
+        index="observation", columns="model", values="value", aggfunc="first"
+    )
     order = [o for o in OBSERVATIONS + SUMMARY_ROWS if o in table.index]
     return table.loc[order]

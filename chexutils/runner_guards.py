@@ -16,7 +16,7 @@ from . import paths
 from .errors import DataError
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def notebook_defaults(notebook: str) -> dict:
     """The literal default of each parameter the notebook declares (a non-literal default is left out)."""
     out = {}
@@ -33,8 +33,10 @@ def check_folder_name(name, where: str) -> str:
 
     Sweep and run names become folders under the output root; ``..`` or a ``/`` would write elsewhere."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*", name) or name in (".", ".."):
-        raise DataError(f"{where} is {name!r}; expected a plain folder name (letters, digits, '.', '_', '-', '+', '='; "
-                        "not starting with '.'), since it names a folder under the output root")
+        raise DataError(
+            f"{where} is {name!r}; expected a plain folder name (letters, digits, '.', '_', '-', '+', '='; "
+            "not starting with '.'), since it names a folder under the output root"
+        )
     return name
 
 
@@ -52,7 +54,7 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_digest() -> str:
     """Hash of the chexutils package's source files: a changed package re-runs the steps."""
     package = Path(__file__).resolve().parent

@@ -71,9 +71,11 @@ def _check_one_folder_per_patient(frame: pd.DataFrame) -> None:
         patient = twice.index[0]
         rows = frame[frame["patient"] == patient]
         lines = ", ".join(str(n) for n in rows["line"].head(6)) if "line" in rows else "?"
-        raise DataError(f"patient {patient} appears under several source folders "
-                        f"({', '.join(sorted(rows['folder'].unique()))}; CSV lines {lines}); "
-                        "expected each patient in one folder, else a patient-level split would leak")
+        raise DataError(
+            f"patient {patient} appears under several source folders "
+            f"({', '.join(sorted(rows['folder'].unique()))}; CSV lines {lines}); "
+            "expected each patient in one folder, else a patient-level split would leak"
+        )
 
 
 def _check_no_leak(splits: dict[str, pd.DataFrame]) -> None:
@@ -91,8 +93,12 @@ def split_summary(splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = {}
     for name, part in splits.items():
         others = set().union(*(s for n, s in patient_sets.items() if n != name))
-        row = {"patients": part["patient"].nunique(), "studies": part["study"].nunique(), "images": len(part),
-               "shared patients": len(patient_sets[name] & others)}
+        row = {
+            "patients": part["patient"].nunique(),
+            "studies": part["study"].nunique(),
+            "images": len(part),
+            "shared patients": len(patient_sets[name] & others),
+        }
         row.update({obs: (part[obs] == 1.0).mean() if len(part) else np.nan for obs in OBSERVATIONS})
         rows[name] = row
     return pd.DataFrame(rows).T

@@ -167,8 +167,16 @@ def seed_arm_test(y, runs_a, runs_b, groups=None) -> dict:
     eff_df = (var_study + var_seed) ** 2 / (var_seed**2 / df) if df and var_seed > 0 else math.inf
     if math.isfinite(eff_df) and math.isfinite(out["z"]):
         out["p_value"] = float(2 * t_dist.sf(abs(out["z"]), eff_df))
-    return out | {"df": eff_df, "mean_a": float(auc_a.mean()), "sd_a": _sd(auc_a), "mean_b": float(auc_b.mean()), "sd_b": _sd(auc_b),
-                  "se_study": math.sqrt(var_study), "se_seed": math.sqrt(var_seed), "seed_df": df}
+    return out | {
+        "df": eff_df,
+        "mean_a": float(auc_a.mean()),
+        "sd_a": _sd(auc_a),
+        "mean_b": float(auc_b.mean()),
+        "sd_b": _sd(auc_b),
+        "se_study": math.sqrt(var_study),
+        "se_seed": math.sqrt(var_seed),
+        "seed_df": df,
+    }
 
 
 def _var(values) -> float:
@@ -210,8 +218,9 @@ def binormal_auroc_shift(auroc: float) -> float:
     return math.sqrt(2) * float(norm.ppf(auroc))
 
 
-def coverage(auroc: float, positives: int, negatives: int, data_sets: int = 2000, seed: int = 0,
-             level: float = 0.95) -> float:
+def coverage(
+    auroc: float, positives: int, negatives: int, data_sets: int = 2000, seed: int = 0, level: float = 0.95
+) -> float:
     """Share of ``data_sets`` simulated binormal data sets whose auroc_interval() holds the true AUROC.
 
     Vectorised: the placements of all data sets come from one midrank call per class, and the

@@ -13,14 +13,18 @@ SHOWN = ("backbone", "image_size", "epochs", "batch_size", "lr", "pretrained", "
 def what_was_run(config, step_parameters) -> list[str]:
     """Markdown lines; ``step_parameters(config, step, run)`` is the runner's own merge of parameters."""
     lines = ["## What was run", ""]
-    data = {**_first_defaults(config, "data_dir", "phantom", "phantom_patients", "phantom_valid_patients",
-                              "phantom_size"), **config.parameters}
+    data = {
+        **_first_defaults(config, "data_dir", "phantom", "phantom_patients", "phantom_valid_patients", "phantom_size"),
+        **config.parameters,
+    }
     if data.get("phantom"):
         size = data.get("phantom_size")
         where = f" ({data.get('phantom_patients', '?')} + {data.get('phantom_valid_patients', '?')} patients"
         where += f", {size[0]} × {size[1]} px)" if isinstance(size, (list, tuple)) and len(size) == 2 else ")"
-        lines.append(f"- **Data:** generated phantom CheXpert{where} in `{data.get('data_dir')}`; "
-                     "not real X-rays, so its AUROCs are not comparable with published ones")
+        lines.append(
+            f"- **Data:** generated phantom CheXpert{where} in `{data.get('data_dir')}`; "
+            "not real X-rays, so its AUROCs are not comparable with published ones"
+        )
     else:
         lines.append(f"- **Data:** CheXpert in `{data.get('data_dir', '?')}`")
     values: dict[str, list] = {}
@@ -39,8 +43,10 @@ def what_was_run(config, step_parameters) -> list[str]:
     if config.grid:
         grid = "; ".join(f"{key}: {', '.join(map(str, options))}" for key, options in config.grid.items())
         lines.append(f"- **Runs:** {len(runs)} ({grid})")
-    lines.append(f"- **Sets:** each table names its set. Official valid = {EVAL_SETS[OFFICIAL_VALID]}; "
-                 f"held-out = {EVAL_SETS[HELD_OUT]}.")
+    lines.append(
+        f"- **Sets:** each table names its set. Official valid = {EVAL_SETS[OFFICIAL_VALID]}; "
+        f"held-out = {EVAL_SETS[HELD_OUT]}."
+    )
     return lines + [""]
 
 
@@ -50,7 +56,9 @@ def _describe(key: str, options: list) -> str:
         return " or ".join(names)
     if key == "batch_size":
         return "batch " + ", ".join("auto (32 up to 224 px, else 16)" if v == 0 else str(v) for v in options)
-    label = {"image_size": "{} px", "epochs": "{} epoch(s)", "lr": "lr {}", "backbone": "{}", "policy": "policy {}"}[key]
+    label = {"image_size": "{} px", "epochs": "{} epoch(s)", "lr": "lr {}", "backbone": "{}", "policy": "policy {}"}[
+        key
+    ]
     return label.format(", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in options))
 
 

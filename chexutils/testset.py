@@ -33,17 +33,19 @@ from .labels import OBSERVATIONS
 from .paths import resolve
 
 # Where the released files go under a data folder (the README's layout; the phantom writes the same).
-LABELS_REPO = "cheXpert-test-set-labels"     # a clone of rajpurkarlab/cheXpert-test-set-labels
+LABELS_REPO = "cheXpert-test-set-labels"  # a clone of rajpurkarlab/cheXpert-test-set-labels
 GROUNDTRUTH = "groundtruth.csv"
-BENCHMARK_READERS = ("bc4", "bc6", "bc8")     # the three radiologists compared against
+BENCHMARK_READERS = ("bc4", "bc6", "bc8")  # the three radiologists compared against
 REFERENCE_READERS = ("bc1", "bc2", "bc3", "bc5", "bc7")  # the five whose majority is the reference
-CHEXLOCALIZE = "CheXpert"                    # CheXlocalize's folder: test/, test_labels.csv, val/, val_labels.csv
+CHEXLOCALIZE = "CheXpert"  # CheXlocalize's folder: test/, test_labels.csv, val/, val_labels.csv
 TEST_IMAGES_CSV = "test_labels.csv"
 
 RELEASE_PREFIX = r"(?:CheXpert-v1\.0(?:-small)?/|CheXpert/)?"
 STUDY_PATTERN = RELEASE_PREFIX + r"(?P<folder>test|valid|val)/(?P<patient>patient\d+)/(?P<study>study\d+)/?$"
-IMAGE_PATTERN = (RELEASE_PREFIX + r"(?P<folder>test|valid|val)/(?P<patient>patient\d+)/(?P<study>study\d+)/"
-                 r"(?P<view>view\d+)_(?P<kind>frontal|lateral)\.jpg$")
+IMAGE_PATTERN = (
+    RELEASE_PREFIX + r"(?P<folder>test|valid|val)/(?P<patient>patient\d+)/(?P<study>study\d+)/"
+    r"(?P<view>view\d+)_(?P<kind>frontal|lateral)\.jpg$"
+)
 EXPECTED_STUDY = "[CheXpert-v1.0/]{test|valid}/patientN/studyN"
 EXPECTED_PATH = "[CheXpert-v1.0[-small]/]{test|valid|val}/patientN/studyN/viewN_{frontal|lateral}.jpg"
 
@@ -77,8 +79,10 @@ def parse_keys(column: pd.Series, pattern: str, path: Path, name: str, expected:
     bad = parts["patient"].isna().to_numpy()
     if bad.any():
         first = column.iloc[int(np.argmax(bad))]
-        raise DataError(f"{path} {csv_lines(np.flatnonzero(bad))}: {name} {first!r} matches neither the CheXpert release "
-                        f"nor CheXlocalize; expected {expected}")
+        raise DataError(
+            f"{path} {csv_lines(np.flatnonzero(bad))}: {name} {first!r} matches neither the CheXpert release "
+            f"nor CheXlocalize; expected {expected}"
+        )
     parts["key"] = parts["patient"] + "/" + parts["study"]
     return parts
 
@@ -90,8 +94,10 @@ def _binary(frame: pd.DataFrame, columns, path: Path) -> pd.DataFrame:
         text = frame[obs].str.strip()
         bad = ~text.isin(("0", "1", "0.0", "1.0")).to_numpy()
         if bad.any():
-            raise DataError(f"{path} {csv_lines(np.flatnonzero(bad))}: column {obs!r} has value "
-                            f"{frame[obs].iloc[int(np.argmax(bad))]!r}; expected 0 or 1")
+            raise DataError(
+                f"{path} {csv_lines(np.flatnonzero(bad))}: column {obs!r} has value "
+                f"{frame[obs].iloc[int(np.argmax(bad))]!r}; expected 0 or 1"
+            )
         out[obs] = text.astype(float).to_numpy()
     return pd.DataFrame(out, index=frame.index)
 
@@ -105,13 +111,17 @@ def read_study_labels(path, observations=OBSERVATIONS) -> pd.DataFrame:
     frame = _read_csv(path, "a study-level label file with a Study column and the observations as 0/1")
     missing = [c for c in ("Study", *observations) if c not in frame.columns]
     if missing:
-        raise DataError(f"{path} line 1: missing column(s) {', '.join(map(repr, missing))}; "
-                        "expected Study and one 0/1 column per observation")
+        raise DataError(
+            f"{path} line 1: missing column(s) {', '.join(map(repr, missing))}; "
+            "expected Study and one 0/1 column per observation"
+        )
     keys = parse_keys(frame["Study"], STUDY_PATTERN, path, "Study", EXPECTED_STUDY)
     dup = keys["key"].duplicated(keep=False).to_numpy()
     if dup.any():
-        raise DataError(f"{path} {csv_lines(np.flatnonzero(dup))}: study {keys['key'][dup].iloc[0]!r} appears twice; "
-                        "expected one row per study")
+        raise DataError(
+            f"{path} {csv_lines(np.flatnonzero(dup))}: study {keys['key'][dup].iloc[0]!r} appears twice; "
+            "expected one row per study"
+        )
     labels = _binary(frame, list(observations), path)
     labels.index = pd.Index(keys["key"], name="study")
     return labels
@@ -148,8 +158,10 @@ def read_image_labels(path, root=None, observations=None) -> pd.DataFrame:
     parts = parse_keys(frame["Path"], IMAGE_PATTERN, path, "Path", EXPECTED_PATH)
     dup = frame["Path"].duplicated(keep=False).to_numpy()
     if dup.any():
-        raise DataError(f"{path} {csv_lines(np.flatnonzero(dup))}: duplicate Path {frame['Path'][dup].iloc[0]!r}; "
-                        "expected each image once")
+        raise DataError(
+            f"{path} {csv_lines(np.flatnonzero(dup))}: duplicate Path {frame['Path'][dup].iloc[0]!r}; "
+            "expected each image once"
+        )
     present = [o for o in (OBSERVATIONS if observations is None else observations) if o in frame.columns]
     out = pd.concat([frame[["Path"]], _labels_or_blank(frame, present, path)], axis=1)
     out["patient"], out["study"], out["view"] = parts["patient"], parts["key"], parts["view"]
@@ -172,27 +184,34 @@ def _labels_or_blank(frame: pd.DataFrame, columns, path: Path) -> pd.DataFrame:
         text = frame[obs].str.strip()
         bad = ~text.isin(("0", "1", "0.0", "1.0", "")).to_numpy()
         if bad.any():
-            raise DataError(f"{path} {csv_lines(np.flatnonzero(bad))}: column {obs!r} has value "
-                            f"{frame[obs].iloc[int(np.argmax(bad))]!r}; expected 0, 1 or blank")
+            raise DataError(
+                f"{path} {csv_lines(np.flatnonzero(bad))}: column {obs!r} has value "
+                f"{frame[obs].iloc[int(np.argmax(bad))]!r}; expected 0, 1 or blank"
+            )
         out[obs] = pd.to_numeric(text.where(text != ""), errors="coerce").to_numpy(float)
     return pd.DataFrame(out, index=frame.index)
 
 
-def join_study_labels(images: pd.DataFrame, labels: pd.DataFrame, images_name: str = "image file",
-                      labels_name: str = "label file") -> pd.DataFrame:
+def join_study_labels(
+    images: pd.DataFrame, labels: pd.DataFrame, images_name: str = "image file", labels_name: str = "label file"
+) -> pd.DataFrame:
     """Image rows with their study's labels (by patient/study key), replacing any per-image labels.
 
     A labelled study with no image, or an image whose study has no label, is a DataError.
     """
     no_images = labels.index.difference(pd.Index(images["study"].unique()))
     if len(no_images):
-        raise DataError(f"{labels_name}: {len(no_images)} labelled stud{'y has' if len(no_images) == 1 else 'ies have'} "
-                        f"no image in {images_name} (first: {no_images[0]!r}); expected every study's images")
+        raise DataError(
+            f"{labels_name}: {len(no_images)} labelled stud{'y has' if len(no_images) == 1 else 'ies have'} "
+            f"no image in {images_name} (first: {no_images[0]!r}); expected every study's images"
+        )
     unlabelled = ~images["study"].isin(labels.index).to_numpy()
     if unlabelled.any():
         first = images["Path"].iloc[int(np.argmax(unlabelled))]
-        raise DataError(f"{images_name} {csv_lines(np.flatnonzero(unlabelled))}: image {first!r} belongs to a study "
-                        f"with no label in {labels_name}; expected a label for every image's study")
+        raise DataError(
+            f"{images_name} {csv_lines(np.flatnonzero(unlabelled))}: image {first!r} belongs to a study "
+            f"with no label in {labels_name}; expected a label for every image's study"
+        )
     out = images.drop(columns=[o for o in OBSERVATIONS if o in images.columns])
     joined = labels.reindex(columns=list(OBSERVATIONS)).loc[out["study"]].to_numpy()
     return pd.concat([out.reset_index(drop=True), pd.DataFrame(joined, columns=list(OBSERVATIONS))], axis=1)
@@ -202,10 +221,10 @@ def join_study_labels(images: pd.DataFrame, labels: pd.DataFrame, images_name: s
 class OfficialTest:
     """The official test set as read: image rows with labels, the reference labels and every reader's reads."""
 
-    frame: pd.DataFrame                 # one row per image: Path, patient, study, frontal, image, 14 labels
-    labels: pd.DataFrame                # study x observation, the 5-reader majority (groundtruth.csv)
-    readers: dict[str, pd.DataFrame]    # reader name -> study x observation reads (may be empty)
-    source: dict                        # which files were read
+    frame: pd.DataFrame  # one row per image: Path, patient, study, frontal, image, 14 labels
+    labels: pd.DataFrame  # study x observation, the 5-reader majority (groundtruth.csv)
+    readers: dict[str, pd.DataFrame]  # reader name -> study x observation reads (may be empty)
+    source: dict  # which files were read
 
     @property
     def patients(self) -> pd.Series:
@@ -223,9 +242,11 @@ def find_official_test(data_dir) -> tuple[Path, Path]:
     labels_dir, images_dir = data_dir / LABELS_REPO, data_dir / CHEXLOCALIZE
     for needed in (labels_dir / GROUNDTRUTH, images_dir / TEST_IMAGES_CSV):
         if not needed.is_file():
-            raise DataError(f"{needed}: file does not exist; expected the official test set under {data_dir}: "
-                            f"{LABELS_REPO}/ (a clone of rajpurkarlab/cheXpert-test-set-labels) and "
-                            f"{CHEXLOCALIZE}/{{test/, {TEST_IMAGES_CSV}}} from the CheXlocalize release")
+            raise DataError(
+                f"{needed}: file does not exist; expected the official test set under {data_dir}: "
+                f"{LABELS_REPO}/ (a clone of rajpurkarlab/cheXpert-test-set-labels) and "
+                f"{CHEXLOCALIZE}/{{test/, {TEST_IMAGES_CSV}}} from the CheXlocalize release"
+            )
     return labels_dir, images_dir
 
 
@@ -247,13 +268,20 @@ def read_official_test(data_dir, check_files: bool = True, readers: bool = True)
     if check_files:
         missing = np.array([not os.path.isfile(p) for p in frame["image"]])
         if missing.any():
-            raise DataError(f"{images_dir / TEST_IMAGES_CSV} {csv_lines(np.flatnonzero(missing))}: image "
-                            f"{frame['image'][missing].iloc[0]} does not exist; expected the test images beside the CSV")
+            raise DataError(
+                f"{images_dir / TEST_IMAGES_CSV} {csv_lines(np.flatnonzero(missing))}: image "
+                f"{frame['image'][missing].iloc[0]} does not exist; expected the test images beside the CSV"
+            )
     reads = read_readers(labels_dir) if readers else {}
     for name, read in reads.items():
         if not read.index.sort_values().equals(labels.index.sort_values()):
-            raise DataError(f"{reader_file(labels_dir, name)}: reads other studies than {labels_dir / GROUNDTRUTH}; "
-                            "expected the same 500 studies")
-    source = {"labels": str(labels_dir / GROUNDTRUTH), "images": str(images_dir / TEST_IMAGES_CSV),
-              "readers": {r: str(reader_file(labels_dir, r)) for r in reads}}
+            raise DataError(
+                f"{reader_file(labels_dir, name)}: reads other studies than {labels_dir / GROUNDTRUTH}; "
+                "expected the same 500 studies"
+            )
+    source = {
+        "labels": str(labels_dir / GROUNDTRUTH),
+        "images": str(images_dir / TEST_IMAGES_CSV),
+        "readers": {r: str(reader_file(labels_dir, r)) for r in reads},
+    }
     return OfficialTest(frame, labels, reads, source)

@@ -32,17 +32,17 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config_checks import check_patient_overlap
 from .data import read_chexpert
 from .device_cache import maybe_on_device
+from .devices import autocast, pick_device
 from .errors import DataError
 from .io import write_json, write_table
-from .devices import autocast, pick_device
 from .labels import COMPETITION_TASKS, MULTICLASS, OBSERVATIONS, certain_only
 from .loader import BatchLoader, image_source
 from .losses import masked_loss, probabilities
 from .metrics import per_observation
 from .models import build_model
 from .policies import Targets, get_policy
-from .rundir import SELECT, TRAIN, RunDir
 from .predict import predict_logits, write_predictions
+from .rundir import SELECT, TRAIN, RunDir
 from .train_config import SELECT_METRICS, TrainConfig, config_differences, effective_lr, make_config
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_auroc_tasks", "lr", "seconds", "images_per_s"]
@@ -55,6 +55,7 @@ class TrainingDiverged(RuntimeError):
 @dataclass
 class LabelledImages:
     """One CSV's rows, their images (cache or JPEGs) and the training targets for them."""
+
     frame: pd.DataFrame
     images: object
     values: torch.Tensor
@@ -64,8 +65,9 @@ class LabelledImages:
 def load_labelled_images(csv_path: Path, root: Path, cfg: TrainConfig, targets, rank: int) -> LabelledImages:
     """Read and validate a CSV, open its image cache (rank 0 builds it), compute ``targets(frame)``."""
     frame = read_chexpert(csv_path, root=root)
-    source = lambda: image_source(frame, cfg.image_size, cfg.resize_method, cfg.use_cache, paths.resolve(cfg.cache_dir),
-                                  cfg.cache_check)
+    source = lambda: image_source(
+        frame, cfg.image_size, cfg.resize_method, cfg.use_cache, paths.resolve(cfg.cache_dir), cfg.cache_check
+    )
     if rank == 0:
         images = source()
     _barrier()  # other ranks reuse the cache rank 0 built
@@ -86,7 +88,9 @@ def certain_targets(head: str):
     return targets
 
 
-def train_one_epoch(model, head, optimizer, loader, split: LabelledImages, device, cfg: TrainConfig, epoch: int, show: bool):
+def train_one_epoch(
+    model, head, optimizer, loader, split: LabelledImages, device, cfg: TrainConfig, epoch: int, show: bool
+):
     """One pass over the training batches; returns mean loss, seconds and images/s.
 
     The loss is summed on the device and read on the host only every ``cfg.loss_sync_every`` steps
@@ -117,8 +121,10 @@ def train_one_epoch(model, head, optimizer, loader, split: LabelledImages, devic
         total_images += len(rows)
         if (step + 1) % cfg.loss_sync_every == 0:
             checked = _check_finite(total_loss, epoch, checked, step)
-            bar.set_postfix(loss=f"{total_loss.item() / total_images:.4f}",
-                            img_s=f"{total_images / (time.perf_counter() - start):.1f}")
+            bar.set_postfix(
+                loss=f"{total_loss.item() / total_images:.4f}",
+                img_s=f"{total_images / (time.perf_counter() - start):.1f}",
+            )
     _check_finite(total_loss, epoch, checked, step)
     seconds = time.perf_counter() - start
     mean_loss = _all_ranks_mean(total_loss.item() / max(total_images, 1), device)
@@ -129,8 +135,10 @@ def _check_finite(total_loss: torch.Tensor, epoch: int, checked: int, step: int)
     """Read the summed loss (a host sync); raise TrainingDiverged when a step since ``checked`` was not finite."""
     value = total_loss.item()
     if not math.isfinite(value):
-        raise TrainingDiverged(f"loss became {value} at epoch {epoch + 1}, between steps {checked + 1} and {step + 1}; "
-                               "stopped, the last good checkpoint is kept (try a lower lr)")
+        raise TrainingDiverged(
+            f"loss became {value} at epoch {epoch + 1}, between steps {checked + 1} and {step + 1}; "
+            "stopped, the last good checkpoint is kept (try a lower lr)"
+        )
     return step + 1
 
 
@@ -177,13 +185,23 @@ def _fit(cfg: TrainConfig) -> Path:
         _check_leakage(cfg, chexpert_dir)
         train_csv = _csv(cfg.train_csv, chexpert_dir / "train.csv")
         train = load_labelled_images(train_csv, chexpert_dir.parent, cfg, policy.targets, rank)
-        valid = load_labelled_images(_csv(cfg.valid_csv, chexpert_dir / "valid.csv"), chexpert_dir.parent, cfg,
-                           certain_targets(policy.head), rank)
+        valid = load_labelled_images(
+            _csv(cfg.valid_csv, chexpert_dir / "valid.csv"),
+            chexpert_dir.parent,
+            cfg,
+            certain_targets(policy.head),
+            rank,
+        )
         model = build_model(cfg.backbone, policy.head, cfg.pretrained).to(device)
         if cfg.channels_last and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=effective_lr(cfg), betas=tuple(cfg.betas),
-                                     weight_decay=cfg.weight_decay, **_adam_impl(cfg.adam_impl, device))
+        optimizer = torch.optim.Adam(
+            model.parameters(),
+            lr=effective_lr(cfg),
+            betas=tuple(cfg.betas),
+            weight_decay=cfg.weight_decay,
+            **_adam_impl(cfg.adam_impl, device),
+        )
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
         start_epoch, history, best = _resume(run.checkpoint, cfg, model, optimizer, scheduler)
         if rank == 0:
@@ -191,12 +209,22 @@ def _fit(cfg: TrainConfig) -> Path:
         trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
         if cfg.compile:
             trained = torch.compile(trained)
-        loader = BatchLoader(maybe_on_device(train.images, device, cfg.cache_on_device), cfg.batch_size, shuffle=True,
-                             seed=cfg.seed, workers=cfg.workers, pin_memory=device.type == "cuda", rank=rank,
-                             world=world, drop_last=cfg.drop_last)
+        loader = BatchLoader(
+            maybe_on_device(train.images, device, cfg.cache_on_device),
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            workers=cfg.workers,
+            pin_memory=device.type == "cuda",
+            rank=rank,
+            world=world,
+            drop_last=cfg.drop_last,
+        )
         if len(loader) == 0:
-            raise DataError(f"{train_csv}: {len(train.frame)} images give no "
-                            f"full batch of {cfg.batch_size} (drop_last); lower batch_size or set drop_last false")
+            raise DataError(
+                f"{train_csv}: {len(train.frame)} images give no "
+                f"full batch of {cfg.batch_size} (drop_last); lower batch_size or set drop_last false"
+            )
         for epoch in range(start_epoch, cfg.epochs):
             lr = optimizer.param_groups[0]["lr"]
             stats = train_one_epoch(trained, policy.head, optimizer, loader, train, device, cfg, epoch, show=rank == 0)
@@ -221,11 +249,20 @@ def _save_epoch(run: RunDir, cfg, model, optimizer, scheduler, epoch: int, histo
     config = dataclasses.asdict(cfg)
     if metric > best or not run.best.is_file():
         best = metric if math.isfinite(metric) else best
-        save_checkpoint({"model": model.state_dict(), "epoch": epoch, "metric": metric, "config": config},
-                        run.best)
-    save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "history": history,
-                     "rng": torch.get_rng_state(), "config": config}, run.checkpoint)
+        save_checkpoint({"model": model.state_dict(), "epoch": epoch, "metric": metric, "config": config}, run.best)
+    save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "best": best,
+            "history": history,
+            "rng": torch.get_rng_state(),
+            "config": config,
+        },
+        run.checkpoint,
+    )
     return best
 
 
@@ -233,12 +270,15 @@ def _resume(path: Path, cfg: TrainConfig, model, optimizer, scheduler) -> tuple[
     """Restore a run from checkpoint.pt (same config required); (0, [], -inf) for a new run."""
     if not path.is_file():
         return 0, [], -math.inf
-    state = load_checkpoint(path, require=("model", "optimizer", "scheduler", "epoch", "best", "history", "rng",
-                                           "config"))
+    state = load_checkpoint(
+        path, require=("model", "optimizer", "scheduler", "epoch", "best", "history", "rng", "config")
+    )
     changed = config_differences(state["config"], cfg)
     if changed:
-        raise CheckpointError(f"{path}: was trained with other settings ({', '.join(changed)}); "
-                              "use another run_dir or delete the run to start over")
+        raise CheckpointError(
+            f"{path}: was trained with other settings ({', '.join(changed)}); "
+            "use another run_dir or delete the run to start over"
+        )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -262,19 +302,36 @@ def _adam_impl(name: str, device) -> dict:
 
 
 def _config_record(cfg: TrainConfig, policy, n_train: int, n_valid: int, world: int) -> dict:
-    return {**dataclasses.asdict(cfg), "lr_effective": effective_lr(cfg),
-            "policy_resolved": policy.describe(), "head": policy.head,
-            "train_images": n_train, "valid_images": n_valid, "world_size": world,
-            "versions": {"chexutils": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-                         "python": sys.version.split()[0]}}
+    return {
+        **dataclasses.asdict(cfg),
+        "lr_effective": effective_lr(cfg),
+        "policy_resolved": policy.describe(),
+        "head": policy.head,
+        "train_images": n_train,
+        "valid_images": n_valid,
+        "world_size": world,
+        "versions": {
+            "chexutils": __version__,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "python": sys.version.split()[0],
+        },
+    }
 
 
 def _check_leakage(cfg: TrainConfig, chexpert_dir: Path) -> None:
     """Before any cache is built: refuse a valid CSV sharing patients with the training CSV (unless allowed)."""
-    train_csv, valid_csv = _csv(cfg.train_csv, chexpert_dir / "train.csv"), _csv(cfg.valid_csv, chexpert_dir / "valid.csv")
-    check_patient_overlap(read_chexpert(train_csv, chexpert_dir.parent, check_files=False),
-                          read_chexpert(valid_csv, chexpert_dir.parent, check_files=False),
-                          train_csv, valid_csv, cfg.allow_patient_overlap)
+    train_csv, valid_csv = (
+        _csv(cfg.train_csv, chexpert_dir / "train.csv"),
+        _csv(cfg.valid_csv, chexpert_dir / "valid.csv"),
+    )
+    check_patient_overlap(
+        read_chexpert(train_csv, chexpert_dir.parent, check_files=False),
+        read_chexpert(valid_csv, chexpert_dir.parent, check_files=False),
+        train_csv,
+        valid_csv,
+        cfg.allow_patient_overlap,
+    )
 
 
 def _csv(given: str, default: Path) -> Path:
@@ -303,8 +360,9 @@ def _all_ranks_mean(value: float, device) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chexutils.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m chexutils.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", help="YAML file with TrainConfig keys (flat, or under 'train:')")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override keys (YAML values)")
     args = parser.parse_args(argv)

@@ -19,12 +19,28 @@ from .calibration import N_BINS, bin_table, brier_score, expected_calibration_er
 from .evaluate import LEVELS, RunScores, load_run_scores  # noqa: F401  (load_run_scores: the browser's input)
 from .gallery import KINDS, gallery_cases, gallery_figure, load_images
 from .labels import OBSERVATIONS
-from .rundir import OFFICIAL_VALID
 from .metrics import certain_scores, metric_text, one_class_note
 from .operating_points import choose_threshold, describe_rule, operating_point  # noqa: F401  (re-exported)
+from .rundir import OFFICIAL_VALID
 
-STATE_COLUMNS = ("n", "positives", "negatives", "auroc", "ece", "brier", "threshold", "sensitivity", "specificity",
-                 "ppv", "npv", "tp", "fp", "tn", "fn", "note")
+STATE_COLUMNS = (
+    "n",
+    "positives",
+    "negatives",
+    "auroc",
+    "ece",
+    "brier",
+    "threshold",
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
+    "note",
+)
 
 
 def roc_points(y: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
@@ -50,9 +66,16 @@ def run_state(run: RunScores, observation: str, level: str, threshold: float) ->
     y, s = certain_scores(labels[observation], scores[observation])
     note = one_class_note(y)
     auroc = float("nan") if note else float(roc_auc_score(y, s))
-    return {"n": len(y), "positives": int(y.sum()), "negatives": int(len(y) - y.sum()), "auroc": auroc,
-            "ece": expected_calibration_error(y, s), "brier": brier_score(y, s), **operating_point(y, s, threshold),
-            "note": note}
+    return {
+        "n": len(y),
+        "positives": int(y.sum()),
+        "negatives": int(len(y) - y.sum()),
+        "auroc": auroc,
+        "ece": expected_calibration_error(y, s),
+        "brier": brier_score(y, s),
+        **operating_point(y, s, threshold),
+        "note": note,
+    }
 
 
 def state_html(state: pd.DataFrame) -> str:
@@ -65,19 +88,20 @@ def state_html(state: pd.DataFrame) -> str:
 def plot_rocs(curves: dict, state: pd.DataFrame, title: str, calibration: dict | None = None):
     """ROC curves (one per run, AUC in the legend, operating point marked) and, when ``calibration``
     maps run names to ``calibration.bin_table`` frames, the reliability curves beside them."""
-    fig, axes = plt.subplots(1, 2 if calibration is not None else 1, figsize=(13, 6) if calibration is not None
-                             else (7, 6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if calibration is not None else 1, figsize=(13, 6) if calibration is not None else (7, 6), squeeze=False
+    )
     ax = axes[0, 0]
     ax.plot([0, 1], [0, 1], color="0.75", linestyle="--", linewidth=1)
     colors = {}
     for name, points in curves.items():
         row = state.loc[name]
         if row["note"]:
-            line, = ax.plot([], [], label=f"{name} (AUC n/a: {row['note']})")
+            (line,) = ax.plot([], [], label=f"{name} (AUC n/a: {row['note']})")
             colors[name] = line.get_color()
             continue
         legend = metric_text(row["auroc"], None, None, row["positives"], row["negatives"])
-        line, = ax.plot(points["fpr"], points["tpr"], linewidth=2, label=f"{name} (AUC {legend})")
+        (line,) = ax.plot(points["fpr"], points["tpr"], linewidth=2, label=f"{name} (AUC {legend})")
         colors[name] = line.get_color()
         ax.plot(1 - row["specificity"], row["sensitivity"], "o", color=line.get_color(), markersize=9, clip_on=False)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (FPR)", ylabel="sensitivity (TPR)", title=title)
@@ -88,12 +112,22 @@ def plot_rocs(curves: dict, state: pd.DataFrame, title: str, calibration: dict |
         ax.plot([0, 1], [0, 1], color="0.75", linestyle="--", linewidth=1)
         for name, bins in calibration.items():
             filled = bins[bins["count"] > 0]
-            ax.plot(filled["mean_predicted"], filled["fraction_positive"], "o-", color=colors.get(name),
-                    label=f"{name} (ECE {state.loc[name, 'ece']:.3f})")
+            ax.plot(
+                filled["mean_predicted"],
+                filled["fraction_positive"],
+                "o-",
+                color=colors.get(name),
+                label=f"{name} (ECE {state.loc[name, 'ece']:.3f})",
+            )
         if len(state):
             ax.axvline(state["threshold"].iloc[0], color="0.4", linestyle=":", linewidth=1.5, label="threshold")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=f"mean predicted probability ({N_BINS} equal-width bins)",
-               ylabel="fraction positive", title="calibration (reliability)")
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+            xlabel=f"mean predicted probability ({N_BINS} equal-width bins)",
+            ylabel="fraction positive",
+            title="calibration (reliability)",
+        )
         if calibration:
             ax.legend(loc="upper left", fontsize=10)
     fig.tight_layout()
@@ -125,8 +159,15 @@ class RocBrowser:
     ``overlay(paths, observation) -> list of HxWx3 uint8 arrays`` draws the gallery images (default grayscale).
     """
 
-    def __init__(self, runs: list[RunScores], image_root=None, overlay=None, rule: str = "youden",
-                 gallery_size: int = 4, set_name: str = "the shown set"):
+    def __init__(
+        self,
+        runs: list[RunScores],
+        image_root=None,
+        overlay=None,
+        rule: str = "youden",
+        gallery_size: int = 4,
+        set_name: str = "the shown set",
+    ):
         names = [run.name for run in runs]
         if not runs or len(set(names)) != len(names):
             raise ValueError(f"expected at least one run, with distinct names; got {names}")
@@ -135,21 +176,40 @@ class RocBrowser:
         self.image_root, self.overlay, self.rule = image_root, overlay, rule
         self.gallery_size, self.set_name = gallery_size, set_name
         self._holding = False
-        self.runs_select = W.SelectMultiple(options=names, value=tuple(names), description="runs",
-                                            rows=min(len(names), 8), layout=W.Layout(width="420px"))
-        self.observation_select = W.Dropdown(options=list(OBSERVATIONS), value=OBSERVATIONS[0],
-                                             description="observation")
+        self.runs_select = W.SelectMultiple(
+            options=names,
+            value=tuple(names),
+            description="runs",
+            rows=min(len(names), 8),
+            layout=W.Layout(width="420px"),
+        )
+        self.observation_select = W.Dropdown(
+            options=list(OBSERVATIONS), value=OBSERVATIONS[0], description="observation"
+        )
         self.level_toggle = W.ToggleButtons(options=list(LEVELS), value="study", description="level")
-        self.threshold_slider = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.001, description="threshold",
-                                              readout_format=".3f", continuous_update=False,
-                                              layout=W.Layout(width="420px"))
+        self.threshold_slider = W.FloatSlider(
+            value=0.5,
+            min=0.0,
+            max=1.0,
+            step=0.001,
+            description="threshold",
+            readout_format=".3f",
+            continuous_update=False,
+            layout=W.Layout(width="420px"),
+        )
         self.rule_button = W.Button(description=f"reset to {rule}")
         self.caption = W.HTML()
         self.output = W.Output(layout=W.Layout(min_width="1000px"))
         self.table = W.HTML()
         self.gallery = W.Output()
-        controls = W.VBox([self.runs_select, self.observation_select, self.level_toggle,
-                           W.HBox([self.threshold_slider, self.rule_button])])
+        controls = W.VBox(
+            [
+                self.runs_select,
+                self.observation_select,
+                self.level_toggle,
+                W.HBox([self.threshold_slider, self.rule_button]),
+            ]
+        )
         self.box = W.VBox([controls, self.caption, self.output, self.table, self.gallery])
         self.runs_select.observe(self.refresh, names="value")
         self.threshold_slider.observe(self.refresh, names="value")
@@ -171,13 +231,16 @@ class RocBrowser:
         """(threshold by the rule for the first selected run at the current observation and level, caption)."""
         run = (self.selected() or list(self.runs.values()))[0]
         labels, scores = run.level(self.level_toggle.value)
-        threshold, note = choose_threshold(*certain_scores(labels[self.observation_select.value],
-                                                           scores[self.observation_select.value]), self.rule)
-        where = (f"{run.name}, {self.observation_select.value}, {self.level_toggle.value} level, on {self.set_name}")
+        threshold, note = choose_threshold(
+            *certain_scores(labels[self.observation_select.value], scores[self.observation_select.value]), self.rule
+        )
+        where = f"{run.name}, {self.observation_select.value}, {self.level_toggle.value} level, on {self.set_name}"
         if note:
             return threshold, f"Threshold not set by {self.rule} ({where}): {note}."
-        return threshold, (f"Threshold set to {threshold:.3f} by {describe_rule(self.rule)}, chosen on {where} "
-                           "(so its rates here are optimistic; notebook 04 reports thresholds on another set).")
+        return threshold, (
+            f"Threshold set to {threshold:.3f} by {describe_rule(self.rule)}, chosen on {where} "
+            "(so its rates here are optimistic; notebook 04 reports thresholds on another set)."
+        )
 
     def reset_threshold(self, change=None) -> None:
         """Move the threshold to the rule's (when defined) and redraw once."""
@@ -201,8 +264,13 @@ class RocBrowser:
         selected = self.selected()
         if not selected:
             return pd.DataFrame(columns=["kind", "key", "score", "label", "path"])
-        return gallery_cases(selected[0], self.observation_select.value, self.level_toggle.value,
-                             self.threshold_slider.value, self.gallery_size)
+        return gallery_cases(
+            selected[0],
+            self.observation_select.value,
+            self.level_toggle.value,
+            self.threshold_slider.value,
+            self.gallery_size,
+        )
 
     def figures(self) -> tuple:
         """(ROC + reliability figure, gallery figure or None) for the current widget values; the caller closes them."""
@@ -219,9 +287,13 @@ class RocBrowser:
         cases = self.cases()
         if self.image_root is not None and len(cases):
             images = load_images([Path(self.image_root) / p for p in cases["path"]], obs, self.overlay)
-            gallery = gallery_figure(cases, images, self.gallery_size,
-                                     f"{self.selected()[0].name}: {obs}, {level} level, "
-                                     f"threshold {self.threshold_slider.value:.3f} (score >= threshold is positive)")
+            gallery = gallery_figure(
+                cases,
+                images,
+                self.gallery_size,
+                f"{self.selected()[0].name}: {obs}, {level} level, "
+                f"threshold {self.threshold_slider.value:.3f} (score >= threshold is positive)",
+            )
         return view, gallery
 
     def refresh(self, change=None) -> None:
@@ -232,8 +304,11 @@ class RocBrowser:
         title = view.axes[0].get_title()
         self.output.outputs = _png_output(figure_png(view), f"<ROC and reliability plot: {title}>")
         if gallery is None:
-            text = ("no image_root given: no gallery" if self.image_root is None
-                    else f"no {', '.join(KINDS)} at this threshold")
+            text = (
+                "no image_root given: no gallery"
+                if self.image_root is None
+                else f"no {', '.join(KINDS)} at this threshold"
+            )
             self.gallery.outputs = ({"output_type": "display_data", "metadata": {}, "data": {"text/plain": text}},)
         else:
             self.gallery.outputs = _png_output(figure_png(gallery), f"<gallery: {title}>")
@@ -248,8 +323,12 @@ class RocBrowser:
         from IPython.display import Image, Markdown, display
 
         display(self.box)
-        display(Markdown(f"*Static picture of the view as first shown (for readers without a running kernel).* "
-                         f"{self.caption.value}"))
+        display(
+            Markdown(
+                f"*Static picture of the view as first shown (for readers without a running kernel).* "
+                f"{self.caption.value}"
+            )
+        )
         for output in (self.output, self.gallery):
             for item in output.outputs:
                 if "image/png" in item["data"]:

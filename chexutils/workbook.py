@@ -30,8 +30,8 @@ from traitlets.config import Config as TraitletsConfig
 from . import locks, parallel, paths
 from .errors import DataError
 from .io import write_json
-from .sweep_summary import what_was_run
 from .runner_guards import check_folder_name, check_inside, code_digest, notebook_defaults, read_marker, sha, why_rerun
+from .sweep_summary import what_was_run
 
 REPORT_SECTIONS = ("comparison.md", "phantom_check.md", "official_test.md")  # written by 05, 07, 06; in report.md
 # CurveZMQ keys for each kernel (its kernelspec declares support): the kernel's traffic is encrypted,
@@ -75,8 +75,10 @@ class Config:
         if not self.grid:
             return []
         keys = list(self.grid)
-        return [("_".join(_name_part(k, v) for k, v in zip(keys, values)), dict(zip(keys, values)))
-                for values in itertools.product(*(self.grid[k] for k in keys))]
+        return [
+            ("_".join(_name_part(k, v) for k, v in zip(keys, values)), dict(zip(keys, values)))
+            for values in itertools.product(*(self.grid[k] for k in keys))
+        ]
 
 
 def _name_part(key: str, value) -> str:
@@ -110,29 +112,45 @@ def load_config(path, output_root=None) -> Config:
         raise DataError(f"{path} line 1: expected a mapping with keys {', '.join(sorted(CONFIG_KEYS))}")
     unknown = set(raw) - CONFIG_KEYS
     if unknown:
-        raise DataError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(CONFIG_KEYS))}")
+        raise DataError(
+            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(CONFIG_KEYS))}"
+        )
     check_folder_name(raw.get("name"), f"{path}: key 'name'")
     steps, seen = [], {}
     for i, item in enumerate(raw.get("steps") or []):
         if not isinstance(item, dict) or "notebook" not in item or set(item) - STEP_KEYS:
-            raise DataError(f"{path}: steps[{i}] must be a mapping with 'notebook' and optional 'parameters', "
-                            "'per_run', 'runs'")
+            raise DataError(
+                f"{path}: steps[{i}] must be a mapping with 'notebook' and optional 'parameters', 'per_run', 'runs'"
+            )
         if not (paths.NOTEBOOK_DIR / item["notebook"]).is_file():
             raise DataError(f"{path}: steps[{i}] names {item['notebook']!r}, which is not in {paths.NOTEBOOK_DIR}")
         runs = _step_runs(path, i, item["runs"]) if "runs" in item else None
         stem = Path(item["notebook"]).stem
         seen[stem] = seen.get(stem, 0) + 1
-        steps.append(Step(item["notebook"], dict(item.get("parameters") or {}),
-                          bool(item.get("per_run", False)) or runs is not None, runs,
-                          stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
+        steps.append(
+            Step(
+                item["notebook"],
+                dict(item.get("parameters") or {}),
+                bool(item.get("per_run", False)) or runs is not None,
+                runs,
+                stem if seen[stem] == 1 else f"{stem}-{seen[stem]}",
+            )
+        )
     if not steps:
         raise DataError(f"{path}: key 'steps' must list at least one notebook")
     grid = raw.get("grid") or {}
     if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
         raise DataError(f"{path}: key 'grid' must map each name to a non-empty list of values")
-    config = Config(path, raw["name"], dict(raw.get("parameters") or {}), steps, grid, raw.get("kernel"),
-                    paths.resolve(output_root) if output_root else paths.OUTPUT_DIR,
-                    parallel.check_slurm(path, raw.get("slurm")))
+    config = Config(
+        path,
+        raw["name"],
+        dict(raw.get("parameters") or {}),
+        steps,
+        grid,
+        raw.get("kernel"),
+        paths.resolve(output_root) if output_root else paths.OUTPUT_DIR,
+        parallel.check_slurm(path, raw.get("slurm")),
+    )
     _check_parameters_declared(config)
     for run_name, _ in config.runs():
         check_folder_name(run_name, f"{path}: grid run {run_name!r}")
@@ -148,10 +166,14 @@ def _step_runs(path: Path, i: int, runs) -> list[tuple[str, dict]]:
     for j, run in enumerate(runs):
         name = run.get("name") if isinstance(run, dict) else None
         if not isinstance(name, str) or not name.strip() or "/" in name or name in {n for n, _ in out}:
-            raise DataError(f"{path}: steps[{i}].runs[{j}] needs a 'name' that is a new folder name "
-                            f"(no '/', not used twice); got {name!r}")
+            raise DataError(
+                f"{path}: steps[{i}].runs[{j}] needs a 'name' that is a new folder name "
+                f"(no '/', not used twice); got {name!r}"
+            )
         out.append((name, {k: v for k, v in run.items() if k != "name"}))
     return out
+
+
 def _check_training_values(config: Config) -> None:
     """Every grid point's training values (types, ranges, policy, backbone, size), before any step runs."""
     from .config_checks import check_train_values
@@ -168,7 +190,7 @@ def _check_training_values(config: Config) -> None:
             check_train_values(values, f"{config.path}: run {run[0] if run else '-'}, {step.notebook}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _declared(notebook: str) -> frozenset[str]:
     """Names the notebook's parameters cell declares (read once per runner process)."""
     return frozenset(papermill.inspect_notebook(str(paths.NOTEBOOK_DIR / notebook)))
@@ -177,13 +199,21 @@ def _declared(notebook: str) -> frozenset[str]:
 def _check_parameters_declared(config: Config) -> None:
     """Fail on a parameter no notebook declares (a typo would otherwise be silently ignored)."""
     declared = set().union(*(_declared(s.notebook) for s in config.steps))
-    for where, names in [("parameters", config.parameters), ("grid", config.grid)] + [
-            (f"steps[{i}].parameters", s.parameters) for i, s in enumerate(config.steps)] + [
-            (f"steps[{i}].runs[{j}]", values) for i, s in enumerate(config.steps) for j, (_, values) in enumerate(s.runs or [])]:
+    for where, names in (
+        [("parameters", config.parameters), ("grid", config.grid)]
+        + [(f"steps[{i}].parameters", s.parameters) for i, s in enumerate(config.steps)]
+        + [
+            (f"steps[{i}].runs[{j}]", values)
+            for i, s in enumerate(config.steps)
+            for j, (_, values) in enumerate(s.runs or [])
+        ]
+    ):
         unknown = {name for name in names if name.partition(".")[0] not in declared}
         if unknown:
-            raise DataError(f"{config.path}: {where} has {', '.join(sorted(unknown))}, which no step's notebook "
-                            f"declares; declared: {', '.join(sorted(declared))}")
+            raise DataError(
+                f"{config.path}: {where} has {', '.join(sorted(unknown))}, which no step's notebook "
+                f"declares; declared: {', '.join(sorted(declared))}"
+            )
 
 
 def step_parameters(config: Config, step: Step, run: tuple[str, dict] | None) -> dict:
@@ -245,15 +275,21 @@ def _execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     folder = config.output_dir / run[0] if run else config.output_dir / "notebooks"
     output = check_inside(folder / f"{step.key}.ipynb", config.output_root, "executed notebook")
     params = step_parameters(config, step, run)
-    parts = {"notebook": sha(source.read_bytes()), "parameters": sha(json.dumps(params, sort_keys=True).encode()),
-             "input files": _input_files_digest(params).hex(), "chexutils": code_digest()}
+    parts = {
+        "notebook": sha(source.read_bytes()),
+        "parameters": sha(json.dumps(params, sort_keys=True).encode()),
+        "input files": _input_files_digest(params).hex(),
+        "chexutils": code_digest(),
+    }
     digest = sha(json.dumps(parts, sort_keys=True).encode())
     marker = config.output_dir / ".done" / f"{step.key}{'__' + run[0] if run else ''}.json"
     label = f"{step.key}.ipynb" + (f" [{run[0]}]" if run else "")
     previous = read_marker(marker) if output.is_file() else {}
     if not force and previous.get("digest") == digest:
-        log(f"skip   {label} (notebook, parameters, input files and chexutils unchanged since it succeeded "
-            f"{previous.get('finished', '')}; --force re-runs it)")
+        log(
+            f"skip   {label} (notebook, parameters, input files and chexutils unchanged since it succeeded "
+            f"{previous.get('finished', '')}; --force re-runs it)"
+        )
         return Outcome(step.notebook, run[0] if run else None, "skipped", 0.0, output)
     folder.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
@@ -265,9 +301,16 @@ def _execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     log(f"run    {label} ({why_rerun(previous, parts, force)})")
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(str(source), str(output), parameters=params, cwd=str(paths.PROJECT_ROOT),
-                                   kernel_name=config.kernel, progress_bar=False, log_output=False,
-                                   config=KERNEL_CONFIG)
+        papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters=params,
+            cwd=str(paths.PROJECT_ROOT),
+            kernel_name=config.kernel,
+            progress_bar=False,
+            log_output=False,
+            config=KERNEL_CONFIG,
+        )
     except Exception as err:  # papermill keeps the executed notebook with its error cell
         seconds = time.perf_counter() - start
         name = getattr(err, "ename", type(err).__name__)  # the notebook's exception, not papermill's wrapper
@@ -277,8 +320,16 @@ def _execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
         return Outcome(step.notebook, run[0] if run else None, "failed", seconds, output, message)
     seconds = time.perf_counter() - start
     last_good.unlink(missing_ok=True)
-    write_json(marker, {"digest": digest, "parts": parts, "seconds": seconds, "parameters": params,
-                        "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    write_json(
+        marker,
+        {
+            "digest": digest,
+            "parts": parts,
+            "seconds": seconds,
+            "parameters": params,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
     log(f"ok     {label} ({seconds:.1f} s)")
     return Outcome(step.notebook, run[0] if run else None, "ok", seconds, output)
 
@@ -306,13 +357,23 @@ def _input_files_digest(params: dict) -> bytes:
 def write_report(config: Config, outcomes: list[Outcome]) -> Path:
     """``output/<name>/report.md``: each step's status and time, links to notebooks and figures."""
     root = config.output_dir
-    lines = [f"# Workbook report: {config.name}", "", f"Config: `{config.path.name}`", "",
-             *what_was_run(config, step_parameters), "## Steps", "",
-             "| step | run | status | seconds | notebook |", "|---|---|---|---:|---|"]
+    lines = [
+        f"# Workbook report: {config.name}",
+        "",
+        f"Config: `{config.path.name}`",
+        "",
+        *what_was_run(config, step_parameters),
+        "## Steps",
+        "",
+        "| step | run | status | seconds | notebook |",
+        "|---|---|---|---:|---|",
+    ]
     for o in outcomes:
         rel = o.output.relative_to(root) if o.output.is_relative_to(root) else o.output
-        lines.append(f"| {o.step} | {o.run or ''} | {o.status}{': ' + o.error if o.error else ''} | "
-                     f"{o.seconds:.1f} | [{rel}]({rel}) |")
+        lines.append(
+            f"| {o.step} | {o.run or ''} | {o.status}{': ' + o.error if o.error else ''} | "
+            f"{o.seconds:.1f} | [{rel}]({rel}) |"
+        )
     for section in REPORT_SECTIONS:
         if (root / section).is_file():
             lines += ["", (root / section).read_text()]
@@ -325,17 +386,25 @@ def write_report(config: Config, outcomes: list[Outcome]) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chexutils.workbook", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m chexutils.workbook", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute the notebooks of a config")
     run.add_argument("config", help="a YAML file, e.g. configs/demo.yaml")
     run.add_argument("--force", action="store_true", help="re-execute steps that already succeeded")
     run.add_argument("--output-root", default=None, help="folder for <name>/ (default: output/)")
-    run.add_argument("--jobs", type=int, default=1, help="grid points run at once, each on its own GPU(s) or "
-                     "share of the cores (chexutils.parallel)")
-    run.add_argument("--slurm", action="store_true", help="submit each grid point as a job through submitit, "
-                     "with the config's slurm: section")
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="grid points run at once, each on its own GPU(s) or share of the cores (chexutils.parallel)",
+    )
+    run.add_argument(
+        "--slurm",
+        action="store_true",
+        help="submit each grid point as a job through submitit, with the config's slurm: section",
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.output_root)

@@ -17,9 +17,13 @@ def chexpert_rows(n: int = 4, prefix: str = "CheXpert-v1.0-small") -> pd.DataFra
     for i in range(n):
         patient, study, view = 1 + i // 2, 1, 1 + i % 2
         kind = "frontal" if view == 1 else "lateral"
-        row = {"Path": f"{prefix}/train/patient{patient:05d}/study{study}/view{view}_{kind}.jpg",
-               "Sex": "Female" if i % 3 else "Male", "Age": str(40 + i),
-               "Frontal/Lateral": kind.capitalize(), "AP/PA": "AP" if kind == "frontal" else ""}
+        row = {
+            "Path": f"{prefix}/train/patient{patient:05d}/study{study}/view{view}_{kind}.jpg",
+            "Sex": "Female" if i % 3 else "Male",
+            "Age": str(40 + i),
+            "Frontal/Lateral": kind.capitalize(),
+            "AP/PA": "AP" if kind == "frontal" else "",
+        }
         row.update({obs: ["1.0", "0.0", "-1.0", ""][(i + j) % 4] for j, obs in enumerate(OBSERVATIONS)})
         rows.append(row)
     return pd.DataFrame(rows, columns=list(CSV_COLUMNS))

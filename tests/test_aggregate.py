@@ -9,8 +9,12 @@ from chexutils.labels import OBSERVATIONS
 
 def _frame():
     """Three studies: s1 with frontal+lateral, s2 with one frontal, s3 with one lateral."""
-    rows = [("patient00001", "patient00001/study1", True), ("patient00001", "patient00001/study1", False),
-            ("patient00002", "patient00002/study1", True), ("patient00003", "patient00003/study1", False)]
+    rows = [
+        ("patient00001", "patient00001/study1", True),
+        ("patient00001", "patient00001/study1", False),
+        ("patient00002", "patient00002/study1", True),
+        ("patient00003", "patient00003/study1", False),
+    ]
     frame = pd.DataFrame(rows, columns=["patient", "study", "frontal"])
     for i, obs in enumerate(OBSERVATIONS):
         frame[obs] = [1.0, 1.0, 0.0, np.nan] if i % 2 else [-1.0, -1.0, 1.0, 0.0]
@@ -50,5 +54,7 @@ def test_other_aggregations(how, expected):
 def test_images_of_a_study_disagreeing_on_a_label_is_an_error():
     frame, probs = _frame()
     frame.loc[1, "Edema"] = 0.0
-    with pytest.raises(DataError, match=r"study patient00001/study1: its images disagree on 'Edema' \(CSV lines 2, 3\)"):
+    with pytest.raises(
+        DataError, match=r"study patient00001/study1: its images disagree on 'Edema' \(CSV lines 2, 3\)"
+    ):
         aggregate_studies(frame, probs)

@@ -18,7 +18,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from test_widgets import frame, write_images, write_run  # noqa: F401  (frame: a fixture)
 
 pytestmark = pytest.mark.browser
@@ -47,20 +46,37 @@ def lab(tmp_path, frame):  # noqa: F811
         write_run(tmp_path, frame, name, seed)
     write_images(tmp_path, frame)
     frame.to_csv(tmp_path / "frame.csv", index=False)
-    notebook = {"cells": [{"cell_type": "code", "metadata": {}, "source": CELL, "outputs": [], "execution_count": None}],
-                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-                "nbformat": 4, "nbformat_minor": 5}
+    notebook = {
+        "cells": [{"cell_type": "code", "metadata": {}, "source": CELL, "outputs": [], "execution_count": None}],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     (tmp_path / "browser.ipynb").write_text(json.dumps(notebook))
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     log = (tmp_path / "jupyterlab.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--ServerApp.port_retries=0",
-         "--ServerApp.terminals_enabled=False", "--LabApp.extension_manager=readonly",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         *(["--allow-root"] if os.geteuid() == 0 else [])],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={tmp_path}",
+            "--ServerApp.port_retries=0",
+            "--ServerApp.terminals_enabled=False",
+            "--LabApp.extension_manager=readonly",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -70,7 +86,9 @@ def lab(tmp_path, frame):  # noqa: F811
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError(f"JupyterLab did not start: {(tmp_path / 'jupyterlab.log').read_text()[-2000:]}")
+                    raise AssertionError(
+                        f"JupyterLab did not start: {(tmp_path / 'jupyterlab.log').read_text()[-2000:]}"
+                    ) from None
                 time.sleep(1)
         yield f"{url}/lab/tree/browser.ipynb?token={token}"
     finally:
@@ -98,8 +116,9 @@ def _wait_until(page, condition, what: str) -> dict:
         if now["plot"] and now["gallery"] and condition(now):
             return now
         page.wait_for_timeout(500)
-    raise AssertionError(f"the browser never showed {what} within {WAIT_MS / 1000:.0f} s; "
-                         f"last table: {_sources(page)['table']!r}")
+    raise AssertionError(
+        f"the browser never showed {what} within {WAIT_MS / 1000:.0f} s; last table: {_sources(page)['table']!r}"
+    )
 
 
 def _changed(before: dict, after: dict) -> list:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import chexpert_rows, write_chexpert
 from PIL import Image
 from torchvision import transforms
 
@@ -11,8 +12,6 @@ from chexutils.cache import load_resized, open_cache
 from chexutils.data import read_chexpert
 from chexutils.errors import DataError
 from chexutils.loader import BatchLoader, ResizedImages, epoch_batches
-
-from conftest import chexpert_rows, write_chexpert
 
 
 @pytest.fixture

@@ -10,16 +10,26 @@ import pytest
 from sklearn.calibration import calibration_curve
 
 from chexutils.aggregate import aggregate_studies
-from chexutils.calibration import (bin_table, brier_score, calibrate_run, calibration_table,
-                                   expected_calibration_error, fit_platt, fit_scaling, fit_temperature, sweep_calibration,
-                                   to_logits)
+from chexutils.calibration import (
+    bin_table,
+    brier_score,
+    calibrate_run,
+    calibration_table,
+    expected_calibration_error,
+    fit_platt,
+    fit_scaling,
+    fit_temperature,
+    sweep_calibration,
+    to_logits,
+)
 from chexutils.errors import DataError
 from chexutils.evaluate import RunScores
 from chexutils.labels import OBSERVATIONS
 
 
-def synthetic_run(name: str, split: str, n_studies: int, seed: int, temperature: float = 1.0,
-                  first_patient: int = 1) -> RunScores:
+def synthetic_run(
+    name: str, split: str, n_studies: int, seed: int, temperature: float = 1.0, first_patient: int = 1
+) -> RunScores:
     """Two images per study; study truth drawn from a true logit z, image scores sigmoid(z * temperature + noise).
 
     temperature > 1 makes the run over-confident by that factor; a few labels are uncertain (-1).
@@ -33,16 +43,27 @@ def synthetic_run(name: str, split: str, n_studies: int, seed: int, temperature:
         y[rng.uniform(size=len(OBSERVATIONS)) < 0.05] = -1.0
         for view in (1, 2):
             kind = "frontal" if view == 1 else "lateral"
-            rows.append({"Path": f"CheXpert-v1.0-small/{split}/{patient}/{study}/view{view}_{kind}.jpg",
-                         "patient": patient, "study": f"{patient}/{study}", "frontal": view == 1,
-                         **dict(zip(OBSERVATIONS, y))})
+            rows.append(
+                {
+                    "Path": f"CheXpert-v1.0-small/{split}/{patient}/{study}/view{view}_{kind}.jpg",
+                    "patient": patient,
+                    "study": f"{patient}/{study}",
+                    "frontal": view == 1,
+                    **dict(zip(OBSERVATIONS, y)),
+                }
+            )
             noisy = z * temperature + rng.normal(0, 0.05, len(OBSERVATIONS)) - (0.3 if view == 2 else 0.0)
             probs.append(1 / (1 + np.exp(-noisy)))
     frame = pd.DataFrame(rows)
     study_labels, study_scores = aggregate_studies(frame, np.array(probs))
     index = pd.Index(frame["Path"], name="Path")
-    return RunScores(name, frame[list(OBSERVATIONS)].set_axis(index),
-                     pd.DataFrame(np.array(probs), index=index, columns=list(OBSERVATIONS)), study_labels, study_scores)
+    return RunScores(
+        name,
+        frame[list(OBSERVATIONS)].set_axis(index),
+        pd.DataFrame(np.array(probs), index=index, columns=list(OBSERVATIONS)),
+        study_labels,
+        study_scores,
+    )
 
 
 def test_ece_and_brier_by_hand():
@@ -99,8 +120,9 @@ def test_scaling_is_refused_on_its_own_set_and_keeps_study_max():
         scaler.apply(mixed, "held-out")
     scaled = scaler.apply(held_out, "held-out")
     studies = scaled.image_scores.index.map(lambda p: "/".join(p.split("/")[2:4]))
-    np.testing.assert_allclose(scaled.image_scores.groupby(studies).max().loc[scaled.study_scores.index],
-                               scaled.study_scores, rtol=1e-9)
+    np.testing.assert_allclose(
+        scaled.image_scores.groupby(studies).max().loc[scaled.study_scores.index], scaled.study_scores, rtol=1e-9
+    )
     before = calibration_table(held_out.study_labels, held_out.study_scores)
     after = calibration_table(scaled.study_labels, scaled.study_scores)
     assert (after["ece"] < before["ece"]).sum() >= 12 and (after["brier"] < before["brier"]).sum() >= 12
@@ -137,8 +159,11 @@ def test_calibrate_run_writes_its_files_and_the_sweep_summary(tmp_path):
     plt.close(fig)
     long = pd.read_csv(run_dir / "calibration.csv")
     assert len(long) == 3 * len(OBSERVATIONS)
-    assert set(zip(long["set"], long["scaling"])) == {("official valid", "none"), ("held-out", "none"),
-                                                      ("held-out", "temperature fitted on official valid")}
+    assert set(zip(long["set"], long["scaling"])) == {
+        ("official valid", "none"),
+        ("held-out", "none"),
+        ("held-out", "temperature fitted on official valid"),
+    }
     edema = long[(long["observation"] == "Edema") & (long["set"] == "held-out")].set_index("scaling")
     y, p = held_out.study_labels["Edema"], held_out.study_scores["Edema"]
     keep = y.fillna(0) != -1
@@ -146,8 +171,11 @@ def test_calibrate_run_writes_its_files_and_the_sweep_summary(tmp_path):
     assert edema.loc["none", "n"] == keep.sum()
     assert list(wide.index) == list(OBSERVATIONS) and "temperature" in wide.columns
     assert (run_dir / "reliability.png").stat().st_size > 10_000
-    (run_dir / "metrics_official_valid.json").write_text('{"observations": {' + ", ".join(
-        f'"{o}": {{"auroc": {0.5 + i / 100}}}' for i, o in enumerate(OBSERVATIONS)) + "}}")
+    (run_dir / "metrics_official_valid.json").write_text(
+        '{"observations": {'
+        + ", ".join(f'"{o}": {{"auroc": {0.5 + i / 100}}}' for i, o in enumerate(OBSERVATIONS))
+        + "}}"
+    )
     runs = pd.DataFrame({"policy": ["U-Ones"], "path": [run_dir]}, index=pd.Index(["U-Ones"], name="run"))
     summary = sweep_calibration(runs, tmp_path / "calibration_comparison.csv")
     assert pd.read_csv(tmp_path / "calibration_comparison.csv", index_col=0).loc["U-Ones", "policy"] == "U-Ones"

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from sklearn.metrics import roc_auc_score
 
 from chexutils import compare, policy_choice
@@ -14,8 +13,8 @@ from chexutils.errors import DataError
 from chexutils.evaluate import RunScores, load_run_scores
 from chexutils.labels import OBSERVATIONS
 from chexutils.metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
-from chexutils.stats import holm, smallest_detectable
 from chexutils.predict import write_predictions
+from chexutils.stats import holm, smallest_detectable
 
 
 def _study_frame(n=300, seed=0):
@@ -35,8 +34,10 @@ def _run(name, frame, informative: dict, seed):
     """Scores = label + noise of the given size per observation (smaller noise = better run)."""
     rng = np.random.default_rng(seed)
     labels = frame.set_index("study")[list(OBSERVATIONS)]
-    scores = pd.DataFrame({obs: labels[obs].clip(lower=0) + rng.normal(0, informative.get(obs, 1.0), len(frame))
-                           for obs in OBSERVATIONS}, index=labels.index)
+    scores = pd.DataFrame(
+        {obs: labels[obs].clip(lower=0) + rng.normal(0, informative.get(obs, 1.0), len(frame)) for obs in OBSERVATIONS},
+        index=labels.index,
+    )
     return RunScores(name, labels.set_axis(frame["Path"]), scores.set_axis(frame["Path"]), labels, scores)
 
 
@@ -55,11 +56,14 @@ def test_choice_follows_a_clear_difference_and_says_when_there_is_none():
     assert choice.loc["Cardiomegaly", "U-Ones minus U-Zeros"] == pytest.approx(0.0)
     assert choice.loc["Cardiomegaly", "verdict"].startswith("no detectable difference")
     assert (choice["criterion"] == "held-out-masked").all()
-    assert not choice.loc["No Finding", "eligible"] and "uncertain training labels" in choice.loc["No Finding", "reason"]
+    assert (
+        not choice.loc["No Finding", "eligible"] and "uncertain training labels" in choice.loc["No Finding", "reason"]
+    )
     tested = choice.index[choice["eligible"]]
     np.testing.assert_allclose(choice.loc[tested, "p_holm"], holm(choice.loc[tested, "p_value"]))
-    assert (choice.loc[tested, "smallest detectable"] == smallest_detectable(choice.loc[tested, "se"], 0.05,
-                                                                             len(tested))).all()
+    assert (
+        choice.loc[tested, "smallest detectable"] == smallest_detectable(choice.loc[tested, "se"], 0.05, len(tested))
+    ).all()
     mapping = compare.mixed_mapping(choice)
     assert set(mapping) == set(OBSERVATIONS) and mapping["Edema"] == "U-Ones" and mapping["Cardiomegaly"] == "U-Zeros"
 
@@ -83,10 +87,15 @@ def test_mixed_mapping_takes_the_default_where_the_adjusted_test_does_not_reject
     assert view.loc["Lung Lesion", "positives"] == 5 and view.loc["Lung Lesion", "verdict"].startswith("not compared")
     assert view.loc["Fracture", "U-Ones minus U-Zeros"] == choice.loc["Fracture", "U-Ones minus U-Zeros"]
     assert "0.5% uncertain training labels" in choice.loc["Fracture", "verdict"]
-    other = policy_choice.choose(choice.drop(columns=["eligible", "p_holm", "verdict", "mapping"]), uncertain,
-                                 "held-out-masked", default="U-Ones")
+    other = policy_choice.choose(
+        choice.drop(columns=["eligible", "p_holm", "verdict", "mapping"]),
+        uncertain,
+        "held-out-masked",
+        default="U-Ones",
+    )
     assert other.loc[noisy_win[0], "mapping"] == "U-Ones" and other.loc[noisy_win[0], "verdict"].endswith(
-        "U-Ones by default")
+        "U-Ones by default"
+    )
     with pytest.raises(DataError, match="mapping"):
         compare.mixed_mapping(choice.drop(columns="mapping"))
 
@@ -105,7 +114,9 @@ def test_seeds_are_one_arm_with_mean_sd_and_a_wider_test():
     y = labels["Edema"].dropna()
     aucs = [roc_auc_score(y, arm_a[s].loc[y.index, "Edema"]) for s in (0, 1, 2)]
     row = table.loc["Edema"]
-    assert row["U-Zeros mean"] == pytest.approx(np.mean(aucs)) and row["U-Zeros seed SD"] == pytest.approx(np.std(aucs, ddof=1))
+    assert row["U-Zeros mean"] == pytest.approx(np.mean(aucs)) and row["U-Zeros seed SD"] == pytest.approx(
+        np.std(aucs, ddof=1)
+    )
     assert row["seeds"] == "3+2" and row["se_seed"] > 0 and row["ci_low"] < row["U-Ones minus U-Zeros"] < row["ci_high"]
     single = policy_choice.compare_arms(labels, {0: arm_a[0]}, {0: arm_b[0]}, groups, n_resamples=300)
     assert single.loc["Edema", "se_seed"] == 0 and "seed noise not in the test" in single.loc["Edema", "note"]
@@ -119,8 +130,10 @@ def test_negative_controls_seed_noise_and_no_finding():
     arm = _arm(frame, {}, [0, 1, 2])
     control = policy_choice.seed_noise_control(labels, arm)
     y = labels["Edema"].dropna()
-    pairs = [abs(roc_auc_score(y, arm[j].loc[y.index, "Edema"]) - roc_auc_score(y, arm[i].loc[y.index, "Edema"]))
-             for i, j in ((0, 1), (0, 2), (1, 2))]
+    pairs = [
+        abs(roc_auc_score(y, arm[j].loc[y.index, "Edema"]) - roc_auc_score(y, arm[i].loc[y.index, "Edema"]))
+        for i, j in ((0, 1), (0, 2), (1, 2))
+    ]
     assert control.loc["Edema", "pairs"] == 3 and control.loc["Edema", "mean abs Δ"] == pytest.approx(np.mean(pairs))
     assert control.loc["Edema", "max abs Δ"] == pytest.approx(max(pairs)) and control["flagged"].dtype == bool
     assert policy_choice.seed_noise_control(labels, {0: arm[0]}).empty
@@ -137,7 +150,11 @@ def test_selection_criteria_targets():
     labels = pd.DataFrame({"Edema": [1.0, 0.0, -1.0, np.nan]}, index=["s1", "s2", "s3", "s4"])
     valid = policy_choice.scored_labels("official-valid", labels)
     masked = policy_choice.scored_labels("held-out-masked", labels)
-    assert valid["Edema"].tolist()[:2] == [1.0, 0.0] and math.isnan(valid.loc["s3", "Edema"]) and valid.loc["s4", "Edema"] == 0
+    assert (
+        valid["Edema"].tolist()[:2] == [1.0, 0.0]
+        and math.isnan(valid.loc["s3", "Edema"])
+        and valid.loc["s4", "Edema"] == 0
+    )
     assert masked["Edema"].tolist()[:2] == [1.0, 0.0] and masked.loc[["s3", "s4"], "Edema"].isna().all()
     truth = pd.DataFrame({"Edema": [1, 1, 1, 0, 0]}, index=["s4", "s3", "s2", "s1", "s0"])
     assert policy_choice.scored_labels("held-out-truth", labels, truth)["Edema"].tolist() == [0.0, 1.0, 1.0, 1.0]
@@ -156,14 +173,18 @@ def test_choice_against_other_labels_and_the_criteria_agreement():
     truth = frame.set_index("study")[list(OBSERVATIONS)].clip(lower=0)
     flipped = 1 - truth  # a 'truth' under which U-Ones is worse
     from_labels = compare.per_label_choice(zeros, ones, frame, n_resamples=300)
-    from_flipped = compare.per_label_choice(zeros, ones, frame, n_resamples=300, labels=flipped,
-                                            criterion="held-out-truth")
+    from_flipped = compare.per_label_choice(
+        zeros, ones, frame, n_resamples=300, labels=flipped, criterion="held-out-truth"
+    )
     assert from_flipped.loc["Edema", "choice"] == "U-Zeros" and from_flipped.loc["Edema", "p_holm"] < 0.05
-    agreement = policy_choice.criteria_agreement({"held-out-masked": from_labels, "held-out-truth": from_flipped},
-                                                 expected={"Edema": "U-Ones"})
+    agreement = policy_choice.criteria_agreement(
+        {"held-out-masked": from_labels, "held-out-truth": from_flipped}, expected={"Edema": "U-Ones"}
+    )
     assert list(agreement.index) == list(OBSERVATIONS)
     assert not agreement.loc["Edema", "criteria agree"] and agreement.loc["Cardiomegaly", "criteria agree"]
-    assert agreement.loc["Edema", "held-out-masked = expected"] and not agreement.loc["Edema", "held-out-truth = expected"]
+    assert (
+        agreement.loc["Edema", "held-out-masked = expected"] and not agreement.loc["Edema", "held-out-truth = expected"]
+    )
     table = compare.choice_vs_truth(from_labels, from_flipped, {"Edema": "U-Ones", "Cardiomegaly": "U-Zeros"})
     assert table.loc["Edema", "labels recover expected"] and not table.loc["Edema", "truth agrees with expected"]
     assert policy_choice.selected({"held-out-masked": from_labels}, "held-out-masked") is from_labels
@@ -174,8 +195,9 @@ def test_choice_against_other_labels_and_the_criteria_agreement():
 
 
 def test_overlap_text_ranks_only_separated_runs():
-    runs = pd.DataFrame({"mean": [0.80, 0.79, 0.60], "ci_low": [0.75, 0.74, 0.55], "ci_high": [0.85, 0.84, 0.65]},
-                        index=["a", "b", "c"])
+    runs = pd.DataFrame(
+        {"mean": [0.80, 0.79, 0.60], "ci_low": [0.75, 0.74, 0.55], "ci_high": [0.85, 0.84, 0.65]}, index=["a", "b", "c"]
+    )
     assert policy_choice.overlap_text(runs) == "Ranking where CIs separate: a ≈ b (CIs overlap); b > c."
     assert policy_choice.overlap_text(runs.iloc[:2]).startswith("The 95% CIs of all 2 runs overlap")
 
@@ -199,13 +221,23 @@ def test_ensemble_is_the_mean_probability_joined_by_path(tmp_path):
 
 
 def test_policy_arms_group_seeds_and_need_both_policies(tmp_path):
-    runs = pd.DataFrame({"policy": ["U-Zeros", "U-MultiClass", "U-Zeros"], "backbone": "densenet121", "image_size": 64,
-                         "seed": [0, 0, 1], "path": [tmp_path / "a", tmp_path / "b", tmp_path / "d"]},
-                        index=["a", "b", "d"])
+    runs = pd.DataFrame(
+        {
+            "policy": ["U-Zeros", "U-MultiClass", "U-Zeros"],
+            "backbone": "densenet121",
+            "image_size": 64,
+            "seed": [0, 0, 1],
+            "path": [tmp_path / "a", tmp_path / "b", tmp_path / "d"],
+        },
+        index=["a", "b", "d"],
+    )
     with pytest.raises(DataError, match="U-Zeros, U-Ones"):
         compare.policy_arms(runs)
     runs.loc["c"] = ["U-Ones", "densenet121", 64, 0, tmp_path / "c"]
-    assert compare.policy_arms(runs) == {"U-Zeros": {0: tmp_path / "a", 1: tmp_path / "d"}, "U-Ones": {0: tmp_path / "c"}}
+    assert compare.policy_arms(runs) == {
+        "U-Zeros": {0: tmp_path / "a", 1: tmp_path / "d"},
+        "U-Ones": {0: tmp_path / "c"},
+    }
 
 
 def test_auroc_table_shows_counts_and_no_ci_below_the_floor(tmp_path):
@@ -221,10 +253,14 @@ def test_auroc_table_shows_counts_and_no_ci_below_the_floor(tmp_path):
     write_metrics(table, summary, tmp_path / "r" / "metrics_official_valid.json")
     values, text = compare.auroc_table(pd.DataFrame({"path": [tmp_path / "r"]}, index=["r"]))
     edema = table.loc["Edema"]
-    assert text.loc["r", "Edema"] == (f"{edema['auroc']:.3f} ({edema['ci_low']:.3f}–{edema['ci_high']:.3f}) "
-                                      f"[{edema['positives']}+ {edema['negatives']}−; {edema['patients']} pt]")
+    assert text.loc["r", "Edema"] == (
+        f"{edema['auroc']:.3f} ({edema['ci_low']:.3f}–{edema['ci_high']:.3f}) "
+        f"[{edema['positives']}+ {edema['negatives']}−; {edema['patients']} pt]"
+    )
     assert text.loc["r", "Fracture"] == "n/a [2+ 198−; 200 pt]" and math.isnan(values.loc["r", "Fracture"])
-    assert text.loc["r", "Pneumonia"].endswith("few positives [6+ 194−; 200 pt]") and "(" not in text.loc["r", "Pneumonia"]
+    assert (
+        text.loc["r", "Pneumonia"].endswith("few positives [6+ 194−; 200 pt]") and "(" not in text.loc["r", "Pneumonia"]
+    )
 
 
 def test_markdown_table():
@@ -237,16 +273,23 @@ def test_per_label_choice_resamples_patients():
     from chexutils import policy_choice
 
     rng = np.random.default_rng(5)
-    frame = pd.concat([_study_frame(n=80, seed=s).assign(study=lambda f, s=s: f["patient"] + f"/study{s + 1}")
-                       for s in range(3)], ignore_index=True)
+    frame = pd.concat(
+        [_study_frame(n=80, seed=s).assign(study=lambda f, s=s: f["patient"] + f"/study{s + 1}") for s in range(3)],
+        ignore_index=True,
+    )
     frame["Path"] = "CheXpert-v1.0-small/train/" + frame["study"] + "/view1_frontal.jpg"
     labels = frame.set_index("study")[list(OBSERVATIONS)]
     shared = np.repeat(rng.normal(0, 1, (1, 80, len(OBSERVATIONS))), 3, axis=0).reshape(-1, len(OBSERVATIONS))
     runs = []
     for noise in (0.8, 1.0):
-        scores = pd.DataFrame(labels.clip(lower=0).to_numpy() + shared + rng.normal(0, noise, shared.shape),
-                              index=labels.index, columns=labels.columns)
-        runs.append(RunScores(str(noise), labels.set_axis(frame["Path"]), scores.set_axis(frame["Path"]), labels, scores))
+        scores = pd.DataFrame(
+            labels.clip(lower=0).to_numpy() + shared + rng.normal(0, noise, shared.shape),
+            index=labels.index,
+            columns=labels.columns,
+        )
+        runs.append(
+            RunScores(str(noise), labels.set_axis(frame["Path"]), scores.set_axis(frame["Path"]), labels, scores)
+        )
     choice = compare.per_label_choice(runs[0], runs[1], frame, n_resamples=300, seed=2)
     targets = policy_choice.scored_labels("held-out-masked", labels)
     arms = ({0: runs[0].study_scores}, {0: runs[1].study_scores})

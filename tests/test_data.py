@@ -1,12 +1,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import chexpert_rows, write_chexpert
 from PIL import Image
 
 from chexutils.data import DataError, read_chexpert, read_image, write_chexpert_csv
 from chexutils.labels import OBSERVATIONS
-
-from conftest import chexpert_rows, write_chexpert
 
 
 def test_reads_and_parses_columns(chexpert_dir, tmp_path):
@@ -28,7 +27,10 @@ def test_columns_found_by_name_not_position(tmp_path):
     rows = chexpert_rows()
     shuffled = rows[list(reversed(rows.columns))]
     frame = read_chexpert(write_chexpert(tmp_path, shuffled))
-    assert (frame["Edema"].fillna(9).to_numpy() == read_chexpert(write_chexpert(tmp_path / "b", rows))["Edema"].fillna(9).to_numpy()).all()
+    assert (
+        frame["Edema"].fillna(9).to_numpy()
+        == read_chexpert(write_chexpert(tmp_path / "b", rows))["Edema"].fillna(9).to_numpy()
+    ).all()
 
 
 def test_full_resolution_prefix_and_explicit_root(tmp_path):
@@ -51,19 +53,30 @@ def _bad(tmp_path, mutate, images=False):
     return write_chexpert(tmp_path, rows, images=images)
 
 
-@pytest.mark.parametrize("mutate, pattern", [
-    (lambda r: r.pop("Edema"), r"train\.csv line 1: missing column\(s\) 'Edema'"),
-    (lambda r: setattr(r, "columns", [c.replace("Pleural Effusion", "Pleural Efusion") for c in r.columns]),
-     r"line 1: missing column\(s\) 'Pleural Effusion' \(found 'Pleural Efusion' — renamed\?\)"),
-    (lambda r: r.__setitem__("Edema", ["1.0", "2", "0.0", "yes"]),
-     r"train\.csv lines 3, 5: column 'Edema' has value '2'; expected 1\.0, 0\.0, -1\.0 or blank"),
-    (lambda r: r.loc.__setitem__((2, "Path"), "CheXpert-v1.0-small/train/p1/study1/view1_frontal.jpg"),
-     r"train\.csv line 4: Path 'CheXpert-v1.0-small/train/p1/study1/view1_frontal.jpg' does not match the CheXpert pattern"),
-    (lambda r: r.loc.__setitem__((3, "Path"), r.loc[0, "Path"]),
-     r"train\.csv lines 2, 5: duplicate Path"),
-    (lambda r: r.loc.__setitem__((1, "Age"), "old"), r"train\.csv line 3: column 'Age' has value 'old'"),
-    (lambda r: r.loc.__setitem__((0, "Frontal/Lateral"), "PA"), r"train\.csv line 2: column 'Frontal/Lateral' has value 'PA'"),
-])
+@pytest.mark.parametrize(
+    "mutate, pattern",
+    [
+        (lambda r: r.pop("Edema"), r"train\.csv line 1: missing column\(s\) 'Edema'"),
+        (
+            lambda r: setattr(r, "columns", [c.replace("Pleural Effusion", "Pleural Efusion") for c in r.columns]),
+            r"line 1: missing column\(s\) 'Pleural Effusion' \(found 'Pleural Efusion' — renamed\?\)",
+        ),
+        (
+            lambda r: r.__setitem__("Edema", ["1.0", "2", "0.0", "yes"]),
+            r"train\.csv lines 3, 5: column 'Edema' has value '2'; expected 1\.0, 0\.0, -1\.0 or blank",
+        ),
+        (
+            lambda r: r.loc.__setitem__((2, "Path"), "CheXpert-v1.0-small/train/p1/study1/view1_frontal.jpg"),
+            r"train\.csv line 4: Path 'CheXpert-v1.0-small/train/p1/study1/view1_frontal.jpg' does not match the CheXpert pattern",
+        ),
+        (lambda r: r.loc.__setitem__((3, "Path"), r.loc[0, "Path"]), r"train\.csv lines 2, 5: duplicate Path"),
+        (lambda r: r.loc.__setitem__((1, "Age"), "old"), r"train\.csv line 3: column 'Age' has value 'old'"),
+        (
+            lambda r: r.loc.__setitem__((0, "Frontal/Lateral"), "PA"),
+            r"train\.csv line 2: column 'Frontal/Lateral' has value 'PA'",
+        ),
+    ],
+)
 def test_bad_csv_is_one_data_error_naming_file_and_line(tmp_path, mutate, pattern):
     with pytest.raises(DataError, match=pattern) as info:
         read_chexpert(_bad(tmp_path, mutate), check_files=False)

@@ -20,9 +20,16 @@ def patient_frame(patients=60, studies=4, seed=0):
         base = rng.random(len(OBSERVATIONS)) < 0.4
         for s in range(studies):
             study = f"patient{p:05d}/study{s + 1}"
-            rows.append({"patient": f"patient{p:05d}", "study": study, "frontal": True, "line": len(rows) + 2,
-                         "Path": f"CheXpert-v1.0-small/train/{study}/view1_frontal.jpg",
-                         **{o: float(b) for o, b in zip(OBSERVATIONS, base)}})
+            rows.append(
+                {
+                    "patient": f"patient{p:05d}",
+                    "study": study,
+                    "frontal": True,
+                    "line": len(rows) + 2,
+                    "Path": f"CheXpert-v1.0-small/train/{study}/view1_frontal.jpg",
+                    **{o: float(b) for o, b in zip(OBSERVATIONS, base)},
+                }
+            )
     frame = pd.DataFrame(rows)
     labels = frame[list(OBSERVATIONS)].to_numpy()
     patient_effect = np.repeat(rng.normal(0, 1, (patients, len(OBSERVATIONS))), studies, axis=0)

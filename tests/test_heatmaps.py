@@ -10,8 +10,16 @@ from PIL import Image
 from pytorch_grad_cam import GradCAM
 
 from chexutils.fractalnet import FractalNet
-from chexutils.heatmaps import (CAM_LAYERS, ObservationTarget, cam_layer, grad_cam, heatmap_overlays,
-                                overlay, read_heatmap_index, write_heatmaps)
+from chexutils.heatmaps import (
+    CAM_LAYERS,
+    ObservationTarget,
+    cam_layer,
+    grad_cam,
+    heatmap_overlays,
+    overlay,
+    read_heatmap_index,
+    write_heatmaps,
+)
 from chexutils.labels import OBSERVATIONS
 from chexutils.models import BACKBONES, ChexpertNet, PooledFeatures, build_model, get_backbone
 
@@ -34,7 +42,7 @@ def test_each_backbone_and_head_gives_heatmaps_from_its_last_feature_map(backbon
         torch.manual_seed(0)
         model = build_model(backbone, head).eval()
         seen = {}
-        handle = cam_layer(model).register_forward_hook(lambda m, i, o: seen.update(shape=o.shape))
+        handle = cam_layer(model).register_forward_hook(lambda module, inputs, output: seen.update(shape=output.shape))
         maps = grad_cam(model, images, ["Cardiomegaly", "Fracture"])
         handle.remove()
         assert len(seen["shape"]) == 4 and seen["shape"][1] == model.classifier.in_features
@@ -109,8 +117,15 @@ def test_write_heatmaps_writes_one_png_per_image_and_observation(tmp_path):
         (root / rel).parent.mkdir(parents=True)
         Image.fromarray(rng.integers(0, 255, (30, 40), dtype=np.uint8), mode="L").save(root / rel)
     model = small_fractalnet()
-    table = write_heatmaps(model, pd.DataFrame({"Path": rels}), tmp_path / "out", ["Edema", "Fracture"],
-                           root=root, image_size=32, batch_size=2)
+    table = write_heatmaps(
+        model,
+        pd.DataFrame({"Path": rels}),
+        tmp_path / "out",
+        ["Edema", "Fracture"],
+        root=root,
+        image_size=32,
+        batch_size=2,
+    )
     assert len(table) == 6 and set(table["observation"]) == {"Edema", "Fracture"}
     for png in table["png"]:
         with Image.open(png) as img:

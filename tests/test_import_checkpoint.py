@@ -126,16 +126,33 @@ def test_chexnet_import_reproduces_the_original(tmp_path):
     run = import_checkpoint("chexnet", path, tmp_path / "run", image_size=64)
     model, config = load_run_model(run, torch.device("cpu"))
     images = grey_batch()
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
     with torch.no_grad():
         ours = probabilities(model(images), "binary")
         theirs = reference((images.float().repeat(1, 3, 1, 1) / 255 - mean) / std)  # CheXNet: RGB, ImageNet
     record = config["imported"]
     assert record["tensors_mapped"] == len(reference.state_dict())
-    assert set(record["mapping"].values()) == {"Atelectasis", "Cardiomegaly", "Pleural Effusion", "Pneumonia",
-                                                "Pneumothorax", "Consolidation", "Edema"}
-    assert set(record["left_out_source_outputs"]) == {"Infiltration", "Mass", "Nodule", "Emphysema", "Fibrosis",
-                                                       "Pleural_Thickening", "Hernia"}
+    assert set(record["mapping"].values()) == {
+        "Atelectasis",
+        "Cardiomegaly",
+        "Pleural Effusion",
+        "Pneumonia",
+        "Pneumothorax",
+        "Consolidation",
+        "Edema",
+    }
+    assert set(record["left_out_source_outputs"]) == {
+        "Infiltration",
+        "Mass",
+        "Nodule",
+        "Emphysema",
+        "Fibrosis",
+        "Pleural_Thickening",
+        "Hernia",
+    }
     for i, name in enumerate(CHEXNET_LABELS):
         if name in record["mapping"]:
             column = OBSERVATIONS.index(record["mapping"][name])
@@ -146,14 +163,20 @@ def test_chexnet_import_reproduces_the_original(tmp_path):
 def test_mismatched_files_are_refused(tmp_path, capsys):
     chexnet = tmp_path / "chexnet.pth.tar"
     torch.save(chexnet_checkpoint(chexnet_reference()), chexnet)
-    with pytest.raises(DataError, match=r"chexnet\.pth\.tar: does not match the torchxrayvision.*unexpected key.*"
-                                        r"module\.densenet121\."):
+    with pytest.raises(
+        DataError,
+        match=r"chexnet\.pth\.tar: does not match the torchxrayvision.*unexpected key.*"
+        r"module\.densenet121\.",
+    ):
         import_checkpoint("torchxrayvision", chexnet, tmp_path / "a")
     state = xrv_state(xrv_reference())
     xrv = tmp_path / "xrv.pt"
     torch.save(state, xrv)
-    with pytest.raises(DataError, match=r"does not match the chexnet.*wrong shape.*conv0\.weight \(64, 1, 7, 7\) "
-                                        r"\(expected \(64, 3, 7, 7\)\)"):
+    with pytest.raises(
+        DataError,
+        match=r"does not match the chexnet.*wrong shape.*conv0\.weight \(64, 1, 7, 7\) "
+        r"\(expected \(64, 3, 7, 7\)\)",
+    ):
         import_checkpoint("chexnet", xrv, tmp_path / "b")
     del state["features.norm5.running_var"]
     state["classifier.weight"] = state["classifier.weight"][:14]
@@ -178,7 +201,7 @@ def test_imported_run_works_with_evaluate_and_predict(tiny_phantom, tmp_path):
     frame = read_labels_csv(tiny_phantom / "valid.csv", tiny_phantom.parent)
     _, table, summary = evaluate_set(run, frame, "official_valid", n_resamples=20)
     assert table.loc["Support Devices", "note"] == NOT_PREDICTED and np.isnan(table.loc["Support Devices", "auroc"])
-    assert (table.loc["Edema", "note"] != NOT_PREDICTED)
+    assert table.loc["Edema", "note"] != NOT_PREDICTED
     predictions = pd.read_csv(run / "predictions_official_valid.csv")
     assert predictions["No Finding"].isna().all() and predictions["Edema"].between(0, 1).all()
     new, failures, _ = predict_images(run, [frame["image"].iloc[0]], device="cpu", show=False)

@@ -11,7 +11,13 @@ def test_observations_are_the_14_chexpert_columns_in_file_order():
 
 
 def test_competition_tasks_are_five_observations():
-    assert set(labels.COMPETITION_TASKS) == {"Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"}
+    assert set(labels.COMPETITION_TASKS) == {
+        "Atelectasis",
+        "Cardiomegaly",
+        "Consolidation",
+        "Edema",
+        "Pleural Effusion",
+    }
     assert set(labels.COMPETITION_TASKS) <= set(labels.OBSERVATIONS)
 
 
@@ -21,7 +27,13 @@ def test_hierarchy_names_observations_and_parent_map_inverts_it():
         for child in children:
             assert labels.PARENT[child] == parent
     assert labels.PARENT["Cardiomegaly"] == "Enlarged Cardiomediastinum"
-    assert set(labels.HIERARCHY["Lung Opacity"]) == {"Edema", "Consolidation", "Pneumonia", "Lung Lesion", "Atelectasis"}
+    assert set(labels.HIERARCHY["Lung Opacity"]) == {
+        "Edema",
+        "Consolidation",
+        "Pneumonia",
+        "Lung Lesion",
+        "Atelectasis",
+    }
 
 
 def test_pathologies_exclude_no_finding_and_devices():

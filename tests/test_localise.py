@@ -5,14 +5,22 @@ import pandas as pd
 import pytest
 import torch
 
-from chexutils.localise import (format_scores, localise_images, localise_one, localise_run, normalise, peak,
-                                score_localisation, summarise)
+from chexutils.localise import (
+    format_scores,
+    localise_images,
+    localise_one,
+    localise_run,
+    normalise,
+    peak,
+    score_localisation,
+    summarise,
+)
 from chexutils.phantom.regions import Regions, encode_mask
 
 
 def square(shape, top, left, side):
     mask = np.zeros(shape, bool)
-    mask[top:top + side, left:left + side] = True
+    mask[top : top + side, left : left + side] = True
     return mask
 
 
@@ -47,8 +55,16 @@ def test_a_flat_topped_maximum_points_at_its_middle_not_its_corner():
 
 
 def test_summary_cis_wilson_and_bootstrap():
-    per_image = pd.DataFrame({"Path": [f"p{i}" for i in range(20)], "observation": "Edema", "kind": "clear",
-                              "iou": np.linspace(0, 1, 20), "hit": [True] * 15 + [False] * 5, "chance": 0.1})
+    per_image = pd.DataFrame(
+        {
+            "Path": [f"p{i}" for i in range(20)],
+            "observation": "Edema",
+            "kind": "clear",
+            "iou": np.linspace(0, 1, 20),
+            "hit": [True] * 15 + [False] * 5,
+            "chance": 0.1,
+        }
+    )
     row = summarise(per_image, n_resamples=2000, seed=1).iloc[0]
     assert row["n"] == 20 and row["hit_rate"] == 0.75 and row["iou"] == pytest.approx(0.5)
     # Wilson 95% interval for 15/20, by hand: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)
@@ -62,10 +78,17 @@ def test_summary_cis_wilson_and_bootstrap():
 
 def test_images_are_scored_by_path_and_observation_only_where_a_region_was_drawn():
     shape = (12, 16)
-    regions = Regions({"a.jpg": {"Edema": {"kind": "clear", **encode_mask(square(shape, 0, 0, 6))}},
-                       "b.jpg": {"Edema": {"kind": "mimic", **encode_mask(square(shape, 6, 10, 6))},
-                                 "Fracture": {"kind": "faint", **encode_mask(square(shape, 0, 10, 3))}}},
-                      0.2, None)
+    regions = Regions(
+        {
+            "a.jpg": {"Edema": {"kind": "clear", **encode_mask(square(shape, 0, 0, 6))}},
+            "b.jpg": {
+                "Edema": {"kind": "mimic", **encode_mask(square(shape, 6, 10, 6))},
+                "Fracture": {"kind": "faint", **encode_mask(square(shape, 0, 10, 3))},
+            },
+        },
+        0.2,
+        None,
+    )
     heat = np.zeros((2, 2, 6, 8), np.float32)  # model input 6x8, stretched to 12x16
     heat[0, 0, 0, 0] = heat[1, 0, 5, 7] = 1.0  # Edema: hot where drawn in both images
     heat[1, 1, 5, 0] = 1.0  # Fracture: hot elsewhere
@@ -75,8 +98,11 @@ def test_images_are_scored_by_path_and_observation_only_where_a_region_was_drawn
     assert got.loc[("a.jpg", "Edema"), "hit"] and got.loc[("b.jpg", "Edema"), "hit"]
     assert not got.loc[("b.jpg", "Fracture"), "hit"]
     table = score_localisation(heat, ["a.jpg", "b.jpg"], ["Edema", "Fracture"], regions, n_resamples=50)
-    assert set(zip(table["observation"], table["kind"])) == {("Edema", "clear"), ("Edema", "mimic"),
-                                                             ("Fracture", "faint")}
+    assert set(zip(table["observation"], table["kind"])) == {
+        ("Edema", "clear"),
+        ("Edema", "mimic"),
+        ("Fracture", "faint"),
+    }
     with pytest.raises(ValueError, match="expected \\(2, 2"):
         localise_images(heat[:, :1], ["a.jpg", "b.jpg"], ["Edema", "Fracture"], regions)
 
@@ -96,7 +122,9 @@ def test_localise_run_scores_every_drawn_region_of_the_chosen_images(tiny_phanto
     drawn = regions.table()
     assert per_image["Path"].nunique() == 6 and set(per_image["Path"]) <= set(valid["Path"])
     expected = drawn[drawn["Path"].isin(per_image["Path"])]
-    assert sorted(zip(per_image["Path"], per_image["observation"])) == sorted(zip(expected["Path"], expected["observation"]))
+    assert sorted(zip(per_image["Path"], per_image["observation"])) == sorted(
+        zip(expected["Path"], expected["observation"])
+    )
     assert table["n"].sum() == len(per_image)
     again, _ = localise_run(model, tiny_phantom, valid, max_images=6, image_size=32, n_resamples=50)
     pd.testing.assert_frame_equal(per_image, again)  # seeded sample, deterministic heatmaps

@@ -41,8 +41,9 @@ def make_phantom(size: int = SIZE):
         if i % 2 == 0:
             signs[SIGN] = float(rng.uniform(0.6, 1.0))
         drawn = {}
-        images.append(render_image(signs, {}, frontal=True, size=(size, size), rng=np.random.default_rng(100 + i),
-                                   regions=drawn))
+        images.append(
+            render_image(signs, {}, frontal=True, size=(size, size), rng=np.random.default_rng(100 + i), regions=drawn)
+        )
         labels.append(float(SIGN in signs))
         recorded[f"img{i}.jpg"] = {obs: {"kind": "clear", **encode_mask(mask)} for (obs, _), mask in drawn.items()}
     paths = list(recorded)
@@ -86,8 +87,10 @@ def held_out_scores(model, phantom):
     heat = grad_cam(model, images[test], [SIGN])
     table = score_localisation(heat, [paths[i] for i in test], [SIGN], regions, n_resamples=500)
     row = table.set_index("kind").loc["clear"]
-    print(f"{SIGN}: hit rate {row['hit_rate']:.3f} ({row['hit_lo']:.3f}-{row['hit_hi']:.3f}), "
-          f"IoU {row['iou']:.3f}, chance {row['chance']:.3f}")  # shown with pytest -s
+    print(
+        f"{SIGN}: hit rate {row['hit_rate']:.3f} ({row['hit_lo']:.3f}-{row['hit_hi']:.3f}), "
+        f"IoU {row['iou']:.3f}, chance {row['chance']:.3f}"
+    )  # shown with pytest -s
     return row
 
 

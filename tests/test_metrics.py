@@ -11,9 +11,19 @@ from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from chexutils.labels import COMPETITION_TASKS, OBSERVATIONS
+from chexutils.metrics import (
+    CI_MIN_POSITIVES,
+    bootstrap_auroc,
+    mean_tasks_with_ci,
+    metric_text,
+    paired_bootstrap,
+    per_observation,
+    resample_counts,
+    shown,
+    weighted_auroc_ap,
+    write_metrics,
+)
 from chexutils.stats import auroc_interval
-from chexutils.metrics import (CI_MIN_POSITIVES, metric_text, shown, bootstrap_auroc, mean_tasks_with_ci, paired_bootstrap, per_observation,
-                               resample_counts, weighted_auroc_ap, write_metrics)
 
 
 def study_tables(n=200, seed=0, observations=OBSERVATIONS, uncertain=0.1):
@@ -69,7 +79,8 @@ def test_each_resample_equals_sklearn_on_the_reconstructed_data():
         assert table.loc[obs, "ap_high"] == pytest.approx(np.quantile(ap, 0.975))
         interval = auroc_interval(y, s)
         assert (table.loc[obs, "ci_low"], table.loc[obs, "ci_high"]) == pytest.approx(
-            (interval["ci_low"], interval["ci_high"]))
+            (interval["ci_low"], interval["ci_high"])
+        )
 
 
 def test_binormal_ci_covers_the_true_auroc():
@@ -196,7 +207,9 @@ def test_mean_tasks_with_ci_uses_the_same_resamples():
         y, s, keep = certain(labels, scores, task)
         per_task.append(weighted_auroc_ap(y, s, counts[:, keep])[0])
     means = np.mean(per_task, axis=0)
-    assert out["mean"] == pytest.approx(bootstrap_auroc(labels, scores, 10).loc[list(COMPETITION_TASKS), "auroc"].mean())
+    assert out["mean"] == pytest.approx(
+        bootstrap_auroc(labels, scores, 10).loc[list(COMPETITION_TASKS), "auroc"].mean()
+    )
     assert out["ci_low"] == pytest.approx(np.quantile(means, 0.025))
     assert out["ci_high"] == pytest.approx(np.quantile(means, 0.975))
     assert out["ci_low"] < out["mean"] < out["ci_high"] and out["dropped"] == 0
@@ -239,7 +252,8 @@ def test_mean_of_tasks_leaves_out_tasks_below_the_floor_and_says_which():
     only = mean_tasks_with_ci(labels, scores, tasks=["Atelectasis", "Edema"], n_resamples=200, seed=1)
     y, s, _ = certain(labels, scores, "Atelectasis")
     assert only["tasks"] == ["Atelectasis"] and (only["ci_low"], only["ci_high"]) == pytest.approx(
-        (auroc_interval(y, s)["ci_low"], auroc_interval(y, s)["ci_high"]))
+        (auroc_interval(y, s)["ci_low"], auroc_interval(y, s)["ci_high"])
+    )
     labels[list(COMPETITION_TASKS)] = 0.0
     none = mean_tasks_with_ci(labels, scores, n_resamples=50)
     assert none["tasks"] == [] and math.isnan(none["mean"]) and len(none["left_out"]) == 5
@@ -248,8 +262,9 @@ def test_mean_of_tasks_leaves_out_tasks_below_the_floor_and_says_which():
 def test_paired_p_value_is_two_sided_and_pinned_to_the_resampled_deltas():
     labels, scores = study_tables(seed=7)
     rng = np.random.default_rng(3)
-    other = pd.DataFrame(np.round(scores.to_numpy() + rng.normal(0, 0.3, scores.shape), 1), index=scores.index,
-                         columns=scores.columns)
+    other = pd.DataFrame(
+        np.round(scores.to_numpy() + rng.normal(0, 0.3, scores.shape), 1), index=scores.index, columns=scores.columns
+    )
     ab = paired_bootstrap(labels, scores, other, "Edema", n_resamples=400, seed=11)
     ba = paired_bootstrap(labels, other, scores, "Edema", n_resamples=400, seed=11)
     assert ab["delta"] == pytest.approx(-ba["delta"]) and ab["p_value"] == pytest.approx(ba["p_value"])

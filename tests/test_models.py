@@ -9,11 +9,19 @@ import pytest
 import torch
 
 from chexutils.fractalnet import FractalNet
-from chexutils.labels import OBSERVATIONS
-from chexutils.labels import HEADS
-from chexutils.models import (BACKBONES, IMAGENET_MEAN, IMAGENET_STD, Backbone,
-                              ChexpertNet, WeightsUnavailable, build_model, get_backbone,
-                              pretrained_cache_dir, register_backbone)
+from chexutils.labels import HEADS, OBSERVATIONS
+from chexutils.models import (
+    BACKBONES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    ChexpertNet,
+    WeightsUnavailable,
+    build_model,
+    get_backbone,
+    pretrained_cache_dir,
+    register_backbone,
+)
 
 BACKBONE_NAMES = sorted(BACKBONES)
 WITH_WEIGHTS = [name for name in BACKBONE_NAMES if BACKBONES[name].pretrained_file]
@@ -86,6 +94,7 @@ def trunk_state(model: ChexpertNet) -> dict[str, torch.Tensor]:
 
 # --- registry ---------------------------------------------------------------------------------
 
+
 def test_registry_entries_are_complete():
     assert set(BACKBONES) >= {"densenet121", "xception", "fractalnet"}
     for name, spec in BACKBONES.items():
@@ -104,11 +113,14 @@ def test_xception_file_matches_pretrainedmodels_settings():
 
 def test_importing_pretrainedmodels_leaves_torch_rng_alone():
     # Fresh interpreter: pretrainedmodels builds models at import time, which would shift seeds.
-    script = ("import torch; from chexutils.models import import_pretrainedmodels; "
-              "torch.manual_seed(0); a = torch.rand(3); torch.manual_seed(0); "
-              "import_pretrainedmodels(); assert torch.equal(a, torch.rand(3)), 'RNG advanced'")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=pathlib.Path(__file__).resolve().parents[1])
+    script = (
+        "import torch; from chexutils.models import import_pretrainedmodels; "
+        "torch.manual_seed(0); a = torch.rand(3); torch.manual_seed(0); "
+        "import_pretrainedmodels(); assert torch.equal(a, torch.rand(3)), 'RNG advanced'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=pathlib.Path(__file__).resolve().parents[1]
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -121,8 +133,13 @@ def test_unknown_backbone_lists_known_names():
 
 
 def test_register_backbone_adds_one_entry_and_refuses_duplicates():
-    spec = Backbone(name="tiny-fractal", min_size=8, pretrained_file=None, source="test",
-                    build=lambda pretrained: (FractalNet(columns=1, blocks=2, channels=(4, 8)), 8))
+    spec = Backbone(
+        name="tiny-fractal",
+        min_size=8,
+        pretrained_file=None,
+        source="test",
+        build=lambda pretrained: (FractalNet(columns=1, blocks=2, channels=(4, 8)), 8),
+    )
     try:
         register_backbone(spec)
         assert build_model("tiny-fractal")(grey_batch(8)).shape == (2, len(OBSERVATIONS))
@@ -140,6 +157,7 @@ def test_bad_head_and_bad_pretrained_choice():
 
 
 # --- forward pass and input handling ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("name", BACKBONE_NAMES)
@@ -193,8 +211,9 @@ def test_normalisation_uses_imagenet_statistics_and_a_view(monkeypatch):
         assert torch.allclose(normalised[:, channel], torch.tensor((0.5 - mean) / std))
 
 
-@pytest.mark.parametrize("bad", [torch.zeros(2, 32, 32), torch.zeros(2, 2, 32, 32),
-                                 torch.zeros(2, 1, 32, 32, dtype=torch.int64)])
+@pytest.mark.parametrize(
+    "bad", [torch.zeros(2, 32, 32), torch.zeros(2, 2, 32, 32), torch.zeros(2, 1, 32, 32, dtype=torch.int64)]
+)
 def test_bad_input_shape_or_dtype(bad):
     with pytest.raises(ValueError, match="expected"):
         build_model("fractalnet")(bad)
@@ -210,6 +229,7 @@ def test_construction_is_deterministic(name, seeded_models):
 
 
 # --- pretrained weights (offline) -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", WITH_WEIGHTS)
 def test_pretrained_loads_the_cached_file(name, offline_cache):
@@ -269,6 +289,7 @@ def test_fractalnet_has_no_pretrained_weights(offline_cache):
 
 # --- FractalNet ---------------------------------------------------------------------------------
 
+
 def small_fractalnet(**kwargs) -> FractalNet:
     """A narrow FractalNet that runs in milliseconds."""
     torch.manual_seed(0)
@@ -304,9 +325,12 @@ def test_global_drop_path_uses_one_column_throughout():
         net.zero_grad(set_to_none=True)
         torch.manual_seed(seed)
         net(torch.rand(2, 3, 16, 16)).sum().backward()
-        used = {(b, j) for b, block in enumerate(net.blocks)
-                for j, column in enumerate(block.columns)
-                if any(p.grad is not None for p in column.parameters())}
+        used = {
+            (b, j)
+            for b, block in enumerate(net.blocks)
+            for j, column in enumerate(block.columns)
+            if any(p.grad is not None for p in column.parameters())
+        }
         columns = {j for _, j in used}
         assert len(columns) == 1 and len(used) == len(net.blocks)
 
@@ -321,8 +345,7 @@ def expected_parameters(columns: int, channels: tuple[int, ...], in_channels: in
     return total
 
 
-@pytest.mark.parametrize("columns, channels", [(1, (8, 16)), (2, (8, 16)), (3, (8, 16)),
-                                               (3, (8, 16, 32)), (4, (8,))])
+@pytest.mark.parametrize("columns, channels", [(1, (8, 16)), (2, (8, 16)), (3, (8, 16)), (3, (8, 16, 32)), (4, (8,))])
 def test_parameter_count_follows_columns_and_blocks(columns, channels):
     net = FractalNet(columns=columns, blocks=len(channels), channels=channels)
     assert sum(p.numel() for p in net.parameters()) == expected_parameters(columns, channels)

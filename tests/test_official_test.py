@@ -10,18 +10,19 @@ import pytest
 from chexutils import external
 from chexutils.errors import DataError
 from chexutils.labels import COMPETITION_TASKS
+from chexutils.paths import NOTEBOOK_DIR
 from chexutils.phantom import generate_phantom
 from chexutils.rundir import OFFICIAL_TEST, RunDir
 from chexutils.testset import LABELS_REPO, read_official_test
 from chexutils.train import fit
 from chexutils.train_config import make_config
-from chexutils.paths import NOTEBOOK_DIR
 
 STUDIES = [f"patient6474{i}/study1" for i in range(1, 5)]
 
 
-def _leaderboard_csv(path, studies=STUDIES, columns=("Cardiomegaly", "Edema", "Consolidation", "Atelectasis",
-                                                       "Pleural Effusion"), seed=0):
+def _leaderboard_csv(
+    path, studies=STUDIES, columns=("Cardiomegaly", "Edema", "Consolidation", "Atelectasis", "Pleural Effusion"), seed=0
+):
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({"Study": [f"CheXpert-v1.0/test/{s}" for s in studies]})
     for col in columns:
@@ -36,9 +37,17 @@ def test_predictions_keyed_by_study_or_path(tmp_path):
     assert list(scores.index) == STUDIES and set(scores.columns) == set(COMPETITION_TASKS)
     assert scores.loc["patient64742/study1", "Edema"] == pytest.approx(written.loc[1, "Edema"])
 
-    by_path = pd.DataFrame({"Path": ["test/patient64741/study1/view1_frontal.jpg", "test/patient64741/study1/view2_lateral.jpg",
-                                     "CheXpert-v1.0/test/patient64742/study1/view1_frontal.jpg"],
-                            "Edema": [0.2, 0.7, 0.4], "Fracture": [0.1, 0.1, 0.3]})
+    by_path = pd.DataFrame(
+        {
+            "Path": [
+                "test/patient64741/study1/view1_frontal.jpg",
+                "test/patient64741/study1/view2_lateral.jpg",
+                "CheXpert-v1.0/test/patient64742/study1/view1_frontal.jpg",
+            ],
+            "Edema": [0.2, 0.7, 0.4],
+            "Fracture": [0.1, 0.1, 0.3],
+        }
+    )
     by_path.to_csv(tmp_path / "images.csv", index=False)
     scores = external.study_scores(tmp_path / "images.csv")
     assert scores["Edema"].to_dict() == {"patient64741/study1": 0.7, "patient64742/study1": 0.4}  # max over views
@@ -75,17 +84,36 @@ def sweep_with_test_set(tmp_path_factory):
     root = tmp_path_factory.mktemp("official")
     generate_phantom(root / "data", patients=16, valid_patients=4, size=(40, 32), seed=2, workers=1, test_patients=40)
     sweep = root / "sweep"
-    fit(make_config(data_dir=str(root / "data"), backbone="densenet121", image_size=32, epochs=1, batch_size=16,
-                    lr=1e-3, run_dir=str(sweep / "U-Ones"), cache_dir=str(root / "cache"), policy="U-Ones"))
+    fit(
+        make_config(
+            data_dir=str(root / "data"),
+            backbone="densenet121",
+            image_size=32,
+            epochs=1,
+            batch_size=16,
+            lr=1e-3,
+            run_dir=str(sweep / "U-Ones"),
+            cache_dir=str(root / "cache"),
+            policy="U-Ones",
+        )
+    )
     truth = pd.read_csv(root / "data" / LABELS_REPO / "phantom_test_truth.csv")
     rng = np.random.default_rng(0)
     outside = pd.DataFrame({"Study": "CheXpert-v1.0/test/" + truth["study"]})
     for task in COMPETITION_TASKS:
         outside[task] = truth[f"{task}|truth"] + rng.normal(0, 0.5, len(truth))
     outside.to_csv(root / "leader_predictions.csv", index=False)
-    papermill.execute_notebook(str(NOTEBOOK_DIR / "06_official_test.ipynb"), str(root / "06.ipynb"), progress_bar=False,
-                               parameters={"data_dir": str(root / "data"), "output_dir": str(sweep), "n_resamples": 200,
-                                           "external_predictions": [str(root / "leader_predictions.csv")]})
+    papermill.execute_notebook(
+        str(NOTEBOOK_DIR / "06_official_test.ipynb"),
+        str(root / "06.ipynb"),
+        progress_bar=False,
+        parameters={
+            "data_dir": str(root / "data"),
+            "output_dir": str(sweep),
+            "n_resamples": 200,
+            "external_predictions": [str(root / "leader_predictions.csv")],
+        },
+    )
     return root, sweep
 
 
@@ -109,8 +137,12 @@ def test_notebook_06_scores_runs_and_outside_models_beside_the_radiologists(swee
     figures = list((sweep / "U-Ones" / "figures").glob("radiologists_official_test_*.png"))
     assert len(figures) == 5 and min(f.stat().st_size for f in figures) > 10_000
     report = (sweep / "official_test.md").read_text()
-    for section in ("Official test set (study level", "beside the benchmark radiologists",
-                    "Phantom: readers and their majority against the true findings", "external-leader_predictions"):
+    for section in (
+        "Official test set (study level",
+        "beside the benchmark radiologists",
+        "Phantom: readers and their majority against the true findings",
+        "external-leader_predictions",
+    ):
         assert section in report
 
 

@@ -6,28 +6,38 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from test_calibration import synthetic_run
 
 from chexutils.errors import DataError
 from chexutils.labels import OBSERVATIONS
 from chexutils.metrics import certain_scores
-from chexutils.operating_points import (choose_and_report, choose_threshold, describe_rule, display_table,
-                                        operating_point, parse_rule, wilson_interval, write_operating_points)
-
-from test_calibration import synthetic_run
+from chexutils.operating_points import (
+    choose_and_report,
+    choose_threshold,
+    describe_rule,
+    display_table,
+    operating_point,
+    parse_rule,
+    wilson_interval,
+    write_operating_points,
+)
 
 # Sorted by score: negatives at .1 .3 .4, positives at .35 .7 .8.
 Y = np.array([0, 0, 1, 0, 1, 1])
 S = np.array([0.1, 0.3, 0.35, 0.4, 0.7, 0.8])
 
 
-@pytest.mark.parametrize("rule, threshold", [
-    ("youden", 0.7),               # J = 2/3 at .7 (sens 2/3, spec 1) and at .35 (sens 1, spec 2/3): the higher one
-    ("sensitivity>=0.9", 0.35),    # the highest threshold that catches all three positives
-    ("sensitivity >= 0.5", 0.7),   # two of three positives
-    ("specificity>=0.9", 0.7),     # no false positive: the lowest such threshold
-    ("specificity>=0.6", 0.35),    # one false positive of three allowed
-    ("specificity≥1", 0.7),        # '≥' reads as '>=' (papermill cannot parse '=' inside a parameter)
-])
+@pytest.mark.parametrize(
+    "rule, threshold",
+    [
+        ("youden", 0.7),  # J = 2/3 at .7 (sens 2/3, spec 1) and at .35 (sens 1, spec 2/3): the higher one
+        ("sensitivity>=0.9", 0.35),  # the highest threshold that catches all three positives
+        ("sensitivity >= 0.5", 0.7),  # two of three positives
+        ("specificity>=0.9", 0.7),  # no false positive: the lowest such threshold
+        ("specificity>=0.6", 0.35),  # one false positive of three allowed
+        ("specificity≥1", 0.7),  # '≥' reads as '>=' (papermill cannot parse '=' inside a parameter)
+    ],
+)
 def test_rules_by_hand(rule, threshold):
     chosen, note = choose_threshold(Y, S, rule)
     assert chosen == pytest.approx(threshold) and note == ""
@@ -49,7 +59,7 @@ def test_threshold_calling_nothing_and_one_class():
 
 
 def test_wilson_interval_by_hand():
-    z2 = 1.959963984540054 ** 2
+    z2 = 1.959963984540054**2
     low, high = wilson_interval(0, 10)
     assert low == pytest.approx(0.0, abs=1e-12) and high == pytest.approx(z2 / (10 + z2))  # 0.2775
     low, high = wilson_interval(5, 10)
@@ -76,7 +86,11 @@ def test_chosen_on_one_set_reported_on_another(tmp_path):
     assert (row["specificity_low"], row["specificity_high"]) == (pytest.approx(low), pytest.approx(high))
     assert row["specificity_low"] <= row["specificity"] <= row["specificity_high"]
     fracture = table[(table["rule"] == "youden") & (table["observation"] == "Fracture")].iloc[0]
-    assert math.isnan(fracture["threshold"]) and math.isnan(fracture["sensitivity_low"]) and "one class" in fracture["note"]
+    assert (
+        math.isnan(fracture["threshold"])
+        and math.isnan(fracture["sensitivity_low"])
+        and "one class" in fracture["note"]
+    )
     with pytest.raises(DataError, match="held-out.*'official valid'"):
         choose_and_report(valid, "official valid", valid, "held-out")
     path = write_operating_points(table, tmp_path)

@@ -55,8 +55,9 @@ def _same_run(a, b) -> None:
     for name in ("config.json", "predictions_select.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     timing = ["seconds", "images_per_s"]
-    pd.testing.assert_frame_equal(pd.read_csv(a / "history.csv").drop(columns=timing),
-                                  pd.read_csv(b / "history.csv").drop(columns=timing))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(a / "history.csv").drop(columns=timing), pd.read_csv(b / "history.csv").drop(columns=timing)
+    )
     for name in ("checkpoint.pt", "best.pt"):
         wa, wb = load_checkpoint(a / name)["model"], load_checkpoint(b / name)["model"]
         assert all(torch.equal(wa[k], wb[k]) for k in wa), name
@@ -88,7 +89,9 @@ def sweeps(data_root):
 def test_parallel_sweeps_equal_the_serial_sweep(sweeps, data_root):
     for kind in ("serial", "jobs", "submitit"):
         assert [(o.step, o.run, o.status) for o in sweeps[kind]] == [
-            ("03_train.ipynb", "U-Zeros_epochs1", "ok"), ("03_train.ipynb", "U-Ones_epochs1", "ok")], kind
+            ("03_train.ipynb", "U-Zeros_epochs1", "ok"),
+            ("03_train.ipynb", "U-Ones_epochs1", "ok"),
+        ], kind
     for run in ("U-Zeros_epochs1", "U-Ones_epochs1"):
         for kind in ("jobs", "submitit"):
             _same_run(data_root / "serial" / "sweep" / run, data_root / kind / "sweep" / run)
@@ -105,8 +108,17 @@ def test_sweeps_on_one_data_set_share_one_cache(sweeps, data_root):
 
 def test_killed_parallel_sweep_resumes_only_unfinished_runs(data_root):
     path = _config(data_root, name="killed", grid="{policy: [U-Ones], train.epochs: [1, 4]}")
-    command = [sys.executable, "-m", "chexutils.workbook", "run", str(path), "--jobs", "2",
-               "--output-root", str(data_root / "killed")]
+    command = [
+        sys.executable,
+        "-m",
+        "chexutils.workbook",
+        "run",
+        str(path),
+        "--jobs",
+        "2",
+        "--output-root",
+        str(data_root / "killed"),
+    ]
     sweep = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     short_done = data_root / "killed" / "killed" / ".done" / "03_train__U-Ones_epochs1.json"
     long_history = data_root / "killed" / "killed" / "U-Ones_epochs4" / "history.csv"
@@ -127,7 +139,9 @@ def test_killed_parallel_sweep_resumes_only_unfinished_runs(data_root):
 
 def test_two_processes_from_the_runner_match_the_torchrun_command_line(data_root, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    path = _config(data_root, name="ddp", grid="{policy: [U-MultiClass], train.epochs: [1]}", extra=", nproc_per_node: 2")
+    path = _config(
+        data_root, name="ddp", grid="{policy: [U-MultiClass], train.epochs: [1]}", extra=", nproc_per_node: 2"
+    )
     outcomes = workbook.execute(load_config(path, data_root / "runner"), log=print)
     assert [o.status for o in outcomes] == ["ok"]
     run = data_root / "runner" / "ddp" / "U-MultiClass_epochs1"
@@ -138,19 +152,25 @@ def test_two_processes_from_the_runner_match_the_torchrun_command_line(data_root
     cli_cfg = {k: v for k, v in config.items() if k in FIELDS}
     cli_cfg["run_dir"] = str(data_root / "cli" / "U-MultiClass_epochs1")
     yaml_path.write_text(json.dumps(cli_cfg))
-    done = subprocess.run(launch.torchrun_command(yaml_path, 2), env=launch.child_env(2), capture_output=True,
-                          text=True, timeout=900)
+    done = subprocess.run(
+        launch.torchrun_command(yaml_path, 2), env=launch.child_env(2), capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     cli = data_root / "cli" / "U-MultiClass_epochs1"
     assert (run / "predictions_select.csv").read_bytes() == (cli / "predictions_select.csv").read_bytes()
     timing = ["seconds", "images_per_s"]
-    pd.testing.assert_frame_equal(pd.read_csv(run / "history.csv").drop(columns=timing),
-                                  pd.read_csv(cli / "history.csv").drop(columns=timing))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(run / "history.csv").drop(columns=timing), pd.read_csv(cli / "history.csv").drop(columns=timing)
+    )
 
 
 def test_blocks_slots_and_slurm_section(tmp_path):
-    steps = [workbook.Step("00_data.ipynb"), workbook.Step("03_train.ipynb", per_run=True),
-             workbook.Step("04_evaluate.ipynb", per_run=True), workbook.Step("05_compare.ipynb")]
+    steps = [
+        workbook.Step("00_data.ipynb"),
+        workbook.Step("03_train.ipynb", per_run=True),
+        workbook.Step("04_evaluate.ipynb", per_run=True),
+        workbook.Step("05_compare.ipynb"),
+    ]
     assert parallel.blocks(steps) == [(False, [0]), (True, [1, 2]), (False, [3])]
     assert parallel.slot_environments(2, gpus=4) == [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}]
     assert parallel.slot_environments(3, gpus=0, cpus=8)[2] == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}

@@ -5,14 +5,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_PHANTOM
 
 from chexutils.data import read_chexpert, read_image
 from chexutils.errors import DataError
 from chexutils.labels import OBSERVATIONS
 from chexutils.phantom import TRUTH_CSV, TRUTH_JSON, generate_phantom, read_truth
 from chexutils.phantom.__main__ import main as phantom_cli
-
-from conftest import TINY_PHANTOM
 
 
 def test_layout_and_schema_like_the_real_release(tiny_phantom):
@@ -86,7 +85,9 @@ def test_interrupted_generation_is_finished_by_the_next_call(tmp_path):
 
 
 def test_command_line(tmp_path, capsys):
-    phantom_cli(["--out", str(tmp_path), "--patients", "4", "--valid-patients", "2", "--size", "48", "40", "--seed", "1"])
+    phantom_cli(
+        ["--out", str(tmp_path), "--patients", "4", "--valid-patients", "2", "--size", "48", "40", "--seed", "1"]
+    )
     assert "phantom CheXpert in" in capsys.readouterr().out
     assert read_chexpert(tmp_path / "CheXpert-v1.0-small" / "train.csv")["patient"].nunique() == 4
 

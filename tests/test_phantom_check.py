@@ -21,15 +21,27 @@ def test_agreement_counts_defined_pairs_with_a_wilson_interval():
 
 
 def _table(decisions: dict, signs: dict) -> pd.DataFrame:
-    rows = {o: {"U-Ones minus U-Zeros": 0.1 if signs.get(o, "U-Ones") == "U-Ones" else -0.1,
-                "p_holm": 0.001 if decisions.get(o, pc.NO_DETECTABLE) != pc.NO_DETECTABLE else 0.5,
-                "decision": decisions.get(o, pc.NO_DETECTABLE), "sign": signs.get(o, "U-Ones"), "n": 100}
-            for o in OBSERVATIONS}
+    rows = {
+        o: {
+            "U-Ones minus U-Zeros": 0.1 if signs.get(o, "U-Ones") == "U-Ones" else -0.1,
+            "p_holm": 0.001 if decisions.get(o, pc.NO_DETECTABLE) != pc.NO_DETECTABLE else 0.5,
+            "decision": decisions.get(o, pc.NO_DETECTABLE),
+            "sign": signs.get(o, "U-Ones"),
+            "n": 100,
+        }
+        for o in OBSERVATIONS
+    }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-TRUTH = PhantomTruth(pd.DataFrame(), {o: ("U-Ones" if o == "Atelectasis" else "no material difference") for o in OBSERVATIONS},
-                     ["Atelectasis"], "Atelectasis", ["No Finding", "Support Devices"], {})
+TRUTH = PhantomTruth(
+    pd.DataFrame(),
+    {o: ("U-Ones" if o == "Atelectasis" else "no material difference") for o in OBSERVATIONS},
+    ["Atelectasis"],
+    "Atelectasis",
+    ["No Finding", "Support Devices"],
+    {},
+)
 
 
 def test_check_passes_when_the_control_is_found_and_nulls_are_quiet(tmp_path):

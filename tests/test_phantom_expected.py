@@ -13,6 +13,7 @@ SHARP = 1e-6  # noise SD so small that only the ranking of the targets counts
 def _targets(clear, zeros_equivocal, ones_equivocal):
     def kinds(e):
         return {"none": 0.0, "clear": clear, "faint": e, "mimic": e}
+
     return {"U-Zeros": kinds(zeros_equivocal), "U-Ones": kinds(ones_equivocal)}
 
 
@@ -40,13 +41,16 @@ def test_same_ranking_ties_in_the_large_data_limit():
     assert ex.policy_delta(SHARES, targets, SHARP) == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("deltas, expected", [
-    ([0.002, -0.004, 0.009], ex.NO_DIFFERENCE),
-    ([0.02, 0.05, 0.011], "U-Ones"),
-    ([-0.06, -0.02, -0.01], "U-Zeros"),
-    ([-0.06, -0.02, 0.0], ex.SETTING_DEPENDENT),
-    ([-0.004, 0.03, 0.05], ex.SETTING_DEPENDENT),
-])
+@pytest.mark.parametrize(
+    "deltas, expected",
+    [
+        ([0.002, -0.004, 0.009], ex.NO_DIFFERENCE),
+        ([0.02, 0.05, 0.011], "U-Ones"),
+        ([-0.06, -0.02, -0.01], "U-Zeros"),
+        ([-0.06, -0.02, 0.0], ex.SETTING_DEPENDENT),
+        ([-0.004, 0.03, 0.05], ex.SETTING_DEPENDENT),
+    ],
+)
 def test_verdict_bands(deltas, expected):
     assert ex.verdict(deltas) == expected
 
@@ -85,12 +89,14 @@ def test_phantom_answer_has_large_controls_and_nulls(answer):
 def test_q_above_one_half_does_not_decide(answer):
     # Pneumonia's uncertain labels are mostly mimics (q = 0.3), yet U-Ones is expected to win.
     from chexutils.phantom.label_model import PLANTED_Q
+
     assert PLANTED_Q["Pneumonia"] < 0.5 and answer["Pneumonia"].verdict == "U-Ones"
     assert PLANTED_Q["Lung Opacity"] > 0.5 and answer["Lung Opacity"].verdict == "U-Zeros"
 
 
 def test_summary_is_json_ready_and_complete(answer):
     import json
+
     record = json.loads(json.dumps(ex.summary(answer)))
     assert record["expected_better_policy"]["Atelectasis"] == "U-Ones"
     assert set(record["derivation"]["Edema"]["delta_by_noise_sd"]) == {str(t) for t in ex.NOISE_SDS}

@@ -23,14 +23,24 @@ def mad(a, b):
 def band(img, x0, x1, y0=0.3, y1=0.55):
     """Mean brightness of a box given in fractions of the width and height (mid-chest rows by default)."""
     h, w = img.shape
-    return float(img[int(y0 * h):int(y1 * h), int(x0 * w):int(x1 * w)].mean())
+    return float(img[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)].mean())
 
 
 def test_findings_are_the_13_visible_observations_in_order():
     assert FINDINGS == (
-        "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-        "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-        "Pleural Other", "Fracture", "Support Devices",
+        "Enlarged Cardiomediastinum",
+        "Cardiomegaly",
+        "Lung Opacity",
+        "Lung Lesion",
+        "Edema",
+        "Consolidation",
+        "Pneumonia",
+        "Atelectasis",
+        "Pneumothorax",
+        "Pleural Effusion",
+        "Pleural Other",
+        "Fracture",
+        "Support Devices",
     )
 
 

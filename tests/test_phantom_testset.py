@@ -31,7 +31,11 @@ def test_released_layout_and_formats(phantom_with_test):
     assert header.index("Lung Lesion") < header.index("Lung Opacity")  # as released
     first = pd.read_csv(labels_dir / "groundtruth.csv")["Study"].iloc[0]
     assert first.startswith("CheXpert-v1.0/test/patient00017/study1")  # test patients follow train and valid
-    assert pd.read_csv(phantom_with_test / "CheXpert" / "test_labels.csv")["Path"].str.match(r"test/patient\d{5}/study1/view\d_").all()
+    assert (
+        pd.read_csv(phantom_with_test / "CheXpert" / "test_labels.csv")["Path"]
+        .str.match(r"test/patient\d{5}/study1/view\d_")
+        .all()
+    )
     reference = testset.majority_vote({r: official.readers[r] for r in testset.REFERENCE_READERS})
     assert (reference.loc[official.labels.index] == official.labels).all().all()
 
@@ -69,6 +73,7 @@ def test_test_set_leaves_train_and_valid_unchanged_and_can_be_added(tmp_path):
     for name in ("train.csv", "valid.csv"):
         assert (without / name).read_bytes() == (fresh / name).read_bytes()
     for name in ("groundtruth.csv", "radiologists/benchmark_radiologists/bc8.csv"):
-        assert ((tmp_path / "a" / testset.LABELS_REPO / name).read_bytes()
-                == (tmp_path / "b" / testset.LABELS_REPO / name).read_bytes())
+        assert (tmp_path / "a" / testset.LABELS_REPO / name).read_bytes() == (
+            tmp_path / "b" / testset.LABELS_REPO / name
+        ).read_bytes()
     assert generate_phantom(tmp_path / "b", **PHANTOM) == fresh  # asking for no test set reuses the phantom

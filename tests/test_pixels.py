@@ -3,12 +3,12 @@ DICOM rescale, window and MONOCHROME1; colour and multi-frame refused."""
 
 import numpy as np
 import pytest
+from conftest import write_dicom
 from PIL import Image
 
 from chexutils.data import read_image
 from chexutils.errors import DataError
 from chexutils.pixels import is_dicom, to_uint8
-from conftest import write_dicom
 
 
 def ramp(shape=(40, 48), seed=0) -> np.ndarray:
@@ -56,12 +56,22 @@ def test_window_and_rescale_are_applied(tmp_path):
     mono1 = read_image(write_dicom(tmp_path / "w1.dcm", 4095 - stored, "MONOCHROME1", **mirrored))
     np.testing.assert_array_equal(mono1, pixels)
     # a narrow window clips: everything above it is white, below it black
-    narrow = read_image(write_dicom(tmp_path / "narrow.dcm", stored, WindowCenter=2000, WindowWidth=200,
-                                    VOILUTFunction="LINEAR_EXACT"))
+    narrow = read_image(
+        write_dicom(tmp_path / "narrow.dcm", stored, WindowCenter=2000, WindowWidth=200, VOILUTFunction="LINEAR_EXACT")
+    )
     assert (narrow[stored >= 2100] == 255).all() and (narrow[stored <= 1900] == 0).all()
     # the window is in rescaled units: the same window after slope 2, intercept -1000 selects the same pixels
-    rescaled = read_image(write_dicom(tmp_path / "rescaled.dcm", stored, RescaleSlope=2, RescaleIntercept=-1000,
-                                      WindowCenter=2 * 2000 - 1000, WindowWidth=400, VOILUTFunction="LINEAR_EXACT"))
+    rescaled = read_image(
+        write_dicom(
+            tmp_path / "rescaled.dcm",
+            stored,
+            RescaleSlope=2,
+            RescaleIntercept=-1000,
+            WindowCenter=2 * 2000 - 1000,
+            WindowWidth=400,
+            VOILUTFunction="LINEAR_EXACT",
+        )
+    )
     assert (rescaled[stored >= 2100] == 255).all() and (rescaled[stored <= 1900] == 0).all()
     assert np.abs(rescaled.astype(int) - narrow).max() <= 1
 
@@ -70,7 +80,9 @@ def test_default_linear_window_mirrors_within_one_grey_level(tmp_path):
     stored = ramp().astype(np.uint16) * 16
     window = dict(WindowCenter=2000, WindowWidth=2000)  # VOI LUT Function absent: LINEAR
     mono2 = read_image(write_dicom(tmp_path / "l2.dcm", stored, **window))
-    mono1 = read_image(write_dicom(tmp_path / "l1.dcm", 4095 - stored, "MONOCHROME1", **dict(window, WindowCenter=2095)))
+    mono1 = read_image(
+        write_dicom(tmp_path / "l1.dcm", 4095 - stored, "MONOCHROME1", **dict(window, WindowCenter=2095))
+    )
     difference = np.abs(mono2.astype(int) - mono1)
     assert difference.max() == 1  # pydicom's LINEAR shifts the centre by half a level, so not exact
     assert difference.mean() < 0.2

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from chexutils.errors import DataError
 from chexutils.labels import OBSERVATIONS
 from chexutils.losses import masked_loss, probabilities
-from chexutils.policies import POLICIES, ORIGINAL_MIXED_MAPPING, Targets, get_policy, register_policy
+from chexutils.policies import ORIGINAL_MIXED_MAPPING, POLICIES, Targets, get_policy, register_policy
 
 NAN = np.nan
 # Hand-made labels (rows p0..p4); observations not listed are blank everywhere.
@@ -30,7 +30,9 @@ def col(name):
 def make_frame(labels=LABELS) -> pd.DataFrame:
     """A small frame in read_chexpert's form: Path + one float column per observation."""
     n = len(next(iter(labels.values())))
-    frame = pd.DataFrame({"Path": [f"CheXpert-v1.0-small/train/patient{i + 1:05d}/study1/view1_frontal.jpg" for i in range(n)]})
+    frame = pd.DataFrame(
+        {"Path": [f"CheXpert-v1.0-small/train/patient{i + 1:05d}/study1/view1_frontal.jpg" for i in range(n)]}
+    )
     for name in OBSERVATIONS:
         frame[name] = np.asarray(labels.get(name, [NAN] * n), dtype=float)
     return frame
@@ -52,6 +54,7 @@ def build(name, **options):
 
 
 # ---- every registered policy -------------------------------------------------------------------
+
 
 @pytest.fixture(params=sorted(POLICIES))
 def name(request):
@@ -114,9 +117,18 @@ def test_no_finding_handled_generically(name):
 
 # ---- registry ----------------------------------------------------------------------------------
 
+
 def test_registry_names_and_unknown_name():
-    assert {"U-Ignore", "U-Zeros", "U-Ones", "U-MultiClass", "U-SelfTrained", "U-LSR-Zeros",
-            "U-LSR-Ones", "mixed"} <= set(POLICIES)
+    assert {
+        "U-Ignore",
+        "U-Zeros",
+        "U-Ones",
+        "U-MultiClass",
+        "U-SelfTrained",
+        "U-LSR-Zeros",
+        "U-LSR-Ones",
+        "mixed",
+    } <= set(POLICIES)
     with pytest.raises(KeyError, match="U-Ignore.*U-Zeros"):
         get_policy("U-Twos")
     with pytest.raises(ValueError, match="already registered"):
@@ -152,20 +164,28 @@ def shown(array):
 
 def test_u_ignore_exact():
     t = get_policy("U-Ignore").targets(FRAME)
-    np.testing.assert_array_equal(shown(t.values), [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0], [0, 0, 1, 0]])
+    np.testing.assert_array_equal(
+        shown(t.values), [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0], [0, 0, 1, 0]]
+    )
     np.testing.assert_array_equal(shown(t.mask), [[1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1], [0, 0, 1, 1]])
 
 
 def test_u_zeros_and_u_ones_exact():
     zeros, ones = get_policy("U-Zeros").targets(FRAME), get_policy("U-Ones").targets(FRAME)
-    np.testing.assert_array_equal(shown(zeros.values), [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0], [0, 0, 1, 0]])
-    np.testing.assert_array_equal(shown(ones.values), [[1, 1, 0, 1], [0, 1, 1, 1], [1, 0, 0, 1], [0, 0, 1, 0], [1, 1, 1, 0]])
+    np.testing.assert_array_equal(
+        shown(zeros.values), [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0], [0, 0, 1, 0]]
+    )
+    np.testing.assert_array_equal(
+        shown(ones.values), [[1, 1, 0, 1], [0, 1, 1, 1], [1, 0, 0, 1], [0, 0, 1, 0], [1, 1, 1, 0]]
+    )
     assert (zeros.mask == 1).all() and (ones.mask == 1).all()
 
 
 def test_u_multiclass_exact():
     t = get_policy("U-MultiClass").targets(FRAME)
-    np.testing.assert_array_equal(shown(t.values), [[1, 2, 0, 2], [0, 1, 2, 2], [2, 0, 0, 1], [0, 0, 1, 0], [2, 2, 1, 0]])
+    np.testing.assert_array_equal(
+        shown(t.values), [[1, 2, 0, 2], [0, 1, 2, 2], [2, 0, 0, 1], [0, 0, 1, 0], [2, 2, 1, 0]]
+    )
     assert (t.mask == 1).all()
     t = get_policy("U-MultiClass", blank="ignore").targets(FRAME)
     np.testing.assert_array_equal(shown(t.mask), [[1, 1, 0, 1], [1, 1, 1, 1], [1, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 0]])
@@ -173,7 +193,9 @@ def test_u_multiclass_exact():
 
 def test_blank_ignore_exact():
     t = get_policy("U-Ones", blank="ignore").targets(FRAME)
-    np.testing.assert_array_equal(shown(t.values), [[1, 1, 0, 1], [0, 1, 1, 1], [1, 0, 0, 1], [0, 0, 1, 0], [1, 1, 1, 0]])
+    np.testing.assert_array_equal(
+        shown(t.values), [[1, 1, 0, 1], [0, 1, 1, 1], [1, 0, 0, 1], [0, 0, 1, 0], [1, 1, 1, 0]]
+    )
     np.testing.assert_array_equal(shown(t.mask), [[1, 1, 0, 1], [1, 1, 1, 1], [1, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 0]])
     assert (t.mask[:, col("Fracture")] == 0).all()
 
@@ -181,9 +203,12 @@ def test_blank_ignore_exact():
 def test_mixed_default_is_the_seed_mapping():
     assert len(ORIGINAL_MIXED_MAPPING) == 14 and ORIGINAL_MIXED_MAPPING["Edema"] == "U-Ones"
     assert sorted(k for k, v in ORIGINAL_MIXED_MAPPING.items() if v == "U-Ones") == sorted(
-        ["Atelectasis", "Edema", "Pleural Effusion", "Lung Opacity", "Lung Lesion", "Fracture", "Support Devices"])
+        ["Atelectasis", "Edema", "Pleural Effusion", "Lung Opacity", "Lung Lesion", "Fracture", "Support Devices"]
+    )
     t = get_policy("mixed").targets(FRAME)
-    np.testing.assert_array_equal(shown(t.values), [[1, 1, 0, 1], [0, 1, 1, 1], [0, 0, 0, 1], [0, 0, 1, 0], [0, 1, 1, 0]])
+    np.testing.assert_array_equal(
+        shown(t.values), [[1, 1, 0, 1], [0, 1, 1, 1], [0, 0, 0, 1], [0, 0, 1, 0], [0, 1, 1, 0]]
+    )
     assert t.values[2, col("Cardiomegaly")] == 0 and t.values[0, col("Edema")] == 1
 
 
@@ -195,7 +220,9 @@ def test_mixed_mapping_checks():
     with pytest.raises(ValueError, match="U-Ignore"):
         get_policy("mixed", mapping={**ORIGINAL_MIXED_MAPPING, "Edema": "U-Ignore"})
     with pytest.raises(ValueError, match="Fracture.*Pneumonia|Pneumonia.*Fracture"):
-        get_policy("mixed", mapping={k: v for k, v in ORIGINAL_MIXED_MAPPING.items() if k not in ("Fracture", "Pneumonia")})
+        get_policy(
+            "mixed", mapping={k: v for k, v in ORIGINAL_MIXED_MAPPING.items() if k not in ("Fracture", "Pneumonia")}
+        )
 
 
 def test_mixed_reads_a_mapping_file_like_the_one_05_writes(tmp_path):
@@ -204,15 +231,20 @@ def test_mixed_reads_a_mapping_file_like_the_one_05_writes(tmp_path):
     path.write_text(json.dumps(flipped, indent=2))
     from_file = get_policy("mixed", mapping=str(path))
     assert from_file.mapping == flipped and from_file.options()["mapping"] == flipped
-    np.testing.assert_array_equal(from_file.targets(FRAME).values, get_policy("mixed", mapping=flipped).targets(FRAME).values)
+    np.testing.assert_array_equal(
+        from_file.targets(FRAME).values, get_policy("mixed", mapping=flipped).targets(FRAME).values
+    )
 
 
-@pytest.mark.parametrize("edit, pattern", [
-    (lambda m: {**m, "Cardiomegally": "U-Ones"}, r"line 16: unknown observation 'Cardiomegally'"),
-    (lambda m: {**m, "Edema": "U-Ignore"}, r"line 7: 'Edema' maps to 'U-Ignore'; expected U-Zeros or U-Ones"),
-    (lambda m: {k: v for k, v in m.items() if k != "Fracture"}, "lacks observation.*'Fracture'"),
-    (lambda m: [m], "line 1: expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "edit, pattern",
+    [
+        (lambda m: {**m, "Cardiomegally": "U-Ones"}, r"line 16: unknown observation 'Cardiomegally'"),
+        (lambda m: {**m, "Edema": "U-Ignore"}, r"line 7: 'Edema' maps to 'U-Ignore'; expected U-Zeros or U-Ones"),
+        (lambda m: {k: v for k, v in m.items() if k != "Fracture"}, "lacks observation.*'Fracture'"),
+        (lambda m: [m], "line 1: expected a JSON object"),
+    ],
+)
 def test_bad_mapping_file_is_a_data_error_naming_file_and_line(tmp_path, edit, pattern):
     path = tmp_path / "mapping.json"
     path.write_text(json.dumps(edit(dict(ORIGINAL_MIXED_MAPPING)), indent=1))
@@ -236,6 +268,7 @@ def test_training_config_records_the_mapping_the_file_held(tmp_path):
 
 
 # ---- label smoothing ---------------------------------------------------------------------------
+
 
 def big_frame(n=400, seed=0):
     rng = np.random.default_rng(seed)
@@ -268,6 +301,7 @@ def test_lsr_range_options():
 
 # ---- self-training -----------------------------------------------------------------------------
 
+
 def test_self_trained_soft_and_hard_exact():
     teacher = teacher_frame(FRAME)
     probs = teacher[list(OBSERVATIONS)].to_numpy()
@@ -286,7 +320,9 @@ def test_self_trained_joins_by_path(tmp_path):
     shuffled = teacher.sample(frac=1.0, random_state=3)
     assert not shuffled["Path"].equals(teacher["Path"])
     shuffled = shuffled[["Path", *reversed(OBSERVATIONS)]]  # column order does not matter either
-    np.testing.assert_array_equal(get_policy("U-SelfTrained", teacher_predictions=shuffled).targets(FRAME).values, expected)
+    np.testing.assert_array_equal(
+        get_policy("U-SelfTrained", teacher_predictions=shuffled).targets(FRAME).values, expected
+    )
     shuffled.to_csv(tmp_path / "predictions_train.csv", index=False)
     policy = get_policy("U-SelfTrained", teacher=tmp_path)
     np.testing.assert_allclose(policy.targets(FRAME).values, expected, rtol=1e-6)
@@ -316,6 +352,7 @@ def test_self_trained_errors(tmp_path):
 
 # ---- losses ------------------------------------------------------------------------------------
 
+
 def test_binary_masked_loss_matches_hand_computation():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(6, 14, generator=gen)
@@ -338,8 +375,10 @@ def test_multiclass_masked_loss_matches_hand_computation():
 
 
 def test_fully_masked_batch_is_zero_not_nan():
-    for head, shape, values in (("binary", (3, 14), torch.full((3, 14), float("nan"))),
-                                ("multiclass", (3, 14, 3), torch.full((3, 14), -1))):
+    for head, shape, values in (
+        ("binary", (3, 14), torch.full((3, 14), float("nan"))),
+        ("multiclass", (3, 14, 3), torch.full((3, 14), -1)),
+    ):
         logits = torch.randn(shape, requires_grad=True)
         loss = masked_loss(logits, values, torch.zeros(3, 14), head)
         loss.backward()

@@ -30,7 +30,9 @@ def test_simulated_sd_matches_the_mann_whitney_null_variance():
     expected_sd = math.sqrt(2 * (n + 1) / (12 * n1 * n0))
     sd = power.paired_delta_sd(SHARES, flat, noise_sd=0.2, correlation=0.0, n_studies=n, reps=400, seed=1)
     assert sd == pytest.approx(expected_sd, rel=0.12)
-    assert power.paired_delta_sd(SHARES, flat, noise_sd=0.2, correlation=1.0, n_studies=n, reps=50) == pytest.approx(0, abs=1e-9)
+    assert power.paired_delta_sd(SHARES, flat, noise_sd=0.2, correlation=1.0, n_studies=n, reps=50) == pytest.approx(
+        0, abs=1e-9
+    )
 
 
 def test_power_table_sizes_the_positive_control():
@@ -39,6 +41,7 @@ def test_power_table_sizes_the_positive_control():
     assert set(table.index) == {o for o, e in answer.items() if e.verdict in ex.POLICIES}
     row = table.loc["Atelectasis"]
     assert row["planned delta"] == pytest.approx(power.REALISED * min(answer["Atelectasis"].deltas.values()))
-    assert row["studies needed"] == power.studies_needed(row["planned delta"], row["k = SD x sqrt(studies)"], 14,
-                                                         seed_sd=0.02, seeds=2)
+    assert row["studies needed"] == power.studies_needed(
+        row["planned delta"], row["k = SD x sqrt(studies)"], 14, seed_sd=0.02, seeds=2
+    )
     assert row["studies needed"] < 2000

@@ -2,13 +2,13 @@
 predictions_select.csv probabilities), PNG and DICOM of the same pixels agree, broken files named."""
 
 import shutil
-
-import numpy as np
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import write_dicom
 from PIL import Image
 
 from chexutils.data import read_chexpert, read_image
@@ -16,7 +16,6 @@ from chexutils.labels import OBSERVATIONS
 from chexutils.predict import find_images, main, predict_images
 from chexutils.train import fit
 from chexutils.train_config import make_config
-from conftest import write_dicom
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,9 +31,18 @@ def one_thread():
 def tiny_run(tiny_phantom, tmp_path_factory):
     """A one-epoch DenseNet121 run at 32 px on the tiny phantom (its predictions_select.csv included)."""
     root = tmp_path_factory.mktemp("predict")
-    cfg = make_config(data_dir=str(tiny_phantom.parent), backbone="densenet121", image_size=32, epochs=1,
-                      batch_size=16, lr=1e-3, run_dir=str(root / "run"), cache_dir=str(root / "cache"),
-                      policy="U-Zeros", max_steps_per_epoch=2)
+    cfg = make_config(
+        data_dir=str(tiny_phantom.parent),
+        backbone="densenet121",
+        image_size=32,
+        epochs=1,
+        batch_size=16,
+        lr=1e-3,
+        run_dir=str(root / "run"),
+        cache_dir=str(root / "cache"),
+        policy="U-Zeros",
+        max_steps_per_epoch=2,
+    )
     return fit(cfg)
 
 

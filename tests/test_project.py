@@ -26,8 +26,11 @@ def test_environment_yml_pins_equal_pyproject():
 def test_ci_runs_exactly_the_readme_test_command():
     readme = (paths.PROJECT_ROOT / "README.md").read_text()
     assert "make test" in readme and "make demo" in readme
-    commands = [line for line in (paths.PROJECT_ROOT / ".ci" / "run").read_text().splitlines()
-                if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+    commands = [
+        line
+        for line in (paths.PROJECT_ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))
+    ]
     assert commands == ["make test"]
 
 

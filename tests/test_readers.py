@@ -46,8 +46,9 @@ def test_curve_above_exactly_one_reader():
     # on: TP 3 of 4, FP 1 of 4 -> (.25, .75), the top of the curve's vertical run at .25; under: TP 2, FP 2 ->
     # (.5, .5) below the curve's .75 there;
     # over: TP 4, FP 1 -> (.25, 1) above
-    table = readers.score_readers(labels, scores, {k: pd.DataFrame({"Edema": v}, index=labels.index)
-                                                   for k, v in reads.items()}, n_resamples=50)
+    table = readers.score_readers(
+        labels, scores, {k: pd.DataFrame({"Edema": v}, index=labels.index) for k, v in reads.items()}, n_resamples=50
+    )
     assert table.set_index("reader")["below_curve"].to_dict() == {"on": False, "under": True, "over": False}
 
 

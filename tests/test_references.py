@@ -22,11 +22,14 @@ def test_table_is_observations_by_model_in_chexpert_order():
     assert table.loc["mean of 5 competition tasks"].notna().any()
 
 
-@pytest.mark.parametrize("edit, pattern", [
-    (lambda t: t.replace("Atelectasis", "Atelektasis", 1), r"line \d+: an unknown observation"),
-    (lambda t: t.replace(",0.75,", ",7.5,", 1), r"line \d+: a value outside \[0, 1\]"),
-    (lambda t: t.replace("ci_high,", "", 1), "line 1: missing column"),
-])
+@pytest.mark.parametrize(
+    "edit, pattern",
+    [
+        (lambda t: t.replace("Atelectasis", "Atelektasis", 1), r"line \d+: an unknown observation"),
+        (lambda t: t.replace(",0.75,", ",7.5,", 1), r"line \d+: a value outside \[0, 1\]"),
+        (lambda t: t.replace("ci_high,", "", 1), "line 1: missing column"),
+    ],
+)
 def test_bad_reference_file_is_a_data_error(tmp_path, edit, pattern):
     path = tmp_path / "refs.csv"
     path.write_text(edit(REFERENCES_CSV.read_text()))

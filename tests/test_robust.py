@@ -1,8 +1,8 @@
 """Faults and misuse: concurrent writers, moved runs, damaged files, bad configs (issue 10)."""
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import chexpert_rows, write_chexpert
 from PIL import Image
 
 from chexutils import cache as cache_module
@@ -29,19 +30,32 @@ from chexutils.rundir import RunDir
 from chexutils.train import fit
 from chexutils.train_config import make_config
 
-from conftest import chexpert_rows, write_chexpert
-
 
 def tiny_config(tiny_phantom, run_dir, **overrides):
-    base = dict(data_dir=str(tiny_phantom.parent), backbone="densenet121", image_size=32, epochs=1, batch_size=16,
-                lr=1e-3, run_dir=str(run_dir), cache_dir=str(run_dir.parent / "cache"), policy="U-Ones")
+    base = dict(
+        data_dir=str(tiny_phantom.parent),
+        backbone="densenet121",
+        image_size=32,
+        epochs=1,
+        batch_size=16,
+        lr=1e-3,
+        run_dir=str(run_dir),
+        cache_dir=str(run_dir.parent / "cache"),
+        policy="U-Ones",
+    )
     return make_config(**{**base, **overrides})
 
 
 def _train_cli(config_path, **popen):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "chexutils.train", "--config", str(config_path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "chexutils.train", "--config", str(config_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def test_second_training_into_one_folder_stops_naming_the_holder(tiny_phantom, tmp_path):
@@ -72,6 +86,7 @@ def test_second_training_into_one_folder_stops_naming_the_holder(tiny_phantom, t
 
 
 # --- image caches --------------------------------------------------------------------------------
+
 
 def _copy_tree(src, dst):
     import shutil
@@ -115,11 +130,14 @@ def test_rebuild_copies_unchanged_rows_from_the_older_cache(small_set, tmp_path,
 
 def test_second_builder_waits_for_the_first_then_reads_its_cache(small_set, tmp_path, capsys):
     frame = read_chexpert(small_set)
-    folder = cache_module.cache_folder(tmp_path / "cache", frame["image"].tolist(), 16, "bilinear",
-                                       cache_module.file_stamps(frame["image"].tolist()))
+    folder = cache_module.cache_folder(
+        tmp_path / "cache", frame["image"].tolist(), 16, "bilinear", cache_module.file_stamps(frame["image"].tolist())
+    )
     result = {}
     with locks.exclusive(folder / ".lock", "test"):  # another process is building it
-        waiter = threading.Thread(target=lambda: result.update(cache=open_cache(frame, 16, tmp_path / "cache", workers=1)))
+        waiter = threading.Thread(
+            target=lambda: result.update(cache=open_cache(frame, 16, tmp_path / "cache", workers=1))
+        )
         waiter.start()
         deadline = time.time() + 30
         while "waiting for image cache" not in capsys.readouterr().out:
@@ -149,8 +167,13 @@ def test_partial_caches_are_listed_and_removed_but_complete_ones_kept(small_set,
 
 def make_clean_cache(root):
     """`make clean-cache CACHE=root` with the Makefile's own command lines."""
-    done = subprocess.run(["make", "-s", "clean-cache", f"CACHE={root}", f"PY={sys.executable}"],
-                          cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["make", "-s", "clean-cache", f"CACHE={root}", f"PY={sys.executable}"],
+        cwd=paths.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "removed" in done.stdout, done.stdout + done.stderr
     return done.returncode
 
@@ -166,9 +189,11 @@ def test_truncated_cache_file_is_a_data_error_naming_it(small_set, tmp_path):
 
 def test_cache_workers_die_with_a_killed_builder(tmp_path):
     csv_path = write_chexpert(tmp_path / "data", chexpert_rows(80))
-    script = ("import sys; from chexutils import cache; from chexutils.data import read_chexpert;"
-              "cache.CHUNK = 1; cache.load_resized = (lambda real: lambda *a: (__import__('time').sleep(0.5), real(*a))[1])"
-              "(cache.load_resized); cache.open_cache(read_chexpert(sys.argv[1]), 16, sys.argv[2], workers=2)")
+    script = (
+        "import sys; from chexutils import cache; from chexutils.data import read_chexpert;"
+        "cache.CHUNK = 1; cache.load_resized = (lambda real: lambda *a: (__import__('time').sleep(0.5), real(*a))[1])"
+        "(cache.load_resized); cache.open_cache(read_chexpert(sys.argv[1]), 16, sys.argv[2], workers=2)"
+    )
     builder = subprocess.Popen([sys.executable, "-c", script, str(csv_path), str(tmp_path / "cache")])
     children, deadline = [], time.time() + 120
     while len(children) < 2:
@@ -200,6 +225,7 @@ def _alive(pid):
 
 # --- safe output paths ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["..", ".", "../elsewhere", "/tmp/x", ".hidden", "a b", ""])
 def test_sweep_name_must_be_a_plain_folder_name(tmp_path, capsys, name):
     config = tmp_path / "sweep.yaml"
@@ -213,8 +239,11 @@ def test_sweep_name_must_be_a_plain_folder_name(tmp_path, capsys, name):
 
 def test_grid_value_that_is_no_folder_name_is_refused(tmp_path):
     config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump({"name": "x", "steps": [{"notebook": "01_explore.ipynb", "per_run": True}],
-                                      "grid": {"seed": [1, ".."]}}))
+    config.write_text(
+        yaml.safe_dump(
+            {"name": "x", "steps": [{"notebook": "01_explore.ipynb", "per_run": True}], "grid": {"seed": [1, ".."]}}
+        )
+    )
     with pytest.raises(DataError, match=r"grid run '\.\.' is '\.\.'; expected a plain folder name"):
         workbook.load_config(config, tmp_path / "out")
 
@@ -233,6 +262,7 @@ def test_runner_never_writes_a_notebook_outside_the_output_root(tmp_path):
 
 
 # --- images and CSV rows --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_decompression_bomb_names_file_and_csv_line(small_set, tmp_path, monkeypatch, use_cache):
@@ -267,13 +297,17 @@ def test_short_csv_row_is_refused_with_file_and_line(small_set):
 
 # --- checkpoints and run identity -----------------------------------------------------------------
 
-@pytest.mark.parametrize("content, pattern", [
-    (b"", r"empty file \(0 bytes\)"),
-    (os.urandom(2000), "not a complete torch checkpoint"),
-    ("truncated", "not a complete torch checkpoint"),
-    ({"model": {}, "epoch": 0}, "missing key\\(s\\) optimizer, scheduler, best, history, rng, config"),
-    ([1, 2, 3], "holds a list, not a dict"),
-])
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (b"", r"empty file \(0 bytes\)"),
+        (os.urandom(2000), "not a complete torch checkpoint"),
+        ("truncated", "not a complete torch checkpoint"),
+        ({"model": {}, "epoch": 0}, "missing key\\(s\\) optimizer, scheduler, best, history, rng, config"),
+        ([1, 2, 3], "holds a list, not a dict"),
+    ],
+)
 def test_unreadable_checkpoint_is_one_clear_error(tiny_phantom, tmp_path, content, pattern):
     run = tmp_path / "run"
     run.mkdir()
@@ -289,8 +323,13 @@ def test_unreadable_checkpoint_is_one_clear_error(tiny_phantom, tmp_path, conten
     if content == b"":  # through the command line once: one line, exit code 2, no traceback
         path = tmp_path / "train.yaml"
         path.write_text(yaml.safe_dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}))
-        done = subprocess.run([sys.executable, "-m", "chexutils.train", "--config", str(path)], capture_output=True,
-                              text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        done = subprocess.run(
+            [sys.executable, "-m", "chexutils.train", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
         message = done.stderr.strip().splitlines()[-1].removeprefix("error: ")
     else:
@@ -316,22 +355,26 @@ def test_moved_run_folder_resumes_and_paths_are_normalised(tiny_phantom, tmp_pat
 
 # --- config validation before work starts ---------------------------------------------------------
 
-@pytest.mark.parametrize("overrides, pattern", [
-    ({"image_size": "abc"}, r"image_size is 'abc' \(str\); expected int"),
-    ({"epochs": 0}, "epochs is 0; expected a number >= 1"),
-    ({"lr": -0.1}, "lr is -0.1; expected a number > 0"),
-    ({"lr": True}, r"lr is True \(bool\); expected float"),
-    ({"betas": [0.9, 1.5]}, r"betas is \[0.9, 1.5\]; expected two numbers in \[0, 1\)"),
-    ({"workers": -1}, "workers is -1"),
-    ({"policy": "U-Twos"}, "policy is 'U-Twos'; known: U-Ignore"),
-    ({"backbone": "resnet"}, "backbone is 'resnet'; known: densenet121"),
-    ({"backbone": "xception", "image_size": 224}, "backbone xception needs image_size >= 299, got 224"),
-    ({"policy": "U-Ones", "policy_options": {"teacher": "x"}}, "policy U-Ones got unknown option\\(s\\) teacher"),
-    ({"policy": "mixed", "policy_options": {"mapping": {"Edema": "U-Twos"}}}, "mixed: unknown|mixed: each"),
-    ({"policy": "U-SelfTrained"}, "needs policy_options.teacher"),
-    ({"device": "gpu"}, "device is 'gpu'"),
-    ({"pretrained": "imagenet", "backbone": "fractalnet"}, "fractalnet has no ImageNet weights"),
-])
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        ({"image_size": "abc"}, r"image_size is 'abc' \(str\); expected int"),
+        ({"epochs": 0}, "epochs is 0; expected a number >= 1"),
+        ({"lr": -0.1}, "lr is -0.1; expected a number > 0"),
+        ({"lr": True}, r"lr is True \(bool\); expected float"),
+        ({"betas": [0.9, 1.5]}, r"betas is \[0.9, 1.5\]; expected two numbers in \[0, 1\)"),
+        ({"workers": -1}, "workers is -1"),
+        ({"policy": "U-Twos"}, "policy is 'U-Twos'; known: U-Ignore"),
+        ({"backbone": "resnet"}, "backbone is 'resnet'; known: densenet121"),
+        ({"backbone": "xception", "image_size": 224}, "backbone xception needs image_size >= 299, got 224"),
+        ({"policy": "U-Ones", "policy_options": {"teacher": "x"}}, "policy U-Ones got unknown option\\(s\\) teacher"),
+        ({"policy": "mixed", "policy_options": {"mapping": {"Edema": "U-Twos"}}}, "mixed: unknown|mixed: each"),
+        ({"policy": "U-SelfTrained"}, "needs policy_options.teacher"),
+        ({"device": "gpu"}, "device is 'gpu'"),
+        ({"pretrained": "imagenet", "backbone": "fractalnet"}, "fractalnet has no ImageNet weights"),
+    ],
+)
 def test_bad_training_values_fail_before_any_work(overrides, pattern):
     with pytest.raises(DataError, match=pattern):
         make_config(**overrides)
@@ -340,8 +383,12 @@ def test_bad_training_values_fail_before_any_work(overrides, pattern):
 def test_train_cli_refuses_a_bad_value_with_exit_code_2(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("train:\n  image_size: abc\n  run_dir: " + str(tmp_path / "run") + "\n")
-    done = subprocess.run([sys.executable, "-m", "chexutils.train", "--config", str(path), "--set", "epochs=0"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "chexutils.train", "--config", str(path), "--set", "epochs=0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert re.search(r"error: .*train.yaml: (image_size is 'abc'|epochs is 0)", done.stderr), done.stderr
     assert not (tmp_path / "run").exists()
@@ -349,10 +396,19 @@ def test_train_cli_refuses_a_bad_value_with_exit_code_2(tmp_path):
 
 def test_runner_checks_every_grid_point_at_load_time(tmp_path):
     config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "x", "steps": [{"notebook": "00_data.ipynb"},
-                               {"notebook": "03_train.ipynb", "per_run": True, "parameters": {"image_size": 224}}],
-        "grid": {"policy": ["U-Ones", "U-Twos"], "backbone": ["densenet121", "xception"]}}, sort_keys=False))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "steps": [
+                    {"notebook": "00_data.ipynb"},
+                    {"notebook": "03_train.ipynb", "per_run": True, "parameters": {"image_size": 224}},
+                ],
+                "grid": {"policy": ["U-Ones", "U-Twos"], "backbone": ["densenet121", "xception"]},
+            },
+            sort_keys=False,
+        )
+    )
     with pytest.raises(DataError, match=rf"{config}: run U-Ones_xception, 03_train.ipynb: backbone xception needs"):
         workbook.load_config(config, tmp_path / "out")
     config.write_text(config.read_text().replace("xception", "fractalnet"))
@@ -367,21 +423,32 @@ def test_valid_csv_sharing_patients_with_train_csv_is_refused(tiny_phantom, tmp_
     with pytest.raises(DataError, match=r"train.csv: \d+ patient\(s\) also in .*train.csv .*allow_patient_overlap"):
         fit(cfg)
     assert not (tmp_path / "cache").exists()  # refused before any cache was built
-    allowed = fit(tiny_config(tiny_phantom, tmp_path / "run", train_csv=train_csv, valid_csv=train_csv,
-                              allow_patient_overlap=True, max_steps_per_epoch=1))
+    allowed = fit(
+        tiny_config(
+            tiny_phantom,
+            tmp_path / "run",
+            train_csv=train_csv,
+            valid_csv=train_csv,
+            allow_patient_overlap=True,
+            max_steps_per_epoch=1,
+        )
+    )
     assert (allowed / "best.pt").is_file()
 
 
 # --- re-running ---------------------------------------------------------------------------------
+
 
 def _tiny_notebook(folder, name):
     """A notebook with a parameters cell (fail, force) that fails when told and records force."""
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# tiny"),
-                nbformat.v4.new_code_cell("fail = False\nforce = False\nout = ''", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("assert not fail, 'told to fail'\nopen(out, 'a').write(f'{force}\\n')")]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# tiny"),
+        nbformat.v4.new_code_cell("fail = False\nforce = False\nout = ''", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("assert not fail, 'told to fail'\nopen(out, 'a').write(f'{force}\\n')"),
+    ]
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
     nb.metadata["language_info"] = {"name": "python"}
     folder.mkdir(parents=True, exist_ok=True)
@@ -395,8 +462,9 @@ def test_rerun_skips_with_reason_reruns_on_code_change_keeps_last_good_and_force
     runner_guards.notebook_defaults.cache_clear()
     config_path = tmp_path / "sweep.yaml"
     record = tmp_path / "record.txt"
-    config_path.write_text(yaml.safe_dump({"name": "x", "parameters": {"out": str(record)},
-                                           "steps": [{"notebook": "t_rerun.ipynb"}]}))
+    config_path.write_text(
+        yaml.safe_dump({"name": "x", "parameters": {"out": str(record)}, "steps": [{"notebook": "t_rerun.ipynb"}]})
+    )
     config = workbook.load_config(config_path, tmp_path / "out")
     logs = []
     assert [o.status for o in workbook.execute(config, log=logs.append)] == ["ok"]
@@ -433,9 +501,9 @@ def test_restart_retrains_a_finished_run(tiny_phantom, tmp_path):
 
 # --- everyday use -------------------------------------------------------------------------------
 
+
 def _make_dry(*args):
-    done = subprocess.run(["make", "-n", *args], cwd=paths.PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(["make", "-n", *args], cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -457,8 +525,14 @@ def test_report_starts_with_what_was_run_and_has_no_raw_dicts(tmp_path):
 
     config = workbook.load_config(paths.CONFIG_DIR / "demo.yaml", tmp_path / "out")
     config.output_dir.mkdir(parents=True)
-    compare.write_comparison(config.output_dir, {"Ensemble of all runs, mean AUROC over the 5 tasks": str(
-        {"mean": 0.712345678901234, "ci_low": 0.65012345678, "ci_high": 0.7701234567, "dropped": 0})})
+    compare.write_comparison(
+        config.output_dir,
+        {
+            "Ensemble of all runs, mean AUROC over the 5 tasks": str(
+                {"mean": 0.712345678901234, "ci_low": 0.65012345678, "ci_high": 0.7701234567, "dropped": 0}
+            )
+        },
+    )
     text = workbook.write_report(config, []).read_text()
     head = text.split("## Steps")[0]
     assert "generated phantom CheXpert (500 + 100 patients, 128 × 104 px) in `data/phantom-demo`" in head

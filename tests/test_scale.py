@@ -8,19 +8,18 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from test_train import tiny_config
 
+from chexutils import cache as cache_module
 from chexutils import launch
 from chexutils.cache import ImageCache
 from chexutils.checkpoint import load_checkpoint
+from chexutils.data import read_chexpert
 from chexutils.device_cache import DeviceImages, maybe_on_device
 from chexutils.errors import DataError
-from chexutils import cache as cache_module
-from chexutils.data import read_chexpert
 from chexutils.loader import BatchLoader, image_source
 from chexutils.train import TrainingDiverged, _check_finite, fit
 from chexutils.train_config import effective_lr, make_config
-
-from test_train import tiny_config
 
 
 def _history(run):
@@ -57,15 +56,26 @@ def test_compile_is_off_by_default_and_lr_scales_by_the_stated_rule():
     assert effective_lr(make_config(batch_size=128, lr=1e-4)) == pytest.approx(1e-4)
     assert effective_lr(make_config(batch_size=128, lr=1e-4, lr_scale_rule="linear")) == pytest.approx(4e-4)
     assert effective_lr(make_config(batch_size=128, lr=1e-4, lr_scale_rule="sqrt")) == pytest.approx(2e-4)
-    assert effective_lr(make_config(image_size=320, batch_size=64, lr_scale_rule="linear", base_batch_size=32,
-                                    lr=1e-4)) == pytest.approx(2e-4)
+    assert effective_lr(
+        make_config(image_size=320, batch_size=64, lr_scale_rule="linear", base_batch_size=32, lr=1e-4)
+    ) == pytest.approx(2e-4)
     with pytest.raises(DataError, match="lr_scale_rule 'cubic' is not one of none, linear, sqrt"):
         make_config(lr_scale_rule="cubic")
 
 
 def test_linear_rule_reaches_the_optimiser_and_config_json(tiny_phantom, tmp_path):
-    run = fit(tiny_config(tiny_phantom, tmp_path / "run", epochs=1, batch_size=32, base_batch_size=16,
-                          lr=1e-3, lr_scale_rule="linear", max_steps_per_epoch=1))
+    run = fit(
+        tiny_config(
+            tiny_phantom,
+            tmp_path / "run",
+            epochs=1,
+            batch_size=32,
+            base_batch_size=16,
+            lr=1e-3,
+            lr_scale_rule="linear",
+            max_steps_per_epoch=1,
+        )
+    )
     assert json.loads((run / "config.json").read_text())["lr_effective"] == pytest.approx(2e-3)
     assert pd.read_csv(run / "history.csv")["lr"].tolist() == pytest.approx([2e-3])
 
@@ -107,8 +117,17 @@ def test_launch_writes_a_config_torchrun_reads_back(tmp_path):
     path.write_text(yaml.safe_dump(launch.config_as_yaml(cfg)))
     assert make_config(path) == cfg
     command = launch.torchrun_command(path, 2)
-    assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "chexutils.train", "--config", str(path)]
+    assert command[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "chexutils.train",
+        "--config",
+        str(path),
+    ]
     with pytest.raises(DataError, match="nproc_per_node and loss_sync_every must be at least 1"):
         make_config(nproc_per_node=0)
 
@@ -118,8 +137,10 @@ def test_runs_opening_one_cache_at_once_build_it_once(tiny_phantom, tmp_path, mo
     builds, real_build = [], cache_module._build
     monkeypatch.setattr(cache_module, "_build", lambda *a, **kw: builds.append(a[0]) or real_build(*a, **kw))
     opened = []
-    threads = [threading.Thread(target=lambda: opened.append(image_source(frame, 24, "bilinear", True, tmp_path)))
-               for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: opened.append(image_source(frame, 24, "bilinear", True, tmp_path)))
+        for _ in range(3)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

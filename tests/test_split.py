@@ -16,7 +16,7 @@ def train(tiny_phantom):
 def test_no_patient_in_two_splits_and_every_image_kept(train):
     parts = patient_split(train, seed=0)
     patients = [set(p["patient"]) for p in parts.values()]
-    assert all(not (a & b) for i, a in enumerate(patients) for b in patients[i + 1:])
+    assert all(not (a & b) for i, a in enumerate(patients) for b in patients[i + 1 :])
     assert sum(len(p) for p in parts.values()) == len(train)
     assert set(pd.concat(parts.values())["Path"]) == set(train["Path"])
     assert (split_summary(parts)["shared patients"] == 0).all()
@@ -41,8 +41,12 @@ def _label_frame(n_patients: int, seed: int) -> pd.DataFrame:
     patients = np.repeat([f"patient{i:05d}" for i in range(n_patients)], rng.integers(1, 7, n_patients))
     labels = (rng.random((len(patients), len(OBSERVATIONS))) < np.linspace(0.02, 0.5, len(OBSERVATIONS))).astype(float)
     return pd.DataFrame(labels, columns=list(OBSERVATIONS)).assign(
-        patient=patients, study=[f"{p}/study{i}" for i, p in enumerate(patients)], folder="train",
-        line=np.arange(2, len(patients) + 2), Path=[f"x{i}" for i in range(len(patients))])
+        patient=patients,
+        study=[f"{p}/study{i}" for i, p in enumerate(patients)],
+        folder="train",
+        line=np.arange(2, len(patients) + 2),
+        Path=[f"x{i}" for i in range(len(patients))],
+    )
 
 
 def test_stratification_keeps_prevalences_closer_than_a_random_patient_split():
@@ -64,7 +68,9 @@ def test_patient_under_two_source_folders_is_a_data_error(train):
     leaky = train.copy()
     leaky.loc[leaky.index[-1], "patient"] = leaky.loc[leaky.index[0], "patient"]
     leaky.loc[leaky.index[-1], "folder"] = "valid"
-    with pytest.raises(DataError, match=rf"patient {leaky.loc[leaky.index[0], 'patient']} appears under several source folders .*lines"):
+    with pytest.raises(
+        DataError, match=rf"patient {leaky.loc[leaky.index[0], 'patient']} appears under several source folders .*lines"
+    ):
         patient_split(leaky)
 
 

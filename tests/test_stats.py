@@ -98,8 +98,9 @@ def test_smallest_detectable_difference_factor():
 
 
 # Coverage of the printed AUROC interval where metrics prints one (>= 10 in the smaller class).
-COVERAGE_GRID = [(a, m, n) for a in (0.6, 0.75, 0.9) for m in (10, 30) for n in (40, 150, 1000)] + \
-                [(0.95, m, n) for m in (10, 30) for n in (40, 150)]
+COVERAGE_GRID = [(a, m, n) for a in (0.6, 0.75, 0.9) for m in (10, 30) for n in (40, 150, 1000)] + [
+    (0.95, m, n) for m in (10, 30) for n in (40, 150)
+]
 
 
 def test_interval_coverage_at_the_floor_is_at_least_90_percent():
@@ -144,8 +145,12 @@ def test_mean_of_five_tasks_bootstrap_ci_covers_at_the_floor():
 
 def _arms(y, n_seeds, seed_noise, rng, shift_b=0.0):
     base = rng.normal(size=len(y))
-    arm = lambda shift: np.stack([y * (1.0 + shift) + base + seed_noise * rng.normal(size=len(y))  # noqa: E731
-                                  for _ in range(n_seeds)])
+    arm = lambda shift: np.stack(
+        [
+            y * (1.0 + shift) + base + seed_noise * rng.normal(size=len(y))  # noqa: E731
+            for _ in range(n_seeds)
+        ]
+    )
     return arm(0.0), arm(shift_b)
 
 

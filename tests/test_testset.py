@@ -8,8 +8,11 @@ from chexutils import testset
 from chexutils.errors import DataError
 from chexutils.labels import OBSERVATIONS
 
-STUDIES = ["CheXpert-v1.0/test/patient64741/study1", "CheXpert-v1.0/test/patient64742/study1",
-           "CheXpert-v1.0/test/patient64743/study1"]
+STUDIES = [
+    "CheXpert-v1.0/test/patient64741/study1",
+    "CheXpert-v1.0/test/patient64742/study1",
+    "CheXpert-v1.0/test/patient64743/study1",
+]
 
 
 def _labels(seed: int) -> pd.DataFrame:
@@ -34,9 +37,23 @@ def test_groundtruth_is_read_per_study_by_name(tmp_path):
 
 def test_reader_file_with_shuffled_columns_is_read_by_name(tmp_path):
     labels = _labels(1)
-    released = ["Study", "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity",
-                "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-                "Pleural Other", "Fracture", "Support Devices"]  # bc4.csv's order: Lung Lesion before Lung Opacity
+    released = [
+        "Study",
+        "No Finding",
+        "Enlarged Cardiomediastinum",
+        "Cardiomegaly",
+        "Lung Lesion",
+        "Lung Opacity",
+        "Edema",
+        "Consolidation",
+        "Pneumonia",
+        "Atelectasis",
+        "Pneumothorax",
+        "Pleural Effusion",
+        "Pleural Other",
+        "Fracture",
+        "Support Devices",
+    ]  # bc4.csv's order: Lung Lesion before Lung Opacity
     full = pd.concat([pd.Series(STUDIES, name="Study"), labels], axis=1)
     _write(tmp_path / "radiologists" / "benchmark_radiologists" / "bc4.csv", full[released])
     shuffled = list(np.random.default_rng(7).permutation(full.columns))
@@ -51,8 +68,10 @@ def test_reader_file_with_shuffled_columns_is_read_by_name(tmp_path):
 
 
 def test_majority_vote_of_five(tmp_path):
-    reads = {f"r{i}": pd.DataFrame({"Edema": v}, index=["a", "b", "c"])
-             for i, v in enumerate([[1, 1, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1]])}
+    reads = {
+        f"r{i}": pd.DataFrame({"Edema": v}, index=["a", "b", "c"])
+        for i, v in enumerate([[1, 1, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1]])
+    }
     assert testset.majority_vote(reads)["Edema"].tolist() == [1.0, 1.0, 0.0]
 
 
@@ -75,8 +94,11 @@ def _images(paths, **extra) -> pd.DataFrame:
 
 
 def test_chexlocalize_image_labels_without_sex_or_age(tmp_path):
-    paths = ["test/patient64741/study1/view1_frontal.jpg", "test/patient64741/study1/view2_lateral.jpg",
-             "test/patient64742/study1/view1_frontal.jpg"]
+    paths = [
+        "test/patient64741/study1/view1_frontal.jpg",
+        "test/patient64741/study1/view2_lateral.jpg",
+        "test/patient64742/study1/view1_frontal.jpg",
+    ]
     frame = testset.read_image_labels(_write(tmp_path / "CheXpert" / "test_labels.csv", _images(paths)))
     assert frame["study"].tolist() == ["patient64741/study1"] * 2 + ["patient64742/study1"]
     assert frame["frontal"].tolist() == [True, False, True]  # from the file name when Frontal/Lateral is absent
@@ -86,10 +108,16 @@ def test_chexlocalize_image_labels_without_sex_or_age(tmp_path):
 
 
 def test_join_by_study_and_its_errors(tmp_path):
-    labels = testset.read_study_labels(_write(tmp_path / "groundtruth.csv", pd.concat(
-        [pd.Series(STUDIES[:2], name="Study"), _labels(3).iloc[:2]], axis=1)))
-    paths = ["test/patient64742/study1/view1_frontal.jpg", "test/patient64741/study1/view1_frontal.jpg",
-             "test/patient64741/study1/view2_lateral.jpg"]
+    labels = testset.read_study_labels(
+        _write(
+            tmp_path / "groundtruth.csv", pd.concat([pd.Series(STUDIES[:2], name="Study"), _labels(3).iloc[:2]], axis=1)
+        )
+    )
+    paths = [
+        "test/patient64742/study1/view1_frontal.jpg",
+        "test/patient64741/study1/view1_frontal.jpg",
+        "test/patient64741/study1/view2_lateral.jpg",
+    ]
     images = testset.read_image_labels(_write(tmp_path / "test_labels.csv", _images(paths, Edema=[0, 0, 0])))
     joined = testset.join_study_labels(images, labels)
     for obs in ("Edema", "Lung Opacity"):  # the study's labels from groundtruth.csv, by key, for every image
@@ -97,14 +125,25 @@ def test_join_by_study_and_its_errors(tmp_path):
 
     with pytest.raises(DataError, match=r"1 labelled study has no image .*'patient64742/study1'"):
         testset.join_study_labels(images.iloc[1:], labels, "imgs.csv", "groundtruth.csv")
-    extra = testset.read_image_labels(_write(tmp_path / "t2.csv", _images(paths + ["test/patient64743/study1/view1_frontal.jpg"])))
-    with pytest.raises(DataError, match=r"t2.csv line 5: image 'test/patient64743/study1/view1_frontal.jpg' belongs to a study with no label"):
+    extra = testset.read_image_labels(
+        _write(tmp_path / "t2.csv", _images(paths + ["test/patient64743/study1/view1_frontal.jpg"]))
+    )
+    with pytest.raises(
+        DataError,
+        match=r"t2.csv line 5: image 'test/patient64743/study1/view1_frontal.jpg' belongs to a study with no label",
+    ):
         testset.join_study_labels(extra, labels, str(tmp_path / "t2.csv"))
-    with pytest.raises(DataError, match=r"line 3: Path 'images/patient64741.*matches neither the CheXpert release nor CheXlocalize"):
-        testset.read_image_labels(_write(tmp_path / "t3.csv", _images([paths[0], "images/patient64741/study1/view1_frontal.jpg"])))
+    with pytest.raises(
+        DataError, match=r"line 3: Path 'images/patient64741.*matches neither the CheXpert release nor CheXlocalize"
+    ):
+        testset.read_image_labels(
+            _write(tmp_path / "t3.csv", _images([paths[0], "images/patient64741/study1/view1_frontal.jpg"]))
+        )
 
 
 def test_missing_test_set_says_where_the_files_go(tmp_path):
-    with pytest.raises(DataError, match=r"cheXpert-test-set-labels/groundtruth.csv: file does not exist; .*CheXlocalize"):
+    with pytest.raises(
+        DataError, match=r"cheXpert-test-set-labels/groundtruth.csv: file does not exist; .*CheXlocalize"
+    ):
         testset.find_official_test(tmp_path)
     assert not testset.has_official_test(tmp_path)

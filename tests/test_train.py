@@ -19,8 +19,17 @@ from chexutils.train_config import make_config
 
 
 def tiny_config(tiny_phantom, run_dir, **overrides):
-    base = dict(data_dir=str(tiny_phantom.parent), backbone="densenet121", image_size=32, epochs=2, batch_size=16,
-                lr=1e-3, run_dir=str(run_dir), cache_dir=str(run_dir.parent / "cache"), policy="U-Ones")
+    base = dict(
+        data_dir=str(tiny_phantom.parent),
+        backbone="densenet121",
+        image_size=32,
+        epochs=2,
+        batch_size=16,
+        lr=1e-3,
+        run_dir=str(run_dir),
+        cache_dir=str(run_dir.parent / "cache"),
+        policy="U-Ones",
+    )
     return make_config(**{**base, **overrides})
 
 
@@ -74,8 +83,10 @@ def test_same_seed_same_run_and_caller_rng_untouched(tiny_phantom, tmp_path):
     a = fit(tiny_config(tiny_phantom, tmp_path / "a", epochs=1))
     assert torch.equal(torch.get_rng_state(), before)
     b = fit(tiny_config(tiny_phantom, tmp_path / "b", epochs=1))
-    pd.testing.assert_frame_equal(pd.read_csv(a / "history.csv").drop(columns=["seconds", "images_per_s"]),
-                                  pd.read_csv(b / "history.csv").drop(columns=["seconds", "images_per_s"]))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(a / "history.csv").drop(columns=["seconds", "images_per_s"]),
+        pd.read_csv(b / "history.csv").drop(columns=["seconds", "images_per_s"]),
+    )
 
 
 def test_pickled_checkpoint_is_refused(tiny_phantom, tmp_path):
@@ -108,7 +119,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_phantom, tmp_pat
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2"):
         fit(cfg)
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
-    assert state["epoch"] == 0 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert state["epoch"] == 0 and all(
+        torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()
+    )
 
 
 def test_unknown_config_key_fails_loudly(tmp_path):
@@ -125,22 +138,40 @@ def test_two_process_ddp_on_cpu(tiny_phantom, tmp_path):
     path.write_text(yaml.safe_dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
-    done = subprocess.run(torchrun + ["-m", "chexutils.train", "--config", str(path)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        torchrun + ["-m", "chexutils.train", "--config", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert config["world_size"] == 2 and config["head"] == "multiclass"
     assert len(pd.read_csv(tmp_path / "ddp" / "history.csv")) == 1
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [  # .lock: rank 0's run-folder lock
-        ".lock", "best.pt", "checkpoint.pt", "config.json", "history.csv", "predictions_select.csv"]
+        ".lock",
+        "best.pt",
+        "checkpoint.pt",
+        "config.json",
+        "history.csv",
+        "predictions_select.csv",
+    ]
 
 
 def test_self_trained_student_learns_from_a_u_ignore_teacher(tiny_phantom, tmp_path):
     teacher = fit(tiny_config(tiny_phantom, tmp_path / "teacher", epochs=1, policy="U-Ignore", predict_train=True))
     predictions = pd.read_csv(teacher / "predictions_train.csv")
     assert len(predictions) == json.loads((teacher / "config.json").read_text())["train_images"]
-    student = fit(tiny_config(tiny_phantom, tmp_path / "student", epochs=1, policy="U-SelfTrained",
-                              policy_options={"teacher": str(teacher)}))
+    student = fit(
+        tiny_config(
+            tiny_phantom,
+            tmp_path / "student",
+            epochs=1,
+            policy="U-SelfTrained",
+            policy_options={"teacher": str(teacher)},
+        )
+    )
     resolved = json.loads((student / "config.json").read_text())["policy_resolved"]
     assert resolved["name"] == "U-SelfTrained" and str(teacher) in json.dumps(resolved)
 
@@ -149,8 +180,11 @@ def test_training_with_and_without_the_cache_agrees(tiny_phantom, tmp_path):
     cached = fit(tiny_config(tiny_phantom, tmp_path / "cached", epochs=1))
     jpeg = fit(tiny_config(tiny_phantom, tmp_path / "jpeg", epochs=1, use_cache=False, workers=2))
     cols = ["train_loss", "valid_loss", "valid_auroc_tasks"]
-    np.testing.assert_allclose(pd.read_csv(cached / "history.csv")[cols].to_numpy(),
-                               pd.read_csv(jpeg / "history.csv")[cols].to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        pd.read_csv(cached / "history.csv")[cols].to_numpy(),
+        pd.read_csv(jpeg / "history.csv")[cols].to_numpy(),
+        rtol=1e-5,
+    )
 
 
 def test_resume_trains_only_the_missing_epochs_and_keeps_earlier_history(tiny_phantom, tmp_path, monkeypatch):
@@ -234,8 +268,9 @@ def test_ddp_ranks_train_disjoint_shards_into_identical_weights(tiny_phantom, tm
     script.write_text(f"OUT = {str(tmp_path)!r}\n" + DDP_PROBE)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519"]
-    done = subprocess.run(torchrun + [str(script), "--config", str(path)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        torchrun + [str(script), "--config", str(path)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [set(np.load(tmp_path / f"rows{r}.npy").tolist()) for r in (0, 1)]
     n_train = json.loads((tmp_path / "ddp" / "config.json").read_text())["train_images"]

@@ -13,14 +13,26 @@ from chexutils.widgets import RocBrowser, load_run_scores, operating_point, roc_
 
 NAN = math.nan
 # Four studies; s4 has one view. Study labels: Atelectasis 1 / 0 / uncertain / blank, Edema 0 / 1 / 1 / 0.
-STUDIES = {"patient00001/study1": (1.0, 0.0), "patient00001/study2": (0.0, 1.0),
-           "patient00002/study1": (-1.0, 1.0), "patient00003/study1": (NAN, 0.0)}
-VIEWS = ["patient00001/study1/view1", "patient00001/study1/view2", "patient00001/study2/view1",
-         "patient00001/study2/view2", "patient00002/study1/view1", "patient00002/study1/view2",
-         "patient00003/study1/view1"]
+STUDIES = {
+    "patient00001/study1": (1.0, 0.0),
+    "patient00001/study2": (0.0, 1.0),
+    "patient00002/study1": (-1.0, 1.0),
+    "patient00003/study1": (NAN, 0.0),
+}
+VIEWS = [
+    "patient00001/study1/view1",
+    "patient00001/study1/view2",
+    "patient00001/study2/view1",
+    "patient00001/study2/view2",
+    "patient00002/study1/view1",
+    "patient00002/study1/view2",
+    "patient00003/study1/view1",
+]
 # Per image, in VIEWS order: (Atelectasis, Edema) probabilities of run "a" and run "b".
-SCORES = {"a": [(0.9, 0.3), (0.2, 0.2), (0.6, 0.7), (0.1, 0.5), (0.8, 0.45), (0.3, 0.6), (0.4, 0.1)],
-          "b": [(0.35, 0.8), (0.55, 0.1), (0.25, 0.9), (0.65, 0.4), (0.5, 0.2), (0.05, 0.3), (0.75, 0.6)]}
+SCORES = {
+    "a": [(0.9, 0.3), (0.2, 0.2), (0.6, 0.7), (0.1, 0.5), (0.8, 0.45), (0.3, 0.6), (0.4, 0.1)],
+    "b": [(0.35, 0.8), (0.55, 0.1), (0.25, 0.9), (0.65, 0.4), (0.5, 0.2), (0.05, 0.3), (0.75, 0.6)],
+}
 
 
 def _path(view: str) -> str:
@@ -35,8 +47,13 @@ def frame() -> pd.DataFrame:
     for line, view in enumerate(VIEWS, start=2):
         patient, study, _ = view.split("/")
         atelectasis, edema = STUDIES[f"{patient}/{study}"]
-        row = {"Path": _path(view), "patient": patient, "study": f"{patient}/{study}",
-               "frontal": view.endswith("1"), "line": line}
+        row = {
+            "Path": _path(view),
+            "patient": patient,
+            "study": f"{patient}/{study}",
+            "frontal": view.endswith("1"),
+            "line": line,
+        }
         row.update({obs: NAN for obs in OBSERVATIONS})
         row.update({"Atelectasis": atelectasis, "Edema": edema, "Fracture": 0.0})
         rows.append(row)
@@ -60,8 +77,9 @@ def write_run(folder, frame, name, seed, extra_path=None):
 
 @pytest.fixture
 def runs(tmp_path, frame):
-    return [load_run_scores(write_run(tmp_path, frame, name, seed), frame, name=name)
-            for name, seed in (("a", 1), ("b", 2))]
+    return [
+        load_run_scores(write_run(tmp_path, frame, name, seed), frame, name=name) for name, seed in (("a", 1), ("b", 2))
+    ]
 
 
 def expected(name, observation, level, threshold):
@@ -120,7 +138,9 @@ def test_load_joins_by_path(runs, frame):
 
 
 def test_missing_path_is_data_error(tmp_path, frame):
-    run_dir = write_run(tmp_path, frame, "a", 1, extra_path="CheXpert-v1.0-small/valid/patient09999/study1/view1_frontal.jpg")
+    run_dir = write_run(
+        tmp_path, frame, "a", 1, extra_path="CheXpert-v1.0-small/valid/patient09999/study1/view1_frontal.jpg"
+    )
     with pytest.raises(DataError, match=r"predictions_valid\.csv: 1 Path.*patient09999"):
         load_run_scores(run_dir, frame)
 
@@ -245,14 +265,21 @@ def test_gallery_cases_by_hand(runs):
     from chexutils.gallery import gallery_cases
 
     cases = gallery_cases(runs[0], "Atelectasis", "study", 0.5, k=4)  # studies s1 0.9 (+), s2 0.6 (-), s4 0.4 (-)
-    assert list(zip(cases["kind"], cases["key"])) == [("true positive", "patient00001/study1"),
-                                                      ("false positive", "patient00001/study2")]
+    assert list(zip(cases["kind"], cases["key"])) == [
+        ("true positive", "patient00001/study1"),
+        ("false positive", "patient00001/study2"),
+    ]
     assert list(cases["path"]) == [_path(VIEWS[0]), _path(VIEWS[2])]  # the view that set the study's max
     missed = gallery_cases(runs[0], "Atelectasis", "study", 0.95, k=4)
     assert list(zip(missed["kind"], missed["key"])) == [("false negative", "patient00001/study1")]
     images = gallery_cases(runs[1], "Edema", "image", 0.25, k=2)  # b: positive images .9 .4 .2 .3, negatives .8 .1 .6
-    assert list(images["kind"]) == ["true positive", "true positive", "false positive", "false positive",
-                                    "false negative"]
+    assert list(images["kind"]) == [
+        "true positive",
+        "true positive",
+        "false positive",
+        "false positive",
+        "false negative",
+    ]
     assert list(images["score"]) == [0.9, 0.4, 0.8, 0.6, 0.2]
     assert images["path"].equals(images["key"])
 
@@ -297,8 +324,9 @@ def test_static_picture_is_displayed_beside_the_widget(runs, monkeypatch):
     assert shown[0] is browser.box
     pictures = [o for o in shown if isinstance(o, IPython.display.Image)]
     assert len(pictures) == 1 and pictures[0].data[:8] == b"\x89PNG\r\n\x1a\n"
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     assert Image.open(io.BytesIO(pictures[0].data)).width >= 600
 

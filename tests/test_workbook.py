@@ -6,12 +6,11 @@ import re
 import nbformat
 import pandas as pd
 import pytest
+from conftest import TINY_PHANTOM
 
 from chexutils import workbook
 from chexutils.errors import DataError
 from chexutils.workbook import execute, load_config, main, write_report
-
-from conftest import TINY_PHANTOM
 
 
 def _config(tmp_path, text: str):
@@ -70,8 +69,14 @@ grid:
 def series(tmp_path_factory):
     """Run notebooks 00-02 once through the runner's command line; return the sweep folder."""
     root = tmp_path_factory.mktemp("workbook")
-    text = SERIES.format(data=root / "data", patients=TINY_PHANTOM["patients"], valid=TINY_PHANTOM["valid_patients"],
-                         w=TINY_PHANTOM["size"][0], h=TINY_PHANTOM["size"][1], seed=TINY_PHANTOM["seed"])
+    text = SERIES.format(
+        data=root / "data",
+        patients=TINY_PHANTOM["patients"],
+        valid=TINY_PHANTOM["valid_patients"],
+        w=TINY_PHANTOM["size"][0],
+        h=TINY_PHANTOM["size"][1],
+        seed=TINY_PHANTOM["seed"],
+    )
     config = _config(root, text)
     assert main(["run", str(config), "--output-root", str(root / "out")]) == 0
     return root, config, root / "out" / "tiny"
@@ -142,9 +147,16 @@ def test_compare_writes_the_tables_mapping_and_report(series):
     for obs, row in choice.iterrows():  # the mapping follows the verdicts: default unless the adjusted test rejects
         assert mapping[obs] == ("U-Zeros" if not row["eligible"] or not row["p_holm"] < 0.05 else row["mapping"])
     comparison = (out / "comparison.md").read_text()
-    for section in ("AUROC on the official valid set", "Ranking of the runs", "Per-label choice (official-valid)",
-                    "Selection criterion: **official-valid**", "Negative control: No Finding",
-                    "Negative control: seed-to-seed", "Agreement between selection criteria", "Ensemble of all runs"):
+    for section in (
+        "AUROC on the official valid set",
+        "Ranking of the runs",
+        "Per-label choice (official-valid)",
+        "Selection criterion: **official-valid**",
+        "Negative control: No Finding",
+        "Negative control: seed-to-seed",
+        "Agreement between selection criteria",
+        "Ensemble of all runs",
+    ):
         assert section in comparison, section
     for criterion in ("official-valid", "held-out-masked", "held-out-truth"):  # the tiny phantom has all three
         assert f"{criterion}: choice" in comparison
@@ -166,7 +178,10 @@ def test_evaluate_writes_calibration_and_operating_points_and_a_static_browser_p
         run = out / policy
         calibration = pd.read_csv(run / "calibration.csv")
         assert set(zip(calibration["set"], calibration["scaling"])) == {
-            ("official valid", "none"), ("held-out", "none"), ("held-out", "temperature fitted on official valid")}
+            ("official valid", "none"),
+            ("held-out", "none"),
+            ("held-out", "temperature fitted on official valid"),
+        }
         assert calibration["brier"].between(0, 1).all() and len(calibration) == 3 * 14
         points = pd.read_csv(run / "operating_points.csv")
         assert set(points["rule"]) == {"youden", "sensitivity≥0.9", "specificity≥0.9"} and len(points) == 3 * 14
@@ -185,7 +200,9 @@ def test_look_inside_scores_heatmaps_of_one_run_against_the_drawn_regions(series
     run = sweep / "U-Ones"
     scores = pd.read_csv(run / "localisation.csv")
     per_image = pd.read_csv(run / "localisation_images.csv")
-    assert {"observation", "kind", "n", "iou", "iou_lo", "iou_hi", "hit_rate", "hit_lo", "hit_hi", "chance"} <= set(scores)
+    assert {"observation", "kind", "n", "iou", "iou_lo", "iou_hi", "hit_rate", "hit_lo", "hit_hi", "chance"} <= set(
+        scores
+    )
     assert per_image["Path"].nunique() <= 20 and scores["n"].sum() == len(per_image) > 0
     assert set(scores["kind"]) <= {"clear", "faint", "mimic"}
     assert (run / "heatmap_gallery.png").stat().st_size > 0
@@ -243,11 +260,17 @@ def test_a_changed_input_file_reruns_the_steps_that_read_it(series, tmp_path):
 
 
 def test_failing_notebook_is_kept_with_its_error_and_stops_the_series(tmp_path):
-    config = load_config(_config(tmp_path, """
+    config = load_config(
+        _config(
+            tmp_path,
+            """
 name: broken
 parameters: {data_dir: nowhere, phantom: false}
 steps: [{notebook: 00_data.ipynb}, {notebook: 01_explore.ipynb}]
-"""), tmp_path / "out")
+""",
+        ),
+        tmp_path / "out",
+    )
     outcomes = execute(config, log=lambda *_: None)
     assert [o.status for o in outcomes] == ["failed"]
     assert "DataError" in outcomes[0].error and "nowhere" in outcomes[0].error
@@ -259,12 +282,18 @@ steps: [{notebook: 00_data.ipynb}, {notebook: 01_explore.ipynb}]
 
 
 def test_grid_runs_per_run_steps_once_per_point(tmp_path):
-    config = load_config(_config(tmp_path, """
+    config = load_config(
+        _config(
+            tmp_path,
+            """
 name: grid
 parameters: {data_dir: nowhere}
 steps: [{notebook: 01_explore.ipynb, per_run: true}]
 grid: {seed: [1, 2]}
-"""), tmp_path / "out")
+""",
+        ),
+        tmp_path / "out",
+    )
     assert [name for name, _ in config.runs()] == ["seed1", "seed2"]
     params = workbook.step_parameters(config, config.steps[0], config.runs()[1])
     assert params["seed"] == 2 and params["output_dir"] == str(tmp_path / "out" / "grid")
@@ -274,12 +303,18 @@ grid: {seed: [1, 2]}
 
 
 def test_seeds_are_a_grid_axis_named_in_the_run(tmp_path):
-    config = load_config(_config(tmp_path, """
+    config = load_config(
+        _config(
+            tmp_path,
+            """
 name: seeds
 parameters: {data_dir: nowhere}
 steps: [{notebook: 03_train.ipynb, per_run: true}]
 grid: {policy: [U-Zeros, U-Ones], seed: [0, 1]}
-"""), tmp_path / "out")
+""",
+        ),
+        tmp_path / "out",
+    )
     assert [name for name, _ in config.runs()] == ["U-Zeros_seed0", "U-Zeros_seed1", "U-Ones_seed0", "U-Ones_seed1"]
     params = workbook.step_parameters(config, config.steps[0], config.runs()[3])
     assert (params["policy"], params["seed"], params["run_name"]) == ("U-Ones", 1, "U-Ones_seed1")
@@ -287,7 +322,10 @@ grid: {policy: [U-Zeros, U-Ones], seed: [0, 1]}
 
 
 def test_a_step_with_its_own_runs_replaces_the_grid_for_that_step(tmp_path):
-    config = load_config(_config(tmp_path, """
+    config = load_config(
+        _config(
+            tmp_path,
+            """
 name: stages
 parameters: {data_dir: nowhere}
 steps:
@@ -295,7 +333,10 @@ steps:
   - notebook: 01_explore.ipynb
     runs: [{name: second, seed: 7}, {name: third, seed: 8}]
 grid: {seed: [1]}
-"""), tmp_path / "out")
+""",
+        ),
+        tmp_path / "out",
+    )
     first, second = config.steps
     assert (first.key, second.key, second.per_run) == ("01_explore", "01_explore-2", True)
     assert second.runs == [("second", {"seed": 7}), ("third", {"seed": 8})]
@@ -305,20 +346,31 @@ grid: {seed: [1]}
     assert (tmp_path / "out" / "stages" / "third" / "01_explore-2.ipynb").is_file()
 
 
-@pytest.mark.parametrize("text, pattern", [
-    ("name: x\nsteps: [{notebook: 00_data.ipynb}]\nparameters: {data_dri: data}\n", "data_dri, which no step's notebook declares"),
-    ("name: x\nsteps: [{notebook: 99_missing.ipynb}]\n", "99_missing.ipynb"),
-    ("name: x\nstep: []\n", "unknown key"),
-    ("steps: [{notebook: 00_data.ipynb}]\n", "'name'"),
-    ("name: x\nsteps: []\n", "at least one notebook"),
-    ("name: x\nsteps: [{notebook: 00_data.ipynb}]\ngrid: {seed: 3}\n", "non-empty list"),
-    ("name: x\nsteps: [\n  {notebook: 00_data.ipynb\n", r"line \d+: not valid YAML"),
-    ("name: x\nsteps: [{notebook: 03_train.ipynb, runs: []}]\n", r"steps\[0\].runs must be a non-empty list"),
-    ("name: x\nsteps: [{notebook: 03_train.ipynb, runs: [{policy: mixed}]}]\n", r"steps\[0\].runs\[0\] needs a 'name'"),
-    ("name: x\nsteps: [{notebook: 03_train.ipynb, runs: [{name: a}, {name: a}]}]\n", r"runs\[1\] needs a 'name'"),
-    ("name: x\nsteps: [{notebook: 03_train.ipynb, runs: [{name: a, polcy: mixed}]}]\n",
-     r"steps\[0\].runs\[0\] has polcy, which no step's notebook declares"),
-])
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        (
+            "name: x\nsteps: [{notebook: 00_data.ipynb}]\nparameters: {data_dri: data}\n",
+            "data_dri, which no step's notebook declares",
+        ),
+        ("name: x\nsteps: [{notebook: 99_missing.ipynb}]\n", "99_missing.ipynb"),
+        ("name: x\nstep: []\n", "unknown key"),
+        ("steps: [{notebook: 00_data.ipynb}]\n", "'name'"),
+        ("name: x\nsteps: []\n", "at least one notebook"),
+        ("name: x\nsteps: [{notebook: 00_data.ipynb}]\ngrid: {seed: 3}\n", "non-empty list"),
+        ("name: x\nsteps: [\n  {notebook: 00_data.ipynb\n", r"line \d+: not valid YAML"),
+        ("name: x\nsteps: [{notebook: 03_train.ipynb, runs: []}]\n", r"steps\[0\].runs must be a non-empty list"),
+        (
+            "name: x\nsteps: [{notebook: 03_train.ipynb, runs: [{policy: mixed}]}]\n",
+            r"steps\[0\].runs\[0\] needs a 'name'",
+        ),
+        ("name: x\nsteps: [{notebook: 03_train.ipynb, runs: [{name: a}, {name: a}]}]\n", r"runs\[1\] needs a 'name'"),
+        (
+            "name: x\nsteps: [{notebook: 03_train.ipynb, runs: [{name: a, polcy: mixed}]}]\n",
+            r"steps\[0\].runs\[0\] has polcy, which no step's notebook declares",
+        ),
+    ],
+)
 def test_bad_config_is_a_data_error_naming_the_file(tmp_path, text, pattern):
     path = _config(tmp_path, text)
     with pytest.raises(DataError, match=pattern) as info:
@@ -332,9 +384,13 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
 
 
 def _tiny_notebook(path, body: str):
-    cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
-             nbformat.v4.new_code_cell(body)]
-    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}), path)
+    cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(body)]
+    nbformat.write(
+        nbformat.v4.new_notebook(
+            cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+        ),
+        path,
+    )
 
 
 def test_rerun_executes_exactly_the_changed_steps_and_everything_under_force(tmp_path, monkeypatch):
@@ -344,10 +400,14 @@ def test_rerun_executes_exactly_the_changed_steps_and_everything_under_force(tmp
         _tiny_notebook(notebooks / f"{name}.ipynb", f"print({name!r}, x)")
     monkeypatch.setattr(workbook.paths, "NOTEBOOK_DIR", notebooks)
     workbook._declared.cache_clear()
-    text = "name: digest\nsteps:\n  - {notebook: a.ipynb, parameters: {x: 1}}\n  - {notebook: b.ipynb}\n" \
-           "  - {notebook: c.ipynb, parameters: {x: 3}}\n"
+    text = (
+        "name: digest\nsteps:\n  - {notebook: a.ipynb, parameters: {x: 1}}\n  - {notebook: b.ipynb}\n"
+        "  - {notebook: c.ipynb, parameters: {x: 3}}\n"
+    )
     path = _config(tmp_path, text)
-    run = lambda force=False: [o.status for o in execute(load_config(path, tmp_path / "out"), force, log=lambda *_: None)]
+    run = lambda force=False: [
+        o.status for o in execute(load_config(path, tmp_path / "out"), force, log=lambda *_: None)
+    ]
     assert run() == ["ok", "ok", "ok"]
     assert run() == ["skipped"] * 3
     path.write_text(text.replace("{x: 3}", "{x: 4}"))  # a parameter of c
@@ -356,6 +416,8 @@ def test_rerun_executes_exactly_the_changed_steps_and_everything_under_force(tmp
     assert run() == ["skipped", "ok", "skipped"]
     assert run(force=True) == ["ok", "ok", "ok"]
     workbook._declared.cache_clear()
+
+
 @pytest.mark.parametrize("name", ["demo", "phantom-study"])
 def test_shipped_phantom_configs_train_two_seeds_and_close_the_loop(name):
     config = load_config(workbook.paths.CONFIG_DIR / f"{name}.yaml")
@@ -364,7 +426,7 @@ def test_shipped_phantom_configs_train_two_seeds_and_close_the_loop(name):
         assert len({values["seed"] for _, values in runs if values["policy"] == policy}) >= 2, policy
     stage2 = [s for s in config.steps if s.runs is not None]
     assert [s.key for s in stage2] == ["03_train-2", "04_evaluate-2"]
-    (run_name, values), = stage2[0].runs
+    ((run_name, values),) = stage2[0].runs
     params = workbook.step_parameters(config, stage2[0], (run_name, values))
     assert params["policy"] == "mixed"
     assert params["policy_options"] == {"mapping": str(config.output_dir / "mixed_mapping.json")}

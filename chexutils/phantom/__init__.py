@@ -10,5 +10,16 @@ from .generate import DEFAULT_SIZE, generate_phantom
 from .regions import REGIONS_JSON, Regions, decode_mask, encode_mask, read_regions
 from .sidecar import TRUTH_CSV, TRUTH_JSON, PhantomTruth, read_truth
 
-__all__ = ["generate_phantom", "read_truth", "PhantomTruth", "DEFAULT_SIZE", "TRUTH_CSV", "TRUTH_JSON", "REGIONS_JSON",
-           "Regions", "read_regions", "encode_mask", "decode_mask"]
+__all__ = [
+    "generate_phantom",
+    "read_truth",
+    "PhantomTruth",
+    "DEFAULT_SIZE",
+    "TRUTH_CSV",
+    "TRUTH_JSON",
+    "REGIONS_JSON",
+    "Regions",
+    "read_regions",
+    "encode_mask",
+    "decode_mask",
+]

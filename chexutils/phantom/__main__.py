@@ -11,16 +11,27 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="folder that will hold CheXpert-v1.0-small/")
     parser.add_argument("--patients", type=int, default=500, help="train patients (default 500)")
     parser.add_argument("--valid-patients", type=int, default=100, help="valid patients, one study each (default 100)")
-    parser.add_argument("--test-patients", type=int, default=100,
-                        help="official test set patients, one study each, read by 8 simulated radiologists (default 100; 0: none)")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=list(DEFAULT_SIZE),
-                        help=f"image width and height (default {DEFAULT_SIZE[0]} {DEFAULT_SIZE[1]})")
+    parser.add_argument(
+        "--test-patients",
+        type=int,
+        default=100,
+        help="official test set patients, one study each, read by 8 simulated radiologists (default 100; 0: none)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("W", "H"),
+        default=list(DEFAULT_SIZE),
+        help=f"image width and height (default {DEFAULT_SIZE[0]} {DEFAULT_SIZE[1]})",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="processes for rendering (default: all cores)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    root = generate_phantom(args.out, args.patients, args.valid_patients, tuple(args.size), args.seed, args.workers,
-                            args.test_patients)
+    root = generate_phantom(
+        args.out, args.patients, args.valid_patients, tuple(args.size), args.seed, args.workers, args.test_patients
+    )
     print(f"phantom CheXpert in {root} ({time.perf_counter() - start:.1f} s)")
 
 

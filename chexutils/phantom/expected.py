@@ -19,23 +19,23 @@ from . import label_model as lm
 POLICIES = ("U-Zeros", "U-Ones")
 KINDS = ("none", "clear", "faint", "mimic")
 POSITIVE_KINDS, NEGATIVE_KINDS = ("clear", "faint"), ("none", "mimic")
-NOISE_SDS = (0.05, 0.15, 0.30)   # score noise of the learner: sharp, middling, blurry
-MATERIAL = 0.01                  # |delta| below this is "no material difference"
-LARGE = 0.05                     # |delta| at least this at every noise level: a positive control
-NULL_MAX = 0.002                 # |delta| at most this at every noise level (or identical targets): a null control
+NOISE_SDS = (0.05, 0.15, 0.30)  # score noise of the learner: sharp, middling, blurry
+MATERIAL = 0.01  # |delta| below this is "no material difference"
+LARGE = 0.05  # |delta| at least this at every noise level: a positive control
+NULL_MAX = 0.002  # |delta| at most this at every noise level (or identical targets): a null control
 NO_DIFFERENCE = "no material difference"
 SETTING_DEPENDENT = "setting-dependent"  # sign or size changes with the learner: not a known answer
-SHARE_STUDIES = 200_000          # studies sampled (fixed seed) for the category shares after the hierarchy
+SHARE_STUDIES = 200_000  # studies sampled (fixed seed) for the category shares after the hierarchy
 
 
 @dataclass(frozen=True)
 class Expected:
     """One observation's derivation: category shares, targets per policy, AUROC difference per noise SD, verdict."""
 
-    shares: dict          # kind -> share of studies (after the hierarchy)
-    targets: dict         # policy -> kind -> expected training target
-    deltas: dict          # tau -> AUROC(U-Ones) - AUROC(U-Zeros) against the truth
-    verdict: str          # "U-Zeros", "U-Ones", NO_DIFFERENCE or SETTING_DEPENDENT
+    shares: dict  # kind -> share of studies (after the hierarchy)
+    targets: dict  # policy -> kind -> expected training target
+    deltas: dict  # tau -> AUROC(U-Ones) - AUROC(U-Zeros) against the truth
+    verdict: str  # "U-Zeros", "U-Ones", NO_DIFFERENCE or SETTING_DEPENDENT
     mechanism: str
 
     @property
@@ -43,8 +43,12 @@ class Expected:
         return float(sum(self.shares[k] for k in POSITIVE_KINDS))
 
 
-def expected_targets(model: lm.ObservationModel, blank: str = "negative",
-                     uncertain: float = lm.ZONE_UNCERTAIN, accuracy: float = lm.ZONE_READER_ACCURACY) -> dict:
+def expected_targets(
+    model: lm.ObservationModel,
+    blank: str = "negative",
+    uncertain: float = lm.ZONE_UNCERTAIN,
+    accuracy: float = lm.ZONE_READER_ACCURACY,
+) -> dict:
     """Expected training target per kind under U-Zeros and U-Ones, from the report probabilities.
 
     Faint and mimic look alike, so both get the equivocal zone's target (their mix is ``model``'s
@@ -73,8 +77,11 @@ def auroc_from_kinds(shares: dict, targets: dict, tau: float) -> float:
     neg = sum(shares[k] for k in NEGATIVE_KINDS)
     if pos <= 0 or neg <= 0:
         return float("nan")
-    total = sum(shares[a] * shares[b] * norm.cdf((targets[a] - targets[b]) / (tau * np.sqrt(2)))
-                for a in POSITIVE_KINDS for b in NEGATIVE_KINDS)
+    total = sum(
+        shares[a] * shares[b] * norm.cdf((targets[a] - targets[b]) / (tau * np.sqrt(2)))
+        for a in POSITIVE_KINDS
+        for b in NEGATIVE_KINDS
+    )
     return float(total / (pos * neg))
 
 
@@ -106,8 +113,9 @@ def _mechanism(targets: dict) -> str:
     return "same ranking under both; finite-learning effect only"
 
 
-def expected_answer(models: dict | None = None, blank: str = "negative", taus=NOISE_SDS,
-                    shares: dict | None = None) -> dict[str, Expected]:
+def expected_answer(
+    models: dict | None = None, blank: str = "negative", taus=NOISE_SDS, shares: dict | None = None
+) -> dict[str, Expected]:
     """The derivation for every observation (No Finding included: it has no uncertain labels).
 
     ``shares`` (obs -> kind -> share) defaults to a fixed-seed sample of the model after the
@@ -139,16 +147,19 @@ def category_shares(models: dict, n: int = SHARE_STUDIES, seed: int = lm.CALIBRA
 def controls(answer: dict[str, Expected]) -> dict:
     """Positive controls (a large effect at every noise level; the primary one has the most power) and
     null controls (identical targets, or |delta| <= NULL_MAX everywhere)."""
+
     def power_score(e: Expected) -> float:
         p = e.prevalence
         return min(abs(d) for d in e.deltas.values()) * np.sqrt(p * (1 - p))
 
     large = [o for o, e in answer.items() if e.verdict in POLICIES and min(abs(d) for d in e.deltas.values()) >= LARGE]
     large.sort(key=lambda o: -power_score(answer[o]))
-    null = [o for o, e in answer.items() if e.mechanism == "identical targets"
-            or max(abs(d) for d in e.deltas.values()) <= NULL_MAX]
-    return {"positive_controls": large, "primary_positive_control": large[0] if large else None,
-            "null_controls": null}
+    null = [
+        o
+        for o, e in answer.items()
+        if e.mechanism == "identical targets" or max(abs(d) for d in e.deltas.values()) <= NULL_MAX
+    ]
+    return {"positive_controls": large, "primary_positive_control": large[0] if large else None, "null_controls": null}
 
 
 def summary(answer: dict[str, Expected]) -> dict:
@@ -156,14 +167,21 @@ def summary(answer: dict[str, Expected]) -> dict:
     return {
         "expected_better_policy": {o: e.verdict for o, e in answer.items()},
         **controls(answer),
-        "derivation": {o: {"prevalence": round(e.prevalence, 4),
-                           "shares": {k: round(v, 4) for k, v in e.shares.items()},
-                           "targets": {p: {k: round(v, 4) for k, v in t.items()} for p, t in e.targets.items()},
-                           "delta_by_noise_sd": {str(t): round(d, 4) for t, d in e.deltas.items()},
-                           "mechanism": e.mechanism} for o, e in answer.items()},
-        "rule": (f"delta = AUROC(U-Ones) - AUROC(U-Zeros) against the truth when a study scores its kind's "
-                 f"expected training target + N(0, tau^2), tau in {list(NOISE_SDS)}; a policy when every tau "
-                 f"gives |delta| >= {MATERIAL} with one sign, '{NO_DIFFERENCE}' when every |delta| < {MATERIAL}, "
-                 f"'{SETTING_DEPENDENT}' otherwise. Positive controls: |delta| >= {LARGE} at every tau; "
-                 f"null controls: identical targets or |delta| <= {NULL_MAX} at every tau."),
+        "derivation": {
+            o: {
+                "prevalence": round(e.prevalence, 4),
+                "shares": {k: round(v, 4) for k, v in e.shares.items()},
+                "targets": {p: {k: round(v, 4) for k, v in t.items()} for p, t in e.targets.items()},
+                "delta_by_noise_sd": {str(t): round(d, 4) for t, d in e.deltas.items()},
+                "mechanism": e.mechanism,
+            }
+            for o, e in answer.items()
+        },
+        "rule": (
+            f"delta = AUROC(U-Ones) - AUROC(U-Zeros) against the truth when a study scores its kind's "
+            f"expected training target + N(0, tau^2), tau in {list(NOISE_SDS)}; a policy when every tau "
+            f"gives |delta| >= {MATERIAL} with one sign, '{NO_DIFFERENCE}' when every |delta| < {MATERIAL}, "
+            f"'{SETTING_DEPENDENT}' otherwise. Positive controls: |delta| >= {LARGE} at every tau; "
+            f"null controls: identical targets or |delta| <= {NULL_MAX} at every tau."
+        ),
     }

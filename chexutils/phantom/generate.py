@@ -24,13 +24,21 @@ from .regions import REGIONS_JSON, encode_mask, write_regions
 from .render import REGION_FRACTION, render_image
 from .sidecar import SIDECAR_VERSION, TRUTH_CSV, TRUTH_JSON
 from .testset import write_test_set
+
 IN_PROGRESS = "phantom_incomplete"  # present while generating: a later call may overwrite
 JPEG_QUALITY = 92
 DEFAULT_SIZE = (128, 104)  # (W, H); the real small release is about 390x320
 
 
-def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=DEFAULT_SIZE,
-                     seed: int = 0, workers: int | None = None, test_patients: int = 0) -> Path:
+def generate_phantom(
+    out,
+    patients: int = 500,
+    valid_patients: int = 100,
+    size=DEFAULT_SIZE,
+    seed: int = 0,
+    workers: int | None = None,
+    test_patients: int = 0,
+) -> Path:
     """Generate (or reuse, when already complete with the same parameters) a phantom CheXpert.
 
     Returns the CheXpert folder ``out/CheXpert-v1.0-small``. Images are written first and the CSVs
@@ -39,8 +47,12 @@ def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=D
     added to an existing phantom without touching train and valid.
     """
     root = Path(out) / SMALL_PREFIX
-    params = {"patients": int(patients), "valid_patients": int(valid_patients),
-              "size": [int(size[0]), int(size[1])], "seed": int(seed)}
+    params = {
+        "patients": int(patients),
+        "valid_patients": int(valid_patients),
+        "size": [int(size[0]), int(size[1])],
+        "seed": int(seed),
+    }
     if test_patients:
         params["test_patients"] = int(test_patients)
     existing = _existing_params(root)
@@ -52,14 +64,18 @@ def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=D
                 _add_test_set(root, params, workers)
             return root
         if not same:
-            raise DataError(f"{root / TRUTH_JSON}: a phantom with other parameters ({existing}) is already here; "
-                            f"expected {params} — choose another output folder or delete this one")
+            raise DataError(
+                f"{root / TRUTH_JSON}: a phantom with other parameters ({existing}) is already here; "
+                f"expected {params} — choose another output folder or delete this one"
+            )
         # else: an older phantom without the regions sidecar; redrawn below (same seed, same pixels)
     if patients < 1 or valid_patients < 1 or min(size) < 32:
         raise ValueError(f"need patients >= 1, valid_patients >= 1 and size >= 32x32; got {params}")
     if existing is None and (root / "train.csv").is_file() and not (root / IN_PROGRESS).is_file():
-        raise DataError(f"{root / 'train.csv'}: a CheXpert CSV that is not a phantom is already here; "
-                        "refusing to overwrite it — choose another output folder")
+        raise DataError(
+            f"{root / 'train.csv'}: a CheXpert CSV that is not a phantom is already here; "
+            "refusing to overwrite it — choose another output folder"
+        )
     root.mkdir(parents=True, exist_ok=True)
     (root / IN_PROGRESS).write_text("phantom generation started; rerun generate_phantom to finish\n")
 
@@ -75,15 +91,26 @@ def generate_phantom(out, patients: int = 500, valid_patients: int = 100, size=D
 
     train = image_rows(train_studies, train_images, train_labels)
     valid = image_rows(valid_studies, valid_images, valid_labels)
-    tasks = (_render_tasks(train, train_images, train_cats, train_extra, root.parent, size, seed, 0)
-             + _render_tasks(valid, valid_images, valid_cats, valid_extra, root.parent, size, seed, len(train)))
+    tasks = _render_tasks(train, train_images, train_cats, train_extra, root.parent, size, seed, 0) + _render_tasks(
+        valid, valid_images, valid_cats, valid_extra, root.parent, size, seed, len(train)
+    )
     regions = dict(_render_all(tasks, workers))
     if test_patients:
-        write_test_set(root.parent, patients + valid_patients + 1, test_patients, models, size, seed,
-                       lambda tasks: _render_all(tasks, workers), _render_tasks)
+        write_test_set(
+            root.parent,
+            patients + valid_patients + 1,
+            test_patients,
+            models,
+            size,
+            seed,
+            lambda tasks: _render_all(tasks, workers),
+            _render_tasks,
+        )
 
-    truth = pd.concat([_truth_rows(train_studies, train_cats, train_extra),
-                       _truth_rows(valid_studies, valid_cats, valid_extra)], ignore_index=True)
+    truth = pd.concat(
+        [_truth_rows(train_studies, train_cats, train_extra), _truth_rows(valid_studies, valid_cats, valid_extra)],
+        ignore_index=True,
+    )
     write_table(truth.round(4), root / TRUTH_CSV, index=False)
     write_regions(root / REGIONS_JSON, {p: r for p, r in regions.items() if r}, REGION_FRACTION)
     write_chexpert_csv(valid, root / "valid.csv")
@@ -101,8 +128,16 @@ def _add_test_set(root: Path, params: dict, workers: int | None) -> None:
     """Write (or rewrite) only the test set of a complete phantom, then record it in its parameters."""
     (root / IN_PROGRESS).write_text("phantom test set being added; rerun generate_phantom to finish\n")
     first = params["patients"] + params["valid_patients"] + 1
-    write_test_set(root.parent, first, params["test_patients"], lm.observation_models(), tuple(params["size"]),
-                   params["seed"], lambda tasks: _render_all(tasks, workers), _render_tasks)
+    write_test_set(
+        root.parent,
+        first,
+        params["test_patients"],
+        lm.observation_models(),
+        tuple(params["size"]),
+        params["seed"],
+        lambda tasks: _render_all(tasks, workers),
+        _render_tasks,
+    )
     summary = json.loads((root / TRUTH_JSON).read_text())
     write_json(root / TRUTH_JSON, summary | {"params": params})
     (root / IN_PROGRESS).unlink()
@@ -128,13 +163,24 @@ def image_rows(studies: pd.DataFrame, images: pd.DataFrame, labels: pd.DataFrame
     st = studies.iloc[images["study_row"]].reset_index(drop=True)
     lab = labels.iloc[images["study_row"]].reset_index(drop=True)
     kind = np.where(images["frontal"], "frontal", "lateral")
-    rows = pd.DataFrame({
-        "Path": SMALL_PREFIX + "/" + st["folder"] + "/" + st["study"] + "/view"
-                + images["view_num"].astype(str) + "_" + kind + ".jpg",
-        "Sex": st["Sex"], "Age": st["Age"],
-        "Frontal/Lateral": np.where(images["frontal"], "Frontal", "Lateral"),
-        "AP/PA": images["AP/PA"],
-    })
+    rows = pd.DataFrame(
+        {
+            "Path": SMALL_PREFIX
+            + "/"
+            + st["folder"]
+            + "/"
+            + st["study"]
+            + "/view"
+            + images["view_num"].astype(str)
+            + "_"
+            + kind
+            + ".jpg",
+            "Sex": st["Sex"],
+            "Age": st["Age"],
+            "Frontal/Lateral": np.where(images["frontal"], "Frontal", "Lateral"),
+            "AP/PA": images["AP/PA"],
+        }
+    )
     return pd.concat([rows, lab[list(OBSERVATIONS)]], axis=1)[list(CSV_COLUMNS)]
 
 
@@ -170,8 +216,15 @@ def _render_all(tasks: list, workers: int | None) -> list[tuple[str, dict]]:
     if workers == 1 or len(tasks) < 400:
         return [_render_one(task) for task in tqdm(tasks, desc="phantom images", unit="img", mininterval=1)]
     with ProcessPoolExecutor(workers) as pool:
-        return list(tqdm(pool.map(_render_one, tasks, chunksize=64), total=len(tasks), desc="phantom images",
-                         unit="img", mininterval=1))
+        return list(
+            tqdm(
+                pool.map(_render_one, tasks, chunksize=64),
+                total=len(tasks),
+                desc="phantom images",
+                unit="img",
+                mininterval=1,
+            )
+        )
 
 
 def _truth_rows(studies: pd.DataFrame, cats, extra) -> pd.DataFrame:
@@ -192,14 +245,17 @@ def _truth_summary(params: dict, models: dict, nf_rate: float) -> dict:
         "sidecar_version": SIDECAR_VERSION,
         **expected.summary(expected.expected_answer(models)),
         "planted_q": lm.PLANTED_Q,
-        "zone": {"uncertain": lm.ZONE_UNCERTAIN, "reader_accuracy": lm.ZONE_READER_ACCURACY,
-                 "severity_ranges": {lm.CATEGORIES[k]: v for k, v in lm.SEVERITY_RANGES.items()}},
+        "zone": {
+            "uncertain": lm.ZONE_UNCERTAIN,
+            "reader_accuracy": lm.ZONE_READER_ACCURACY,
+            "severity_ranges": {lm.CATEGORIES[k]: v for k, v in lm.SEVERITY_RANGES.items()},
+        },
         "no_finding_mention_rate": nf_rate,
         "observation_models": {o: vars(m) for o, m in models.items()},
         "truth_csv": TRUTH_CSV,
         "doc": "planted_q[obs] = P(an uncertain label is truly positive). Uncertain labels come only from "
-               "equivocal studies: 'faint' (truly positive, faint sign) or 'mimic' (truly negative, look-alike). "
-               "phantom_truth.csv holds per study the truth (0/1), category and severity per observation. "
-               "expected_better_policy is derived from the generative model (chexutils.phantom.expected; see "
-               "'rule'), not from q: q > 0.5 does not decide which policy scores the higher AUROC.",
+        "equivocal studies: 'faint' (truly positive, faint sign) or 'mimic' (truly negative, look-alike). "
+        "phantom_truth.csv holds per study the truth (0/1), category and severity per observation. "
+        "expected_better_policy is derived from the generative model (chexutils.phantom.expected; see "
+        "'rule'), not from q: q > 0.5 does not decide which policy scores the higher AUROC.",
     }

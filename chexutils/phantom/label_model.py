@@ -44,11 +44,11 @@ PLANTED_Q: dict[str, float] = {
     "Fracture": 0.75,
     "Support Devices": 0.80,
 }
-ZONE_UNCERTAIN = 0.6        # P(report "uncertain" | equivocal case)
-ZONE_CERTAIN_MAX = 0.3      # at most this share of equivocal cases is reported as certain
-ZONE_READER_ACCURACY = 0.75 # a certain report in the zone is right this often
-UNMENTIONED_CLEAR = 0.15    # share of clear positives the report does not mention (blank)
-HEALTHY = 0.11              # studies with no pathology by construction (No Finding ~10% like real)
+ZONE_UNCERTAIN = 0.6  # P(report "uncertain" | equivocal case)
+ZONE_CERTAIN_MAX = 0.3  # at most this share of equivocal cases is reported as certain
+ZONE_READER_ACCURACY = 0.75  # a certain report in the zone is right this often
+UNMENTIONED_CLEAR = 0.15  # share of clear positives the report does not mention (blank)
+HEALTHY = 0.11  # studies with no pathology by construction (No Finding ~10% like real)
 SEVERITY_RANGES = {CLEAR: (0.45, 1.0), FAINT: (0.12, 0.30), MIMIC: (0.12, 0.30)}
 CALIBRATION_STUDIES = 200_000
 CALIBRATION_SEED = 20190131  # fixed: the report rates are a property of the model, not of a run's seed
@@ -57,12 +57,13 @@ CALIBRATION_SEED = 20190131  # fixed: the report rates are a property of the mod
 @dataclass(frozen=True)
 class ObservationModel:
     """Per-observation rates of the phantom: latent category rates and report probabilities."""
-    clear: float        # P(clear) among all studies, before the hierarchy adds parents
-    faint: float        # P(faint)
-    mimic: float        # P(mimic)
-    zone_certain: float # P(certain report | equivocal)
+
+    clear: float  # P(clear) among all studies, before the hierarchy adds parents
+    faint: float  # P(faint)
+    mimic: float  # P(mimic)
+    zone_certain: float  # P(certain report | equivocal)
     mention_clear: float  # P(positive report | truly positive, clear)
-    mention_none: float   # P(negative report | category none)
+    mention_none: float  # P(negative report | category none)
 
 
 def observation_models() -> dict[str, ObservationModel]:
@@ -77,12 +78,21 @@ def observation_models() -> dict[str, ObservationModel]:
         zone_certain = min(ZONE_CERTAIN_MAX, 0.5 * pos / pos_per, 0.5 * neg / neg_per if neg > 0 else 0.0)
         zone_pos, zone_neg = _zone_certain_reports(faint, mimic, zone_certain)
         clear = (pos - zone_pos) / (1 - UNMENTIONED_CLEAR)
-        base[obs] = dict(clear=clear, faint=faint, mimic=mimic, zone_certain=zone_certain,
-                         zone_pos=zone_pos, zone_neg=zone_neg, pos=pos, neg=neg)
+        base[obs] = dict(
+            clear=clear,
+            faint=faint,
+            mimic=mimic,
+            zone_certain=zone_certain,
+            zone_pos=zone_pos,
+            zone_neg=zone_neg,
+            pos=pos,
+            neg=neg,
+        )
     # Mention rates depend on the truth after the hierarchy (parents gain children's positives):
     # measure it on a large fixed-seed sample, then solve.
-    probe = {o: ObservationModel(b["clear"], b["faint"], b["mimic"], b["zone_certain"], 1.0, 1.0)
-             for o, b in base.items()}
+    probe = {
+        o: ObservationModel(b["clear"], b["faint"], b["mimic"], b["zone_certain"], 1.0, 1.0) for o, b in base.items()
+    }
     cats, _ = sample_truth(CALIBRATION_STUDIES, probe, np.random.default_rng(CALIBRATION_SEED))
     models = {}
     for obs, b in base.items():
@@ -90,7 +100,9 @@ def observation_models() -> dict[str, ObservationModel]:
         share_none = np.mean(cats[obs] == NONE)
         mention_clear = float(np.clip((b["pos"] - b["zone_pos"]) / max(share_clear, 1e-9), 0, 1))
         mention_none = float(np.clip((b["neg"] - b["zone_neg"]) / max(share_none, 1e-9), 0, 1))
-        models[obs] = ObservationModel(b["clear"], b["faint"], b["mimic"], b["zone_certain"], mention_clear, mention_none)
+        models[obs] = ObservationModel(
+            b["clear"], b["faint"], b["mimic"], b["zone_certain"], mention_clear, mention_none
+        )
     return models
 
 
@@ -162,8 +174,9 @@ def no_pathology(cats: dict[str, np.ndarray]) -> np.ndarray:
     return ~any_path
 
 
-def sample_reports(cats: dict[str, np.ndarray], models: dict[str, ObservationModel],
-                   no_finding_rate: float, rng: np.random.Generator) -> pd.DataFrame:
+def sample_reports(
+    cats: dict[str, np.ndarray], models: dict[str, ObservationModel], no_finding_rate: float, rng: np.random.Generator
+) -> pd.DataFrame:
     """Report labels (1.0 / 0.0 / -1.0 / NaN) per study and observation, from the latent categories."""
     n = len(next(iter(cats.values())))
     out = {}

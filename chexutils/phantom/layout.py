@@ -18,26 +18,32 @@ def studies_per_patient_probs() -> np.ndarray:
     return counts / counts.sum()
 
 
-def sample_layout(first_patient: int, n_patients: int, folder: str, rng: np.random.Generator,
-                  one_study: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def sample_layout(
+    first_patient: int, n_patients: int, folder: str, rng: np.random.Generator, one_study: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Studies (one row each) and images (one row each, ``study_row`` pointing into studies).
 
     ``one_study`` gives every patient a single study, as in the real valid.csv.
     """
-    n_studies = (np.ones(n_patients, int) if one_study else
-                 rng.choice(np.arange(1, MAX_STUDIES + 1), size=n_patients, p=studies_per_patient_probs()))
+    n_studies = (
+        np.ones(n_patients, int)
+        if one_study
+        else rng.choice(np.arange(1, MAX_STUDIES + 1), size=n_patients, p=studies_per_patient_probs())
+    )
     male = rng.random(n_patients) < real_stats.SEX["Male"] / (real_stats.SEX["Male"] + real_stats.SEX["Female"])
     age0 = np.clip(rng.normal(real_stats.AGE_MEAN, real_stats.AGE_SD, n_patients), 18, 88)
     patient_idx = np.repeat(np.arange(n_patients), n_studies)
     study_num = np.concatenate([np.arange(1, k + 1) for k in n_studies])
     ages = np.clip(np.round(age0[patient_idx] + (study_num - 1) * rng.uniform(0, 1.5, len(study_num))), 18, 90)
-    studies = pd.DataFrame({
-        "patient": [f"patient{first_patient + i:05d}" for i in patient_idx],
-        "study_num": study_num,
-        "folder": folder,
-        "Sex": np.where(male[patient_idx], "Male", "Female"),
-        "Age": ages.astype(int),
-    })
+    studies = pd.DataFrame(
+        {
+            "patient": [f"patient{first_patient + i:05d}" for i in patient_idx],
+            "study_num": study_num,
+            "folder": folder,
+            "Sex": np.where(male[patient_idx], "Male", "Female"),
+            "Age": ages.astype(int),
+        }
+    )
     studies["study"] = studies["patient"] + "/study" + studies["study_num"].astype(str)
     images = _sample_views(studies, rng)
     return studies, images

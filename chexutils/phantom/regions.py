@@ -63,9 +63,12 @@ def decode_mask(rle: dict) -> np.ndarray:
 def write_regions(path, images: dict, region_fraction: float) -> Path:
     """Write the sidecar atomically (compact JSON: run-length lists would be long indented)."""
     path = Path(path)
-    payload = {"format": FORMAT, "region_fraction": region_fraction,
-               "doc": __doc__.split("Format")[0].strip() + " Encoding: see chexutils.phantom.regions.",
-               "images": images}
+    payload = {
+        "format": FORMAT,
+        "region_fraction": region_fraction,
+        "doc": __doc__.split("Format")[0].strip() + " Encoding: see chexutils.phantom.regions.",
+        "images": images,
+    }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, separators=(",", ":")))
     os.replace(tmp, path)
@@ -94,9 +97,18 @@ class Regions:
         """One row per drawn region: Path, observation, kind, height, width, area (pixels)."""
         import pandas as pd
 
-        rows = [{"Path": p, "observation": o, "kind": e["kind"], "height": e["size"][0], "width": e["size"][1],
-                 "area": int(sum(e["counts"][1::2]))}
-                for p, per in self.images.items() for o, e in per.items()]
+        rows = [
+            {
+                "Path": p,
+                "observation": o,
+                "kind": e["kind"],
+                "height": e["size"][0],
+                "width": e["size"][1],
+                "area": int(sum(e["counts"][1::2])),
+            }
+            for p, per in self.images.items()
+            for o, e in per.items()
+        ]
         return pd.DataFrame(rows, columns=["Path", "observation", "kind", "height", "width", "area"])
 
 
@@ -107,18 +119,22 @@ def read_regions(chexpert_dir) -> Regions:
     """
     path = Path(chexpert_dir) / REGIONS_JSON
     if not path.is_file():
-        raise DataError(f"{path}: file does not exist; expected the phantom's sign regions "
-                        "(generate the phantom with this version of chexutils.phantom)")
+        raise DataError(
+            f"{path}: file does not exist; expected the phantom's sign regions "
+            "(generate the phantom with this version of chexutils.phantom)"
+        )
     try:
         payload = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DataError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise DataError(f"{path}: format is {payload.get('format') if isinstance(payload, dict) else None!r}; "
-                        f"expected {FORMAT!r}")
+        raise DataError(
+            f"{path}: format is {payload.get('format') if isinstance(payload, dict) else None!r}; expected {FORMAT!r}"
+        )
     for p, per in payload["images"].items():
         for obs, entry in per.items():
             if obs not in OBSERVATIONS or entry.get("kind") not in KINDS or len(entry.get("size", ())) != 2:
-                raise DataError(f"{path}: entry {p!r} / {obs!r} is not an observation with kind in {KINDS} "
-                                "and size [H, W]")
+                raise DataError(
+                    f"{path}: entry {p!r} / {obs!r} is not an observation with kind in {KINDS} and size [H, W]"
+                )
     return Regions(payload["images"], float(payload["region_fraction"]), path)

@@ -23,15 +23,32 @@ import numpy as np
 from .render_signs import MIMICS, SIGNS, Canvas, Lung, ramp, smooth_field
 
 FINDINGS: tuple[str, ...] = (
-    "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-    "Pleural Other", "Fracture", "Support Devices",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
 )
 _RIB_WIDTH = 0.17  # rib half-profile width, as a fraction of the rib spacing
 
 
-def render_image(signs: Mapping[str, float], mimics: Mapping[str, float], *, frontal: bool,
-                 size: tuple[int, int], rng: np.random.Generator, regions: dict | None = None) -> np.ndarray:
+def render_image(
+    signs: Mapping[str, float],
+    mimics: Mapping[str, float],
+    *,
+    frontal: bool,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    regions: dict | None = None,
+) -> np.ndarray:
     """Return an (H, W) uint8 grayscale radiograph, size = (W, H).
 
     ``signs`` maps a finding to its severity in (0, 1] (about 0.1-0.3 faint, 0.45-1 clear);
@@ -152,9 +169,15 @@ def _coords(w: int, h: int, rot: float, shift: tuple[float, float]) -> tuple[np.
 
 def _tone(g: np.random.Generator) -> dict:
     """Exposure: offset, contrast, gamma, heel-effect gradient, noise levels, marking strength."""
-    return {"bias": g.uniform(0.0, 0.08), "contrast": g.uniform(0.8, 1.05), "gamma": g.uniform(0.8, 1.25),
-            "grad": g.uniform(-0.06, 0.06), "noise": g.uniform(0.01, 0.03), "low": g.uniform(0.01, 0.04),
-            "mark": g.uniform(0.05, 0.09)}
+    return {
+        "bias": g.uniform(0.0, 0.08),
+        "contrast": g.uniform(0.8, 1.05),
+        "gamma": g.uniform(0.8, 1.25),
+        "grad": g.uniform(-0.06, 0.06),
+        "noise": g.uniform(0.01, 0.03),
+        "low": g.uniform(0.01, 0.04),
+        "mark": g.uniform(0.05, 0.09),
+    }
 
 
 def _frontal_anatomy(g: np.random.Generator) -> dict:
@@ -164,37 +187,78 @@ def _frontal_anatomy(g: np.random.Generator) -> dict:
     for side in (-1, 1):
         a = 0.165 * scale * g.uniform(0.95, 1.05)
         cx = 0.5 + side * (g.uniform(0.035, 0.05) + a)
-        lungs.append(Lung(cx=cx, a=a, top=g.uniform(0.09, 0.14), apex_h=g.uniform(0.28, 0.4),
-                          dome_y=dome - (0.025 if side < 0 else 0.0) + g.uniform(-0.01, 0.01),
-                          dome_cx=cx - side * 0.015, depth=g.uniform(0.06, 0.1), side=side))
+        lungs.append(
+            Lung(
+                cx=cx,
+                a=a,
+                top=g.uniform(0.09, 0.14),
+                apex_h=g.uniform(0.28, 0.4),
+                dome_y=dome - (0.025 if side < 0 else 0.0) + g.uniform(-0.01, 0.01),
+                dome_cx=cx - side * 0.015,
+                depth=g.uniform(0.06, 0.1),
+                side=side,
+            )
+        )
     level = g.uniform(0.45, 0.58)
-    return {"lungs": lungs, "air": level * g.uniform(0.6, 0.7),
-            "heart": {"x": 0.5 + g.uniform(0.025, 0.055), "y": dome - g.uniform(0.07, 0.1),
-                      "a": 0.15 * g.uniform(0.88, 1.12), "b": 0.15 * g.uniform(0.9, 1.1)},
-            "med": {"w": 0.05 * g.uniform(0.85, 1.15), "shift": g.uniform(-0.01, 0.01), "bulge": 0.0},
-            "body": {"w": g.uniform(0.4, 0.47), "level": level},
-            "ribs": {"top": g.uniform(0.1, 0.14), "sp": 0.066 * scale * g.uniform(0.94, 1.06),
-                     "curv": g.uniform(2.0, 3.0), "amp": g.uniform(0.07, 0.1)},
-            "tone": _tone(g), "rot": math.radians(g.uniform(-4, 4)),
-            "shift": (g.uniform(-0.025, 0.025), g.uniform(-0.03, 0.03))}
+    return {
+        "lungs": lungs,
+        "air": level * g.uniform(0.6, 0.7),
+        "heart": {
+            "x": 0.5 + g.uniform(0.025, 0.055),
+            "y": dome - g.uniform(0.07, 0.1),
+            "a": 0.15 * g.uniform(0.88, 1.12),
+            "b": 0.15 * g.uniform(0.9, 1.1),
+        },
+        "med": {"w": 0.05 * g.uniform(0.85, 1.15), "shift": g.uniform(-0.01, 0.01), "bulge": 0.0},
+        "body": {"w": g.uniform(0.4, 0.47), "level": level},
+        "ribs": {
+            "top": g.uniform(0.1, 0.14),
+            "sp": 0.066 * scale * g.uniform(0.94, 1.06),
+            "curv": g.uniform(2.0, 3.0),
+            "amp": g.uniform(0.07, 0.1),
+        },
+        "tone": _tone(g),
+        "rot": math.radians(g.uniform(-4, 4)),
+        "shift": (g.uniform(-0.025, 0.025), g.uniform(-0.03, 0.03)),
+    }
 
 
 def _lateral_anatomy(g: np.random.Generator) -> dict:
     """Random lateral anatomy: one lung field, anterior heart, great vessels, spine and sternum."""
     scale, dome = g.uniform(0.92, 1.06), g.uniform(0.64, 0.7)
     a = 0.27 * scale
-    lung = Lung(cx=0.47, a=a, top=g.uniform(0.08, 0.13), apex_h=g.uniform(0.3, 0.4), dome_y=dome,
-                dome_cx=0.47 - 0.1 * a, depth=g.uniform(0.08, 0.11), side=1)
+    lung = Lung(
+        cx=0.47,
+        a=a,
+        top=g.uniform(0.08, 0.13),
+        apex_h=g.uniform(0.3, 0.4),
+        dome_y=dome,
+        dome_cx=0.47 - 0.1 * a,
+        depth=g.uniform(0.08, 0.11),
+        side=1,
+    )
     level = g.uniform(0.45, 0.58)
-    return {"lungs": [lung], "air": level * g.uniform(0.5, 0.6),
-            "heart": {"x": g.uniform(0.34, 0.38), "y": dome - 0.03, "a": 0.15 * g.uniform(0.9, 1.1),
-                      "b": 0.17 * g.uniform(0.9, 1.1)},
-            "med": {"w": 0.06 * g.uniform(0.85, 1.15), "shift": 0.0, "bulge": 0.0},
-            "body": {"w": g.uniform(0.42, 0.47), "level": level},
-            "ribs": {"top": g.uniform(0.1, 0.14), "sp": 0.07 * scale * g.uniform(0.94, 1.06),
-                     "curv": g.uniform(0.35, 0.55), "amp": g.uniform(0.05, 0.08)},
-            "tone": _tone(g), "rot": math.radians(g.uniform(-3, 3)),
-            "shift": (g.uniform(-0.02, 0.02), g.uniform(-0.03, 0.03))}
+    return {
+        "lungs": [lung],
+        "air": level * g.uniform(0.5, 0.6),
+        "heart": {
+            "x": g.uniform(0.34, 0.38),
+            "y": dome - 0.03,
+            "a": 0.15 * g.uniform(0.9, 1.1),
+            "b": 0.17 * g.uniform(0.9, 1.1),
+        },
+        "med": {"w": 0.06 * g.uniform(0.85, 1.15), "shift": 0.0, "bulge": 0.0},
+        "body": {"w": g.uniform(0.42, 0.47), "level": level},
+        "ribs": {
+            "top": g.uniform(0.1, 0.14),
+            "sp": 0.07 * scale * g.uniform(0.94, 1.06),
+            "curv": g.uniform(0.35, 0.55),
+            "amp": g.uniform(0.05, 0.08),
+        },
+        "tone": _tone(g),
+        "rot": math.radians(g.uniform(-3, 3)),
+        "shift": (g.uniform(-0.02, 0.02), g.uniform(-0.03, 0.03)),
+    }
 
 
 def _body(cv: Canvas, half_width: float):
@@ -217,7 +281,7 @@ def _ribs(cv: Canvas, phase, zone, amp: float):
     """Periodic rib bands from a phase map (one rib per integer); stored for the fracture signs."""
     d = phase - np.round(phase)
     cv.rib_phase, cv.rib_zone = phase, zone
-    return amp * np.exp(-(d * (1.0 / _RIB_WIDTH)) ** 2) * zone
+    return amp * np.exp(-((d * (1.0 / _RIB_WIDTH)) ** 2)) * zone
 
 
 def _draw_frontal(cv: Canvas, anat: dict) -> None:
@@ -228,7 +292,7 @@ def _draw_frontal(cv: Canvas, anat: dict) -> None:
     hrt, med = cv.heart, cv.med
     heart = _ellipse(cv, hrt["x"], hrt["y"], hrt["a"], hrt["b"], 0.25, tilt=-0.6)
     mid = 0.5 + med["shift"]
-    half = med["w"] + med["bulge"] * np.exp(-((v - 0.3) * (1.0 / 0.1)) ** 2)
+    half = med["w"] + med["bulge"] * np.exp(-(((v - 0.3) * (1.0 / 0.1)) ** 2))
     mediast = ramp(half - np.abs(u - mid), 2 * cv.px) + 0.8 * cv.blob(mid + med["w"] + 0.005, 0.3, 0.025)
     mediast = np.minimum(mediast, 1.0) * ramp(hrt["y"] - v, 0.05)
     hidden = (1.0 - heart) * (1.0 - mediast)
@@ -251,9 +315,11 @@ def _draw_frontal(cv: Canvas, anat: dict) -> None:
     outer = max(abs(lung.cx - 0.5) + lung.a for lung in cv.lungs) + 0.025
     bottom = max(lung.dome_y + lung.depth for lung in cv.lungs)
     lungs = raw[0] + raw[1]
-    zone = ramp(outer - ax, 0.03) * ramp(phase + 0.3, 0.3) * ramp(bottom + 0.03 - v, 0.04) * (0.35 + 0.65 * cv.lung_mask)
+    zone = (
+        ramp(outer - ax, 0.03) * ramp(phase + 0.3, 0.3) * ramp(bottom + 0.03 - v, 0.04) * (0.35 + 0.65 * cv.lung_mask)
+    )
     front = (v + 0.35 * ax - r["top"] - 0.1) * (1.0 / (1.15 * r["sp"]))
-    anterior = np.exp(-((front - np.round(front)) * (1.0 / 0.3)) ** 2) * lungs * ramp(ax - 0.06, 0.06)
+    anterior = np.exp(-(((front - np.round(front)) * (1.0 / 0.3)) ** 2)) * lungs * ramp(ax - 0.06, 0.06)
     cv.density = dens + _ribs(cv, phase, zone, r["amp"]) + 0.35 * r["amp"] * anterior
 
 
@@ -272,7 +338,7 @@ def _draw_lateral(cv: Canvas, anat: dict) -> None:
     dens -= 0.5 * air * cv.band(0.49, 0.0, 0.54, 0.32, 0.016, soft_px=2.0)
     dens += 0.12 * cv.band(0.2, 0.14, 0.23, 0.52, 0.011, soft_px=2.0)
     seg = v * (1.0 / 0.068) + 2.0 * u
-    discs = np.exp(-((seg - np.round(seg)) * (1.0 / 0.12)) ** 2)
+    discs = np.exp(-(((seg - np.round(seg)) * (1.0 / 0.12)) ** 2))
     dens += 0.17 * ramp(0.05 - np.abs(u - 0.82), 2 * cv.px) * ramp(v - 0.02, 0.04) * (1.0 - 0.4 * discs)
     dens += 0.06 * ramp(0.22 - v, 0.12) * cv.body  # arms raised over the apices
     r = anat["ribs"]
@@ -283,7 +349,7 @@ def _draw_lateral(cv: Canvas, anat: dict) -> None:
 
 def _add_markings(cv: Canvas, anat: dict, tex_rng: np.random.Generator) -> None:
     """Vessel-like lung markings (ridges of a random field), strongest near the hila, scaled by mark_gain."""
-    ridges = np.exp(-(smooth_field(tex_rng, (cv.h, cv.w), 36) * 3.5) ** 2)
+    ridges = np.exp(-((smooth_field(tex_rng, (cv.h, cv.w), 36) * 3.5) ** 2))
     if cv.frontal:
         fall = np.clip(1.2 - 2.2 * np.abs(np.abs(cv.u - 0.5) - 0.12), 0.3, 1.0)
     else:

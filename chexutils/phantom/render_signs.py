@@ -130,6 +130,7 @@ class Canvas:
 
 # ---- geometric signs: change anatomy before it is drawn -----------------------------------------
 
+
 def pre_enlarged_cardiomediastinum(cv: Canvas, s: float, rng) -> None:
     """Wider upper mediastinum (bulging most at the level of the great vessels)."""
     cv.med["w"] *= 1.0 + 0.9 * s
@@ -166,6 +167,7 @@ def mimic_pre_cardiomegaly(cv: Canvas, s: float, rng) -> None:
 
 
 # ---- overlay signs: add density to the drawn anatomy --------------------------------------------
+
 
 def sign_lung_opacity(cv: Canvas, s: float, rng) -> None:
     """Single patch of increased density in one lung zone, patchy in texture."""
@@ -209,8 +211,7 @@ def sign_edema(cv: Canvas, s: float, rng) -> None:
     haze = 0.0
     for lung in cv.lungs:
         hx, hy = lung.hilum
-        haze = haze + np.exp(-(((cv.u - hx) * (1.0 / (0.1 + 0.08 * s))) ** 2
-                               + ((cv.v - hy) * (1.0 / 0.16)) ** 2))
+        haze = haze + np.exp(-(((cv.u - hx) * (1.0 / (0.1 + 0.08 * s))) ** 2 + ((cv.v - hy) * (1.0 / 0.16)) ** 2))
     haze = haze * cv.lung_mask
     cv.density += cv.air * (0.15 + 0.5 * s) * haze * np.clip(0.8 + 0.3 * cv.patchy, 0.0, 1.0)
     cv.mark_gain *= 1.0 - min(1.0, 0.3 + 0.7 * s) * haze
@@ -230,7 +231,7 @@ def sign_consolidation(cv: Canvas, s: float, rng) -> None:
     fis = lung.zone_y(0.45 if upper else 0.55) + rng.uniform(0.1, 0.4) * (cv.u - lung.cx) * lung.side
     dist = (fis - cv.v) if upper else (cv.v - fis)
     region = ramp(dist, 1.5 * cv.py) * ramp(0.1 + 0.3 * s - dist, 0.06) * cv.lung_masks[i]
-    bronchi = np.exp(-(smooth_field(rng, (cv.h, cv.w), 9) * 4.0) ** 2)
+    bronchi = np.exp(-((smooth_field(rng, (cv.h, cv.w), 9) * 4.0) ** 2))
     cv.density += cv.air * (0.15 + 0.75 * s) * region * (1.0 - 0.55 * bronchi)
     cv.mark_gain *= 1.0 - min(1.0, 0.5 + 0.5 * s) * region
 
@@ -263,8 +264,9 @@ def mimic_pneumonia(cv: Canvas, s: float, rng) -> None:
     """Bilateral basal vascular crowding: more prominent tubular markings at both bases, no patches."""
     zone = 0.0
     for lung in cv.lungs:
-        zone = zone + np.exp(-(((cv.v - lung.dome_y) * (1.0 / 0.12)) ** 2)
-                             - ((cv.u - lung.cx) * (1.0 / (1.3 * lung.a))) ** 2)
+        zone = zone + np.exp(
+            -(((cv.v - lung.dome_y) * (1.0 / 0.12)) ** 2) - ((cv.u - lung.cx) * (1.0 / (1.3 * lung.a))) ** 2
+        )
     cv.mark_gain *= 1.0 + (1.0 + 2.5 * s) * zone
     cv.density += cv.air * 0.08 * s * zone * cv.lung_mask
 
@@ -357,7 +359,7 @@ def mimic_pleural_other(cv: Canvas, s: float, rng) -> None:
     rel = cv.rib_phase - k
     lat = np.abs(cv.u - 0.5) if cv.frontal else (cv.u - 0.35)
     width = max(0.07, 1.2 * cv.py / cv.rib_sp)  # in rib spacings, at least about a pixel
-    shadow = np.exp(-((rel - 0.3) * (1.0 / width)) ** 2) * ramp(lat - 0.15, 0.08)
+    shadow = np.exp(-(((rel - 0.3) * (1.0 / width)) ** 2)) * ramp(lat - 0.15, 0.08)
     cv.density += cv.air * (0.2 + 0.35 * s) * shadow * cv.lung_mask
 
 
@@ -370,9 +372,9 @@ def sign_fracture(cv: Canvas, s: float, rng) -> None:
     lateral = (cv.u - uf) * lung.side
     shift = (0.15 + 0.35 * s) * np.clip(1.0 - lateral * (1.0 / 0.15), 0.0, 1.0) * (lateral > 0)
     w = cv.memo["rib_width"]
-    old = np.exp(-((cv.rib_phase - k) * (1.0 / w)) ** 2)
-    new = np.exp(-((cv.rib_phase - k - shift) * (1.0 / w)) ** 2) * ramp(np.abs(cv.u - uf) - 0.5 * gap, cv.px)
-    near = np.exp(-((cv.u - uf) * (1.0 / 0.03)) ** 2)
+    old = np.exp(-(((cv.rib_phase - k) * (1.0 / w)) ** 2))
+    new = np.exp(-(((cv.rib_phase - k - shift) * (1.0 / w)) ** 2)) * ramp(np.abs(cv.u - uf) - 0.5 * gap, cv.px)
+    near = np.exp(-(((cv.u - uf) * (1.0 / 0.03)) ** 2))
     cv.density += cv.rib_amp * (new * (1.0 + 0.8 * s * near) - old) * cv.rib_zone
 
 

@@ -44,12 +44,20 @@ def read_truth(chexpert_dir) -> PhantomTruth | None:
         raise DataError(f"{json_path} line {err.lineno}: not valid JSON ({err.msg})") from None
     missing = [k for k in EXPECTED_KEYS if k not in meta]
     if missing or meta.get("sidecar_version", 1) < SIDECAR_VERSION:
-        raise DataError(f"{json_path}: an old phantom sidecar without {', '.join(missing) or 'the current version'}; "
-                        "expected the expected answer per observation — call generate_phantom on this folder again "
-                        "(it refreshes the sidecar) or delete the phantom")
+        raise DataError(
+            f"{json_path}: an old phantom sidecar without {', '.join(missing) or 'the current version'}; "
+            "expected the expected answer per observation — call generate_phantom on this folder again "
+            "(it refreshes the sidecar) or delete the phantom"
+        )
     table = _read_findings(csv_path)
-    return PhantomTruth(table, dict(meta["expected_better_policy"]), list(meta["positive_controls"]),
-                        meta["primary_positive_control"], list(meta["null_controls"]), meta)
+    return PhantomTruth(
+        table,
+        dict(meta["expected_better_policy"]),
+        list(meta["positive_controls"]),
+        meta["primary_positive_control"],
+        list(meta["null_controls"]),
+        meta,
+    )
 
 
 def _read_findings(csv_path: Path) -> pd.DataFrame:
@@ -59,5 +67,7 @@ def _read_findings(csv_path: Path) -> pd.DataFrame:
     columns = [f"{o}|truth" for o in OBSERVATIONS]
     missing = [c for c in ["study", *columns] if c not in truth.columns]
     if missing:
-        raise DataError(f"{csv_path} line 1: missing column(s) {', '.join(missing)}; expected study and '<observation>|truth'")
+        raise DataError(
+            f"{csv_path} line 1: missing column(s) {', '.join(missing)}; expected study and '<observation>|truth'"
+        )
     return truth.set_index("study")[columns].set_axis(list(OBSERVATIONS), axis=1)

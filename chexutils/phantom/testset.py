@@ -23,8 +23,15 @@ import pandas as pd
 from ..data import CSV_COLUMNS
 from ..io import write_json, write_table
 from ..labels import OBSERVATIONS, PATHOLOGIES
-from ..testset import (BENCHMARK_READERS, CHEXLOCALIZE, GROUNDTRUTH, LABELS_REPO, REFERENCE_READERS,
-                       TEST_IMAGES_CSV, reader_file)
+from ..testset import (
+    BENCHMARK_READERS,
+    CHEXLOCALIZE,
+    GROUNDTRUTH,
+    LABELS_REPO,
+    REFERENCE_READERS,
+    TEST_IMAGES_CSV,
+    reader_file,
+)
 from . import label_model as lm
 from .layout import sample_layout
 
@@ -35,15 +42,30 @@ IMAGE_SEED_OFFSET = 10_000_000  # per-image render seeds distinct from train/val
 # P(read positive | category), each reader and observation drawn uniformly from these ranges.
 READ_RANGES = {"clear": (0.85, 0.97), "faint": (0.35, 0.65), "mimic": (0.20, 0.45), "none": (0.01, 0.07)}
 # The released radiologists' files put Lung Lesion before Lung Opacity; the phantom writes them the same way.
-READER_COLUMN_ORDER = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity",
-                       "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-                       "Pleural Other", "Fracture", "Support Devices")
+READER_COLUMN_ORDER = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
 
 
 def reader_parameters(readers, rng: np.random.Generator) -> dict:
     """reader -> observation -> category -> P(read positive); No Finding is derived, not drawn."""
-    return {r: {o: {c: float(rng.uniform(*READ_RANGES[c])) for c in lm.CATEGORIES} for o in OBSERVATIONS[1:]}
-            for r in readers}
+    return {
+        r: {o: {c: float(rng.uniform(*READ_RANGES[c])) for c in lm.CATEGORIES} for o in OBSERVATIONS[1:]}
+        for r in readers
+    }
 
 
 def simulate_reads(cats: dict, params: dict, rng: np.random.Generator) -> pd.DataFrame:
@@ -58,8 +80,9 @@ def simulate_reads(cats: dict, params: dict, rng: np.random.Generator) -> pd.Dat
     return pd.DataFrame(reads)[list(OBSERVATIONS)]
 
 
-def write_test_set(out, first_patient: int, n_patients: int, models: dict, size, seed: int,
-                   render_all, render_tasks) -> Path:
+def write_test_set(
+    out, first_patient: int, n_patients: int, models: dict, size, seed: int, render_all, render_tasks
+) -> Path:
     """Render and write the phantom test set under ``out``; returns the labels folder.
 
     ``render_tasks`` / ``render_all`` are the phantom generator's own image helpers, so test images
@@ -90,15 +113,21 @@ def write_test_set(out, first_patient: int, n_patients: int, models: dict, size,
             sidecar[f"{obs}|category"] = np.array(lm.CATEGORIES)[cats[obs]]
             sidecar[f"{obs}|severity"] = np.round(extra["severity"][obs], 4)
     write_table(sidecar, labels_dir / TEST_TRUTH_CSV, index=False)
-    write_json(labels_dir / TEST_TRUTH_JSON, {
-        "readers": {"reference": list(REFERENCE_READERS), "benchmark": list(BENCHMARK_READERS)},
-        "p_read_positive": params, "read_ranges": READ_RANGES, "patients": n_patients,
-        "first_patient": first_patient, "truth_csv": TEST_TRUTH_CSV,
-        "doc": "p_read_positive[reader][observation][category] = P(the reader reads it positive | latent category); "
-               "readers are independent given the category; No Finding = no pathology read positive. "
-               "groundtruth.csv = at least 3 of the 5 reference readers positive. phantom_test_truth.csv holds "
-               "per study the true finding (0/1), category and severity per observation.",
-    })
+    write_json(
+        labels_dir / TEST_TRUTH_JSON,
+        {
+            "readers": {"reference": list(REFERENCE_READERS), "benchmark": list(BENCHMARK_READERS)},
+            "p_read_positive": params,
+            "read_ranges": READ_RANGES,
+            "patients": n_patients,
+            "first_patient": first_patient,
+            "truth_csv": TEST_TRUTH_CSV,
+            "doc": "p_read_positive[reader][observation][category] = P(the reader reads it positive | latent category); "
+            "readers are independent given the category; No Finding = no pathology read positive. "
+            "groundtruth.csv = at least 3 of the 5 reference readers positive. phantom_test_truth.csv holds "
+            "per study the true finding (0/1), category and severity per observation.",
+        },
+    )
     write_table(rows, out / CHEXLOCALIZE / TEST_IMAGES_CSV, index=False)
     write_table(pd.concat([study_ids.rename("Study"), majority], axis=1), labels_dir / GROUNDTRUTH, index=False)
     return labels_dir
@@ -109,10 +138,13 @@ def _image_rows(studies: pd.DataFrame, images: pd.DataFrame, labels: pd.DataFram
     st = studies.iloc[images["study_row"]].reset_index(drop=True)
     lab = labels.iloc[images["study_row"]].reset_index(drop=True)
     kind = np.where(images["frontal"], "frontal", "lateral")
-    rows = pd.DataFrame({
-        "Path": "test/" + st["study"] + "/view" + images["view_num"].astype(str) + "_" + kind + ".jpg",
-        "Sex": st["Sex"], "Age": st["Age"],
-        "Frontal/Lateral": np.where(images["frontal"], "Frontal", "Lateral"),
-        "AP/PA": images["AP/PA"],
-    })
+    rows = pd.DataFrame(
+        {
+            "Path": "test/" + st["study"] + "/view" + images["view_num"].astype(str) + "_" + kind + ".jpg",
+            "Sex": st["Sex"],
+            "Age": st["Age"],
+            "Frontal/Lateral": np.where(images["frontal"], "Frontal", "Lateral"),
+            "AP/PA": images["AP/PA"],
+        }
+    )
     return pd.concat([rows, lab[list(OBSERVATIONS)]], axis=1)[list(CSV_COLUMNS)]
