@@ -264,9 +264,9 @@ def import_checkpoint(format_name: str, checkpoint, run_dir, image_size: int = 2
     model, record = convert(source_state(checkpoint, fmt), fmt, checkpoint)
     record["file"] = str(checkpoint.resolve())
     record["sha256"] = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    cfg = make_config(
-        backbone=fmt.backbone, image_size=image_size, run_dir=str(run_dir), epochs=0, policy=f"imported:{fmt.name}"
-    )  # not a training policy: compare tables show where it came from
+    cfg = make_config(backbone=fmt.backbone, image_size=image_size, run_dir=str(run_dir))
+    # not trained here (0 epochs) and not a training policy: compare tables show where it came from
+    cfg = dataclasses.replace(cfg, epochs=0, policy=f"imported:{fmt.name}")
     config = {
         **dataclasses.asdict(cfg),
         "head": "binary",

@@ -31,10 +31,11 @@ def what_was_run(config, step_parameters) -> list[str]:
     runs = config.runs() or [("default", {})]
     for step in config.steps:
         defaults = notebook_defaults(step.notebook)
-        if not {"policy", "run_dir"} <= set(defaults):
+        if not {"policy", "run_dir", "train"} <= set(defaults):
             continue
-        for run in runs if step.per_run else [None]:
-            merged = {**defaults, **step_parameters(config, step, run)}
+        for run in (step.runs if step.runs is not None else runs) if step.per_run else [None]:
+            params = {**defaults, **step_parameters(config, step, run)}
+            merged = {**params, **(params.get("train") or {})}  # notebook 03: TrainConfig fields under `train`
             for key in SHOWN:
                 if key in merged and merged[key] not in values.setdefault(key, []):
                     values[key].append(merged[key])

@@ -320,6 +320,9 @@ def _execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
         return Outcome(step.notebook, run[0] if run else None, "failed", seconds, output, message)
     seconds = time.perf_counter() - start
     last_good.unlink(missing_ok=True)
+    # the files the parameters name, as this run left them (a file the step writes itself is then no change)
+    parts["input files"] = _input_files_digest(params).hex()
+    digest = sha(json.dumps(parts, sort_keys=True).encode())
     write_json(
         marker,
         {

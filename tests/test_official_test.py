@@ -134,7 +134,7 @@ def test_notebook_06_scores_runs_and_outside_models_beside_the_radiologists(swee
     assert set(outside["observations"]) == set(COMPETITION_TASKS)
     below = outside["summary"]["radiologists_below_curve"]
     assert 0 <= below["mean_over_tasks"] <= 3 and set(below["per_task"]) == set(COMPETITION_TASKS)
-    figures = list((sweep / "U-Ones" / "figures").glob("radiologists_official_test_*.png"))
+    figures = list((sweep / "U-Ones").glob("radiologists_official_test_*.png"))
     assert len(figures) == 5 and min(f.stat().st_size for f in figures) > 10_000
     report = (sweep / "official_test.md").read_text()
     for section in (

@@ -402,7 +402,7 @@ def test_runner_checks_every_grid_point_at_load_time(tmp_path):
                 "name": "x",
                 "steps": [
                     {"notebook": "00_data.ipynb"},
-                    {"notebook": "03_train.ipynb", "per_run": True, "parameters": {"image_size": 224}},
+                    {"notebook": "03_train.ipynb", "per_run": True, "parameters": {"train": {"image_size": 224}}},
                 ],
                 "grid": {"policy": ["U-Ones", "U-Twos"], "backbone": ["densenet121", "xception"]},
             },

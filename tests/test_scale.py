@@ -19,6 +19,7 @@ from chexutils.device_cache import DeviceImages, maybe_on_device
 from chexutils.errors import DataError
 from chexutils.loader import BatchLoader, image_source
 from chexutils.train import TrainingDiverged, _check_finite, fit
+from chexutils.policies import ORIGINAL_MIXED_MAPPING
 from chexutils.train_config import effective_lr, make_config
 
 
@@ -112,7 +113,8 @@ def test_device_images_give_the_same_batches_as_the_host_cache():
 
 
 def test_launch_writes_a_config_torchrun_reads_back(tmp_path):
-    cfg = make_config(nproc_per_node=2, policy_options={"mapping": {"Edema": "U-Ones"}}, betas=(0.8, 0.9))
+    mapping = {**ORIGINAL_MIXED_MAPPING, "Edema": "U-Zeros"}
+    cfg = make_config(nproc_per_node=2, policy="mixed", policy_options={"mapping": mapping}, betas=(0.8, 0.9))
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(launch.config_as_yaml(cfg)))
     assert make_config(path) == cfg
