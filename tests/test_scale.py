@@ -18,8 +18,8 @@ from chexutils.data import read_chexpert
 from chexutils.device_cache import DeviceImages, maybe_on_device
 from chexutils.errors import DataError
 from chexutils.loader import BatchLoader, image_source
-from chexutils.train import TrainingDiverged, _check_finite, fit
 from chexutils.policies import ORIGINAL_MIXED_MAPPING
+from chexutils.train import TrainingDiverged, _check_finite, fit
 from chexutils.train_config import effective_lr, make_config
 
 
