@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint format lab clean-output clean-cache
+.PHONY: help setup demo test test-browser lint format lab clean-output clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ demo: setup ## run the whole workbook on a generated phantom CheXpert (CONFIG=co
 
 test: lint ## lint, then run the test suite (what CI runs)
 	$(PY) -m pytest
+
+test-browser: setup ## the real-browser test: JupyterLab in Debian's headless chromium (apt-get install chromium)
+	$(PY) -m pytest -m browser
 
 lint: setup ## ruff: lint rules and formatting check (config in pyproject.toml)
 	$(VENV)/bin/ruff check .
