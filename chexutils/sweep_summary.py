@@ -4,9 +4,13 @@ Read from the runner config and the notebooks' defaults, so the report says what
 below it are about before showing any of them.
 """
 
+import dataclasses
+
 from .rundir import EVAL_SETS, HELD_OUT, OFFICIAL_VALID
 from .runner_guards import notebook_defaults
+from .train_config import TrainConfig
 
+TRAIN_DEFAULTS = dataclasses.asdict(TrainConfig())
 SHOWN = ("backbone", "image_size", "epochs", "batch_size", "lr", "pretrained", "policy")
 
 
@@ -35,7 +39,8 @@ def what_was_run(config, step_parameters) -> list[str]:
             continue
         for run in (step.runs if step.runs is not None else runs) if step.per_run else [None]:
             params = {**defaults, **step_parameters(config, step, run)}
-            merged = {**params, **(params.get("train") or {})}  # notebook 03: TrainConfig fields under `train`
+            # notebook 03: TrainConfig fields under `train`, the dataclass's defaults for the rest
+            merged = {**TRAIN_DEFAULTS, **params, **(params.get("train") or {})}
             for key in SHOWN:
                 if key in merged and merged[key] not in values.setdefault(key, []):
                     values[key].append(merged[key])

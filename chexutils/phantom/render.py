@@ -20,23 +20,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..labels import OBSERVATIONS
 from .render_signs import MIMICS, SIGNS, Canvas, Lung, ramp, smooth_field
 
-FINDINGS: tuple[str, ...] = (
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
+FINDINGS: tuple[str, ...] = tuple(o for o in OBSERVATIONS if o != "No Finding")  # the 13 that can be drawn
 _RIB_WIDTH = 0.17  # rib half-profile width, as a fraction of the rib spacing
 
 
