@@ -296,5 +296,6 @@ def test_per_label_choice_resamples_patients():
     groups = frame.drop_duplicates("study").set_index("study")["patient"]
     by_patient = policy_choice.per_label_choice(*arms, targets, "held-out-masked", groups, None, 300, 2)
     by_study = policy_choice.per_label_choice(*arms, targets, "held-out-masked", None, None, 300, 2)
-    pd.testing.assert_frame_equal(choice, by_patient)
+    columns = ["ci_low", "ci_high", "p_value", "se"]  # the patient-clustered test and interval
+    np.testing.assert_allclose(choice[columns].to_numpy(float), by_patient[columns].to_numpy(float), equal_nan=True)
     assert not np.allclose(choice["p_value"].to_numpy(float), by_study["p_value"].to_numpy(float), equal_nan=True)
