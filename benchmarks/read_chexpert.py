@@ -16,8 +16,7 @@ import numpy as np
 from chexutils import real_stats
 from chexutils.data import read_chexpert, write_chexpert_csv
 from chexutils.phantom import label_model as lm
-from chexutils.phantom.generate import image_rows
-from chexutils.phantom.layout import sample_layout
+from chexutils.phantom.layout import image_rows, sample_layout
 
 
 def main() -> None:
@@ -29,7 +28,12 @@ def main() -> None:
     studies, images = sample_layout(1, patients, "train", rng)
     models = lm.observation_models()
     cats, _ = lm.sample_truth(len(studies), models, rng)
-    rows = image_rows(studies, images, lm.sample_reports(cats, models, lm.no_finding_mention_rate(models), rng))
+    rows = image_rows(
+        studies,
+        images,
+        lm.sample_reports(cats, models, lm.no_finding_mention_rate(models), rng),
+        "CheXpert-v1.0-small/",
+    )
     rows = rows.iloc[: args.rows]
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = write_chexpert_csv(rows, Path(tmp) / "CheXpert-v1.0-small" / "train.csv")

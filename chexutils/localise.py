@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import binomtest
 
 from .data import read_image
 from .heatmaps import heatmaps_for, overlay, resize_heatmap
@@ -34,6 +33,7 @@ from .labels import OBSERVATIONS
 from .phantom.regions import Regions, read_regions
 from .predict import load_run_model
 from .rundir import RunDir
+from .stats import wilson_interval
 
 THRESHOLD = 0.5
 SCORE_COLUMNS = ["observation", "kind", "n", "iou", "iou_lo", "iou_hi", "hit_rate", "hit_lo", "hit_hi", "chance"]
@@ -116,7 +116,7 @@ def summarise(
         n, hits = len(group), int(group["hit"].sum())
         means = iou[rng.integers(0, n, size=(n_resamples, n))].mean(axis=1)
         alpha = (1 - level) / 2
-        ci = binomtest(hits, n).proportion_ci(confidence_level=level, method="wilson")
+        hit_lo, hit_hi = wilson_interval(hits, n, level)
         row = dict(zip(keys, key))
         row.setdefault("kind", "all")
         rows.append(
@@ -127,8 +127,8 @@ def summarise(
                 "iou_lo": float(np.quantile(means, alpha)),
                 "iou_hi": float(np.quantile(means, 1 - alpha)),
                 "hit_rate": hits / n,
-                "hit_lo": float(ci.low),
-                "hit_hi": float(ci.high),
+                "hit_lo": hit_lo,
+                "hit_hi": hit_hi,
                 "chance": float(group["chance"].mean()),
             }
         )

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 from sklearn.metrics import roc_curve
 
 from .calibration import check_disjoint
@@ -21,6 +20,7 @@ from .io import write_table
 from .labels import OBSERVATIONS
 from .metrics import certain_scores
 from .rundir import RunDir
+from .stats import wilson_interval
 
 RULES = ("youden", "sensitivity>=x", "specificity>=x")  # also written with '≥'
 RULE_TEXT = {
@@ -98,14 +98,6 @@ def choose_threshold(y, scores, rule: str = "youden") -> tuple[float, str]:
         return float(thresholds[ok[0]]), ""  # tpr reaches 1 at the lowest score, so ok is never empty
     ok = np.flatnonzero(1 - fpr >= x - 1e-12)
     return float(thresholds[ok[-1]]), ""  # the first candidate has fpr 0, so ok is never empty
-
-
-def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for k successes of n (scipy's binomtest); NaN, NaN when n is 0."""
-    if n == 0:
-        return math.nan, math.nan
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def report_point(y, scores, threshold: float, level: float = 0.95) -> dict:

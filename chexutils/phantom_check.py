@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 
 from . import policy_choice
 from .compare import arm_scores, markdown
 from .evaluate import load_run_scores
 from .io import write_json
 from .phantom import PhantomTruth
+from .stats import wilson_interval
 
 NO_DETECTABLE = policy_choice.NO_DIFFERENCE
 CHECK_JSON, CHECK_MD = "phantom_check.json", "phantom_check.md"
@@ -62,13 +62,13 @@ def agreement(first: pd.Series, second: pd.Series) -> dict:
     """Share of observations where two choices agree (both defined), with a 95% Wilson interval."""
     both = first.index[(first != "undefined") & (second.reindex(first.index) != "undefined")]
     same = int((first[both] == second[both]).sum())
-    ci = binomtest(same, len(both)).proportion_ci(method="wilson") if len(both) else None
+    low, high = wilson_interval(same, len(both))
     return {
         "agree": same,
         "of": len(both),
         "rate": same / len(both) if len(both) else float("nan"),
-        "ci_low": ci.low if ci else float("nan"),
-        "ci_high": ci.high if ci else float("nan"),
+        "ci_low": low,
+        "ci_high": high,
     }
 
 

@@ -17,11 +17,11 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 from sklearn.metrics import roc_curve
 
 from .labels import COMPETITION_TASKS
 from .metrics import bootstrap_auroc, mean_tasks_with_ci, percentile_interval, resample_counts
+from .stats import wilson_interval
 
 READER_COLUMNS = (
     "observation",
@@ -56,14 +56,6 @@ READER_COLUMNS = (
 )
 
 
-def wilson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion (scipy); NaN, NaN when there are no trials."""
-    if trials == 0:
-        return math.nan, math.nan
-    ci = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
 def operating_point(reference, reads, level: float = 0.95) -> dict:
     """A reader's confusion counts against the reference (both 0/1 arrays), sensitivity / specificity / PPV with Wilson CIs."""
     y, r = np.asarray(reference).astype(bool), np.asarray(reads).astype(bool)
@@ -72,7 +64,10 @@ def operating_point(reference, reads, level: float = 0.95) -> dict:
     sens = tp / (tp + fn) if tp + fn else math.nan
     spec = tn / (tn + fp) if tn + fp else math.nan
     ppv = tp / (tp + fp) if tp + fp else math.nan
-    (sens_low, sens_high), (spec_low, spec_high) = wilson(tp, tp + fn, level), wilson(tn, tn + fp, level)
+    (sens_low, sens_high), (spec_low, spec_high) = (
+        wilson_interval(tp, tp + fn, level),
+        wilson_interval(tn, tn + fp, level),
+    )
     return {
         "tp": tp,
         "fp": fp,

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm, rankdata
+from scipy.stats import binomtest, norm, rankdata
 from scipy.stats import t as t_dist
 
 Z_POWER_80 = float(norm.ppf(0.8))  # 0.8416: the z of 80% power
@@ -116,6 +116,14 @@ def _z_result(delta: float, se: float) -> dict:
         return {"delta": delta, "se": 0.0, "z": math.nan, "p_value": 1.0 if delta == 0 else 0.0}
     z = delta / se
     return {"delta": delta, "se": se, "z": z, "p_value": float(2 * norm.sf(abs(z)))}
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for k successes of n (scipy's binomtest); NaN, NaN when n is 0."""
+    if n == 0:
+        return math.nan, math.nan
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def holm(p_values) -> np.ndarray:

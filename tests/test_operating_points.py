@@ -18,9 +18,9 @@ from chexutils.operating_points import (
     display_table,
     operating_point,
     parse_rule,
-    wilson_interval,
     write_operating_points,
 )
+from chexutils.stats import wilson_interval
 
 # Sorted by score: negatives at .1 .3 .4, positives at .35 .7 .8.
 Y = np.array([0, 0, 1, 0, 1, 1])

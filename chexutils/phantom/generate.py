@@ -12,14 +12,14 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data import CSV_COLUMNS, write_chexpert_csv
+from ..data import write_chexpert_csv
 from ..errors import DataError
 from ..io import write_json, write_table
 from ..labels import OBSERVATIONS
 from ..paths import SMALL_PREFIX
 from . import expected
 from . import label_model as lm
-from .layout import sample_layout
+from .layout import image_rows, sample_layout
 from .regions import REGIONS_JSON, encode_mask, write_regions
 from .render import REGION_FRACTION, render_image
 from .sidecar import SIDECAR_VERSION, TRUTH_CSV, TRUTH_JSON
@@ -89,8 +89,8 @@ def generate_phantom(
     train_labels = lm.sample_reports(train_cats, models, nf_rate, rng)
     valid_labels = lm.truth_labels(valid_cats)
 
-    train = image_rows(train_studies, train_images, train_labels)
-    valid = image_rows(valid_studies, valid_images, valid_labels)
+    train = image_rows(train_studies, train_images, train_labels, f"{SMALL_PREFIX}/")
+    valid = image_rows(valid_studies, valid_images, valid_labels, f"{SMALL_PREFIX}/")
     tasks = _render_tasks(train, train_images, train_cats, train_extra, root.parent, size, seed, 0) + _render_tasks(
         valid, valid_images, valid_cats, valid_extra, root.parent, size, seed, len(train)
     )
@@ -156,32 +156,6 @@ def _refresh_summary(root: Path) -> None:
     if record.get("sidecar_version", 1) < SIDECAR_VERSION:
         models = lm.observation_models()
         write_json(root / TRUTH_JSON, _truth_summary(record["params"], models, lm.no_finding_mention_rate(models)))
-
-
-def image_rows(studies: pd.DataFrame, images: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """One CSV row per image, labels copied from its study (labels come from the study's report)."""
-    st = studies.iloc[images["study_row"]].reset_index(drop=True)
-    lab = labels.iloc[images["study_row"]].reset_index(drop=True)
-    kind = np.where(images["frontal"], "frontal", "lateral")
-    rows = pd.DataFrame(
-        {
-            "Path": SMALL_PREFIX
-            + "/"
-            + st["folder"]
-            + "/"
-            + st["study"]
-            + "/view"
-            + images["view_num"].astype(str)
-            + "_"
-            + kind
-            + ".jpg",
-            "Sex": st["Sex"],
-            "Age": st["Age"],
-            "Frontal/Lateral": np.where(images["frontal"], "Frontal", "Lateral"),
-            "AP/PA": images["AP/PA"],
-        }
-    )
-    return pd.concat([rows, lab[list(OBSERVATIONS)]], axis=1)[list(CSV_COLUMNS)]
 
 
 def _render_tasks(rows, images, cats, extra, base: Path, size, seed: int, offset: int) -> list:

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 
 from .. import real_stats
+from ..data import CSV_COLUMNS
+from ..labels import OBSERVATIONS
 
 MAX_STUDIES = 25  # the real tail beyond 12 studies per patient is spread evenly over 13..MAX_STUDIES
 
@@ -64,3 +66,22 @@ def _sample_views(studies: pd.DataFrame, rng: np.random.Generator) -> pd.DataFra
     ap_share = real_stats.AP_PA["AP"] / (real_stats.AP_PA["AP"] + real_stats.AP_PA["PA"])
     ap_pa = np.where(frontal, np.where(rng.random(len(rows)) < ap_share, "AP", "PA"), "")
     return pd.DataFrame({"study_row": rows, "view_num": view_num, "frontal": frontal, "AP/PA": ap_pa})
+
+
+def image_rows(studies: pd.DataFrame, images: pd.DataFrame, labels: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
+    """One CSV row per image in the CheXpert schema, labels copied from its study (its report, or the
+    readers' majority for the test set). ``Path`` = ``prefix`` + folder/patient/study/view file."""
+    st = studies.iloc[images["study_row"]].reset_index(drop=True)
+    lab = labels.iloc[images["study_row"]].reset_index(drop=True)
+    kind = np.where(images["frontal"], "frontal", "lateral")
+    view = "/view" + images["view_num"].astype(str) + "_" + kind + ".jpg"
+    rows = pd.DataFrame(
+        {
+            "Path": prefix + st["folder"] + "/" + st["study"] + view,
+            "Sex": st["Sex"],
+            "Age": st["Age"],
+            "Frontal/Lateral": np.where(images["frontal"], "Frontal", "Lateral"),
+            "AP/PA": images["AP/PA"],
+        }
+    )
+    return pd.concat([rows, lab[list(OBSERVATIONS)]], axis=1)[list(CSV_COLUMNS)]

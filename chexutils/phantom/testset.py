@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import CSV_COLUMNS
 from ..io import write_json, write_table
 from ..labels import OBSERVATIONS, PATHOLOGIES
 from ..testset import (
@@ -33,7 +32,7 @@ from ..testset import (
     reader_file,
 )
 from . import label_model as lm
-from .layout import sample_layout
+from .layout import image_rows, sample_layout
 
 TEST_TRUTH_JSON = "phantom_test_truth.json"
 TEST_TRUTH_CSV = "phantom_test_truth.csv"
@@ -97,7 +96,7 @@ def write_test_set(
     reads = {r: simulate_reads(cats, params[r], rng) for r in readers}
     majority = (sum(reads[r] for r in REFERENCE_READERS) >= 3).astype(int)
 
-    rows = _image_rows(studies, images, majority)
+    rows = image_rows(studies, images, majority)  # CheXlocalize: Path relative to CheXpert/
     render_all(render_tasks(rows, images, cats, extra, out / CHEXLOCALIZE, size, seed, IMAGE_SEED_OFFSET))
 
     labels_dir = out / LABELS_REPO
@@ -131,20 +130,3 @@ def write_test_set(
     write_table(rows, out / CHEXLOCALIZE / TEST_IMAGES_CSV, index=False)
     write_table(pd.concat([study_ids.rename("Study"), majority], axis=1), labels_dir / GROUNDTRUTH, index=False)
     return labels_dir
-
-
-def _image_rows(studies: pd.DataFrame, images: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """CheXlocalize's test_labels.csv: one row per image, Path relative to CheXpert/, the study's labels."""
-    st = studies.iloc[images["study_row"]].reset_index(drop=True)
-    lab = labels.iloc[images["study_row"]].reset_index(drop=True)
-    kind = np.where(images["frontal"], "frontal", "lateral")
-    rows = pd.DataFrame(
-        {
-            "Path": "test/" + st["study"] + "/view" + images["view_num"].astype(str) + "_" + kind + ".jpg",
-            "Sex": st["Sex"],
-            "Age": st["Age"],
-            "Frontal/Lateral": np.where(images["frontal"], "Frontal", "Lateral"),
-            "AP/PA": images["AP/PA"],
-        }
-    )
-    return pd.concat([rows, lab[list(OBSERVATIONS)]], axis=1)[list(CSV_COLUMNS)]
