@@ -13,8 +13,9 @@ help: ## list the targets
 
 setup: $(STAMP) ## create .venv (Python 3.11) and install chexutils with its dev extras; a no-op when done
 $(STAMP): pyproject.toml
+	@echo "setup: installing chexutils and its pinned dependencies into $(VENV) (about 2 minutes the first time)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --editable '.[dev]'
+	$(PY) -m pip install --progress-bar on --editable '.[dev]'
 	touch $(STAMP)
 
 demo: setup ## run the whole workbook on a generated phantom CheXpert (CONFIG=configs/demo.yaml; FORCE=1 re-runs and retrains)
@@ -34,8 +35,9 @@ format: setup ## ruff: fix what can be fixed and format the code
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-lab: setup ## open JupyterLab at the repository root (notebooks/, output/); ARGS=... go to jupyter lab; as root adds --allow-root
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
+lab: setup ## open JupyterLab at the repository root (notebooks/, output/); ARGS=... go to jupyter lab; as root adds --allow-root; encrypted kernels
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
+		--KernelManager.transport_encryption=auto $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 clean-output: ## delete everything under output/ except its README
 	find output -mindepth 1 ! -name README.md -exec rm -rf {} +

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 
 from . import policy_choice
-from .compare import arm_scores, markdown
+from .compare import markdown
 from .evaluate import load_run_scores
 from .io import write_json
 from .phantom import PhantomTruth
+from .policy_sweep import arm_scores
 from .stats import wilson_interval
 
 NO_DETECTABLE = policy_choice.NO_DIFFERENCE
@@ -36,7 +37,7 @@ def choices(
     DeLong, Holm over the eligible observations), plus ``sign`` of delta, ``decision`` (the better
     policy where the adjusted test rejects, else "no detectable difference") and ``n`` studies.
 
-    ``arms``: compare.policy_arms(); ``labels``: targets to score against (default: the criterion's
+    ``arms``: policy_sweep.policy_arms(); ``labels``: targets to score against (default: the criterion's
     targets from the set's report labels, e.g. the phantom's truth with criterion 'held-out-truth').
     """
     scores = {policy: arm_scores(arm, frame, eval_set) for policy, arm in arms.items()}

@@ -171,11 +171,16 @@ def curve_grid(levels: dict, kind: str = "roc", path=None, title: str = ""):
 
 
 def comparison_heatmap(table: pd.DataFrame, path=None, title: str = "AUROC"):
-    """Rows (runs or published models) x observations, annotated; NaN cells left blank."""
+    """Rows (runs or published models) x observations, annotated; NaN cells left blank.
+
+    The colour scale runs to 1 from 0.5 (chance) or lower, down to the lowest value shown (to the
+    tenth below it), so a below-chance AUROC gets its own colour instead of sharing chance's."""
+    values = table.astype(float)
+    lowest = np.nanmin(values.to_numpy()) if values.notna().any().any() else 0.5
     fig, ax = plt.subplots(figsize=(max(8, 0.7 * table.shape[1] + 3), 0.45 * table.shape[0] + 2.5))
     sns.heatmap(
-        table.astype(float),
-        vmin=0.5,
+        values,
+        vmin=min(0.5, np.floor(lowest * 10) / 10),
         vmax=1.0,
         cmap="viridis",
         annot=True,

@@ -191,7 +191,7 @@ def choose(
             mapping.append(default)
     table["verdict"], table["mapping"] = verdicts, mapping
     table["choice"] = table["mapping"]
-    table["criterion"] = criterion
+    table["criterion"], table["default"] = criterion, default
     return table
 
 
@@ -362,5 +362,6 @@ def verdict_summary(choice: pd.DataFrame, alpha: float = ALPHA) -> str:
         f"{len(tested)} observations tested (Holm over {len(tested)}, α = {alpha}); "
         + (f"a detectable difference for {'; '.join(chosen)}. " if chosen else "no detectable difference for any. ")
         + (f"Smallest detectable Δ (80% power): {sdd.min():.3f}–{sdd.max():.3f}. " if len(sdd) else "")
-        + f"Not compared (default {DEFAULT_POLICY}): {', '.join(left) if left else 'none'}."
+        + f"Default where no difference is detected or nothing is compared: {choice['default'].iloc[0]}. "
+        + f"Not compared: {', '.join(left) if left else 'none'}."
     )

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from chexutils import compare, policy_choice
+from chexutils import compare, plots, policy_choice, policy_sweep
 from chexutils.errors import DataError
 from chexutils.evaluate import RunScores, load_run_scores
 from chexutils.labels import OBSERVATIONS
@@ -48,7 +48,7 @@ def test_choice_follows_a_clear_difference_and_says_when_there_is_none():
     frame = _study_frame()
     zeros = _run("zeros", frame, {"Edema": 2.0, "Cardiomegaly": 0.5}, seed=1)
     ones = _run("ones", frame, {"Edema": 0.3, "Cardiomegaly": 0.5}, seed=1)
-    choice = compare.per_label_choice(zeros, ones, frame, n_resamples=500, uncertain=UNCERTAIN)
+    choice = policy_sweep.per_label_choice(zeros, ones, frame, n_resamples=500, uncertain=UNCERTAIN)
     assert choice.loc["Edema", "choice"] == "U-Ones" and choice.loc["Edema", "p_holm"] < 0.05
     assert choice.loc["Edema", "verdict"].startswith("U-Ones (Holm p")
     assert choice.loc["Edema", "positives"] == (frame["Edema"] == 1).sum()  # the 10 uncertain are masked out
@@ -64,7 +64,7 @@ def test_choice_follows_a_clear_difference_and_says_when_there_is_none():
     assert (
         choice.loc[tested, "smallest detectable"] == smallest_detectable(choice.loc[tested, "se"], 0.05, len(tested))
     ).all()
-    mapping = compare.mixed_mapping(choice)
+    mapping = policy_sweep.mixed_mapping(choice)
     assert set(mapping) == set(OBSERVATIONS) and mapping["Edema"] == "U-Ones" and mapping["Cardiomegaly"] == "U-Zeros"
 
 
@@ -75,14 +75,14 @@ def test_mixed_mapping_takes_the_default_where_the_adjusted_test_does_not_reject
     ones = _run("ones", frame, {"Lung Lesion": 0.1, "Fracture": 0.1}, seed=4)  # elsewhere equally good, other noise
     uncertain = UNCERTAIN.copy()
     uncertain["Fracture"] = 0.005  # <= 1% uncertain training labels: not compared either
-    choice = compare.per_label_choice(zeros, ones, frame, n_resamples=300, uncertain=uncertain)
+    choice = policy_sweep.per_label_choice(zeros, ones, frame, n_resamples=300, uncertain=uncertain)
     noisy_win = choice.index[choice["eligible"] & (choice["U-Ones minus U-Zeros"] > 0)]
     assert len(noisy_win) >= 3 and (choice.loc[noisy_win, "p_holm"] >= 0.05).all()
     assert choice.loc["Lung Lesion", "U-Ones minus U-Zeros"] > 0.2 and choice.loc["Fracture", "p_value"] < 1e-6
-    mapping = compare.mixed_mapping(choice)
+    mapping = policy_sweep.mixed_mapping(choice)
     assert {mapping[o] for o in [*noisy_win, "Lung Lesion", "Fracture"]} == {"U-Zeros"}  # not the sign of Δ
     assert "5 in the smaller class < 30" in choice.loc["Lung Lesion", "verdict"]
-    view = compare.choice_view(choice)  # below the CI floor: counts and verdict only
+    view = policy_sweep.choice_view(choice)  # below the CI floor: counts and verdict only
     assert view.loc["Lung Lesion", ["U-Ones mean", "U-Ones minus U-Zeros", "ci_low", "p_value"]].isna().all()
     assert view.loc["Lung Lesion", "positives"] == 5 and view.loc["Lung Lesion", "verdict"].startswith("not compared")
     assert view.loc["Fracture", "U-Ones minus U-Zeros"] == choice.loc["Fracture", "U-Ones minus U-Zeros"]
@@ -97,7 +97,7 @@ def test_mixed_mapping_takes_the_default_where_the_adjusted_test_does_not_reject
         "U-Ones by default"
     )
     with pytest.raises(DataError, match="mapping"):
-        compare.mixed_mapping(choice.drop(columns="mapping"))
+        policy_sweep.mixed_mapping(choice.drop(columns="mapping"))
 
 
 def _arm(frame, informative, seeds):
@@ -138,11 +138,11 @@ def test_negative_controls_seed_noise_and_no_finding():
     assert control.loc["Edema", "max abs Δ"] == pytest.approx(max(pairs)) and control["flagged"].dtype == bool
     assert policy_choice.seed_noise_control(labels, {0: arm[0]}).empty
     zeros = _run("zeros", frame, {}, seed=7)
-    choice = compare.per_label_choice(zeros, zeros, frame, n_resamples=200, uncertain=UNCERTAIN)
+    choice = policy_sweep.per_label_choice(zeros, zeros, frame, n_resamples=200, uncertain=UNCERTAIN)
     text = policy_choice.no_finding_control(choice)
     assert "Δ = +0.000" in text and text.endswith("not flagged, as it should be.")
     shifted = _run("ones", frame, {"No Finding": 0.2}, seed=7)
-    text = policy_choice.no_finding_control(compare.per_label_choice(zeros, shifted, frame, n_resamples=200))
+    text = policy_choice.no_finding_control(policy_sweep.per_label_choice(zeros, shifted, frame, n_resamples=200))
     assert "FLAGGED" in text
 
 
@@ -172,8 +172,8 @@ def test_choice_against_other_labels_and_the_criteria_agreement():
     ones = _run("ones", frame, {"Edema": 0.3}, seed=1)
     truth = frame.set_index("study")[list(OBSERVATIONS)].clip(lower=0)
     flipped = 1 - truth  # a 'truth' under which U-Ones is worse
-    from_labels = compare.per_label_choice(zeros, ones, frame, n_resamples=300)
-    from_flipped = compare.per_label_choice(
+    from_labels = policy_sweep.per_label_choice(zeros, ones, frame, n_resamples=300)
+    from_flipped = policy_sweep.per_label_choice(
         zeros, ones, frame, n_resamples=300, labels=flipped, criterion="held-out-truth"
     )
     assert from_flipped.loc["Edema", "choice"] == "U-Zeros" and from_flipped.loc["Edema", "p_holm"] < 0.05
@@ -185,13 +185,14 @@ def test_choice_against_other_labels_and_the_criteria_agreement():
     assert (
         agreement.loc["Edema", "held-out-masked = expected"] and not agreement.loc["Edema", "held-out-truth = expected"]
     )
-    table = compare.choice_vs_truth(from_labels, from_flipped, {"Edema": "U-Ones", "Cardiomegaly": "U-Zeros"})
-    assert table.loc["Edema", "labels recover expected"] and not table.loc["Edema", "truth agrees with expected"]
     assert policy_choice.selected({"held-out-masked": from_labels}, "held-out-masked") is from_labels
     with pytest.raises(DataError, match="'held-out-truth' is not available here; available: held-out-masked"):
         policy_choice.selected({"held-out-masked": from_labels}, "held-out-truth")
     summary = policy_choice.verdict_summary(from_labels)
     assert summary.startswith("Selection criterion: **held-out-masked**") and "Edema: U-Ones" in summary
+    assert "Default where no difference is detected or nothing is compared: U-Zeros." in summary
+    ones_default = policy_choice.choose(from_labels.drop(columns="default"), None, "held-out-masked", default="U-Ones")
+    assert "nothing is compared: U-Ones." in policy_choice.verdict_summary(ones_default)
 
 
 def test_overlap_text_ranks_only_separated_runs():
@@ -232,9 +233,19 @@ def test_policy_arms_group_seeds_and_need_both_policies(tmp_path):
         index=["a", "b", "d"],
     )
     with pytest.raises(DataError, match="U-Zeros, U-Ones"):
-        compare.policy_arms(runs)
+        policy_sweep.policy_arms(runs)
+    assert policy_sweep.missing_arms(runs) == "the grid has no U-Ones run (policies here: U-MultiClass, U-Zeros)"
+    skipped = policy_sweep.compare_policies(runs, tmp_path, tmp_path, "", tmp_path / "never-read.csv")
+    assert skipped.skipped.startswith("Per-label choice skipped: the grid has no U-Ones run")
+    assert skipped.table.empty and list(skipped.sections()) == ["Per-label choice (official-valid)"]
+    (tmp_path / "mixed_mapping.json").write_text("{}")  # an earlier sweep's choice must not feed stage 2
+    assert skipped.write(tmp_path) is None and not (tmp_path / "mixed_mapping.json").exists()
+    elsewhere = runs.copy()
+    elsewhere.loc["c"] = ["U-Ones", "densenet121", 128, 0, tmp_path / "c"]
+    assert policy_sweep.missing_arms(elsewhere) == "no backbone and image size has runs of both U-Zeros and U-Ones"
     runs.loc["c"] = ["U-Ones", "densenet121", 64, 0, tmp_path / "c"]
-    assert compare.policy_arms(runs) == {
+    assert policy_sweep.missing_arms(runs) == ""
+    assert policy_sweep.policy_arms(runs) == {
         "U-Zeros": {0: tmp_path / "a", 1: tmp_path / "d"},
         "U-Ones": {0: tmp_path / "c"},
     }
@@ -290,7 +301,7 @@ def test_per_label_choice_resamples_patients():
         runs.append(
             RunScores(str(noise), labels.set_axis(frame["Path"]), scores.set_axis(frame["Path"]), labels, scores)
         )
-    choice = compare.per_label_choice(runs[0], runs[1], frame, n_resamples=300, seed=2)
+    choice = policy_sweep.per_label_choice(runs[0], runs[1], frame, n_resamples=300, seed=2)
     targets = policy_choice.scored_labels("held-out-masked", labels)
     arms = ({0: runs[0].study_scores}, {0: runs[1].study_scores})
     groups = frame.drop_duplicates("study").set_index("study")["patient"]
@@ -299,3 +310,18 @@ def test_per_label_choice_resamples_patients():
     columns = ["ci_low", "ci_high", "p_value", "se"]  # the patient-clustered test and interval
     np.testing.assert_allclose(choice[columns].to_numpy(float), by_patient[columns].to_numpy(float), equal_nan=True)
     assert not np.allclose(choice["p_value"].to_numpy(float), by_study["p_value"].to_numpy(float), equal_nan=True)
+
+
+def test_rows_beside_published_numbers_name_their_data_and_the_colour_scale_covers_every_value(tmp_path):
+    values = pd.DataFrame({"Edema": [0.91, 0.202], "Atelectasis": [0.8, float("nan")]}, index=["U-Ones", "U-Zeros"])
+    assert compare.with_references(values, tmp_path).index[0] == "[CheXpert, this workbook] U-Ones"
+    (tmp_path / "phantom_truth.json").write_text("{}")
+    beside = compare.with_references(values, tmp_path)
+    assert list(beside.index[:2]) == [
+        "[phantom CheXpert, this workbook] U-Ones",
+        "[phantom CheXpert, this workbook] U-Zeros",
+    ]
+    assert all(i.startswith("[published, real CheXpert] ") for i in beside.index[2:]) and len(beside) > 2
+    mesh = plots.comparison_heatmap(beside, tmp_path / "comparison.png").axes[0].collections[0]
+    assert (mesh.norm.vmin, mesh.norm.vmax) == (0.2, 1.0)  # 0.202 gets its own colour, not chance's
+    assert plots.comparison_heatmap(values.loc[["U-Ones"]]).axes[0].collections[0].norm.vmin == 0.5

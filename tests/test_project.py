@@ -1,6 +1,7 @@
 """Project hygiene: pins agree, notebooks are thin and clean, CI runs the README's test command."""
 
 import ast
+import re
 import tomllib
 
 import nbformat
@@ -32,6 +33,15 @@ def test_ci_runs_exactly_the_readme_test_command():
         if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))
     ]
     assert commands == ["make test"]
+
+
+def test_readme_module_map_names_every_module_once():
+    readme = (paths.PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index("### Module map") :]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # the header left out
+    named = [m for row in rows for m in re.findall(r"`([a-z_/]+)`", row.rsplit("|", 2)[1])]
+    modules = sorted(p.stem for p in (paths.PROJECT_ROOT / "chexutils").glob("*.py") if p.stem != "__init__")
+    assert sorted(m for m in named if m != "phantom/") == modules and "phantom/" in named
 
 
 def test_numbered_notebooks_exist():

@@ -514,6 +514,83 @@ def test_make_lab_opens_at_the_root_with_extra_arguments():
     assert ("--allow-root" in command) == (os.getuid() == 0)
 
 
+def _run_in_kernel(url: str, token: str, code: str) -> str:
+    """Start a kernel through the server's REST API, run ``code`` over its websocket, return what it printed."""
+    import asyncio
+    import urllib.request
+    import uuid
+
+    from tornado.websocket import websocket_connect
+
+    request = urllib.request.Request(f"{url}/api/kernels?token={token}", data=b"{}", method="POST")
+    kernel = json.loads(urllib.request.urlopen(request, timeout=60).read())["id"]
+
+    async def run() -> str:
+        socket = await websocket_connect(f"{url.replace('http', 'ws')}/api/kernels/{kernel}/channels?token={token}")
+        msg_id = uuid.uuid4().hex
+        header = {"msg_id": msg_id, "msg_type": "execute_request", "username": "t", "session": "t", "version": "5.3"}
+        content = {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False}
+        message = {"header": header, "parent_header": {}, "metadata": {}, "content": content, "channel": "shell"}
+        await socket.write_message(json.dumps(message))
+        printed = ""
+        while True:
+            reply = json.loads(await asyncio.wait_for(socket.read_message(), timeout=120))
+            if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if reply["msg_type"] == "stream":
+                printed += reply["content"]["text"]
+            if reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
+                socket.close()
+                return printed
+
+    return asyncio.run(run())
+
+
+def test_make_lab_kernels_run_encrypted_without_the_plain_tcp_warning(tmp_path):
+    import secrets
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = secrets.token_hex(16)
+    args = f"ARGS=--no-browser --ip=127.0.0.1 --port={port} --ServerApp.port_retries=0 --IdentityProvider.token={token}"
+    log_path = tmp_path / "lab.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            ["make", "-s", "lab", args],
+            cwd=paths.PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline and server.poll() is None, log_path.read_text()[-2000:]
+                    time.sleep(1)
+            printed = _run_in_kernel(url, token, "import zmq, sys; print('kernel ok', sys.prefix)")
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+    assert printed.startswith("kernel ok") and printed.split()[-1].endswith(".venv")  # the project's interpreter
+    text = log_path.read_text()
+    assert "Kernel started" in text and "without encryption" not in text
+
+
+def test_setup_says_what_it_does_and_shows_pip_progress():
+    recipe = _make_dry("-B", "setup")  # -B: as on a fresh clone
+    assert "installing chexutils and its pinned dependencies" in recipe
+    [pip] = [line for line in recipe.splitlines() if "pip install" in line]
+    assert "--quiet" not in pip and " -q" not in pip and "--progress-bar on" in pip
+
+
 def test_make_demo_force_and_clean_cache():
     assert "workbook run configs/demo.yaml --force" in _make_dry("demo", "FORCE=1")
     assert "--force" not in _make_dry("demo")

@@ -2,13 +2,15 @@
 
 import json
 import re
+import shutil
 
 import nbformat
 import pandas as pd
+import papermill
 import pytest
 from conftest import TINY_PHANTOM
 
-from chexutils import workbook
+from chexutils import paths, workbook
 from chexutils.errors import DataError
 from chexutils.workbook import execute, load_config, main, write_report
 
@@ -228,6 +230,27 @@ def test_second_stage_trains_mixed_on_the_mapping_05_selected_and_compares_it(se
     assert (out / "notebooks" / "05_compare.ipynb").is_file() and (out / "notebooks" / "05_compare-2.ipynb").is_file()
     assert "| mixed-selected |" in (out / "comparison.md").read_text()  # beside the single-policy runs
     assert not (out / "U-Zeros" / "05_compare.ipynb").exists() and not (out / "mixed-selected_U-Zeros").exists()
+
+
+def test_compare_on_a_grid_without_u_ones_skips_the_choice_with_a_note(series, tmp_path):
+    root, _, out = series
+    sweep = tmp_path / "one-sided"
+    shutil.copytree(out, sweep, ignore=shutil.ignore_patterns("U-Ones", "mixed-selected", "ensemble-all", "*.ipynb"))
+    papermill.execute_notebook(
+        str(paths.NOTEBOOK_DIR / "05_compare.ipynb"),
+        str(tmp_path / "05.ipynb"),
+        progress_bar=False,
+        parameters={
+            "data_dir": str(root / "data"),
+            "output_dir": str(sweep),
+            "held_out_csv": str(sweep / "split" / "held_out.csv"),
+            "n_resamples": 100,
+        },
+    )
+    comparison = (sweep / "comparison.md").read_text()
+    assert "Per-label choice skipped: the grid has no U-Ones run (policies here: U-MultiClass, U-Zeros)" in comparison
+    assert "| U-Zeros |" in comparison and "Negative control" not in comparison  # the rest of 05 still ran
+    assert not (sweep / "mixed_mapping.json").exists() and not (sweep / "policy_choice.csv").exists()
 
 
 def test_phantom_check_states_the_controls_and_the_agreement_in_the_report(series):
