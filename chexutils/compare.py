@@ -165,8 +165,10 @@ def plain_text(value, digits: int = 3) -> str:
             rest = {
                 k: v for k, v in value.items() if k not in ("auroc", "mean", "value", "estimate", "ci_low", "ci_high")
             }
-            return text + ("; " + plain_text(rest, digits) if rest else "")
-        return "; ".join(f"{k}: {plain_text(v, digits)}" for k, v in value.items())
+            return text + ("; " + plain_text(rest, digits) if _filled(rest) else "")
+        return "; ".join(f"{k}: {plain_text(v, digits)}" for k, v in value.items() if _filled(v))
+    if isinstance(value, (list, tuple)):
+        return ", ".join(plain_text(v, digits) for v in value)
     if isinstance(value, (float, np.floating)):
         return "–" if np.isnan(value) else f"{value:.{digits}f}"
     return str(value)
@@ -186,6 +188,11 @@ def markdown(table: pd.DataFrame, digits: int = 3) -> str:
         "| " + " | ".join([str(i)] + [cell(v) for v in row]) + " |" for i, row in zip(table.index, table.to_numpy())
     ]
     return "\n".join([header, rule, *body])
+
+
+def _filled(value) -> bool:
+    """False for an empty list, dict or string and None (left out of a report line), True otherwise."""
+    return value is not None and not (isinstance(value, (list, tuple, dict, str)) and len(value) == 0)
 
 
 def _num(value) -> float:

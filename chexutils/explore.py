@@ -57,28 +57,22 @@ def structure(frame: pd.DataFrame) -> dict:
 
 
 def demographics(frame: pd.DataFrame) -> pd.DataFrame:
-    """Sex counts and age summary per patient (first study's age), real figures beside."""
+    """Sex and age per patient (first study's age) as display text, the real train.csv beside.
+
+    The real release counts sex per image (223,414 images), so both columns show a share of
+    their own unit, named in the text, never a patient count beside an image share."""
     first = frame.sort_values("line").drop_duplicates("patient")
     sex = first["Sex"].value_counts()
-    rows = {f"patients {s}": sex.get(s, 0) for s in ("Male", "Female", "Unknown")}
-    rows.update(
-        {
-            "age mean": first["Age"].mean(),
-            "age sd": first["Age"].std(),
-            "age min": first["Age"].min(),
-            "age max": first["Age"].max(),
-        }
-    )
-    real = {
-        "patients Male": "59.4% of images",
-        "patients Female": "40.6% of images",
-        "patients Unknown": "1 image",
-        "age mean": real_stats.AGE_MEAN,
-        "age sd": real_stats.AGE_SD,
-        "age min": 0,
-        "age max": 90,
-    }
-    return pd.DataFrame({"this": pd.Series(rows), "real train.csv": pd.Series(real)})
+    real_images = sum(real_stats.SEX.values())
+    rows, real = {}, {}
+    for s in ("Male", "Female", "Unknown"):
+        rows[s] = f"{int(sex.get(s, 0)):,} patients ({100 * sex.get(s, 0) / len(first):.1f}%)"
+        real[s] = f"{real_stats.SEX[s]:,} images ({100 * real_stats.SEX[s] / real_images:.1f}%)"
+    age = first["Age"]
+    rows["age mean (SD)"] = f"{age.mean():.1f} ({age.std():.1f})"
+    real["age mean (SD)"] = f"{real_stats.AGE_MEAN:.1f} ({real_stats.AGE_SD:.1f})"
+    rows["age range"], real["age range"] = f"{int(age.min())}–{int(age.max())}", "0–90"
+    return pd.DataFrame({"this data set": pd.Series(rows), "real train.csv": pd.Series(real)})
 
 
 def cooccurrence(frame: pd.DataFrame) -> pd.DataFrame:

@@ -597,6 +597,20 @@ def test_make_demo_force_and_clean_cache():
     assert "cache_admin clean" in _make_dry("clean-cache")
 
 
+def test_demographics_show_counts_and_shares_of_their_own_unit(tmp_path):
+    from chexutils import explore
+
+    csv_path = write_chexpert(tmp_path, chexpert_rows(6))
+    table = explore.demographics(read_chexpert(csv_path))  # 3 patients: Male 40, Female 42, Female 44
+    assert table.loc["Male", "this data set"] == "1 patients (33.3%)"
+    assert table.loc["Female", "this data set"] == "2 patients (66.7%)"
+    assert table.loc["Male", "real train.csv"] == "132,636 images (59.4%)"
+    assert table.loc["age mean (SD)", "this data set"] == "42.0 (2.0)" and table.loc["age range"].tolist() == [
+        "40–44",
+        "0–90",
+    ]
+
+
 def test_report_starts_with_what_was_run_and_has_no_raw_dicts(tmp_path):
     from chexutils import compare
 
@@ -606,7 +620,14 @@ def test_report_starts_with_what_was_run_and_has_no_raw_dicts(tmp_path):
         config.output_dir,
         {
             "Ensemble of all runs, mean AUROC over the 5 tasks": str(
-                {"mean": 0.712345678901234, "ci_low": 0.65012345678, "ci_high": 0.7701234567, "dropped": 0}
+                {
+                    "mean": 0.712345678901234,
+                    "ci_low": 0.65012345678,
+                    "ci_high": 0.7701234567,
+                    "dropped": 0,
+                    "tasks": ["Atelectasis", "Edema"],
+                    "left_out": {},
+                }
             )
         },
     )
@@ -616,7 +637,8 @@ def test_report_starts_with_what_was_run_and_has_no_raw_dicts(tmp_path):
     assert "64 px" in head and "2 epoch(s)" in head and "trained from scratch" in head and "lr 0.001" in head
     assert "**Runs:** 4 (policy: U-Zeros, U-Ones; backbone: densenet121; seed: 0, 1)" in head
     assert "Official valid = official valid" in head
-    assert "0.712 (95% CI 0.650–0.770); dropped: 0" in text and "{" not in text and "0.7123" not in text
+    assert "0.712 (95% CI 0.650–0.770); dropped: 0; tasks: Atelectasis, Edema\n" in text  # no empty left_out
+    assert "{" not in text and "[" not in text and "0.7123" not in text
 
 
 def test_second_runner_on_one_sweep_stops_naming_the_holder(tmp_path, capsys):
