@@ -33,7 +33,10 @@ def epoch_batches(
     world: int = 1,
     drop_last: bool = False,
 ) -> list[np.ndarray]:
-    """This rank's row batches for one epoch; torch's DistributedSampler decides order and sharding."""
+    """This rank's row batches for one epoch; torch's DistributedSampler decides order and sharding.
+
+    A last batch of one row joins the batch before it: BatchNorm cannot train on a single image
+    (at small sizes its features are 1 x 1), and dropping it would leave an image untrained."""
     sampler = DistributedSampler(
         range(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last and world > 1
     )
@@ -42,6 +45,8 @@ def epoch_batches(
     batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     if drop_last and batches and len(batches[-1]) < batch_size:
         batches.pop()
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [np.concatenate(batches[-2:])]
     return batches
 
 

@@ -24,7 +24,7 @@ from chexutils.cache_admin import list_caches
 from chexutils.checkpoint import CheckpointError, load_checkpoint
 from chexutils.data import read_chexpert
 from chexutils.errors import DataError
-from chexutils.loader import image_source
+from chexutils.loader import epoch_batches, image_source
 from chexutils.locks import is_locked
 from chexutils.rundir import RunDir
 from chexutils.train import fit
@@ -486,6 +486,16 @@ def test_rerun_skips_with_reason_reruns_on_code_change_keeps_last_good_and_force
     assert "without encryption" not in capfd.readouterr().err  # the kernels ran with CurveZMQ keys
     workbook._declared.cache_clear()
     runner_guards.notebook_defaults.cache_clear()
+
+
+def test_a_last_batch_of_one_image_joins_the_batch_before_it(tiny_phantom, tmp_path):
+    images = len(read_chexpert(tiny_phantom / "train.csv", check_files=False))
+    cfg = tiny_config(tiny_phantom, tmp_path / "run", batch_size=images - 1)  # BatchNorm cannot train on 1 image
+    history = load_checkpoint(fit(cfg) / "checkpoint.pt")["history"]
+    assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
+    assert [len(b) for b in epoch_batches(images, images - 1, True, 0, 0)] == [images]
+    assert [len(b) for b in epoch_batches(10, 3, False, 0, 0)] == [3, 3, 4]  # every image trained, none alone
+    assert [len(b) for b in epoch_batches(11, 3, False, 0, 0)] == [3, 3, 3, 2]
 
 
 def test_restart_retrains_a_finished_run(tiny_phantom, tmp_path):
