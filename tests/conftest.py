@@ -1,5 +1,9 @@
 """Shared fixtures: hand-made CheXpert folders and one tiny phantom per test session."""
 
+import socket
+import time
+import urllib.request
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -75,3 +79,23 @@ def write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits
         setattr(ds, name, value)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a JupyterLab server under test)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_jupyter(url: str, token: str, server, log_path, timeout: float = 120) -> None:
+    """Poll the server's status API until it answers; fail with the server log's tail if it dies or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5)
+            return
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise AssertionError(f"JupyterLab did not start: {log_path.read_text()[-2000:]}") from None
+            time.sleep(1)

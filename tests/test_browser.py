@@ -10,14 +10,13 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port, wait_for_jupyter
 from test_widgets import frame, write_images, write_run  # noqa: F401  (frame: a fixture)
 
 pytestmark = pytest.mark.browser
@@ -30,12 +29,6 @@ from chexutils.widgets import RocBrowser, load_run_scores
 frame = pd.read_csv("frame.csv")
 RocBrowser([load_run_scores("run_a", frame, name="a"), load_run_scores("run_b", frame, name="b")], image_root=".")
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -53,7 +46,7 @@ def lab(tmp_path, frame):  # noqa: F811
         "nbformat_minor": 5,
     }
     (tmp_path / "browser.ipynb").write_text(json.dumps(notebook))
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     log = (tmp_path / "jupyterlab.log").open("w")
     server = subprocess.Popen(
@@ -79,17 +72,7 @@ def lab(tmp_path, frame):  # noqa: F811
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError(
-                        f"JupyterLab did not start: {(tmp_path / 'jupyterlab.log').read_text()[-2000:]}"
-                    ) from None
-                time.sleep(1)
+        wait_for_jupyter(url, token, server, tmp_path / "jupyterlab.log")
         yield f"{url}/lab/tree/browser.ipynb?token={token}"
     finally:
         server.terminate()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import chexpert_rows, write_chexpert
+from conftest import chexpert_rows, free_port, wait_for_jupyter, write_chexpert
 from PIL import Image
 
 from chexutils import cache as cache_module
@@ -558,12 +558,8 @@ def _run_in_kernel(url: str, token: str, code: str) -> str:
 
 def test_make_lab_kernels_run_encrypted_without_the_plain_tcp_warning(tmp_path):
     import secrets
-    import socket
-    import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     token = secrets.token_hex(16)
     args = f"ARGS=--no-browser --ip=127.0.0.1 --port={port} --ServerApp.port_retries=0 --IdentityProvider.token={token}"
     log_path = tmp_path / "lab.log"
@@ -577,14 +573,7 @@ def test_make_lab_kernels_run_encrypted_without_the_plain_tcp_warning(tmp_path):
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5)
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline and server.poll() is None, log_path.read_text()[-2000:]
-                    time.sleep(1)
+            wait_for_jupyter(url, token, server, log_path)
             printed = _run_in_kernel(url, token, "import zmq, sys; print('kernel ok', sys.prefix)")
         finally:
             os.killpg(server.pid, signal.SIGTERM)
