@@ -21,6 +21,9 @@ from .stats import wilson_interval
 
 NO_DETECTABLE = policy_choice.NO_DIFFERENCE
 CHECK_JSON, CHECK_MD = "phantom_check.json", "phantom_check.md"
+KINDS = ("none", "mimic", "faint", "clear")  # latent kinds, in the order a perfect learner would rank them
+POLICY_ORDER = ("U-Zeros", "U-Ones")
+TELLS_APART = 0.5  # faint-mimic gap at least this share of the faint-none gap: the learner tells them apart
 
 
 def choices(
@@ -59,6 +62,40 @@ def choices(
     return table
 
 
+def kind_scores(arms: dict, frame: pd.DataFrame, eval_set: str, categories: pd.DataFrame) -> pd.DataFrame:
+    """What the runs learned per latent kind: per observation and policy, the mean logit of the arm's
+    study scores for none / mimic / faint / clear studies (with counts), and where mimic sits between
+    none and faint: ``faint-mimic share`` = (faint - mimic) / (faint - none), 0 when the learner scores
+    mimics like faint signs (the look-alike premise of the expected answer), 1 when like no sign."""
+    rows = []
+    for policy, arm in arms.items():
+        runs = arm_scores(arm, frame, eval_set)
+        mean = (sum(runs.values()) / len(runs)).clip(1e-6, 1 - 1e-6)
+        logits = np.log(mean / (1 - mean))
+        kinds = categories.reindex(logits.index)
+        for obs in categories.columns:
+            by_kind = logits[obs].groupby(kinds[obs]).agg(["mean", "size"]).reindex(list(KINDS))
+            m = by_kind["mean"]
+            spread = m["faint"] - m["none"]
+            rows.append(
+                {
+                    "observation": obs,
+                    "policy": policy,
+                    **{k: m[k] for k in KINDS},
+                    "studies none/mimic/faint/clear": "/".join(str(int(n)) for n in by_kind["size"].fillna(0)),
+                    "faint-mimic share": (m["faint"] - m["mimic"]) / spread if abs(spread) > 1e-9 else np.nan,
+                }
+            )
+    return pd.DataFrame(rows).set_index(["observation", "policy"])
+
+
+def premise_violated(kinds: pd.DataFrame, threshold: float = TELLS_APART) -> list[str]:
+    """Observations where every arm tells faint from mimic (share >= ``threshold``): there the expected
+    answer's premise — faint and mimic look alike to the learner — does not hold for these runs."""
+    share = kinds["faint-mimic share"].unstack("policy")
+    return [str(o) for o in share.index if share.loc[o].notna().all() and (share.loc[o] >= threshold).all()]
+
+
 def agreement(first: pd.Series, second: pd.Series) -> dict:
     """Share of observations where two choices agree (both defined), with a 95% Wilson interval."""
     both = first.index[(first != "undefined") & (second.reindex(first.index) != "undefined")]
@@ -81,12 +118,13 @@ def check(
     selection: str,
     alpha: float = 0.05,
     sizing: pd.DataFrame | None = None,
+    kinds: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Per-observation table and the checks: positive control recovered on ``selected`` (the selection set),
     null controls not flagged there, agreement of certain-label and truth choices (signs).
 
     ``sizing`` (`chexutils.power.power_table`) adds the studies each expected effect needs beside the
-    studies the selection set has."""
+    studies the selection set has; ``kinds`` (kind_scores) adds where the expected answer's premise failed."""
     table = pd.DataFrame(
         {
             "expected": pd.Series(truth.expected),
@@ -123,7 +161,16 @@ def check(
         "agreement truth (held-out) sign vs expected": agreement(
             from_truth["sign"].reindex(expected_known), pd.Series(truth.expected).reindex(expected_known)
         ),
+        "premise violated (the runs tell faint from mimic)": None if kinds is None else premise_violated(kinds),
     }
+    if kinds is not None:
+        share = kinds["faint-mimic share"].unstack("policy")
+        table["faint-mimic share (U-Zeros / U-Ones)"] = [
+            " / ".join("–" if np.isnan(v) else f"{v:.2f}" for v in share.reindex(columns=list(POLICY_ORDER)).loc[o])
+            if o in share.index
+            else "–"
+            for o in table.index
+        ]
     return table, checks
 
 
@@ -148,6 +195,7 @@ def write_check(output_dir, table: pd.DataFrame, checks: dict) -> Path:
         f"- agreement of the certain-label choice with the truth-based choice (held-out, sign of delta): "
         f"{a['agree']} of {a['of']} = {a['rate']:.2f} (95% Wilson CI {a['ci_low']:.2f}–{a['ci_high']:.2f})",
         f"- truth-based sign vs the expected better policy (where one is expected): {b['agree']} of {b['of']}",
+        *_premise_lines(checks),
         "",
         markdown(table),
         "",
@@ -155,6 +203,21 @@ def write_check(output_dir, table: pd.DataFrame, checks: dict) -> Path:
     path = output_dir / CHECK_MD
     path.write_text("\n".join(lines))
     return path
+
+
+def _premise_lines(checks: dict) -> list[str]:
+    violated = checks.get("premise violated (the runs tell faint from mimic)")
+    if violated is None:
+        return []
+    if not violated:
+        return [
+            "- premise of the expected answer (faint and mimic look alike to the learner): held for every observation"
+        ]
+    return [
+        "- premise of the expected answer (faint and mimic look alike to the learner) **violated** for "
+        f"{', '.join(violated)}: these runs score mimics nearer to no sign than to faint signs (faint-mimic "
+        f"share >= {TELLS_APART} in every arm), so the expected answer does not describe what they learned there"
+    ]
 
 
 def enforce(checks: dict, strict: bool) -> None:

@@ -99,6 +99,10 @@ def test_read_truth_gives_findings_expected_answer_and_controls(tiny_phantom):
     assert truth.positive_controls == meta["positive_controls"] and truth.null_controls == meta["null_controls"]
     valid = read_chexpert(tiny_phantom / "valid.csv").drop_duplicates("study").set_index("study")
     assert (truth.findings.loc[valid.index, "Edema"] == valid["Edema"]).all()
+    kinds = truth.categories  # the latent kind per study; truly positive exactly for clear and faint
+    assert list(kinds.columns) == [o for o in OBSERVATIONS if o != "No Finding"]
+    assert set(kinds.stack()) <= {"none", "clear", "faint", "mimic"}
+    assert ((kinds == "clear") | (kinds == "faint")).equals(truth.findings[kinds.columns].reindex(kinds.index) == 1)
     assert read_truth(tiny_phantom.parent / "nowhere") is None
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import binomtest
@@ -67,3 +68,37 @@ def test_check_fails_on_a_missed_control_or_a_flagged_null():
     pc.enforce(checks, strict=False)
     with pytest.raises(AssertionError, match="positive control recovered, null controls not flagged"):
         pc.enforce(checks, strict=True)
+
+
+def test_kind_scores_show_whether_the_runs_tell_faint_from_mimic(monkeypatch, tmp_path):
+    kinds = ["none", "none", "mimic", "mimic", "faint", "faint", "clear", "clear"]
+    studies = [f"patient{i:05d}/study1" for i in range(len(kinds))]
+    categories = pd.DataFrame({"Atelectasis": kinds, "Edema": kinds}, index=studies)
+    logits = {  # per kind: mean logit the arm should show
+        "U-Zeros": {"Atelectasis": [-3, -3, -1, 1], "Edema": [-3, -1, -1, 1]},
+        "U-Ones": {"Atelectasis": [-2, -1.5, 0, 1], "Edema": [-2, 0.5, 0.5, 1]},
+    }
+
+    def scores(policy):  # two studies per kind at logit mean -/+ 0.5
+        table = {}
+        for obs, means in logits[policy].items():
+            values = [m + d for m in means for d in (-0.5, 0.5)]
+            table[obs] = 1 / (1 + np.exp(-np.array(values)))
+        return pd.DataFrame(table, index=studies)
+
+    monkeypatch.setattr(pc, "arm_scores", lambda arm, frame, eval_set: {0: scores(arm), 1: scores(arm)})
+    table = pc.kind_scores({"U-Zeros": "U-Zeros", "U-Ones": "U-Ones"}, None, "held_out", categories)
+    # the mean logit of the mean probability of two studies at m -/+ 0.5 is m (symmetric around m)
+    assert table.loc[("Atelectasis", "U-Zeros"), list(pc.KINDS)].tolist() == pytest.approx([-3, -3, -1, 1], abs=1e-6)
+    assert table.loc[("Atelectasis", "U-Zeros"), "faint-mimic share"] == pytest.approx(1.0)
+    assert table.loc[("Atelectasis", "U-Ones"), "faint-mimic share"] == pytest.approx(0.75)
+    assert table.loc[("Edema", "U-Ones"), "faint-mimic share"] == pytest.approx(0.0, abs=1e-9)
+    assert table.loc[("Edema", "U-Zeros"), "studies none/mimic/faint/clear"] == "2/2/2/2"
+    assert pc.premise_violated(table) == ["Atelectasis"]  # Edema's mimics score like its faint signs
+    selected = _table({"Atelectasis": "U-Ones"}, {})
+    result, checks = pc.check(TRUTH, selected, selected, selected, "official valid", kinds=table)
+    assert checks["premise violated (the runs tell faint from mimic)"] == ["Atelectasis"]
+    assert result.loc["Atelectasis", "faint-mimic share (U-Zeros / U-Ones)"] == "1.00 / 0.75"
+    assert result.loc["No Finding", "faint-mimic share (U-Zeros / U-Ones)"] == "–"
+    text = pc.write_check(tmp_path, result, checks).read_text()
+    assert "**violated** for Atelectasis" in text

@@ -30,6 +30,7 @@ class PhantomTruth:
     primary_positive_control: str | None
     null_controls: list
     meta: dict
+    categories: pd.DataFrame | None = None  # study x observation latent kind (none / clear / faint / mimic)
 
 
 def read_truth(chexpert_dir) -> PhantomTruth | None:
@@ -49,7 +50,7 @@ def read_truth(chexpert_dir) -> PhantomTruth | None:
             "expected the expected answer per observation — call generate_phantom on this folder again "
             "(it refreshes the sidecar) or delete the phantom"
         )
-    table = _read_findings(csv_path)
+    table, categories = _read_findings(csv_path)
     return PhantomTruth(
         table,
         dict(meta["expected_better_policy"]),
@@ -57,10 +58,12 @@ def read_truth(chexpert_dir) -> PhantomTruth | None:
         meta["primary_positive_control"],
         list(meta["null_controls"]),
         meta,
+        categories,
     )
 
 
-def _read_findings(csv_path: Path) -> pd.DataFrame:
+def _read_findings(csv_path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(study x observation truth 0/1, study x observation latent kind or None where the file has no kinds)."""
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: the phantom's per-study truth is missing; expected it beside {TRUTH_JSON}")
     truth = pd.read_csv(csv_path)
@@ -70,4 +73,8 @@ def _read_findings(csv_path: Path) -> pd.DataFrame:
         raise DataError(
             f"{csv_path} line 1: missing column(s) {', '.join(missing)}; expected study and '<observation>|truth'"
         )
-    return truth.set_index("study")[columns].set_axis(list(OBSERVATIONS), axis=1)
+    truth = truth.set_index("study")
+    findings = truth[columns].set_axis(list(OBSERVATIONS), axis=1)
+    kinds = [o for o in OBSERVATIONS if f"{o}|category" in truth.columns]  # No Finding has no latent kind
+    categories = truth[[f"{o}|category" for o in kinds]].set_axis(kinds, axis=1) if kinds else None
+    return findings, categories
