@@ -24,6 +24,7 @@ CHECK_JSON, CHECK_MD = "phantom_check.json", "phantom_check.md"
 KINDS = ("none", "mimic", "faint", "clear")  # latent kinds, in the order a perfect learner would rank them
 POLICY_ORDER = ("U-Zeros", "U-Ones")
 TELLS_APART = 0.5  # faint-mimic gap at least this share of the faint-none gap: the learner tells them apart
+SEEN = 0.5  # faint signs score at least this many logits above no sign: the learner sees them at all
 
 
 def choices(
@@ -66,7 +67,8 @@ def kind_scores(arms: dict, frame: pd.DataFrame, eval_set: str, categories: pd.D
     """What the runs learned per latent kind: per observation and policy, the mean logit of the arm's
     study scores for none / mimic / faint / clear studies (with counts), and where mimic sits between
     none and faint: ``faint-mimic share`` = (faint - mimic) / (faint - none), 0 when the learner scores
-    mimics like faint signs (the look-alike premise of the expected answer), 1 when like no sign."""
+    mimics like faint signs (the look-alike premise of the expected answer), 1 when like no sign; NaN
+    where faint signs score less than SEEN logits above no sign (the runs do not see them at all)."""
     rows = []
     for policy, arm in arms.items():
         runs = arm_scores(arm, frame, eval_set)
@@ -83,10 +85,18 @@ def kind_scores(arms: dict, frame: pd.DataFrame, eval_set: str, categories: pd.D
                     "policy": policy,
                     **{k: m[k] for k in KINDS},
                     "studies none/mimic/faint/clear": "/".join(str(int(n)) for n in by_kind["size"].fillna(0)),
-                    "faint-mimic share": (m["faint"] - m["mimic"]) / spread if abs(spread) > 1e-9 else np.nan,
+                    "faint - none": spread,
+                    "faint-mimic share": (m["faint"] - m["mimic"]) / spread if spread >= SEEN else np.nan,
                 }
             )
     return pd.DataFrame(rows).set_index(["observation", "policy"])
+
+
+def faint_unseen(kinds: pd.DataFrame, seen: float = SEEN) -> list[str]:
+    """Observations whose faint signs no arm scores ``seen`` logits above no sign: the runs cannot rank
+    them at all, so neither policy can win by them (the expected answer assumes a learner that sees them)."""
+    spread = kinds["faint - none"].unstack("policy")
+    return [str(o) for o in spread.index if (spread.loc[o] < seen).all()]
 
 
 def premise_violated(kinds: pd.DataFrame, threshold: float = TELLS_APART) -> list[str]:
@@ -162,6 +172,7 @@ def check(
             from_truth["sign"].reindex(expected_known), pd.Series(truth.expected).reindex(expected_known)
         ),
         "premise violated (the runs tell faint from mimic)": None if kinds is None else premise_violated(kinds),
+        "premise violated (the runs do not see faint signs)": None if kinds is None else faint_unseen(kinds),
     }
     if kinds is not None:
         share = kinds["faint-mimic share"].unstack("policy")
@@ -206,18 +217,27 @@ def write_check(output_dir, table: pd.DataFrame, checks: dict) -> Path:
 
 
 def _premise_lines(checks: dict) -> list[str]:
-    violated = checks.get("premise violated (the runs tell faint from mimic)")
-    if violated is None:
+    apart = checks.get("premise violated (the runs tell faint from mimic)")
+    unseen = checks.get("premise violated (the runs do not see faint signs)")
+    if apart is None:
         return []
-    if not violated:
+    if not apart and not unseen:
         return [
-            "- premise of the expected answer (faint and mimic look alike to the learner): held for every observation"
+            "- premise of the expected answer (a learner that sees faint signs but cannot tell them from mimics): held"
         ]
-    return [
-        "- premise of the expected answer (faint and mimic look alike to the learner) **violated** for "
-        f"{', '.join(violated)}: these runs score mimics nearer to no sign than to faint signs (faint-mimic "
-        f"share >= {TELLS_APART} in every arm), so the expected answer does not describe what they learned there"
-    ]
+    lines = []
+    if apart:
+        lines.append(
+            "- premise of the expected answer (faint and mimic look alike to the learner) **violated** for "
+            f"{', '.join(apart)}: these runs score mimics nearer to no sign than to faint signs (faint-mimic "
+            f"share >= {TELLS_APART} in every arm), so the expected answer does not describe what they learned there"
+        )
+    if unseen:
+        lines.append(
+            f"- faint signs **not seen** by these runs (faint - none < {SEEN} logit in every arm) for "
+            f"{', '.join(unseen)}: the expected answer assumes a learner that sees them"
+        )
+    return lines
 
 
 def enforce(checks: dict, strict: bool) -> None:

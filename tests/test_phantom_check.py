@@ -73,10 +73,10 @@ def test_check_fails_on_a_missed_control_or_a_flagged_null():
 def test_kind_scores_show_whether_the_runs_tell_faint_from_mimic(monkeypatch, tmp_path):
     kinds = ["none", "none", "mimic", "mimic", "faint", "faint", "clear", "clear"]
     studies = [f"patient{i:05d}/study1" for i in range(len(kinds))]
-    categories = pd.DataFrame({"Atelectasis": kinds, "Edema": kinds}, index=studies)
-    logits = {  # per kind: mean logit the arm should show
-        "U-Zeros": {"Atelectasis": [-3, -3, -1, 1], "Edema": [-3, -1, -1, 1]},
-        "U-Ones": {"Atelectasis": [-2, -1.5, 0, 1], "Edema": [-2, 0.5, 0.5, 1]},
+    categories = pd.DataFrame({"Atelectasis": kinds, "Edema": kinds, "Pneumonia": kinds}, index=studies)
+    logits = {  # per kind (none, mimic, faint, clear): the mean logit the arm should show
+        "U-Zeros": {"Atelectasis": [-3, -3, -1, 1], "Edema": [-3, -1, -1, 1], "Pneumonia": [-3, -3, -2.7, -2]},
+        "U-Ones": {"Atelectasis": [-2, -1.5, 0, 1], "Edema": [-2, 0.5, 0.5, 1], "Pneumonia": [-2, -2, -1.8, -1]},
     }
 
     def scores(policy):  # two studies per kind at logit mean -/+ 0.5
@@ -95,10 +95,13 @@ def test_kind_scores_show_whether_the_runs_tell_faint_from_mimic(monkeypatch, tm
     assert table.loc[("Edema", "U-Ones"), "faint-mimic share"] == pytest.approx(0.0, abs=1e-9)
     assert table.loc[("Edema", "U-Zeros"), "studies none/mimic/faint/clear"] == "2/2/2/2"
     assert pc.premise_violated(table) == ["Atelectasis"]  # Edema's mimics score like its faint signs
+    assert np.isnan(table.loc[("Pneumonia", "U-Ones"), "faint-mimic share"])  # faint only 0.2 logit above none
+    assert pc.faint_unseen(table) == ["Pneumonia"]
     selected = _table({"Atelectasis": "U-Ones"}, {})
     result, checks = pc.check(TRUTH, selected, selected, selected, "official valid", kinds=table)
     assert checks["premise violated (the runs tell faint from mimic)"] == ["Atelectasis"]
     assert result.loc["Atelectasis", "faint-mimic share (U-Zeros / U-Ones)"] == "1.00 / 0.75"
     assert result.loc["No Finding", "faint-mimic share (U-Zeros / U-Ones)"] == "–"
     text = pc.write_check(tmp_path, result, checks).read_text()
-    assert "**violated** for Atelectasis" in text
+    assert "**violated** for Atelectasis" in text and "**not seen** by these runs (faint - none < 0.5" in text
+    assert checks["premise violated (the runs do not see faint signs)"] == ["Pneumonia"]
