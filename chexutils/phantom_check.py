@@ -201,7 +201,7 @@ def write_check(output_dir, table: pd.DataFrame, checks: dict) -> Path:
         f"- {'PASS' if checks['positive control recovered'] else 'FAIL'}: positive control "
         f"{checks['positive control']} recovered as expected",
         f"- {'PASS' if checks['null controls not flagged'] else 'FAIL'}: null controls "
-        f"{', '.join(checks['null controls'])} not flagged"
+        f"{', '.join(checks['null controls'])} not flagged by the Holm-adjusted decision"
         + (f" (flagged: {', '.join(checks['null controls flagged'])})" if checks["null controls flagged"] else ""),
         f"- agreement of the certain-label choice with the truth-based choice (held-out, sign of delta): "
         f"{a['agree']} of {a['of']} = {a['rate']:.2f} (95% Wilson CI {a['ci_low']:.2f}–{a['ci_high']:.2f})",

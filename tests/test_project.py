@@ -1,6 +1,7 @@
 """Project hygiene: pins agree, notebooks are thin and clean, CI runs the README's test command."""
 
 import ast
+import json
 import re
 import tomllib
 
@@ -52,6 +53,8 @@ def test_numbered_notebooks_exist():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_thin_and_clean(path):
+    raw = json.loads(path.read_text())  # nbformat.read would add missing cell ids silently
+    assert all("id" in cell for cell in raw["cells"]), "every cell needs an id (nbformat 4.5)"
     book = nbformat.read(path, as_version=4)
     code = [c for c in book.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), "outputs must be cleared in git"
