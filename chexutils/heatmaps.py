@@ -29,8 +29,6 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
 from torch import nn
 
 from . import paths
@@ -124,6 +122,8 @@ def grad_cam(
     model.eval()
     k, out = len(indices), []
     layer = cam_layer(model)
+    from pytorch_grad_cam import GradCAM  # here, not at the top: it costs ~3 s to import, and 04 rarely needs it
+
     with _cut_and_repeat(model, layer, k):
         cam = GradCAM(model=model, target_layers=[layer])
         try:
@@ -148,6 +148,8 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = ALPHA) -> np.
     if heatmap.shape != (h, w):
         heatmap = resize_heatmap(heatmap, (h, w))
     rgb = np.repeat((image.astype(np.float32) / 255.0)[..., None], 3, axis=2)
+    from pytorch_grad_cam.utils.image import show_cam_on_image  # lazy, as in heatmaps_for
+
     return show_cam_on_image(rgb, np.clip(heatmap, 0.0, 1.0), use_rgb=True, image_weight=1.0 - alpha)
 
 
