@@ -79,17 +79,18 @@ def phantom_truth(chexpert_dir) -> tuple[pd.DataFrame, dict] | None:
     return None if truth is None else (truth.findings, truth.expected)
 
 
-def selection_sets(arms: dict, chexpert_dir, data_dir, held_out_csv="") -> dict[str, dict]:
+def selection_sets(arms: dict, chexpert_dir, data_dir, held_out_csv="", truth=None) -> dict[str, dict]:
     """Per selection criterion available here: its targets, patient groups and each arm's scores.
 
     official-valid always (the runs' official-valid predictions); held-out-masked with a ``held_out_csv``
     (the runs' held-out predictions); held-out-truth with a ``held_out_csv`` on the phantom. Arms come from
-    policy_arms(); studies and predictions are joined by key.
+    policy_arms(); studies and predictions are joined by key. ``truth``: phantom_truth(chexpert_dir), read
+    here when not given.
     """
     splits = {OFFICIAL_VALID: evaluate.read_labels_csv(Path(chexpert_dir) / "valid.csv", data_dir)}
     if held_out_csv:
         splits[HELD_OUT] = evaluate.read_labels_csv(held_out_csv, data_dir)
-    truth = phantom_truth(chexpert_dir)
+    truth = phantom_truth(chexpert_dir) if truth is None else truth
     sets = {}
     for criterion, split in policy_choice.CRITERION_SPLIT.items():
         if split not in splits or (criterion == "held-out-truth" and truth is None):
@@ -260,10 +261,10 @@ def compare_policies(
         note = f"Per-label choice skipped: {why}; it compares U-Zeros with U-Ones, so the grid needs both."
         return PolicyComparison(criterion, skipped=note, summary=note, no_finding=note)
     uncertain = policy_choice.uncertain_share(evaluate.read_labels_csv(train_csv, data_dir))
-    sets = selection_sets(policy_arms(runs), chexpert_dir, data_dir, held_out_csv)
+    truth = phantom_truth(chexpert_dir)  # read once: the phantom's per-study truth is a large CSV
+    sets = selection_sets(policy_arms(runs), chexpert_dir, data_dir, held_out_csv, truth)
     choices = choose_policies(sets, uncertain, n_resamples, seed, alpha, default)
     choice = policy_choice.selected(choices, criterion)
-    truth = phantom_truth(chexpert_dir)
     return PolicyComparison(
         criterion,
         choices=choices,

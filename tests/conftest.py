@@ -81,6 +81,18 @@ def write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny CPU tensors run several times faster on one thread than with OpenMP spin-waiting; a module
+    opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (for a JupyterLab server under test)."""
     with socket.socket() as sock:

@@ -19,13 +19,7 @@ from chexutils.losses import probabilities
 from chexutils.metrics import NOT_PREDICTED
 from chexutils.predict import load_run_model, predict_images
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 def randomise_batchnorm(net: nn.Module, seed: int) -> nn.Module:

@@ -33,13 +33,7 @@ def grey_batch(size: int, batch: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8, generator=generator)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny CPU tensors run several times faster on one thread than with OpenMP spin-waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import write_dicom
 from PIL import Image
 
@@ -17,14 +16,7 @@ from chexutils.predict import find_images, main, predict_images
 from chexutils.train import fit
 from chexutils.train_config import make_config
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny CPU tensors run faster on one thread than with OpenMP spin-waiting on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 @pytest.fixture(scope="module")

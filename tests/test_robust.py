@@ -16,6 +16,7 @@ import torch
 import yaml
 from conftest import chexpert_rows, free_port, wait_for_jupyter, write_chexpert
 from PIL import Image
+from test_train import tiny_config as train_tiny_config
 
 from chexutils import cache as cache_module
 from chexutils import cache_admin, locks, paths, runner_guards, workbook
@@ -32,18 +33,8 @@ from chexutils.train_config import make_config
 
 
 def tiny_config(tiny_phantom, run_dir, **overrides):
-    base = dict(
-        data_dir=str(tiny_phantom.parent),
-        backbone="densenet121",
-        image_size=32,
-        epochs=1,
-        batch_size=16,
-        lr=1e-3,
-        run_dir=str(run_dir),
-        cache_dir=str(run_dir.parent / "cache"),
-        policy="U-Ones",
-    )
-    return make_config(**{**base, **overrides})
+    """test_train's tiny DenseNet121 config, one epoch unless told otherwise."""
+    return train_tiny_config(tiny_phantom, run_dir, **{"epochs": 1, **overrides})
 
 
 def _train_cli(config_path, **popen):
