@@ -18,13 +18,16 @@ def what_was_run(config, step_parameters) -> list[str]:
     """Markdown lines; ``step_parameters(config, step, run)`` is the runner's own merge of parameters."""
     lines = ["## What was run", ""]
     data = {
-        **_first_defaults(config, "data_dir", "phantom", "phantom_patients", "phantom_valid_patients", "phantom_size"),
+        **_first_defaults(
+            config, "data_dir", "phantom", "phantom_patients", "phantom_valid_patients", "phantom_size", "phantom_mimics"
+        ),
         **config.parameters,
     }
     if data.get("phantom"):
         size = data.get("phantom_size")
         where = f" ({data.get('phantom_patients', '?')} + {data.get('phantom_valid_patients', '?')} patients"
-        where += f", {size[0]} × {size[1]} px)" if isinstance(size, (list, tuple)) and len(size) == 2 else ")"
+        where += f", {size[0]} × {size[1]} px" if isinstance(size, (list, tuple)) and len(size) == 2 else ""
+        where += f", mimics drawn as {data['phantom_mimics']})" if data.get("phantom_mimics") else ")"
         lines.append(
             f"- **Data:** generated phantom CheXpert{where} in `{data.get('data_dir')}`; "
             "not real X-rays, so its AUROCs are not comparable with published ones"

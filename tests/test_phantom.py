@@ -115,3 +115,30 @@ def test_an_old_sidecar_is_refreshed_on_reuse_and_refused_when_read(tmp_path):
         read_truth(root)
     generate_phantom(tmp_path, workers=1, **TINY_PHANTOM)
     assert read_truth(root).expected == record["expected_better_policy"]
+
+
+def test_mimic_style_changes_only_the_images_of_mimics(tmp_path, tiny_phantom):
+    meta = json.loads((tiny_phantom / TRUTH_JSON).read_text())
+    assert meta["params"]["mimics"] == "faint-sign"  # the default: faint and mimic look alike by construction
+    other = generate_phantom(tmp_path, workers=1, mimics="look-alike", **TINY_PHANTOM)
+    assert (other / "train.csv").read_bytes() == (tiny_phantom / "train.csv").read_bytes()  # same labels
+    truth = pd.read_csv(tiny_phantom / TRUTH_CSV).set_index("study")
+    has_mimic = (truth.filter(like="|category") == "mimic").any(axis=1)
+    rows = read_chexpert(tiny_phantom / "train.csv")
+    same = [(other.parent / p).read_bytes() == (tiny_phantom.parent / p).read_bytes() for p in rows["Path"]]
+    same = pd.Series(same, index=rows["study"])
+    assert same[~has_mimic.reindex(same.index).to_numpy()].all()  # no mimic: identical pixels
+    assert not same[has_mimic.reindex(same.index).to_numpy()].any()  # a mimic: drawn otherwise
+
+
+def test_a_phantom_from_before_the_mimic_option_counts_as_look_alike(tmp_path):
+    root = generate_phantom(tmp_path, workers=1, mimics="look-alike", **TINY_PHANTOM)
+    record = json.loads((root / TRUTH_JSON).read_text())
+    params = {k: v for k, v in record["params"].items() if k != "mimics"}
+    (root / TRUTH_JSON).write_text(json.dumps(record | {"params": params, "sidecar_version": 2}))
+    with pytest.raises(DataError, match="'mimics': 'look-alike'.*'mimics': 'faint-sign'"):
+        generate_phantom(tmp_path, workers=1, **TINY_PHANTOM)
+    assert generate_phantom(tmp_path, workers=1, mimics="look-alike", **TINY_PHANTOM) == root  # reused, refreshed
+    assert json.loads((root / TRUTH_JSON).read_text())["params"]["mimics"] == "look-alike"
+    with pytest.raises(ValueError, match="faint-sign"):
+        generate_phantom(tmp_path / "x", mimics="lookalike", **TINY_PHANTOM)

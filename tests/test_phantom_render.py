@@ -11,8 +11,9 @@ SIZE = (128, 104)  # (W, H), the phantom's default
 VIEWS = [True, False]
 
 
-def draw(signs=None, mimics=None, *, frontal=True, size=SIZE, seed=0):
-    return render_image(signs or {}, mimics or {}, frontal=frontal, size=size, rng=np.random.default_rng(seed))
+def draw(signs=None, mimics=None, *, frontal=True, size=SIZE, seed=0, style="faint-sign"):
+    rng = np.random.default_rng(seed)
+    return render_image(signs or {}, mimics or {}, frontal=frontal, size=size, rng=rng, mimic_style=style)
 
 
 def mad(a, b):
@@ -92,20 +93,36 @@ def test_sign_is_localised_and_grows_with_severity(name):
 
 
 @pytest.mark.parametrize("name", FINDINGS)
-def test_mimic_changes_the_image_and_differs_from_the_sign(name):
+def test_look_alike_mimic_changes_the_image_and_differs_from_the_sign(name):
     for frontal in VIEWS:
         for seed in (0, 1):
             base = draw(frontal=frontal, seed=seed)
-            mimic = draw(mimics={name: 0.3}, frontal=frontal, seed=seed)
+            mimic = draw(mimics={name: 0.3}, frontal=frontal, seed=seed, style="look-alike")
             sign = draw({name: 0.3}, frontal=frontal, seed=seed)
             assert mad(mimic, base) > 0, (name, frontal, seed)
             assert mad(mimic, sign) > 0.5 * min(mad(mimic, base), mad(sign, base)), (name, frontal, seed)
 
 
+@pytest.mark.parametrize("name", FINDINGS)
+def test_faint_sign_mimic_is_the_sign_itself(name):
+    # the default style: a mimic of strength s has the pixels of the sign of strength s (same seed),
+    # so faint positives and mimics are alike by construction, as the expected answer assumes
+    for frontal in VIEWS:
+        base = draw(frontal=frontal, seed=3)
+        mimic = draw(mimics={name: 0.2}, frontal=frontal, seed=3)
+        assert np.array_equal(mimic, draw({name: 0.2}, frontal=frontal, seed=3)), (name, frontal)
+        assert mad(mimic, base) > 0, (name, frontal)
+
+
+def test_unknown_mimic_style_raises_naming_the_choices():
+    with pytest.raises(ValueError, match="faint-sign"):
+        draw(mimics={"Edema": 0.2}, style="lookalike")
+
+
 def test_everything_at_once_renders_at_full_size():
     for frontal in VIEWS:
         allsigns = draw({n: 1.0 for n in FINDINGS}, frontal=frontal, size=(390, 320))
-        allmimics = draw(mimics={n: 1.0 for n in FINDINGS}, frontal=frontal, size=(390, 320))
+        allmimics = draw(mimics={n: 1.0 for n in FINDINGS}, frontal=frontal, size=(390, 320), style="look-alike")
         assert allsigns.shape == allmimics.shape == (320, 390)
         assert mad(allsigns, allmimics) > 2
 

@@ -1,9 +1,11 @@
-"""Command line: python -m chexutils.phantom --out DIR [--patients N] [--valid-patients M] [--test-patients T] [--size W H] [--seed S]."""
+"""Command line: python -m chexutils.phantom --out DIR [--patients N] [--valid-patients M] [--test-patients T]
+[--size W H] [--seed S] [--mimics faint-sign|look-alike]."""
 
 import argparse
 import time
 
 from .generate import DEFAULT_SIZE, generate_phantom
+from .render import MIMIC_STYLES
 
 
 def main(argv=None) -> None:
@@ -26,11 +28,25 @@ def main(argv=None) -> None:
         help=f"image width and height (default {DEFAULT_SIZE[0]} {DEFAULT_SIZE[1]})",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mimics",
+        choices=MIMIC_STYLES,
+        default=MIMIC_STYLES[0],
+        help="how a truly negative equivocal study is drawn: the finding's own sign at faint strength "
+        "(default; the expected answer's premise) or a hand-made look-alike a network may tell apart",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes for rendering (default: all cores)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     root = generate_phantom(
-        args.out, args.patients, args.valid_patients, tuple(args.size), args.seed, args.workers, args.test_patients
+        args.out,
+        args.patients,
+        args.valid_patients,
+        tuple(args.size),
+        args.seed,
+        args.workers,
+        args.test_patients,
+        mimics=args.mimics,
     )
     print(f"phantom CheXpert in {root} ({time.perf_counter() - start:.1f} s)")
 

@@ -2,6 +2,7 @@
 findings, a sidecar with the planted truth that the CSVs do not reveal, and one with where each
 sign was drawn (``phantom_regions.json``, see ``regions``)."""
 
+import functools
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -21,7 +22,7 @@ from . import expected
 from . import label_model as lm
 from .layout import image_rows, sample_layout
 from .regions import REGIONS_JSON, encode_mask, write_regions
-from .render import REGION_FRACTION, render_image
+from .render import MIMIC_STYLES, REGION_FRACTION, render_image
 from .sidecar import SIDECAR_VERSION, TRUTH_CSV, TRUTH_JSON
 from .testset import write_test_set
 
@@ -38,20 +39,28 @@ def generate_phantom(
     seed: int = 0,
     workers: int | None = None,
     test_patients: int = 0,
+    mimics: str = "faint-sign",
 ) -> Path:
     """Generate (or reuse, when already complete with the same parameters) a phantom CheXpert.
 
     Returns the CheXpert folder ``out/CheXpert-v1.0-small``. Images are written first and the CSVs
     last, so an interrupted run leaves no CSV and is simply redone by the next call.
     ``test_patients`` > 0 also writes the official test set (``phantom/testset.py``) beside it; it is
-    added to an existing phantom without touching train and valid.
+    added to an existing phantom without touching train and valid. ``mimics`` is how a truly negative
+    equivocal study is drawn (``render.MIMIC_STYLES``): "faint-sign" (the default: the finding's own sign
+    at faint strength, so faint and mimic look alike by construction, as the expected answer assumes)
+    or "look-alike" (a hand-made look-alike a network may learn to tell apart; phantoms before this
+    option were drawn so).
     """
+    if mimics not in MIMIC_STYLES:
+        raise ValueError(f"mimics must be one of {MIMIC_STYLES}, got {mimics!r}")
     root = Path(out) / SMALL_PREFIX
     params = {
         "patients": int(patients),
         "valid_patients": int(valid_patients),
         "size": [int(size[0]), int(size[1])],
         "seed": int(seed),
+        "mimics": mimics,
     }
     if test_patients:
         params["test_patients"] = int(test_patients)
@@ -94,7 +103,7 @@ def generate_phantom(
     tasks = _render_tasks(train, train_images, train_cats, train_extra, root.parent, size, seed, 0) + _render_tasks(
         valid, valid_images, valid_cats, valid_extra, root.parent, size, seed, len(train)
     )
-    regions = dict(_render_all(tasks, workers))
+    regions = dict(_render_all(tasks, workers, mimics))
     if test_patients:
         write_test_set(
             root.parent,
@@ -103,7 +112,7 @@ def generate_phantom(
             models,
             size,
             seed,
-            lambda tasks: _render_all(tasks, workers),
+            lambda tasks: _render_all(tasks, workers, mimics),
             _render_tasks,
         )
 
@@ -135,7 +144,7 @@ def _add_test_set(root: Path, params: dict, workers: int | None) -> None:
         lm.observation_models(),
         tuple(params["size"]),
         params["seed"],
-        lambda tasks: _render_all(tasks, workers),
+        lambda tasks: _render_all(tasks, workers, params["mimics"]),
         _render_tasks,
     )
     summary = json.loads((root / TRUTH_JSON).read_text())
@@ -147,7 +156,8 @@ def _existing_params(root: Path):
     path = root / TRUTH_JSON
     if not (path.is_file() and (root / "train.csv").is_file()) or (root / IN_PROGRESS).is_file():
         return None
-    return json.loads(path.read_text())["params"]
+    params = json.loads(path.read_text())["params"]
+    return {"mimics": "look-alike"} | params  # phantoms from before the option were drawn with look-alikes
 
 
 def _refresh_summary(root: Path) -> None:
@@ -155,7 +165,8 @@ def _refresh_summary(root: Path) -> None:
     record = json.loads((root / TRUTH_JSON).read_text())
     if record.get("sidecar_version", 1) < SIDECAR_VERSION:
         models = lm.observation_models()
-        write_json(root / TRUTH_JSON, _truth_summary(record["params"], models, lm.no_finding_mention_rate(models)))
+        params = {"mimics": "look-alike"} | record["params"]
+        write_json(root / TRUTH_JSON, _truth_summary(params, models, lm.no_finding_mention_rate(models)))
 
 
 def _render_tasks(rows, images, cats, extra, base: Path, size, seed: int, offset: int) -> list:
@@ -172,11 +183,12 @@ def _render_tasks(rows, images, cats, extra, base: Path, size, seed: int, offset
     return tasks
 
 
-def _render_one(task) -> tuple[str, dict]:
+def _render_one(task, mimic_style: str) -> tuple[str, dict]:
     """Draw and save one image; returns its CSV Path and its encoded regions per observation."""
     path, signs, mimics, frontal, size, seed, csv_path, kinds = task
     drawn = {}
-    pixels = render_image(signs, mimics, frontal=frontal, size=size, rng=np.random.default_rng(seed), regions=drawn)
+    rng = np.random.default_rng(seed)
+    pixels = render_image(signs, mimics, frontal=frontal, size=size, rng=rng, regions=drawn, mimic_style=mimic_style)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.fromarray(pixels, mode="L").save(path, quality=JPEG_QUALITY)
     regions = {}
@@ -185,14 +197,15 @@ def _render_one(task) -> tuple[str, dict]:
     return csv_path, regions
 
 
-def _render_all(tasks: list, workers: int | None) -> list[tuple[str, dict]]:
+def _render_all(tasks: list, workers: int | None, mimic_style: str) -> list[tuple[str, dict]]:
     workers = workers or os.cpu_count() or 1
+    draw = functools.partial(_render_one, mimic_style=mimic_style)
     if workers == 1 or len(tasks) < 400:
-        return [_render_one(task) for task in tqdm(tasks, desc="phantom images", unit="img", mininterval=1)]
+        return [draw(task) for task in tqdm(tasks, desc="phantom images", unit="img", mininterval=1)]
     with ProcessPoolExecutor(workers) as pool:
         return list(
             tqdm(
-                pool.map(_render_one, tasks, chunksize=64),
+                pool.map(draw, tasks, chunksize=64),
                 total=len(tasks),
                 desc="phantom images",
                 unit="img",
@@ -231,5 +244,8 @@ def _truth_summary(params: dict, models: dict, nf_rate: float) -> dict:
         "equivocal studies: 'faint' (truly positive, faint sign) or 'mimic' (truly negative, look-alike). "
         "phantom_truth.csv holds per study the truth (0/1), category and severity per observation. "
         "expected_better_policy is derived from the generative model (chexutils.phantom.expected; see "
-        "'rule'), not from q: q > 0.5 does not decide which policy scores the higher AUROC.",
+        "'rule'), not from q: q > 0.5 does not decide which policy scores the higher AUROC. It assumes a "
+        "learner that cannot tell faint from mimic: params.mimics 'faint-sign' draws a mimic as the finding's "
+        "own sign at faint strength, so this holds by construction; with 'look-alike' it may not "
+        "(notebook 07's per-kind scores check it).",
     }

@@ -4,11 +4,12 @@ Each study gets, per observation, one latent *category*:
 
 - ``clear``: truly positive with an obvious sign (severity 0.45-1),
 - ``faint``: truly positive with a faint sign (severity 0.12-0.3) — the equivocal zone,
-- ``mimic``: truly negative with a look-alike of the sign (strength 0.12-0.3) — equivocal too,
+- ``mimic``: truly negative, yet showing what a faint sign shows (strength 0.12-0.3) — equivocal too,
 - ``none``: truly negative, nothing to see.
 
-Uncertain report labels (-1) come only from the equivocal zone (faint or mimic), so whether an
-uncertain label was truly positive depends on the pixels, not on a coin flip. The planted
+Uncertain report labels (-1) come only from the equivocal zone (faint or mimic); with the default
+mimics (drawn as the sign itself, see ``render.py``) the pixels cannot tell which it was, as with a
+truly equivocal film. The planted
 ``PLANTED_Q[obs]`` is the probability that an uncertain label is truly positive: above 0.5 for the
 observations where the original study found U-Ones best, below 0.5 elsewhere. Some equivocal cases are
 still reported as certain (right more often than not, with probability ``ZONE_READER_ACCURACY``),

@@ -3,9 +3,13 @@
 `render_image(signs, mimics, frontal=..., size=(W, H), rng=...)` draws one grayscale image. The
 anatomy varies per image (lung size and position, rotation, heart size, habitus, exposure) and is
 overlaid with gaussian and low-frequency noise, so nothing is trivially separable. Each finding in
-`FINDINGS` has a localised sign whose visibility scales with severity, and a look-alike "mimic"
-that matches a faint sign's brightness and place but differs in shape or texture
-(see `render_signs`). Geometry lives in normalised coordinates, so any size works.
+`FINDINGS` has a localised sign whose visibility scales with severity. A "mimic" (a truly negative
+study in the equivocal zone) is drawn, by default, as that same sign at faint strength
+(``mimic_style="faint-sign"``): faint positives and mimics then look alike by construction, the
+premise of the phantom's expected answer. ``mimic_style="look-alike"`` draws instead a hand-made
+look-alike that matches a faint sign's brightness and place but differs in shape or texture
+(see `render_signs`), which a network may learn to tell apart. Geometry lives in normalised
+coordinates, so any size works.
 
 Randomness: the passed generator only seeds independent child streams (anatomy, texture, noise,
 and one per finding), so adding a sign changes the pixels only where that sign is drawn.
@@ -25,6 +29,7 @@ from .render_signs import MIMICS, SIGNS, Canvas, Lung, ramp, smooth_field
 
 FINDINGS: tuple[str, ...] = tuple(o for o in OBSERVATIONS if o != "No Finding")  # the 13 that can be drawn
 _RIB_WIDTH = 0.17  # rib half-profile width, as a fraction of the rib spacing
+MIMIC_STYLES = ("faint-sign", "look-alike")  # how a mimic is drawn: the finding's own sign, or a look-alike
 
 
 def render_image(
@@ -35,6 +40,7 @@ def render_image(
     size: tuple[int, int],
     rng: np.random.Generator,
     regions: dict | None = None,
+    mimic_style: str = "faint-sign",
 ) -> np.ndarray:
     """Return an (H, W) uint8 grayscale radiograph, size = (W, H).
 
@@ -43,8 +49,14 @@ def render_image(
     The same arguments with an identically seeded ``rng`` give identical pixels.
     ``regions``, when a dict, receives ``{(finding, "sign" | "mimic"): (H, W) bool mask}``: where
     that sign or mimic changed the density (see ``sign_regions``); the pixels are the same either way.
+    ``mimic_style`` (one of ``MIMIC_STYLES``): "faint-sign" draws a mimic exactly as the finding's sign
+    of that strength, from the same random stream (so ``mimics={f: s}`` gives the pixels of
+    ``signs={f: s}``); "look-alike" draws the finding's hand-made look-alike.
     """
     signs, mimics = _checked(signs, "signs"), _checked(mimics, "mimics")
+    if mimic_style not in MIMIC_STYLES:
+        raise ValueError(f"mimic_style must be one of {MIMIC_STYLES}, got {mimic_style!r}")
+    mimic_table, mimic_slot = (SIGNS, 0) if mimic_style == "faint-sign" else (MIMICS, 1)
     w, h = _checked_size(size)
     seeds = rng.integers(0, 2**62, size=3 + 2 * len(FINDINGS))
     child = [np.random.default_rng(int(s)) for s in seeds[:3]]
@@ -58,10 +70,11 @@ def render_image(
     steps = []  # (pre, overlay, strength, rng) in FINDINGS order, signs before mimics
     keys = []  # (finding, "sign" | "mimic", seed) per step, for the region record
     for i, name in enumerate(FINDINGS):
-        for j, (chosen, table) in enumerate(((signs, SIGNS), (mimics, MIMICS))):
+        for kind, chosen, table, slot in (("sign", signs, SIGNS, 0), ("mimic", mimics, mimic_table, mimic_slot)):
             if name in chosen:
-                steps.append((*table[name], chosen[name], np.random.default_rng(int(seeds[3 + 2 * i + j]))))
-                keys.append((name, ("sign", "mimic")[j], int(seeds[3 + 2 * i + j])))
+                seed = int(seeds[3 + 2 * i + slot])
+                steps.append((*table[name], chosen[name], np.random.default_rng(seed)))
+                keys.append((name, kind, seed))
     plain_anat = copy.deepcopy(anat) if regions is not None else None  # pre-steps edit anat in place
     for pre, _, s, r in steps:
         if pre is not None:

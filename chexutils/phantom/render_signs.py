@@ -2,8 +2,10 @@
 
 Everything draws into a `Canvas`: normalised coordinates (x across, y down, both 0..1) and an
 additive density map (0 = air, about 0.5 = soft tissue, about 0.8 = bone). A sign scales with its
-severity ``s`` in (0, 1]; a mimic copies a faint sign's brightness and place but differs in shape,
-texture or position, so a model could in principle tell the two apart.
+severity ``s`` in (0, 1]. ``MIMICS`` are the hand-made look-alikes used with
+``mimic_style="look-alike"``: each copies a faint sign's brightness and place but differs in shape,
+texture or position, so a model could in principle tell the two apart (the default style draws a
+mimic as the sign itself, see `render.py`).
 """
 
 from __future__ import annotations
@@ -272,14 +274,20 @@ def mimic_pneumonia(cv: Canvas, s: float, rng) -> None:
 
 
 def sign_atelectasis(cv: Canvas, s: float, rng) -> None:
-    """Plate-like linear band above the (raised) hemidiaphragm of one base."""
+    """Plate-like linear band above the (raised) hemidiaphragm of one base, over a denser collapsed base.
+
+    The basal density (collapsed, airless lung under the plate) keeps a faint sign visible as an area
+    at the study's 64 px, where the plate alone is under a pixel thick.
+    """
     i = cv.memo.get("atelectasis", 0)
     lung = cv.lungs[i]
     yb = lung.dome_y - rng.uniform(0.04, 0.08) + rng.uniform(-0.15, 0.15) * (cv.u - lung.cx)
     half = 0.004 + 0.01 * s
     xc = lung.cx + lung.side * 0.15 * lung.a
-    plate = ramp(half - np.abs(cv.v - yb), 1.5 * cv.py) * ramp((0.3 + 0.35 * s) * lung.a - np.abs(cv.u - xc), 0.03)
-    cv.density += cv.air * (0.35 + 0.55 * s) * plate * cv.lung_masks[i]
+    across = ramp((0.3 + 0.35 * s) * lung.a - np.abs(cv.u - xc), 0.03)
+    plate = ramp(half - np.abs(cv.v - yb), 1.5 * cv.py) * across
+    base = ramp(cv.v - yb, 2 * cv.py) * across
+    cv.density += cv.air * ((0.35 + 0.55 * s) * plate + (0.3 + 0.3 * s) * base) * cv.lung_masks[i]
 
 
 def mimic_atelectasis(cv: Canvas, s: float, rng) -> None:

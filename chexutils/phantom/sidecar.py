@@ -15,7 +15,7 @@ from ..labels import OBSERVATIONS
 
 TRUTH_JSON = "phantom_truth.json"
 TRUTH_CSV = "phantom_truth.csv"
-SIDECAR_VERSION = 2  # 2: the expected answer from the generative model (1 had the "q > 0.5" rule)
+SIDECAR_VERSION = 3  # 3: records how mimics are drawn; 2: the expected answer from the model (1: "q > 0.5")
 EXPECTED_KEYS = ("expected_better_policy", "positive_controls", "primary_positive_control", "null_controls")
 
 
