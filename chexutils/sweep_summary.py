@@ -19,7 +19,13 @@ def what_was_run(config, step_parameters) -> list[str]:
     lines = ["## What was run", ""]
     data = {
         **_first_defaults(
-            config, "data_dir", "phantom", "phantom_patients", "phantom_valid_patients", "phantom_size", "phantom_mimics"
+            config,
+            "data_dir",
+            "phantom",
+            "phantom_patients",
+            "phantom_valid_patients",
+            "phantom_size",
+            "phantom_mimics",
         ),
         **config.parameters,
     }

@@ -114,6 +114,7 @@ def generate_phantom(
             seed,
             lambda tasks: _render_all(tasks, workers, mimics),
             _render_tasks,
+            mimics,
         )
 
     truth = pd.concat(
@@ -146,6 +147,7 @@ def _add_test_set(root: Path, params: dict, workers: int | None) -> None:
         params["seed"],
         lambda tasks: _render_all(tasks, workers, params["mimics"]),
         _render_tasks,
+        params["mimics"],
     )
     summary = json.loads((root / TRUTH_JSON).read_text())
     write_json(root / TRUTH_JSON, summary | {"params": params})

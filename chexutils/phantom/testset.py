@@ -11,6 +11,8 @@ Writes under the phantom's data folder (as ``chexutils.testset`` expects the rea
 Each simulated reader reads each observation positive with a probability that depends on the study's
 latent category: high for clear findings, lower for faint ones (missed), raised for mimics (false
 alarms), low for nothing — so readers are worst exactly where the report labels are uncertain.
+Where mimics are drawn as the faint sign itself (the default), a reader sees the same film either
+way, so it reads a mimic with its faint-sign probability.
 Reads are independent between readers given the category. No Finding is read positive when the
 reader reads no pathology. The sidecar keeps every probability and the true findings.
 """
@@ -59,12 +61,20 @@ READER_COLUMN_ORDER = (
 )
 
 
-def reader_parameters(readers, rng: np.random.Generator) -> dict:
-    """reader -> observation -> category -> P(read positive); No Finding is derived, not drawn."""
-    return {
+def reader_parameters(readers, rng: np.random.Generator, mimics: str = "faint-sign") -> dict:
+    """reader -> observation -> category -> P(read positive); No Finding is derived, not drawn.
+
+    With ``mimics="faint-sign"`` a mimic is the faint sign's film, so it gets the faint probability.
+    """
+    params = {
         r: {o: {c: float(rng.uniform(*READ_RANGES[c])) for c in lm.CATEGORIES} for o in OBSERVATIONS[1:]}
         for r in readers
     }
+    if mimics == "faint-sign":
+        for per_obs in params.values():
+            for p in per_obs.values():
+                p["mimic"] = p["faint"]
+    return params
 
 
 def simulate_reads(cats: dict, params: dict, rng: np.random.Generator) -> pd.DataFrame:
@@ -80,19 +90,19 @@ def simulate_reads(cats: dict, params: dict, rng: np.random.Generator) -> pd.Dat
 
 
 def write_test_set(
-    out, first_patient: int, n_patients: int, models: dict, size, seed: int, render_all, render_tasks
+    out, first_patient: int, n_patients: int, models: dict, size, seed: int, render_all, render_tasks, mimics: str
 ) -> Path:
     """Render and write the phantom test set under ``out``; returns the labels folder.
 
     ``render_tasks`` / ``render_all`` are the phantom generator's own image helpers, so test images
-    are drawn exactly like train and valid images.
+    are drawn exactly like train and valid images; ``mimics`` is how ``render_all`` draws a mimic.
     """
     out = Path(out)
     rng = np.random.default_rng([seed, SEED_SALT])
     studies, images = sample_layout(first_patient, n_patients, "test", rng, one_study=True)
     cats, extra = lm.sample_truth(len(studies), models, rng)
     readers = REFERENCE_READERS + BENCHMARK_READERS
-    params = reader_parameters(readers, rng)
+    params = reader_parameters(readers, rng, mimics)
     reads = {r: simulate_reads(cats, params[r], rng) for r in readers}
     majority = (sum(reads[r] for r in REFERENCE_READERS) >= 3).astype(int)
 
@@ -118,11 +128,13 @@ def write_test_set(
             "readers": {"reference": list(REFERENCE_READERS), "benchmark": list(BENCHMARK_READERS)},
             "p_read_positive": params,
             "read_ranges": READ_RANGES,
+            "mimics": mimics,
             "patients": n_patients,
             "first_patient": first_patient,
             "truth_csv": TEST_TRUTH_CSV,
             "doc": "p_read_positive[reader][observation][category] = P(the reader reads it positive | latent category); "
-            "readers are independent given the category; No Finding = no pathology read positive. "
+            "readers are independent given the category (a mimic drawn as the faint sign is read like one, "
+            "mimics 'faint-sign'); No Finding = no pathology read positive. "
             "groundtruth.csv = at least 3 of the 5 reference readers positive. phantom_test_truth.csv holds "
             "per study the true finding (0/1), category and severity per observation.",
         },
