@@ -200,4 +200,5 @@ def test_imported_run_works_with_evaluate_and_predict(tiny_phantom, tmp_path):
     assert predictions["No Finding"].isna().all() and predictions["Edema"].between(0, 1).all()
     new, failures, _ = predict_images(run, [frame["image"].iloc[0]], device="cpu", show=False)
     assert failures == [] and new["Pleural Other"].isna().all()
-    np.testing.assert_allclose(new["Edema"].to_numpy(), predictions["Edema"].iloc[:1].to_numpy(), atol=1e-6)
+    # the CSV keeps 6 decimals and float32 convolutions differ in the last bits between a batch and one image
+    np.testing.assert_allclose(new["Edema"].to_numpy(), predictions["Edema"].iloc[:1].to_numpy(), atol=1e-5)
