@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
+JOBS   ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test test-browser lint format lab clean-output clean-cache
@@ -18,8 +19,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --progress-bar on --editable '.[dev]'
 	touch $(STAMP)
 
-demo: setup ## run the whole workbook on a generated phantom CheXpert (CONFIG=configs/demo.yaml; FORCE=1 re-runs and retrains)
-	$(PY) -m chexutils.workbook run $(CONFIG) $(if $(FORCE),--force)
+demo: setup ## run the whole workbook on a generated phantom CheXpert (CONFIG=configs/demo.yaml; FORCE=1 re-runs and retrains; JOBS=2 grid points at once)
+	$(PY) -m chexutils.workbook run $(CONFIG) --jobs $(JOBS) $(if $(FORCE),--force)
 
 test: lint ## lint, then run the test suite (what CI runs)
 	$(PY) -m pytest

@@ -582,8 +582,9 @@ def test_setup_says_what_it_does_and_shows_pip_progress():
 
 
 def test_make_demo_force_and_clean_cache():
-    assert "workbook run configs/demo.yaml --force" in _make_dry("demo", "FORCE=1")
+    assert "workbook run configs/demo.yaml --jobs 2 --force" in _make_dry("demo", "FORCE=1")
     assert "--force" not in _make_dry("demo")
+    assert "--jobs 1" in _make_dry("demo", "JOBS=1")  # two grid points at once by default; serial on request
     assert "cache_admin clean" in _make_dry("clean-cache")
 
 
@@ -624,7 +625,7 @@ def test_report_starts_with_what_was_run_and_has_no_raw_dicts(tmp_path):
     text = workbook.write_report(config, []).read_text()
     head = text.split("## Steps")[0]
     assert (
-        "generated phantom CheXpert (400 + 100 patients, 128 × 104 px, mimics drawn as faint-sign) in `data/phantom-demo`"
+        "generated phantom CheXpert (320 + 100 patients, 128 × 104 px, mimics drawn as faint-sign) in `data/phantom-demo`"
         in head
     )
     assert "64 px" in head and "2 epoch(s)" in head and "trained from scratch" in head and "lr 0.001" in head
