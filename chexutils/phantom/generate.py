@@ -29,6 +29,7 @@ from .testset import write_test_set
 IN_PROGRESS = "phantom_incomplete"  # present while generating: a later call may overwrite
 JPEG_QUALITY = 92
 DEFAULT_SIZE = (128, 104)  # (W, H); the real small release is about 390x320
+BEFORE_MIMIC_OPTION = {"mimics": "look-alike"}  # how phantoms written before the option were drawn
 
 
 def generate_phantom(
@@ -159,7 +160,7 @@ def _existing_params(root: Path):
     if not (path.is_file() and (root / "train.csv").is_file()) or (root / IN_PROGRESS).is_file():
         return None
     params = json.loads(path.read_text())["params"]
-    return {"mimics": "look-alike"} | params  # phantoms from before the option were drawn with look-alikes
+    return BEFORE_MIMIC_OPTION | params
 
 
 def _refresh_summary(root: Path) -> None:
@@ -167,7 +168,7 @@ def _refresh_summary(root: Path) -> None:
     record = json.loads((root / TRUTH_JSON).read_text())
     if record.get("sidecar_version", 1) < SIDECAR_VERSION:
         models = lm.observation_models()
-        params = {"mimics": "look-alike"} | record["params"]
+        params = BEFORE_MIMIC_OPTION | record["params"]
         write_json(root / TRUTH_JSON, _truth_summary(params, models, lm.no_finding_mention_rate(models)))
 
 
@@ -243,7 +244,8 @@ def _truth_summary(params: dict, models: dict, nf_rate: float) -> dict:
         "observation_models": {o: vars(m) for o, m in models.items()},
         "truth_csv": TRUTH_CSV,
         "doc": "planted_q[obs] = P(an uncertain label is truly positive). Uncertain labels come only from "
-        "equivocal studies: 'faint' (truly positive, faint sign) or 'mimic' (truly negative, look-alike). "
+        "equivocal studies: 'faint' (truly positive, faint sign) or 'mimic' (truly negative, drawn as params.mimics "
+        "says). "
         "phantom_truth.csv holds per study the truth (0/1), category and severity per observation. "
         "expected_better_policy is derived from the generative model (chexutils.phantom.expected; see "
         "'rule'), not from q: q > 0.5 does not decide which policy scores the higher AUROC. It assumes a "
