@@ -4,10 +4,10 @@ AUROC against the true findings, derived from the generative model (see policy_t
 A learner that cannot tell faint from mimic learns, per kind of image (none / equivocal / clear),
 the expected training target. The phantom draws a mimic as the finding's own sign at faint strength
 (``mimics="faint-sign"``, the default), so no learner can tell them apart; with look-alike mimics
-the premise may fail (notebook 07's per-kind scores show it). Scoring each study as that target plus Gaussian noise of SD ``tau``
-(a sharp to a blurry learner) gives each policy's AUROC from the pair counts of the latent
-categories; the difference is judged over a range of ``tau`` so that the verdict does not hinge on
-one assumed learner.
+the premise may fail (notebook 07's per-kind scores show it). Scoring each study as that target
+plus Gaussian noise of SD ``tau`` (a sharp to a blurry learner) gives each policy's AUROC from the
+pair counts of the latent categories; the difference is judged over a range of ``tau`` so that the
+verdict does not hinge on one assumed learner.
 """
 
 from dataclasses import dataclass

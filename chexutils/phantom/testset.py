@@ -61,7 +61,7 @@ READER_COLUMN_ORDER = (
 )
 
 
-def reader_parameters(readers, rng: np.random.Generator, mimics: str = "faint-sign") -> dict:
+def reader_parameters(readers, rng: np.random.Generator, mimics: str) -> dict:
     """reader -> observation -> category -> P(read positive); No Finding is derived, not drawn.
 
     With ``mimics="faint-sign"`` a mimic is the faint sign's film, so it gets the faint probability.
