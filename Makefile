@@ -40,9 +40,9 @@ lab: setup ## open JupyterLab at the repository root (notebooks/, output/); ARGS
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
 		--KernelManager.transport_encryption=auto $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
-clean-output: ## delete everything under output/ except its README
-	find output -mindepth 1 ! -name README.md -exec rm -rf {} +
+clean-output: setup ## delete the sweep and run folders the workbook made under output/ (locked ones and anything else are kept and named)
+	$(PY) -m chexutils.housekeeping clean-output
 
 clean-cache: ## list, then remove partial and outdated image caches (CACHE=folder, default: all under output/; ALL=1: every cache)
-	$(PY) -m chexutils.cache_admin list $(CACHE)
-	$(PY) -m chexutils.cache_admin clean $(CACHE) $(if $(ALL),--all)
+	$(PY) -m chexutils.cache_admin list $(if $(CACHE),"$(CACHE)")
+	$(PY) -m chexutils.cache_admin clean $(if $(CACHE),"$(CACHE)") $(if $(ALL),--all)

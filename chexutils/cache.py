@@ -30,6 +30,7 @@ from .errors import DataError
 from .io import atomic_path, write_json
 
 CACHE_VERSION = 2
+MARKER = ".chexutils-cache"  # written first into every cache folder: housekeeping removes only folders carrying it
 CHECKS = ("stat", "content")  # what tells a changed image: size + mtime (fast) or size + content hash (reads all)
 RESIZE_METHODS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -158,6 +159,7 @@ def _build(
 ) -> None:
     """Fill images.npy chunk by chunk; ``filled.npy`` records finished rows after each chunk is flushed."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text(f"image cache version {CACHE_VERSION}, made by chexutils\n")
     store, filled_path = folder / "images.npy", folder / "filled.npy"
     if store.is_file() and filled_path.is_file():
         images = np.load(store, mmap_mode="r+")

@@ -3,10 +3,13 @@
     python -m chexutils.cache_admin list [CACHE_ROOT ...]
     python -m chexutils.cache_admin clean [CACHE_ROOT ...] [--all]     # `make clean-cache`
 
-Without ``--all``, ``clean`` removes partial caches (no ``meta.json``: an interrupted or failed
-build) and caches of an older format. A cache that a process is building now (its lock is held)
-is never removed. Without CACHE_ROOT: the training default (``TrainConfig().cache_dir``) and every
-sweep's ``output/<sweep>/cache``.
+A cache is a folder carrying the marker file the cache writes first (``.chexutils-cache``; a
+complete cache from before the marker is recognised by its ``meta.json`` and ``images.npy``).
+Nothing else is ever listed or removed, whatever folder is named. Without ``--all``, ``clean``
+removes partial caches (marker but no ``meta.json``: an interrupted or failed build) and caches
+of an older format. A cache that a process is building now (its lock is held) is never removed.
+Without CACHE_ROOT: where caches really are, ``data/<dataset>/cache`` (training's default,
+``<data_dir>/cache``) and ``output/<sweep>/cache``.
 """
 
 import argparse
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import locks, paths
-from .cache import CACHE_VERSION
+from .cache import CACHE_VERSION, MARKER
 
 
 @dataclass
@@ -28,11 +31,30 @@ class CacheInfo:
     megabytes: float
 
 
+def is_cache(folder: Path) -> bool:
+    """Whether ``folder`` (not a link) was made by the image cache: its marker, or an older complete cache."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    if (folder / MARKER).is_file():
+        return True
+    try:
+        record = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "version" in record and (folder / "images.npy").is_file()
+
+
+def default_roots() -> list[Path]:
+    """Where the project's caches live: ``data/<dataset>/cache`` and ``output/<sweep>/cache``."""
+    found = [*paths.DATA_DIR.glob("*/cache"), *paths.OUTPUT_DIR.glob("*/cache")]
+    return sorted(p for p in found if p.is_dir() and not p.is_symlink())
+
+
 def list_caches(cache_root) -> list[CacheInfo]:
-    """Every cache folder under ``cache_root`` with its state, image count and size on disk."""
+    """Every cache folder under ``cache_root`` (only folders the cache made) with its state, image count and size."""
     root = Path(cache_root)
     found = []
-    for folder in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
+    for folder in sorted(p for p in root.glob("*") if is_cache(p)) if root.is_dir() else []:
         meta = folder / "meta.json"
         if locks.is_locked(folder / ".lock"):
             state = "building"
@@ -64,6 +86,8 @@ def clean_caches(cache_root, everything: bool = False, log=print) -> list[Path]:
                 log(f"kept   {info.folder} (being built by {locks.holder(info.folder / '.lock')})")
             continue
         with locks.exclusive(info.folder / ".lock", f"image cache {info.folder}"):  # no builder starts meanwhile
+            if not is_cache(info.folder):  # replaced by something else since it was listed
+                continue
             shutil.rmtree(info.folder)
         log(f"removed {info.folder} ({info.state}, {info.megabytes:.1f} MB)")
         removed.append(info.folder)
@@ -71,8 +95,6 @@ def clean_caches(cache_root, everything: bool = False, log=print) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    from .train_config import TrainConfig
-
     parser = argparse.ArgumentParser(
         prog="python -m chexutils.cache_admin",
         description=__doc__,
@@ -82,10 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("cache_root", nargs="*", help="folders holding caches (default: all the project's)")
     parser.add_argument("--all", action="store_true", help="clean: also remove complete caches")
     args = parser.parse_args(argv)
-    roots = [paths.resolve(r) for r in args.cache_root] or [
-        paths.resolve(TrainConfig().cache_dir),
-        *sorted(paths.OUTPUT_DIR.glob("*/cache")),
-    ]
+    roots = [paths.resolve(r) for r in args.cache_root] or default_roots()
     for root in roots:
         if args.command == "list":
             caches = list_caches(root)

@@ -40,7 +40,7 @@ def exclusive(lock_file, what: str, wait: bool = False, on_wait=None):
     """
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(lock_file, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -65,7 +65,7 @@ def exclusive(lock_file, what: str, wait: bool = False, on_wait=None):
 def is_locked(lock_file) -> bool:
     """Whether some process holds ``lock_file`` now (a free or missing lock file: False)."""
     try:
-        fd = os.open(lock_file, os.O_RDWR)
+        fd = _open_lock(lock_file, os.O_RDWR)
     except FileNotFoundError:
         return False
     try:
@@ -75,6 +75,21 @@ def is_locked(lock_file) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _open_lock(lock_file: Path, flags: int) -> int:
+    """Open a lock file without following a symbolic link (a planted link would be truncated)."""
+    try:
+        return os.open(lock_file, flags | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        if Path(lock_file).is_symlink():
+            raise DataError(
+                f"{lock_file}: is a symbolic link; a lock file must be a plain file (a link could make "
+                "the writer overwrite the file it points to). Remove the link and run again"
+            ) from None
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise DataError(f"{lock_file}: cannot open the lock file ({err.strerror})") from None
 
 
 def temp_name(path) -> Path:
