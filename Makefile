@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup ## run the whole workbook on a generated phantom CheXpert (CONFIG=configs/demo.yaml; FORCE=1 re-runs and retrains; JOBS=2 grid points at once)
-	$(PY) -m chexutils.workbook run $(CONFIG) --jobs $(JOBS) $(if $(FORCE),--force)
+	$(PY) -m chexutils workbook run $(CONFIG) --jobs $(JOBS) $(if $(FORCE),--force)
 
 test: lint ## lint, then run the test suite (what CI runs)
 	$(PY) -m pytest
@@ -41,8 +41,8 @@ lab: setup ## open JupyterLab at the repository root (notebooks/, output/); ARGS
 		--KernelManager.transport_encryption=auto $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 clean-output: setup ## delete the sweep and run folders the workbook made under output/ (locked ones and anything else are kept and named)
-	$(PY) -m chexutils.housekeeping clean-output
+	$(PY) -m chexutils housekeeping clean-output
 
 clean-cache: ## list, then remove partial and outdated image caches (CACHE=folder, default: all under output/; ALL=1: every cache)
-	$(PY) -m chexutils.cache_admin list $(if $(CACHE),"$(CACHE)")
-	$(PY) -m chexutils.cache_admin clean $(if $(CACHE),"$(CACHE)") $(if $(ALL),--all)
+	$(PY) -m chexutils cache_admin list $(if $(CACHE),"$(CACHE)")
+	$(PY) -m chexutils cache_admin clean $(if $(CACHE),"$(CACHE)") $(if $(ALL),--all)

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from chexutils.labels import OBSERVATIONS
-from chexutils.metrics import bootstrap_auroc
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.evaluation.metrics import bootstrap_auroc
 
 
 def main(studies: int = 200, resamples: int = 1000) -> None:

@@ -3,12 +3,12 @@
     python benchmarks/gpu_step_standalone.py      # needs only torch + torchvision; writes ./bench.json
 
 Kept compact (it had to travel as a <= 2,000-character command to a lent GPU machine that had the
-main checkout, not this branch). It mirrors chexutils.bench_gpu's settings: DenseNet121 (14 outputs,
+main checkout, not this branch). It mirrors benchmarks.gpu_step's settings: DenseNet121 (14 outputs,
 uint8 input normalised inside the model), Adam; "slow" = per-step host sync (isfinite + item) and
 pinned host batches; "fast" = uint8 images held in GPU memory (device-side gather), loss summed on
 the device and read once per epoch, fused Adam. 10 warm-up steps, then 25 timed steps; projected
 minutes for 223,414 images (min), first epoch = min + the warm-up's one-off seconds.
-`python -m chexutils.bench --gpu --gpu-only` measures the same settings through chexutils.train.
+`python -m benchmarks.data_path --gpu --gpu-only` measures the same settings through chexutils.training.train.
 """
 # fmt: off
 import torch,time,json,os,torchvision as tv,torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""End-to-end GPU check: DenseNet121 trained through chexutils.train on a phantom at 390x320.
+"""End-to-end GPU check: DenseNet121 trained through chexutils.training.train on a phantom at 390x320.
 
     python benchmarks/gpu_train.py [--patients 700] [--size 224] [--batch 64] [--epochs 2] [--fast-batch 128]
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from chexutils.phantom import generate_phantom
-from chexutils.train import fit
-from chexutils.train_config import make_config
+from chexutils.phantom.generate import generate_phantom
+from chexutils.training.config import make_config
+from chexutils.training.train import fit
 
 
 def main() -> None:

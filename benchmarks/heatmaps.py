@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from chexutils.heatmaps import grad_cam, write_heatmaps
-from chexutils.models import build_model
+from chexutils.explain.heatmaps import grad_cam, write_heatmaps
+from chexutils.models.backbones import build_model
 
 
 def time_call(fn, repeats: int = 2) -> tuple[float, float]:

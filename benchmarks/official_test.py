@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from chexutils import official_test, readers, testset
-from chexutils.loader import BatchLoader, ResizedImages
-from chexutils.models import build_model
-from chexutils.phantom import generate_phantom
-from chexutils.predict import predict_logits
+from chexutils.data import test_set_files as testset
+from chexutils.data.loader import BatchLoader, ResizedImages
+from chexutils.evaluation import official_test, readers
+from chexutils.evaluation.predict import predict_logits
+from chexutils.models.backbones import build_model
+from chexutils.phantom.generate import generate_phantom
 
 
 def timed(label: str, fn, times: dict):

@@ -1,4 +1,4 @@
-"""Throughput and agreement of ``python -m chexutils.predict`` on a phantom: JPEG folders and 12-bit DICOMs.
+"""Throughput and agreement of ``python -m chexutils predict`` on a phantom: JPEG folders and 12-bit DICOMs.
 
     python benchmarks/predict_images.py [--patients 200] [--size 224] [--batch 64] [--device auto]
 
@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from chexutils.data import read_chexpert, read_image
-from chexutils.labels import OBSERVATIONS
-from chexutils.phantom import generate_phantom
-from chexutils.predict import predict_images
-from chexutils.train import fit
-from chexutils.train_config import make_config
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.data.chexpert import read_chexpert, read_image
+from chexutils.evaluation.predict import predict_images
+from chexutils.phantom.generate import generate_phantom
+from chexutils.training.config import make_config
+from chexutils.training.train import fit
 
 
 def write_dicom(path: Path, stored: np.ndarray, photometric: str) -> None:

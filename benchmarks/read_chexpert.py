@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from chexutils import real_stats
-from chexutils.data import read_chexpert, write_chexpert_csv
+from chexutils.data import real_stats
+from chexutils.data.chexpert import read_chexpert, write_chexpert_csv
 from chexutils.phantom import label_model as lm
 from chexutils.phantom.layout import image_rows, sample_layout
 

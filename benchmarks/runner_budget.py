@@ -12,7 +12,7 @@ import argparse
 import resource
 import time
 
-from chexutils import workbook
+from chexutils.workbook import runner as workbook
 
 
 def _children_cpu() -> float:

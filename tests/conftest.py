@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from chexutils.data import CSV_COLUMNS
-from chexutils.labels import OBSERVATIONS
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.data.chexpert import CSV_COLUMNS
 
 TINY_PHANTOM = dict(patients=40, valid_patients=12, size=(64, 52), seed=3)
 
@@ -57,7 +57,7 @@ def chexpert_dir(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_phantom(tmp_path_factory):
     """One tiny phantom for the session; returns its CheXpert folder."""
-    from chexutils.phantom import generate_phantom
+    from chexutils.phantom.generate import generate_phantom
 
     return generate_phantom(tmp_path_factory.mktemp("phantom"), workers=1, **TINY_PHANTOM)
 

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexutils.aggregate import aggregate_studies
-from chexutils.errors import DataError
-from chexutils.labels import OBSERVATIONS
+from chexutils.core.errors import DataError
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.evaluation.aggregate import aggregate_studies
 
 
 def _frame():

@@ -25,7 +25,7 @@ WAIT_MS = 180_000  # a loaded 2-core machine: kernel start and each redraw can t
 
 CELL = """\
 import pandas as pd
-from chexutils.widgets import RocBrowser, load_run_scores
+from chexutils.report.widgets import RocBrowser, load_run_scores
 frame = pd.read_csv("frame.csv")
 RocBrowser([load_run_scores("run_a", frame, name="a"), load_run_scores("run_b", frame, name="b")], image_root=".")
 """

@@ -7,11 +7,11 @@ from conftest import chexpert_rows, write_chexpert
 from PIL import Image
 from torchvision import transforms
 
-from chexutils import cache as cache_module
-from chexutils.cache import load_resized, open_cache
-from chexutils.data import read_chexpert
-from chexutils.errors import DataError
-from chexutils.loader import BatchLoader, ResizedImages, epoch_batches
+from chexutils.core.errors import DataError
+from chexutils.data import cache as cache_module
+from chexutils.data.cache import load_resized, open_cache
+from chexutils.data.chexpert import read_chexpert
+from chexutils.data.loader import BatchLoader, ResizedImages, epoch_batches
 
 
 @pytest.fixture

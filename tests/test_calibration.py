@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 from sklearn.calibration import calibration_curve
 
-from chexutils.aggregate import aggregate_studies
-from chexutils.calibration import (
+from chexutils.core.errors import DataError
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.evaluation.aggregate import aggregate_studies
+from chexutils.evaluation.calibration import (
     bin_table,
     brier_score,
     calibrate_run,
@@ -22,9 +24,7 @@ from chexutils.calibration import (
     sweep_calibration,
     to_logits,
 )
-from chexutils.errors import DataError
-from chexutils.evaluate import RunScores
-from chexutils.labels import OBSERVATIONS
+from chexutils.evaluation.evaluate import RunScores
 
 
 def synthetic_run(

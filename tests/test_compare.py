@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from chexutils import compare, plots, policy_choice, policy_sweep
-from chexutils.errors import DataError
-from chexutils.evaluate import RunScores, load_run_scores
-from chexutils.labels import OBSERVATIONS
-from chexutils.metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
-from chexutils.predict import write_predictions
-from chexutils.stats import holm, smallest_detectable
+from chexutils.core.errors import DataError
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.evaluation import compare, policy_choice, policy_sweep
+from chexutils.evaluation.evaluate import RunScores, load_run_scores
+from chexutils.evaluation.metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
+from chexutils.evaluation.predict import write_predictions
+from chexutils.evaluation.stats import holm, smallest_detectable
+from chexutils.report import plots
 
 
 def _study_frame(n=300, seed=0):
@@ -281,7 +282,7 @@ def test_markdown_table():
 
 
 def test_per_label_choice_resamples_patients():
-    from chexutils import policy_choice
+    from chexutils.evaluation import policy_choice
 
     rng = np.random.default_rng(5)
     frame = pd.concat(

@@ -4,8 +4,8 @@ import pytest
 from conftest import chexpert_rows, write_chexpert
 from PIL import Image
 
-from chexutils.data import DataError, read_chexpert, read_image, write_chexpert_csv
-from chexutils.labels import OBSERVATIONS
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.data.chexpert import DataError, read_chexpert, read_image, write_chexpert_csv
 
 
 def test_reads_and_parses_columns(chexpert_dir, tmp_path):

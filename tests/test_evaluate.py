@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pandas as pd
 
-from chexutils.aggregate import aggregate_studies
-from chexutils.evaluate import evaluate_set
-from chexutils.labels import OBSERVATIONS
-from chexutils.metrics import bootstrap_auroc
-from chexutils.predict import write_predictions
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.evaluation.aggregate import aggregate_studies
+from chexutils.evaluation.evaluate import evaluate_set
+from chexutils.evaluation.metrics import bootstrap_auroc
+from chexutils.evaluation.predict import write_predictions
 
 
 def patient_frame(patients=60, studies=4, seed=0):

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from pytorch_grad_cam import GradCAM
 
-from chexutils.fractalnet import FractalNet
-from chexutils.heatmaps import (
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.explain.heatmaps import (
     CAM_LAYERS,
     ObservationTarget,
     cam_layer,
@@ -20,8 +20,8 @@ from chexutils.heatmaps import (
     read_heatmap_index,
     write_heatmaps,
 )
-from chexutils.labels import OBSERVATIONS
-from chexutils.models import BACKBONES, ChexpertNet, PooledFeatures, build_model, get_backbone
+from chexutils.models.backbones import BACKBONES, ChexpertNet, PooledFeatures, build_model, get_backbone
+from chexutils.models.fractalnet import FractalNet
 
 
 def small_fractalnet(head="binary", seed=0) -> ChexpertNet:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chexutils import locks, paths
-from chexutils.cache import CACHE_VERSION, MARKER
+from chexutils.core import locks, paths
+from chexutils.data.cache import CACHE_VERSION, MARKER
 
 
 def _write(path: Path, text: str = "x") -> Path:
@@ -110,7 +110,7 @@ def test_housekeeping_removes_only_what_it_made(repo, args):
 
 
 def test_a_cache_folder_needs_its_marker(tmp_path):
-    from chexutils.cache_admin import clean_caches, is_cache
+    from chexutils.data.cache_admin import clean_caches, is_cache
 
     legacy = _cache(tmp_path / "c" / "legacy", complete=True, marker=False)  # a complete cache from before the marker
     stranger = tmp_path / "c" / "dataset"

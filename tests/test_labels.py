@@ -1,7 +1,7 @@
 import pytest
 
-from chexutils import labels
-from chexutils.data import CSV_COLUMNS
+from chexutils.core import labels
+from chexutils.data.chexpert import CSV_COLUMNS
 
 
 def test_observations_are_the_14_chexpert_columns_in_file_order():

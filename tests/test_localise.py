@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from chexutils.localise import (
+from chexutils.explain.localise import (
     format_scores,
     localise_images,
     localise_one,
@@ -108,9 +108,9 @@ def test_images_are_scored_by_path_and_observation_only_where_a_region_was_drawn
 
 
 def test_localise_run_scores_every_drawn_region_of_the_chosen_images(tiny_phantom, tmp_path):
-    from chexutils.fractalnet import FractalNet
-    from chexutils.localise import gallery, write_scores
-    from chexutils.models import ChexpertNet, get_backbone
+    from chexutils.explain.localise import gallery, write_scores
+    from chexutils.models.backbones import ChexpertNet, get_backbone
+    from chexutils.models.fractalnet import FractalNet
     from chexutils.phantom import read_regions
 
     torch.manual_seed(0)

@@ -13,11 +13,11 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from chexutils.fractalnet import FractalNet
-from chexutils.heatmaps import grad_cam
-from chexutils.labels import OBSERVATIONS
-from chexutils.localise import score_localisation
-from chexutils.models import ChexpertNet, get_backbone
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.explain.heatmaps import grad_cam
+from chexutils.explain.localise import score_localisation
+from chexutils.models.backbones import ChexpertNet, get_backbone
+from chexutils.models.fractalnet import FractalNet
 from chexutils.phantom.regions import Regions, encode_mask
 from chexutils.phantom.render import FINDINGS, render_image
 

@@ -8,9 +8,8 @@ import urllib.error
 import pytest
 import torch
 
-from chexutils.fractalnet import FractalNet
-from chexutils.labels import HEADS, OBSERVATIONS
-from chexutils.models import (
+from chexutils.core.labels import HEADS, OBSERVATIONS
+from chexutils.models.backbones import (
     BACKBONES,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -22,6 +21,7 @@ from chexutils.models import (
     pretrained_cache_dir,
     register_backbone,
 )
+from chexutils.models.fractalnet import FractalNet
 
 BACKBONE_NAMES = sorted(BACKBONES)
 WITH_WEIGHTS = [name for name in BACKBONE_NAMES if BACKBONES[name].pretrained_file]
@@ -108,7 +108,7 @@ def test_xception_file_matches_pretrainedmodels_settings():
 def test_importing_pretrainedmodels_leaves_torch_rng_alone():
     # Fresh interpreter: pretrainedmodels builds models at import time, which would shift seeds.
     script = (
-        "import torch; from chexutils.models import import_pretrainedmodels; "
+        "import torch; from chexutils.models.backbones import import_pretrainedmodels; "
         "torch.manual_seed(0); a = torch.rand(3); torch.manual_seed(0); "
         "import_pretrainedmodels(); assert torch.equal(a, torch.rand(3)), 'RNG advanced'"
     )

@@ -7,15 +7,15 @@ import pandas as pd
 import papermill
 import pytest
 
-from chexutils import external
-from chexutils.errors import DataError
-from chexutils.labels import COMPETITION_TASKS
-from chexutils.paths import NOTEBOOK_DIR
-from chexutils.phantom import generate_phantom
-from chexutils.rundir import OFFICIAL_TEST, RunDir
-from chexutils.testset import LABELS_REPO, read_official_test
-from chexutils.train import fit
-from chexutils.train_config import make_config
+from chexutils.core.errors import DataError
+from chexutils.core.labels import COMPETITION_TASKS
+from chexutils.core.paths import NOTEBOOK_DIR
+from chexutils.core.rundir import OFFICIAL_TEST, RunDir
+from chexutils.data import external_predictions as external
+from chexutils.data.test_set_files import LABELS_REPO, read_official_test
+from chexutils.phantom.generate import generate_phantom
+from chexutils.training.config import make_config
+from chexutils.training.train import fit
 
 STUDIES = [f"patient6474{i}/study1" for i in range(1, 5)]
 
@@ -147,9 +147,9 @@ def test_notebook_06_scores_runs_and_outside_models_beside_the_radiologists(swee
 
 
 def test_report_run_is_chosen_on_the_official_valid_set(tmp_path):
-    from chexutils.io import write_json
-    from chexutils.official_test import choose_report_run
-    from chexutils.rundir import OFFICIAL_VALID
+    from chexutils.core.io import write_json
+    from chexutils.core.rundir import OFFICIAL_VALID
+    from chexutils.evaluation.official_test import choose_report_run
 
     entries = {}
     for name, mean, legacy in [("a", 0.70, False), ("b", 0.80, False), ("old", 0.75, True)]:

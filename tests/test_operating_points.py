@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from test_calibration import synthetic_run
 
-from chexutils.errors import DataError
-from chexutils.labels import OBSERVATIONS
-from chexutils.metrics import certain_scores
-from chexutils.operating_points import (
+from chexutils.core.errors import DataError
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.evaluation.metrics import certain_scores
+from chexutils.evaluation.operating_points import (
     choose_and_report,
     choose_threshold,
     describe_rule,
@@ -20,7 +20,7 @@ from chexutils.operating_points import (
     parse_rule,
     write_operating_points,
 )
-from chexutils.stats import wilson_interval
+from chexutils.evaluation.stats import wilson_interval
 
 # Sorted by score: negatives at .1 .3 .4, positives at .35 .7 .8.
 Y = np.array([0, 0, 1, 0, 1, 1])

@@ -16,11 +16,13 @@ import pandas as pd
 import pytest
 import torch
 
-from chexutils import launch, parallel, workbook
-from chexutils.checkpoint import load_checkpoint
-from chexutils.errors import DataError
-from chexutils.train_config import FIELDS
-from chexutils.workbook import load_config
+from chexutils.core.errors import DataError
+from chexutils.models.checkpoint import load_checkpoint
+from chexutils.training import launch
+from chexutils.training.config import FIELDS
+from chexutils.workbook import parallel
+from chexutils.workbook import runner as workbook
+from chexutils.workbook.runner import load_config
 
 SWEEP = """
 name: {name}
@@ -111,7 +113,7 @@ def test_killed_parallel_sweep_resumes_only_unfinished_runs(data_root):
     command = [
         sys.executable,
         "-m",
-        "chexutils.workbook",
+        "chexutils.workbook.runner",
         "run",
         str(path),
         "--jobs",

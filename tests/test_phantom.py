@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 from conftest import TINY_PHANTOM
 
-from chexutils.data import read_chexpert, read_image
-from chexutils.errors import DataError
-from chexutils.labels import OBSERVATIONS
-from chexutils.phantom import TRUTH_CSV, TRUTH_JSON, generate_phantom, read_truth
-from chexutils.phantom.__main__ import main as phantom_cli
+from chexutils.cli.phantom import main as phantom_cli
+from chexutils.core.errors import DataError
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.data.chexpert import read_chexpert, read_image
+from chexutils.phantom import TRUTH_CSV, TRUTH_JSON, read_truth
+from chexutils.phantom.generate import generate_phantom
 
 
 def test_layout_and_schema_like_the_real_release(tiny_phantom):

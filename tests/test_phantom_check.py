@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from chexutils import phantom_check as pc
-from chexutils.labels import OBSERVATIONS
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.evaluation import phantom_check as pc
 from chexutils.phantom import PhantomTruth
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from chexutils import real_stats
-from chexutils.labels import HIERARCHY, OBSERVATIONS
+from chexutils.core.labels import HIERARCHY, OBSERVATIONS
+from chexutils.data import real_stats
 from chexutils.phantom import label_model as lm
 
 

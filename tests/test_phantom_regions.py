@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexutils.data import read_image
-from chexutils.errors import DataError
-from chexutils.phantom import REGIONS_JSON, decode_mask, encode_mask, generate_phantom, read_regions
+from chexutils.core.errors import DataError
+from chexutils.data.chexpert import read_image
+from chexutils.phantom import REGIONS_JSON, decode_mask, encode_mask, read_regions
+from chexutils.phantom.generate import generate_phantom
 from chexutils.phantom.render import render_image
 
 

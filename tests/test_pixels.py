@@ -6,9 +6,9 @@ import pytest
 from conftest import write_dicom
 from PIL import Image
 
-from chexutils.data import read_image
-from chexutils.errors import DataError
-from chexutils.pixels import is_dicom, to_uint8
+from chexutils.core.errors import DataError
+from chexutils.data.chexpert import read_image
+from chexutils.data.pixels import is_dicom, to_uint8
 
 
 def ramp(shape=(40, 48), seed=0) -> np.ndarray:

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from chexutils.errors import DataError
-from chexutils.labels import OBSERVATIONS
-from chexutils.losses import masked_loss, probabilities
-from chexutils.policies import ORIGINAL_MIXED_MAPPING, POLICIES, Targets, get_policy, register_policy
+from chexutils.core.errors import DataError
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.training.losses import masked_loss, probabilities
+from chexutils.training.policies import ORIGINAL_MIXED_MAPPING, POLICIES, Targets, get_policy, register_policy
 
 NAN = np.nan
 # Hand-made labels (rows p0..p4); observations not listed are blank everywhere.
@@ -259,7 +259,7 @@ def test_bad_mapping_file_is_a_data_error_naming_file_and_line(tmp_path, edit, p
 
 
 def test_training_config_records_the_mapping_the_file_held(tmp_path):
-    from chexutils.train_config import make_config
+    from chexutils.training.config import make_config
 
     path = tmp_path / "mixed_mapping.json"
     path.write_text(json.dumps(ORIGINAL_MIXED_MAPPING))

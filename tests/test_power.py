@@ -5,7 +5,7 @@ import math
 import pytest
 from scipy.stats import norm
 
-from chexutils import power
+from chexutils.evaluation import power
 from chexutils.phantom import expected as ex
 
 SHARES = {"none": 0.5, "clear": 0.2, "faint": 0.2, "mimic": 0.1}

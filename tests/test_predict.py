@@ -10,11 +10,12 @@ import pytest
 from conftest import write_dicom
 from PIL import Image
 
-from chexutils.data import read_chexpert, read_image
-from chexutils.labels import OBSERVATIONS
-from chexutils.predict import find_images, main, predict_images
-from chexutils.train import fit
-from chexutils.train_config import make_config
+from chexutils.cli.predict import main
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.data.chexpert import read_chexpert, read_image
+from chexutils.evaluation.predict import find_images, predict_images
+from chexutils.training.config import make_config
+from chexutils.training.train import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 

@@ -10,7 +10,7 @@ import papermill
 import pytest
 import yaml
 
-from chexutils import paths
+from chexutils.core import paths
 
 NOTEBOOKS = sorted(paths.NOTEBOOK_DIR.glob("*.ipynb"))
 
@@ -74,7 +74,7 @@ def test_notebook_is_thin_and_clean(path):
 
 @pytest.mark.parametrize("path", sorted(paths.CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
-    from chexutils.workbook import load_config
+    from chexutils.workbook.runner import load_config
 
     config = load_config(path)
     assert config.steps and config.name == path.stem

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexutils import readers
-from chexutils.labels import COMPETITION_TASKS
+from chexutils.core.labels import COMPETITION_TASKS
+from chexutils.evaluation import readers
 
 
 def _wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

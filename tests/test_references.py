@@ -1,8 +1,8 @@
 import pytest
 
-from chexutils.errors import DataError
-from chexutils.labels import COMPETITION_TASKS, OBSERVATIONS
-from chexutils.references import REFERENCES_CSV, load_references, reference_table
+from chexutils.core.errors import DataError
+from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS
+from chexutils.evaluation.references import REFERENCES_CSV, load_references, reference_table
 
 
 def test_chexpert_paper_best_policy_per_task_is_on_record():

@@ -18,18 +18,22 @@ from conftest import chexpert_rows, free_port, wait_for_jupyter, write_chexpert
 from PIL import Image
 from test_train import tiny_config as train_tiny_config
 
-from chexutils import cache as cache_module
-from chexutils import cache_admin, locks, paths, runner_guards, workbook
-from chexutils.cache import open_cache
-from chexutils.cache_admin import list_caches
-from chexutils.checkpoint import CheckpointError, load_checkpoint
-from chexutils.data import read_chexpert
-from chexutils.errors import DataError
-from chexutils.loader import epoch_batches, image_source
-from chexutils.locks import is_locked
-from chexutils.rundir import RunDir
-from chexutils.train import fit
-from chexutils.train_config import make_config
+from chexutils.cli import cache_admin as cache_admin_cli
+from chexutils.cli import workbook as workbook_cli
+from chexutils.core import locks, paths
+from chexutils.core.errors import DataError
+from chexutils.core.locks import is_locked
+from chexutils.core.rundir import RunDir
+from chexutils.data import cache as cache_module
+from chexutils.data.cache import open_cache
+from chexutils.data.cache_admin import list_caches
+from chexutils.data.chexpert import read_chexpert
+from chexutils.data.loader import epoch_batches, image_source
+from chexutils.models.checkpoint import CheckpointError, load_checkpoint
+from chexutils.training.config import make_config
+from chexutils.training.train import fit
+from chexutils.workbook import guards as runner_guards
+from chexutils.workbook import runner as workbook
 
 
 def tiny_config(tiny_phantom, run_dir, **overrides):
@@ -40,7 +44,7 @@ def tiny_config(tiny_phantom, run_dir, **overrides):
 def _train_cli(config_path, **popen):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "chexutils.train", "--config", str(config_path)],
+        [sys.executable, "-m", "chexutils.training.train", "--config", str(config_path)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -148,11 +152,11 @@ def test_partial_caches_are_listed_and_removed_but_complete_ones_kept(small_set,
         open_cache(frame, 16, tmp_path / "cache", workers=1)
     states = {info.folder: info.state for info in list_caches(tmp_path / "cache")}
     assert states[complete] == "complete" and sorted(states.values()) == ["complete", "partial"]
-    assert cache_admin.main(["list", str(tmp_path / "cache")]) == 0
+    assert cache_admin_cli.main(["list", str(tmp_path / "cache")]) == 0
     assert "partial" in capsys.readouterr().out
     assert make_clean_cache(tmp_path / "cache") == 0
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [complete.name]
-    assert cache_admin.main(["clean", str(tmp_path / "cache"), "--all"]) == 0
+    assert cache_admin_cli.main(["clean", str(tmp_path / "cache"), "--all"]) == 0
     assert list((tmp_path / "cache").iterdir()) == []
 
 
@@ -181,7 +185,7 @@ def test_truncated_cache_file_is_a_data_error_naming_it(small_set, tmp_path):
 def test_cache_workers_die_with_a_killed_builder(tmp_path):
     csv_path = write_chexpert(tmp_path / "data", chexpert_rows(80))
     script = (
-        "import sys; from chexutils import cache; from chexutils.data import read_chexpert;"
+        "import sys; from chexutils.data import cache; from chexutils.data.chexpert import read_chexpert;"
         "cache.CHUNK = 1; cache.load_resized = (lambda real: lambda *a: (__import__('time').sleep(0.5), real(*a))[1])"
         "(cache.load_resized); cache.open_cache(read_chexpert(sys.argv[1]), 16, sys.argv[2], workers=2)"
     )
@@ -222,7 +226,7 @@ def test_sweep_name_must_be_a_plain_folder_name(tmp_path, capsys, name):
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump({"name": name, "steps": [{"notebook": "00_data.ipynb"}]}))
     before = {p: p.read_bytes() for p in paths.NOTEBOOK_DIR.glob("*.ipynb")}
-    assert workbook.main(["run", str(config), "--output-root", str(tmp_path / "out")]) == 2
+    assert workbook_cli.main(["run", str(config), "--output-root", str(tmp_path / "out")]) == 2
     assert "expected a plain folder name" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in paths.NOTEBOOK_DIR.glob("*.ipynb")} == before
     assert not (tmp_path / "out").exists()
@@ -315,7 +319,7 @@ def test_unreadable_checkpoint_is_one_clear_error(tiny_phantom, tmp_path, conten
         path = tmp_path / "train.yaml"
         path.write_text(yaml.safe_dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}))
         done = subprocess.run(
-            [sys.executable, "-m", "chexutils.train", "--config", str(path)],
+            [sys.executable, "-m", "chexutils.training.train", "--config", str(path)],
             capture_output=True,
             text=True,
             timeout=300,
@@ -375,7 +379,7 @@ def test_train_cli_refuses_a_bad_value_with_exit_code_2(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("train:\n  image_size: abc\n  run_dir: " + str(tmp_path / "run") + "\n")
     done = subprocess.run(
-        [sys.executable, "-m", "chexutils.train", "--config", str(path), "--set", "epochs=0"],
+        [sys.executable, "-m", "chexutils.training.train", "--config", str(path), "--set", "epochs=0"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -589,7 +593,7 @@ def test_make_demo_force_and_clean_cache():
 
 
 def test_demographics_show_counts_and_shares_of_their_own_unit(tmp_path):
-    from chexutils import explore
+    from chexutils.data import explore
 
     csv_path = write_chexpert(tmp_path, chexpert_rows(6))
     table = explore.demographics(read_chexpert(csv_path))  # 3 patients: Male 40, Female 42, Female 44
@@ -603,7 +607,7 @@ def test_demographics_show_counts_and_shares_of_their_own_unit(tmp_path):
 
 
 def test_report_starts_with_what_was_run_and_has_no_raw_dicts(tmp_path):
-    from chexutils import compare
+    from chexutils.evaluation import compare
 
     config = workbook.load_config(paths.CONFIG_DIR / "demo.yaml", tmp_path / "out")
     config.output_dir.mkdir(parents=True)
@@ -640,7 +644,7 @@ def test_second_runner_on_one_sweep_stops_naming_the_holder(tmp_path, capsys):
     config.write_text(yaml.safe_dump({"name": "x", "steps": [{"notebook": "00_data.ipynb"}]}))
     sweep = tmp_path / "out" / "x"
     with locks.exclusive(sweep / ".lock", "test"):
-        assert workbook.main(["run", str(config), "--output-root", str(tmp_path / "out")]) == 2
+        assert workbook_cli.main(["run", str(config), "--output-root", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert f"sweep folder {sweep} is being written by pid {os.getpid()} on host" in err
     assert not (sweep / "notebooks").exists()

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from chexutils.errors import DataError
-from chexutils.rundir import EVAL_SETS, HELD_OUT, OFFICIAL_VALID, RunDir, find_runs
+from chexutils.core.errors import DataError
+from chexutils.core.rundir import EVAL_SETS, HELD_OUT, OFFICIAL_VALID, RunDir, find_runs
 
 
 def test_file_names_per_evaluation_set(tmp_path):

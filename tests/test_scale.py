@@ -10,17 +10,17 @@ import torch
 import yaml
 from test_train import tiny_config
 
-from chexutils import cache as cache_module
-from chexutils import launch
-from chexutils.cache import ImageCache
-from chexutils.checkpoint import load_checkpoint
-from chexutils.data import read_chexpert
-from chexutils.device_cache import DeviceImages, maybe_on_device
-from chexutils.errors import DataError
-from chexutils.loader import BatchLoader, image_source
-from chexutils.policies import ORIGINAL_MIXED_MAPPING
-from chexutils.train import TrainingDiverged, _check_finite, fit
-from chexutils.train_config import effective_lr, make_config
+from chexutils.core.errors import DataError
+from chexutils.data import cache as cache_module
+from chexutils.data.cache import ImageCache
+from chexutils.data.chexpert import read_chexpert
+from chexutils.data.device_cache import DeviceImages, maybe_on_device
+from chexutils.data.loader import BatchLoader, image_source
+from chexutils.models.checkpoint import load_checkpoint
+from chexutils.training import launch
+from chexutils.training.config import effective_lr, make_config
+from chexutils.training.policies import ORIGINAL_MIXED_MAPPING
+from chexutils.training.train import TrainingDiverged, _check_finite, fit
 
 
 def _history(run):
@@ -126,7 +126,7 @@ def test_launch_writes_a_config_torchrun_reads_back(tmp_path):
         "--nproc_per_node",
         "2",
         "-m",
-        "chexutils.train",
+        "chexutils.training.train",
         "--config",
         str(path),
     ]
@@ -152,7 +152,7 @@ def test_runs_opening_one_cache_at_once_build_it_once(tiny_phantom, tmp_path, mo
 
 
 def test_bench_settings_table_projects_epoch_minutes_from_img_s():
-    from chexutils.bench_gpu import CHEXPERT_SMALL_TRAIN_IMAGES, Setting, gpu_settings_table
+    from benchmarks.gpu_step import CHEXPERT_SMALL_TRAIN_IMAGES, Setting, gpu_settings_table
 
     settings = (Setting("per-step sync", 4, amp=False, fast=False), Setting("fast loop", 4, amp=False, fast=True))
     rows = gpu_settings_table(sizes=(32,), warm_steps=1, timed_steps=2, device="cpu", settings=settings)

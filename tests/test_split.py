@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexutils.data import read_chexpert
-from chexutils.errors import DataError
-from chexutils.labels import OBSERVATIONS
-from chexutils.split import patient_split, prevalence_spread, split_summary, write_split
+from chexutils.core.errors import DataError
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.data.chexpert import read_chexpert
+from chexutils.data.split import patient_split, prevalence_spread, split_summary, write_split
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexutils import testset
-from chexutils.errors import DataError
-from chexutils.labels import OBSERVATIONS
+from chexutils.core.errors import DataError
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.data import test_set_files as testset
 
 STUDIES = [
     "CheXpert-v1.0/test/patient64741/study1",

@@ -11,11 +11,11 @@ import pytest
 import torch
 import yaml
 
-from chexutils import train as train_module
-from chexutils.checkpoint import CheckpointError, load_checkpoint
-from chexutils.errors import DataError
-from chexutils.train import HISTORY_COLUMNS, TrainingDiverged, fit
-from chexutils.train_config import make_config
+from chexutils.core.errors import DataError
+from chexutils.models.checkpoint import CheckpointError, load_checkpoint
+from chexutils.training import train as train_module
+from chexutils.training.config import make_config
+from chexutils.training.train import HISTORY_COLUMNS, TrainingDiverged, fit
 
 
 def tiny_config(tiny_phantom, run_dir, **overrides):
@@ -139,7 +139,7 @@ def test_two_process_ddp_on_cpu(tiny_phantom, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
     done = subprocess.run(
-        torchrun + ["-m", "chexutils.train", "--config", str(path)],
+        torchrun + ["-m", "chexutils.training.train", "--config", str(path)],
         env=env,
         capture_output=True,
         text=True,
@@ -225,10 +225,10 @@ def test_jpeg_path_never_touches_the_cache(tiny_phantom, tmp_path):
 
 
 def test_selection_auroc_is_the_study_max_of_the_written_predictions(tiny_phantom, tmp_path):
-    from chexutils.aggregate import aggregate_studies
-    from chexutils.data import read_chexpert
-    from chexutils.labels import COMPETITION_TASKS, OBSERVATIONS
-    from chexutils.metrics import per_observation
+    from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS
+    from chexutils.data.chexpert import read_chexpert
+    from chexutils.evaluation.aggregate import aggregate_studies
+    from chexutils.evaluation.metrics import per_observation
 
     run = fit(tiny_config(tiny_phantom, tmp_path / "run", epochs=1))
     frame = read_chexpert(tiny_phantom / "valid.csv", root=tiny_phantom.parent).set_index("Path")
@@ -244,7 +244,8 @@ def test_selection_auroc_is_the_study_max_of_the_written_predictions(tiny_phanto
 DDP_PROBE = """
 import sys, numpy as np, torch
 from torch.nn.parallel import DistributedDataParallel
-from chexutils import train
+from chexutils.cli import train as train_cli
+from chexutils.training import train
 real = train.train_one_epoch
 def probe(model, head, optimizer, loader, split, device, cfg, epoch, show):
     rank = torch.distributed.get_rank()
@@ -255,7 +256,7 @@ def probe(model, head, optimizer, loader, split, device, cfg, epoch, show):
                 "weights": {k: v.detach().clone() for k, v in model.named_parameters()}}, f"{OUT}/state{rank}.pt")
     return out
 train.train_one_epoch = probe
-sys.exit(train.main(sys.argv[1:]))
+sys.exit(train_cli.main(sys.argv[1:]))
 """
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexutils.errors import DataError
-from chexutils.labels import OBSERVATIONS
-from chexutils.widgets import RocBrowser, load_run_scores, operating_point, roc_points
+from chexutils.core.errors import DataError
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.report.widgets import RocBrowser, load_run_scores, operating_point, roc_points
 
 NAN = math.nan
 # Four studies; s4 has one view. Study labels: Atelectasis 1 / 0 / uncertain / blank, Edema 0 / 1 / 1 / 0.
@@ -241,7 +241,7 @@ def study_level(name, observation):
 
 
 def test_starts_at_study_level_with_the_rules_threshold(runs):
-    from chexutils.operating_points import choose_threshold
+    from chexutils.evaluation.operating_points import choose_threshold
 
     browser = RocBrowser(runs)
     assert browser.level_toggle.value == "study"
@@ -262,7 +262,7 @@ def test_starts_at_study_level_with_the_rules_threshold(runs):
 
 
 def test_gallery_cases_by_hand(runs):
-    from chexutils.gallery import gallery_cases
+    from chexutils.explain.gallery import gallery_cases
 
     cases = gallery_cases(runs[0], "Atelectasis", "study", 0.5, k=4)  # studies s1 0.9 (+), s2 0.6 (-), s4 0.4 (-)
     assert list(zip(cases["kind"], cases["key"])) == [
@@ -338,7 +338,7 @@ def test_from_runs_overlays_a_sweep(tmp_path, frame):
 
 
 def test_gallery_counts_every_case_of_each_kind(runs):
-    from chexutils.gallery import gallery_cases
+    from chexutils.explain.gallery import gallery_cases
 
     cases = gallery_cases(runs[1], "Edema", "image", 0.25, k=1)  # b: 3 positive images >= .25, 2 negatives, 1 miss
     assert list(cases["kind"]) == ["true positive", "false positive", "false negative"]

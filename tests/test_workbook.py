@@ -10,9 +10,11 @@ import papermill
 import pytest
 from conftest import TINY_PHANTOM
 
-from chexutils import paths, workbook
-from chexutils.errors import DataError
-from chexutils.workbook import execute, load_config, main, write_report
+from chexutils.cli.workbook import main
+from chexutils.core import paths
+from chexutils.core.errors import DataError
+from chexutils.workbook import runner as workbook
+from chexutils.workbook.runner import execute, load_config, write_report
 
 
 def _config(tmp_path, text: str):

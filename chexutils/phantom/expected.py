@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from ..labels import OBSERVATIONS
-from . import label_model as lm
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.phantom import label_model as lm
 
 POLICIES = ("U-Zeros", "U-Ones")
 KINDS = ("none", "clear", "faint", "mimic")

@@ -13,18 +13,18 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data import write_chexpert_csv
-from ..errors import DataError
-from ..io import write_json, write_table
-from ..labels import OBSERVATIONS
-from ..paths import SMALL_PREFIX
-from . import expected
-from . import label_model as lm
-from .layout import image_rows, sample_layout
-from .regions import REGIONS_JSON, encode_mask, write_regions
-from .render import MIMIC_STYLES, REGION_FRACTION, render_image
-from .sidecar import SIDECAR_VERSION, TRUTH_CSV, TRUTH_JSON
-from .testset import write_test_set
+from chexutils.core.errors import DataError
+from chexutils.core.io import write_json, write_table
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.core.paths import SMALL_PREFIX
+from chexutils.data.chexpert import write_chexpert_csv
+from chexutils.phantom import expected
+from chexutils.phantom import label_model as lm
+from chexutils.phantom.layout import image_rows, sample_layout
+from chexutils.phantom.regions import REGIONS_JSON, encode_mask, write_regions
+from chexutils.phantom.render import MIMIC_STYLES, REGION_FRACTION, render_image
+from chexutils.phantom.sidecar import SIDECAR_VERSION, TRUTH_CSV, TRUTH_JSON
+from chexutils.phantom.simulated_test import write_test_set
 
 IN_PROGRESS = "phantom_incomplete"  # present while generating: a later call may overwrite
 JPEG_QUALITY = 92

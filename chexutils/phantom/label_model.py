@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .. import real_stats
-from ..labels import HIERARCHY, OBSERVATIONS, PATHOLOGIES
+from chexutils.core.labels import HIERARCHY, OBSERVATIONS, PATHOLOGIES
+from chexutils.data import real_stats
 
 CATEGORIES = ("none", "clear", "faint", "mimic")  # coded 0..3 in arrays
 NONE, CLEAR, FAINT, MIMIC = range(4)

@@ -3,9 +3,9 @@
 import numpy as np
 import pandas as pd
 
-from .. import real_stats
-from ..data import CSV_COLUMNS
-from ..labels import OBSERVATIONS
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.data import real_stats
+from chexutils.data.chexpert import CSV_COLUMNS
 
 MAX_STUDIES = 25  # the real tail beyond 12 studies per patient is spread evenly over 13..MAX_STUDIES
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..labels import OBSERVATIONS
+from chexutils.core.errors import DataError
+from chexutils.core.labels import OBSERVATIONS
 
 REGIONS_JSON = "phantom_regions.json"
 FORMAT = "chexutils-phantom-regions/1"

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..labels import OBSERVATIONS
-from .render_signs import MIMICS, SIGNS, Canvas, Lung, ramp, smooth_field
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.phantom.render_signs import MIMICS, SIGNS, Canvas, Lung, ramp, smooth_field
 
 FINDINGS: tuple[str, ...] = tuple(o for o in OBSERVATIONS if o != "No Finding")  # the 13 that can be drawn
 _RIB_WIDTH = 0.17  # rib half-profile width, as a fraction of the rib spacing

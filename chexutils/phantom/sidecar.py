@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DataError
-from ..labels import OBSERVATIONS
+from chexutils.core.errors import DataError
+from chexutils.core.labels import OBSERVATIONS
 
 TRUTH_JSON = "phantom_truth.json"
 TRUTH_CSV = "phantom_truth.csv"

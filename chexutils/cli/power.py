@@ -1,0 +1,42 @@
+"""`python -m chexutils power`: the command line of ``chexutils.evaluation.power`` (its docstring is the help)."""
+
+import argparse
+
+import pandas as pd
+
+from chexutils.evaluation import power as library
+from chexutils.evaluation.power import ALPHA, CORRELATION, PLAN_NOISE_SD, POWER, REALISED, power_table
+from chexutils.phantom import expected as ex
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m chexutils power",
+        description=library.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--noise-sd", type=float, default=PLAN_NOISE_SD)
+    parser.add_argument("--correlation", type=float, default=CORRELATION)
+    parser.add_argument("--realised", type=float, default=REALISED, help="share of the modelled effect planned for")
+    parser.add_argument("--seed-sd", type=float, default=0.0, help="SD of one run's AUROC across training seeds")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds per policy")
+    args = parser.parse_args(argv)
+    answer = ex.expected_answer()
+    table = power_table(answer, args.noise_sd, args.correlation, args.realised, seed_sd=args.seed_sd, seeds=args.seeds)
+    controls = ex.controls(answer)
+    print(
+        f"alpha {ALPHA} Holm over {len(answer)} observations, power {POWER}, noise SD {args.noise_sd}, "
+        f"correlation {args.correlation}, planning {args.realised:.0%} of the modelled effect, "
+        f"seed SD {args.seed_sd} x {args.seeds} seed(s) per policy"
+    )
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    primary = controls["primary_positive_control"]
+    print(
+        f"primary positive control: {primary}, needs {table.loc[primary, 'studies needed']} truth-labelled studies; "
+        f"null controls: {', '.join(controls['null_controls'])}"
+    )
+
+
+if __name__ == "__main__":
+    main()

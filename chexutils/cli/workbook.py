@@ -1,0 +1,61 @@
+"""`python -m chexutils workbook`: the command line of ``chexutils.workbook.runner`` (its docstring is the help)."""
+
+import argparse
+import sys
+import time
+
+from chexutils.core import locks
+from chexutils.core.errors import DataError
+from chexutils.workbook import parallel
+from chexutils.workbook import runner as library
+from chexutils.workbook.runner import execute, load_config, write_report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m chexutils workbook",
+        description=library.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute the notebooks of a config")
+    run.add_argument("config", help="a YAML file, e.g. configs/demo.yaml")
+    run.add_argument("--force", action="store_true", help="re-execute steps that already succeeded")
+    run.add_argument("--output-root", default=None, help="folder for <name>/ (default: output/)")
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="grid points run at once, each on its own GPU(s) or share of the cores (chexutils.workbook.parallel)",
+    )
+    run.add_argument(
+        "--slurm",
+        action="store_true",
+        help="submit each grid point as a job through submitit, with the config's slurm: section",
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.output_root)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    try:
+        with locks.exclusive(config.output_dir / ".lock", f"sweep folder {config.output_dir}"):  # one runner per sweep
+            if args.jobs > 1 or args.slurm:
+                outcomes = parallel.execute_parallel(config, jobs=args.jobs, force=args.force, slurm=args.slurm)
+            else:
+                outcomes = execute(config, force=args.force)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report = write_report(config, outcomes)
+    failed = [o for o in outcomes if o.status == "failed"]
+    print(f"{len(outcomes)} step(s) in {time.perf_counter() - start:.1f} s; report: {report}")
+    for o in failed:
+        print(f"failed: {o.step}{' [' + o.run + ']' if o.run else ''}: {o.error} -> {o.output}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

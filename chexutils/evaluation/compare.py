@@ -1,0 +1,205 @@
+"""Compare the runs of a sweep: AUROC tables with CIs, published references beside them, ensembles
+and the comparison report (the per-label U-Zeros / U-Ones choice lives in `policy_sweep`)."""
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from chexutils.core import rundir
+from chexutils.core.errors import DataError
+from chexutils.core.io import write_json
+from chexutils.core.labels import OBSERVATIONS
+from chexutils.core.rundir import OFFICIAL_VALID, RunDir
+from chexutils.evaluation.evaluate import load_run_scores
+from chexutils.evaluation.metrics import NA, metric_text, shown
+from chexutils.evaluation.predict import write_predictions
+from chexutils.evaluation.references import reference_table
+from chexutils.phantom import TRUTH_JSON
+
+MEAN = "mean of 5 competition tasks"
+
+
+def find_runs(sweep_dir) -> pd.DataFrame:
+    """One row per finished run folder (config.json + best.pt) of a sweep: policy, backbone, size, path."""
+    rows = []
+    for run in rundir.find_runs(sweep_dir):
+        config = run.config()
+        rows.append(
+            {
+                "run": run.name,
+                "policy": config["policy"],
+                "backbone": config["backbone"],
+                "image_size": config["image_size"],
+                "seed": config.get("seed", 0),
+                "path": run.path,
+            }
+        )
+    return pd.DataFrame(rows, columns=["run", "policy", "backbone", "image_size", "seed", "path"]).set_index("run")
+
+
+def auroc_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(AUROC values, text) per run x observation plus the task mean, from each run's metrics.
+
+    Text is metrics.metric_text: value (CI) [positives+ negatives−; patients], 'few positives'
+    without a CI below the floor, 'n/a' below 3; values are NaN where the text says n/a. The mean
+    column is over the tasks that meet the floor; its text names the tasks left out.
+    """
+    values, text = {}, {}
+    for run, row in runs.iterrows():
+        metrics = json.loads(RunDir(row["path"]).metrics(eval_set).read_text())
+        obs = metrics["observations"]
+        mean = metrics["summary"]["mean_auroc_tasks"]
+        values[run] = {o: _num(obs[o]["auroc"]) if _shown(obs[o]) != NA else float("nan") for o in OBSERVATIONS}
+        values[run][MEAN] = _num(mean["mean"])
+        text[run] = {
+            o: metric_text(
+                _num(obs[o]["auroc"]),
+                _num(obs[o]["ci_low"]),
+                _num(obs[o]["ci_high"]),
+                obs[o]["positives"],
+                _negatives(obs[o]),
+                obs[o].get("patients"),
+            )
+            for o in OBSERVATIONS
+        }
+        left_out = mean.get("left_out") or {}
+        text[run][MEAN] = _with_ci(mean["mean"], mean["ci_low"], mean["ci_high"]) + (
+            f" ({mean.get('label', '')}; left out: {', '.join(f'{k} ({v})' for k, v in left_out.items())})"
+            if left_out
+            else ""
+        )
+    return pd.DataFrame(values).T, pd.DataFrame(text).T
+
+
+def mean_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> pd.DataFrame:
+    """Per run: the task mean with its CI and which tasks it averages (for overlap_text)."""
+    rows = {}
+    for run, row in runs.iterrows():
+        mean = json.loads(RunDir(row["path"]).metrics(eval_set).read_text())["summary"]["mean_auroc_tasks"]
+        rows[run] = {
+            "mean": _num(mean["mean"]),
+            "ci_low": _num(mean["ci_low"]),
+            "ci_high": _num(mean["ci_high"]),
+            "tasks": ", ".join(mean.get("tasks", [])),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["mean", "ci_low", "ci_high", "tasks"])
+
+
+def _negatives(row: dict) -> int:
+    return int(row["negatives"]) if row.get("negatives") is not None else int(row["n"]) - int(row["positives"])
+
+
+def _shown(row: dict) -> str:
+    return shown(int(row["positives"]), _negatives(row))
+
+
+def data_label(chexpert_dir) -> str:
+    """What our rows were measured on: 'phantom' beside published real-data figures must say so."""
+    return "phantom CheXpert" if (Path(chexpert_dir) / TRUTH_JSON).is_file() else "CheXpert"
+
+
+def with_references(values: pd.DataFrame, chexpert_dir) -> pd.DataFrame:
+    """Our runs' AUROC above the published figures, each row marked with the data it comes from:
+    '[phantom CheXpert, this workbook] run' or '[CheXpert, ...]', '[published, real CheXpert] model'."""
+    ours = values.rename(index=lambda r: f"[{data_label(chexpert_dir)}, this workbook] {r}")
+    published = reference_table("auroc").T.rename(index=lambda m: f"[published, real CheXpert] {m}")
+    return pd.concat([ours, published.reindex(columns=ours.columns)])
+
+
+def ensemble(run_dirs, frame: pd.DataFrame, eval_set: str, out_dir) -> Path:
+    """Mean of the runs' image-level probabilities (joined by Path), written like a run's predictions."""
+    runs = [load_run_scores(d, frame, eval_set) for d in run_dirs]
+    if not runs:
+        raise DataError(f"{out_dir}: an ensemble needs at least one run")
+    paths = runs[0].image_scores.index
+    mean = sum(run.image_scores.loc[paths] for run in runs) / len(runs)
+    out_dir = Path(out_dir)
+    rows = frame.set_index("Path").loc[paths].reset_index()
+    write_predictions(rows, mean.to_numpy(), RunDir(out_dir).predictions(eval_set))
+    configs = [RunDir(d).config() for d in run_dirs]
+    write_json(
+        out_dir / "ensemble.json",
+        {
+            "members": [str(d) for d in run_dirs],
+            "policies": [c["policy"] for c in configs],
+            "combine": "mean probability",
+        },
+    )
+    return out_dir
+
+
+def write_sections(path, sections: dict) -> Path:
+    """A markdown file with one ``## title`` section per named table or text (None entries left out)."""
+    parts = [
+        f"## {title}\n\n{markdown(table) if isinstance(table, pd.DataFrame) else plain_text(table)}\n"
+        for title, table in sections.items()
+        if table is not None
+    ]
+    path = Path(path)
+    path.write_text("\n".join(parts))
+    return path
+
+
+def write_comparison(output_dir, sections: dict) -> Path:
+    """``comparison.md`` in the sweep folder (the runner's report includes it)."""
+    return write_sections(Path(output_dir) / "comparison.md", sections)
+
+
+def plain_text(value, digits: int = 3) -> str:
+    """A value for a report line: numbers rounded, an estimate with its CI as 'x (95% CI lo–hi)', no raw dicts."""
+    if isinstance(value, str) and value.startswith("{"):  # a dict already turned into text upstream
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    if isinstance(value, dict):
+        estimate = next((value[k] for k in ("auroc", "mean", "value", "estimate") if k in value), None)
+        if estimate is not None and "ci_low" in value and "ci_high" in value:
+            text = (
+                f"{plain_text(estimate, digits)} (95% CI {plain_text(value['ci_low'], digits)}–"
+                f"{plain_text(value['ci_high'], digits)})"
+            )
+            rest = {
+                k: v for k, v in value.items() if k not in ("auroc", "mean", "value", "estimate", "ci_low", "ci_high")
+            }
+            return text + ("; " + plain_text(rest, digits) if _filled(rest) else "")
+        return "; ".join(f"{k}: {plain_text(v, digits)}" for k, v in value.items() if _filled(v))
+    if isinstance(value, (list, tuple)):
+        return ", ".join(plain_text(v, digits) for v in value)
+    if isinstance(value, (float, np.floating)):
+        return "–" if np.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(table: pd.DataFrame, digits: int = 3) -> str:
+    """A pandas table as a GitHub markdown table (numbers rounded, NaN shown as –)."""
+
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return "–" if np.isnan(v) else f"{v:.{digits}f}"
+        return str(v).replace("|", "\\|")  # a pipe inside a cell would split it
+
+    header = "| " + " | ".join([table.index.name or ""] + [str(c) for c in table.columns]) + " |"
+    rule = "|" + "---|" * (len(table.columns) + 1)
+    body = [
+        "| " + " | ".join([str(i)] + [cell(v) for v in row]) + " |" for i, row in zip(table.index, table.to_numpy())
+    ]
+    return "\n".join([header, rule, *body])
+
+
+def _filled(value) -> bool:
+    """False for an empty list, dict or string and None (left out of a report line), True otherwise."""
+    return value is not None and not (isinstance(value, (list, tuple, dict, str)) and len(value) == 0)
+
+
+def _num(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _with_ci(value, low, high) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f} ({low:.3f}–{high:.3f})" if low is not None and high is not None else f"{value:.3f}"

@@ -1,0 +1,247 @@
+"""On the phantom, does the per-label policy comparison recover the known answer? The positive
+control found, the null controls not flagged, and how often the certain-label choice agrees with
+the choice the true findings support (with a Wilson CI).
+
+A policy's runs (one per seed) form one arm: their probabilities are averaged per image.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from chexutils.core.io import write_json
+from chexutils.evaluation import policy_choice
+from chexutils.evaluation.compare import markdown
+from chexutils.evaluation.evaluate import load_run_scores
+from chexutils.evaluation.policy_sweep import arm_scores
+from chexutils.evaluation.stats import wilson_interval
+from chexutils.phantom import PhantomTruth
+
+NO_DETECTABLE = policy_choice.NO_DIFFERENCE
+CHECK_JSON, CHECK_MD = "phantom_check.json", "phantom_check.md"
+KINDS = ("none", "mimic", "faint", "clear")  # latent kinds, in the order a perfect learner would rank them
+POLICY_ORDER = ("U-Zeros", "U-Ones")
+TELLS_APART = 0.5  # faint-mimic gap at least this share of the faint-none gap: the learner tells them apart
+SEEN = 0.5  # faint signs score at least this many logits above no sign: the learner sees them at all
+
+
+def choices(
+    arms: dict,
+    frame: pd.DataFrame,
+    eval_set: str,
+    labels: pd.DataFrame | None = None,
+    criterion: str = "held-out-masked",
+    n_resamples: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """U-Ones vs U-Zeros per observation with each policy's seeds as one arm (policy_choice: seed-aware
+    DeLong, Holm over the eligible observations), plus ``sign`` of delta, ``decision`` (the better
+    policy where the adjusted test rejects, else "no detectable difference") and ``n`` studies.
+
+    ``arms``: policy_sweep.policy_arms(); ``labels``: targets to score against (default: the criterion's
+    targets from the set's report labels, e.g. the phantom's truth with criterion 'held-out-truth').
+    """
+    scores = {policy: arm_scores(arm, frame, eval_set) for policy, arm in arms.items()}
+    first = next(iter(arms["U-Zeros"].values()))
+    study_labels = load_run_scores(first, frame, eval_set).study_labels
+    targets = (
+        policy_choice.scored_labels(criterion, study_labels)
+        if labels is None
+        else labels.loc[study_labels.index].astype(float)
+    )
+    groups = frame.drop_duplicates("study").set_index("study")["patient"]
+    table = policy_choice.per_label_choice(
+        scores["U-Zeros"], scores["U-Ones"], targets, criterion, groups, None, n_resamples, seed, alpha
+    )
+    delta = table[policy_choice.DELTA] if policy_choice.DELTA in table else pd.Series(np.nan, table.index)
+    table["sign"] = np.where(delta.isna(), "undefined", np.where(delta > 0, "U-Ones", "U-Zeros"))
+    table["decision"] = np.where(table["eligible"] & (table["p_holm"] < alpha), table["sign"], NO_DETECTABLE)
+    table["n"] = table["positives"] + table["negatives"]
+    return table
+
+
+def kind_scores(arms: dict, frame: pd.DataFrame, eval_set: str, categories: pd.DataFrame) -> pd.DataFrame:
+    """What the runs learned per latent kind: per observation and policy, the mean logit of the arm's
+    study scores for none / mimic / faint / clear studies (with counts), and where mimic sits between
+    none and faint: ``faint-mimic share`` = (faint - mimic) / (faint - none), 0 when the learner scores
+    mimics like faint signs (the look-alike premise of the expected answer), 1 when like no sign; NaN
+    where faint signs score less than SEEN logits above no sign (the runs do not see them at all)."""
+    rows = []
+    for policy, arm in arms.items():
+        runs = arm_scores(arm, frame, eval_set)
+        mean = (sum(runs.values()) / len(runs)).clip(1e-6, 1 - 1e-6)
+        logits = np.log(mean / (1 - mean))
+        kinds = categories.reindex(logits.index)
+        for obs in categories.columns:
+            by_kind = logits[obs].groupby(kinds[obs]).agg(["mean", "size"]).reindex(list(KINDS))
+            m = by_kind["mean"]
+            spread = m["faint"] - m["none"]
+            rows.append(
+                {
+                    "observation": obs,
+                    "policy": policy,
+                    **{k: m[k] for k in KINDS},
+                    "studies none/mimic/faint/clear": "/".join(str(int(n)) for n in by_kind["size"].fillna(0)),
+                    "faint - none": spread,
+                    "faint-mimic share": (m["faint"] - m["mimic"]) / spread if spread >= SEEN else np.nan,
+                }
+            )
+    return pd.DataFrame(rows).set_index(["observation", "policy"])
+
+
+def faint_unseen(kinds: pd.DataFrame, seen: float = SEEN) -> list[str]:
+    """Observations whose faint signs no arm scores ``seen`` logits above no sign: the runs cannot rank
+    them at all, so neither policy can win by them (the expected answer assumes a learner that sees them)."""
+    spread = kinds["faint - none"].unstack("policy")
+    return [str(o) for o in spread.index if (spread.loc[o] < seen).all()]
+
+
+def premise_violated(kinds: pd.DataFrame, threshold: float = TELLS_APART) -> list[str]:
+    """Observations where every arm tells faint from mimic (share >= ``threshold``): there the expected
+    answer's premise — faint and mimic look alike to the learner — does not hold for these runs."""
+    share = kinds["faint-mimic share"].unstack("policy")
+    return [str(o) for o in share.index if share.loc[o].notna().all() and (share.loc[o] >= threshold).all()]
+
+
+def agreement(first: pd.Series, second: pd.Series) -> dict:
+    """Share of observations where two choices agree (both defined), with a 95% Wilson interval."""
+    both = first.index[(first != "undefined") & (second.reindex(first.index) != "undefined")]
+    same = int((first[both] == second[both]).sum())
+    low, high = wilson_interval(same, len(both))
+    return {
+        "agree": same,
+        "of": len(both),
+        "rate": same / len(both) if len(both) else float("nan"),
+        "ci_low": low,
+        "ci_high": high,
+    }
+
+
+def check(
+    truth: PhantomTruth,
+    selected: pd.DataFrame,
+    from_truth: pd.DataFrame,
+    from_labels: pd.DataFrame,
+    selection: str,
+    alpha: float = 0.05,
+    sizing: pd.DataFrame | None = None,
+    kinds: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Per-observation table and the checks: positive control recovered on ``selected`` (the selection set),
+    null controls not flagged there, agreement of certain-label and truth choices (signs).
+
+    ``sizing`` (`chexutils.evaluation.power.power_table`) adds the studies each expected effect needs beside the
+    studies the selection set has; ``kinds`` (kind_scores) adds where the expected answer's premise failed."""
+    table = pd.DataFrame(
+        {
+            "expected": pd.Series(truth.expected),
+            f"{selection}: delta": selected["U-Ones minus U-Zeros"],
+            f"{selection}: p (Holm)": selected["p_holm"],
+            f"{selection}: decision": selected["decision"],
+            "truth (held-out): sign": from_truth["sign"],
+            "certain labels (held-out): sign": from_labels["sign"],
+        }
+    ).reindex(list(truth.expected))
+    if sizing is not None:
+        table["studies needed (power 0.8, Holm)"] = sizing["studies needed"].reindex(table.index)
+    primary = truth.primary_positive_control
+    recovered = primary is not None and selected.loc[primary, "decision"] == truth.expected[primary]
+    flagged = [o for o in truth.null_controls if selected.loc[o, "decision"] != NO_DETECTABLE]
+    expected_known = [o for o, v in truth.expected.items() if v in ("U-Zeros", "U-Ones")]
+    checks = {
+        "selection set": selection,
+        "studies in the selection set": int(selected["n"].max()),
+        "alpha": alpha,
+        "studies needed for the positive control": (
+            float(sizing.loc[primary, "studies needed"]) if sizing is not None and primary in sizing.index else None
+        ),
+        "correction": "Holm over the observations with a defined delta",
+        "positive control": primary,
+        "positive control recovered": bool(recovered),
+        "positive controls recovered": {
+            o: bool(selected.loc[o, "decision"] == truth.expected[o]) for o in truth.positive_controls
+        },
+        "null controls": truth.null_controls,
+        "null controls flagged": flagged,
+        "null controls not flagged": not flagged,
+        "agreement certain labels vs truth (held-out, signs)": agreement(from_labels["sign"], from_truth["sign"]),
+        "agreement truth (held-out) sign vs expected": agreement(
+            from_truth["sign"].reindex(expected_known), pd.Series(truth.expected).reindex(expected_known)
+        ),
+        "premise violated (the runs tell faint from mimic)": None if kinds is None else premise_violated(kinds),
+        "premise violated (the runs do not see faint signs)": None if kinds is None else faint_unseen(kinds),
+    }
+    if kinds is not None:
+        share = kinds["faint-mimic share"].unstack("policy")
+        table["faint-mimic share (U-Zeros / U-Ones)"] = [
+            " / ".join("–" if np.isnan(v) else f"{v:.2f}" for v in share.reindex(columns=list(POLICY_ORDER)).loc[o])
+            if o in share.index
+            else "–"
+            for o in table.index
+        ]
+    return table, checks
+
+
+def write_check(output_dir, table: pd.DataFrame, checks: dict) -> Path:
+    """``phantom_check.json`` and ``phantom_check.md`` (the runner's report includes the latter)."""
+    output_dir = Path(output_dir)
+    write_json(output_dir / CHECK_JSON, json.loads(json.dumps(checks, default=float)))
+    a = checks["agreement certain labels vs truth (held-out, signs)"]
+    b = checks["agreement truth (held-out) sign vs expected"]
+    lines = [
+        "## Phantom check: does the comparison recover the known answer?",
+        "",
+        f"Selection set: {checks['selection set']} ({checks['studies in the selection set']} studies; the positive "
+        f"control needs {checks['studies needed for the positive control']} for 80% power); "
+        f"{checks['correction']}, alpha {checks['alpha']}.",
+        "",
+        f"- {'PASS' if checks['positive control recovered'] else 'FAIL'}: positive control "
+        f"{checks['positive control']} recovered as expected",
+        f"- {'PASS' if checks['null controls not flagged'] else 'FAIL'}: null controls "
+        f"{', '.join(checks['null controls'])} not flagged by the Holm-adjusted decision"
+        + (f" (flagged: {', '.join(checks['null controls flagged'])})" if checks["null controls flagged"] else ""),
+        f"- agreement of the certain-label choice with the truth-based choice (held-out, sign of delta): "
+        f"{a['agree']} of {a['of']} = {a['rate']:.2f} (95% Wilson CI {a['ci_low']:.2f}–{a['ci_high']:.2f})",
+        f"- truth-based sign vs the expected better policy (where one is expected): {b['agree']} of {b['of']}",
+        *_premise_lines(checks),
+        "",
+        markdown(table),
+        "",
+    ]
+    path = output_dir / CHECK_MD
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _premise_lines(checks: dict) -> list[str]:
+    apart = checks.get("premise violated (the runs tell faint from mimic)")
+    unseen = checks.get("premise violated (the runs do not see faint signs)")
+    if apart is None:
+        return []
+    if not apart and not unseen:
+        return [
+            "- premise of the expected answer (a learner that sees faint signs but cannot tell them from mimics): held"
+        ]
+    lines = []
+    if apart:
+        lines.append(
+            "- premise of the expected answer (faint and mimic look alike to the learner) **violated** for "
+            f"{', '.join(apart)}: these runs score mimics nearer to no sign than to faint signs (faint-mimic "
+            f"share >= {TELLS_APART} in every arm), so the expected answer does not describe what they learned there"
+        )
+    if unseen:
+        lines.append(
+            f"- faint signs **not seen** by these runs (faint - none < {SEEN} logit in every arm) for "
+            f"{', '.join(unseen)}: the expected answer assumes a learner that sees them"
+        )
+    return lines
+
+
+def enforce(checks: dict, strict: bool) -> None:
+    """With ``strict``, raise when the positive control was missed or a null control was flagged."""
+    failed = [name for name in ("positive control recovered", "null controls not flagged") if not checks[name]]
+    if strict and failed:
+        raise AssertionError(f"phantom check failed: {', '.join(failed)} (see {CHECK_MD})")
