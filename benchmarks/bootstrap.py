@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from chexutils.core.labels import OBSERVATIONS
-from chexutils.evaluation.metrics import bootstrap_auroc
+from chexutils.scoring.metrics import bootstrap_auroc
 
 
 def main(studies: int = 200, resamples: int = 1000) -> None:

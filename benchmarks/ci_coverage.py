@@ -4,7 +4,7 @@
 
 Binormal scores (positives shifted so the true AUROC is known), a grid of true AUROC x positives
 x negatives; prints the share of data sets whose interval holds the truth. Why metrics prints no
-interval below 10 positives, and why it uses chexutils.evaluation.stats.auroc_interval. Prints, asserts nothing.
+interval below 10 positives, and why it uses chexutils.scoring.stats.auroc_interval. Prints, asserts nothing.
 """
 
 import argparse
@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from chexutils.evaluation import stats
-from chexutils.evaluation.metrics import resample_counts, weighted_auroc_ap
+from chexutils.scoring import stats
+from chexutils.scoring.metrics import resample_counts, weighted_auroc_ap
 
 
 def bootstrap_coverage(auroc, positives, negatives, data_sets, resamples, seed):

@@ -26,9 +26,9 @@ from chexutils.core import paths  # noqa: E402
 from chexutils.core.labels import OBSERVATIONS  # noqa: E402
 from chexutils.evaluation import calibration, operating_points
 from chexutils.evaluation.evaluate import load_run_scores, read_split, score_run  # noqa: E402
-from chexutils.evaluation.metrics import write_metrics  # noqa: E402
-from chexutils.evaluation.predict import write_predictions  # noqa: E402
 from chexutils.report.widgets import RocBrowser  # noqa: E402
+from chexutils.scoring.metrics import write_metrics  # noqa: E402
+from chexutils.scoring.predict import write_predictions  # noqa: E402
 
 RULES = ["youden", "sensitivity≥0.9", "specificity≥0.9"]
 

@@ -21,9 +21,9 @@ import torch
 from chexutils.data import test_set_files as testset
 from chexutils.data.loader import BatchLoader, ResizedImages
 from chexutils.evaluation import official_test, readers
-from chexutils.evaluation.predict import predict_logits
 from chexutils.models.backbones import build_model
 from chexutils.phantom.generate import generate_phantom
+from chexutils.scoring.predict import predict_logits
 
 
 def timed(label: str, fn, times: dict):

@@ -18,8 +18,8 @@ import torch
 
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.data.chexpert import read_chexpert, read_image
-from chexutils.evaluation.predict import predict_images
 from chexutils.phantom.generate import generate_phantom
+from chexutils.scoring.predict import predict_images
 from chexutils.training.config import make_config
 from chexutils.training.train import fit
 

@@ -4,7 +4,7 @@ import pytest
 
 from chexutils.core.errors import DataError
 from chexutils.core.labels import OBSERVATIONS
-from chexutils.evaluation.aggregate import aggregate_studies
+from chexutils.scoring.aggregate import aggregate_studies
 
 
 def _frame():

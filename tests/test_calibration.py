@@ -11,7 +11,6 @@ from sklearn.calibration import calibration_curve
 
 from chexutils.core.errors import DataError
 from chexutils.core.labels import OBSERVATIONS
-from chexutils.evaluation.aggregate import aggregate_studies
 from chexutils.evaluation.calibration import (
     bin_table,
     brier_score,
@@ -25,6 +24,7 @@ from chexutils.evaluation.calibration import (
     to_logits,
 )
 from chexutils.evaluation.evaluate import RunScores
+from chexutils.scoring.aggregate import aggregate_studies
 
 
 def synthetic_run(

@@ -12,10 +12,10 @@ from chexutils.core.errors import DataError
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.evaluation import compare, policy_choice, policy_sweep
 from chexutils.evaluation.evaluate import RunScores, load_run_scores
-from chexutils.evaluation.metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
-from chexutils.evaluation.predict import write_predictions
-from chexutils.evaluation.stats import holm, smallest_detectable
 from chexutils.report import plots
+from chexutils.scoring.metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
+from chexutils.scoring.predict import write_predictions
+from chexutils.scoring.stats import holm, smallest_detectable
 
 
 def _study_frame(n=300, seed=0):

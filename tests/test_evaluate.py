@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 
 from chexutils.core.labels import OBSERVATIONS
-from chexutils.evaluation.aggregate import aggregate_studies
 from chexutils.evaluation.evaluate import evaluate_set
-from chexutils.evaluation.metrics import bootstrap_auroc
-from chexutils.evaluation.predict import write_predictions
+from chexutils.scoring.aggregate import aggregate_studies
+from chexutils.scoring.metrics import bootstrap_auroc
+from chexutils.scoring.predict import write_predictions
 
 
 def patient_frame(patients=60, studies=4, seed=0):

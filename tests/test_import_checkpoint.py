@@ -15,10 +15,10 @@ from chexutils.cli.import_checkpoint import main
 from chexutils.core.errors import DataError
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.evaluation.evaluate import evaluate_set, read_labels_csv
-from chexutils.evaluation.metrics import NOT_PREDICTED
-from chexutils.evaluation.predict import load_run_model, predict_images
+from chexutils.models.backbones import probabilities
+from chexutils.scoring.metrics import NOT_PREDICTED
+from chexutils.scoring.predict import load_run_model, predict_images
 from chexutils.training.import_checkpoint import CHEXNET_LABELS, XRV_CHEX_LABELS, import_checkpoint
-from chexutils.training.losses import probabilities
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 

@@ -11,7 +11,7 @@ from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS
-from chexutils.evaluation.metrics import (
+from chexutils.scoring.metrics import (
     CI_MIN_POSITIVES,
     bootstrap_auroc,
     mean_tasks_with_ci,
@@ -23,7 +23,7 @@ from chexutils.evaluation.metrics import (
     weighted_auroc_ap,
     write_metrics,
 )
-from chexutils.evaluation.stats import auroc_interval
+from chexutils.scoring.stats import auroc_interval
 
 
 def study_tables(n=200, seed=0, observations=OBSERVATIONS, uncertain=0.1):
@@ -73,7 +73,7 @@ def test_each_resample_equals_sklearn_on_the_reconstructed_data():
             assert auroc[r] == pytest.approx(roc_auc_score(y_r, s_r), abs=1e-12)
             assert ap[r] == pytest.approx(average_precision_score(y_r, s_r), abs=1e-12)
         # bootstrap_auroc's AP CI is the percentile interval of exactly these resamples; its AUROC CI
-        # is the logit DeLong interval (chexutils.evaluation.stats)
+        # is the logit DeLong interval (chexutils.scoring.stats)
         table = bootstrap_auroc(labels, scores, n_resamples=40, seed=7)
         assert table.loc[obs, "ap_low"] == pytest.approx(np.quantile(ap, 0.025))
         assert table.loc[obs, "ap_high"] == pytest.approx(np.quantile(ap, 0.975))

@@ -10,7 +10,6 @@ from test_calibration import synthetic_run
 
 from chexutils.core.errors import DataError
 from chexutils.core.labels import OBSERVATIONS
-from chexutils.evaluation.metrics import certain_scores
 from chexutils.evaluation.operating_points import (
     choose_and_report,
     choose_threshold,
@@ -20,7 +19,8 @@ from chexutils.evaluation.operating_points import (
     parse_rule,
     write_operating_points,
 )
-from chexutils.evaluation.stats import wilson_interval
+from chexutils.scoring.metrics import certain_scores
+from chexutils.scoring.stats import wilson_interval
 
 # Sorted by score: negatives at .1 .3 .4, positives at .35 .7 .8.
 Y = np.array([0, 0, 1, 0, 1, 1])

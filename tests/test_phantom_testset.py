@@ -10,7 +10,7 @@ from chexutils.core.labels import OBSERVATIONS
 from chexutils.data import test_set_files as testset
 from chexutils.phantom import simulated_test as phantom_testset
 from chexutils.phantom.generate import generate_phantom
-from chexutils.phantom.simulated_test import TEST_TRUTH_CSV, TEST_TRUTH_JSON
+from chexutils.phantom.sidecar import TEST_TRUTH_CSV, TEST_TRUTH_JSON
 
 PHANTOM = dict(patients=12, valid_patients=4, size=(40, 32), seed=11, workers=1)
 TEST_PATIENTS = 400

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from chexutils.core.errors import DataError
 from chexutils.core.labels import OBSERVATIONS
-from chexutils.training.losses import masked_loss, probabilities
+from chexutils.models.backbones import probabilities
+from chexutils.training.losses import masked_loss
 from chexutils.training.policies import ORIGINAL_MIXED_MAPPING, POLICIES, Targets, get_policy, register_policy
 
 NAN = np.nan

@@ -13,7 +13,7 @@ from PIL import Image
 from chexutils.cli.predict import main
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.data.chexpert import read_chexpert, read_image
-from chexutils.evaluation.predict import find_images, predict_images
+from chexutils.scoring.predict import find_images, predict_images
 from chexutils.training.config import make_config
 from chexutils.training.train import fit
 

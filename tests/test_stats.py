@@ -9,8 +9,9 @@ from scipy.stats import norm
 from scipy.stats import t as t_dist
 from sklearn.metrics import roc_auc_score
 
-from chexutils.evaluation import stats
-from chexutils.evaluation.metrics import resample_counts, weighted_auroc_ap
+from chexutils.scoring import stats
+from chexutils.scoring.metrics import resample_counts
+from chexutils.scoring.stats import weighted_auroc_ap
 
 
 def test_delong_hand_computed_case():

@@ -227,8 +227,8 @@ def test_jpeg_path_never_touches_the_cache(tiny_phantom, tmp_path):
 def test_selection_auroc_is_the_study_max_of_the_written_predictions(tiny_phantom, tmp_path):
     from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS
     from chexutils.data.chexpert import read_chexpert
-    from chexutils.evaluation.aggregate import aggregate_studies
-    from chexutils.evaluation.metrics import per_observation
+    from chexutils.scoring.aggregate import aggregate_studies
+    from chexutils.scoring.metrics import per_observation
 
     run = fit(tiny_config(tiny_phantom, tmp_path / "run", epochs=1))
     frame = read_chexpert(tiny_phantom / "valid.csv", root=tiny_phantom.parent).set_index("Path")

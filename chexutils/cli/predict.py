@@ -1,13 +1,14 @@
-"""`python -m chexutils predict`: the command line of ``chexutils.evaluation.predict`` (its docstring is the help)."""
+"""`python -m chexutils predict`: the command line of ``chexutils.scoring.predict`` (its docstring is the help)."""
 
 import argparse
 import sys
 
 from chexutils.core.errors import DataError
 from chexutils.core.io import write_table
-from chexutils.evaluation import predict as library
-from chexutils.evaluation.predict import predict_images
+from chexutils.explain.heatmaps import write_heatmaps
 from chexutils.models.checkpoint import CheckpointError
+from chexutils.scoring import predict as library
+from chexutils.scoring.predict import predict_images
 
 
 def main(argv=None) -> int:
@@ -39,8 +40,6 @@ def main(argv=None) -> int:
     if len(table):
         write_table(table, args.out, index=False, float_format="%.6f")
     if args.heatmaps and len(table):
-        from chexutils.explain.heatmaps import write_heatmaps  # heatmaps builds on this module
-
         written = write_heatmaps(args.run_dir, table["path"].tolist(), args.heatmaps)
         print(f"wrote {len(written)} heatmap PNG(s) -> {args.heatmaps}")
     rate = len(table) / seconds if seconds > 0 else float("nan")

@@ -54,3 +54,13 @@ def write_table(frame: pd.DataFrame, path, index: bool = True, **to_csv) -> Path
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=index, **to_csv)
     return Path(path)
+
+
+def save_figure(fig, path) -> Path | None:
+    """Save ``fig`` as PNG under ``path`` (folders created); None leaves it unsaved."""
+    if path is None:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path

@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from chexutils.core.errors import DataError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # chexutils/core/paths.py -> the repository
 DATA_DIR = PROJECT_ROOT / "data"
 OUTPUT_DIR = PROJECT_ROOT / "output"
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -21,7 +23,6 @@ def resolve(path) -> Path:
 
 def find_chexpert(data_dir) -> Path:
     """The CheXpert folder inside ``data_dir`` (small release preferred), or a clear error."""
-    from chexutils.core.errors import DataError
 
     data_dir = resolve(data_dir)
     for prefix in (SMALL_PREFIX, FULL_PREFIX):

@@ -18,6 +18,7 @@
 names: adding a file to the run folder is one property here.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +126,6 @@ class RunDir:
 
     def config(self) -> dict:
         """The resolved config.json training wrote; a DataError when the run has none."""
-        import json
 
         if not self.config_file.is_file():
             raise DataError(f"{self.config_file}: file does not exist; expected a training run's config")

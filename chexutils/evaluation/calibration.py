@@ -21,12 +21,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
 from chexutils.core.errors import DataError
-from chexutils.core.io import write_table
+from chexutils.core.io import save_figure, write_table
 from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS
 from chexutils.core.rundir import OFFICIAL_VALID, RunDir
 from chexutils.evaluation.evaluate import RunScores
-from chexutils.evaluation.metrics import certain_scores
-from chexutils.report.plots import save
+from chexutils.scoring.metrics import certain_scores
 
 N_BINS = 10
 BINNING = (
@@ -255,7 +254,7 @@ def reliability_grid(sets: dict, path=None, title: str = "", observations=OBSERV
     fig.subplots_adjust(
         left=0.06, right=0.98, bottom=0.05, top=0.92, wspace=0.2, hspace=0.3
     )  # tight_layout: 1-2 s more
-    save(fig, path)
+    save_figure(fig, path)
     return fig
 
 

@@ -14,10 +14,10 @@ from chexutils.core.io import write_json
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.core.rundir import OFFICIAL_VALID, RunDir
 from chexutils.evaluation.evaluate import load_run_scores
-from chexutils.evaluation.metrics import NA, metric_text, shown
-from chexutils.evaluation.predict import write_predictions
 from chexutils.evaluation.references import reference_table
 from chexutils.phantom import TRUTH_JSON
+from chexutils.scoring.metrics import NA, metric_text, shown
+from chexutils.scoring.predict import write_predictions
 
 MEAN = "mean of 5 competition tasks"
 

@@ -14,12 +14,11 @@ from chexutils.core.labels import OBSERVATIONS
 from chexutils.core.rundir import OFFICIAL_VALID, RunDir, check_eval_set
 from chexutils.data.chexpert import read_chexpert
 from chexutils.data.loader import BatchLoader, image_source
-from chexutils.evaluation.aggregate import aggregate_studies
-from chexutils.evaluation.metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
-from chexutils.evaluation.predict import predict_logits, write_predictions
-from chexutils.models.backbones import build_model
+from chexutils.models.backbones import build_model, probabilities
 from chexutils.models.checkpoint import load_checkpoint
-from chexutils.training.losses import probabilities
+from chexutils.scoring.aggregate import aggregate_studies
+from chexutils.scoring.metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
+from chexutils.scoring.predict import predict_logits, write_predictions
 
 LEVELS = ("image", "study")
 

@@ -8,15 +8,19 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from chexutils.core.errors import DataError
+from chexutils.core.io import save_figure
 from chexutils.core.labels import COMPETITION_TASKS
+from chexutils.core.paths import resolve
 from chexutils.core.rundir import OFFICIAL_TEST, OFFICIAL_VALID, RunDir, find_runs
 from chexutils.data import external_predictions as external
-from chexutils.data.test_set_files import OfficialTest
+from chexutils.data.test_set_files import LABELS_REPO, REFERENCE_READERS, OfficialTest, majority_vote, read_readers
 from chexutils.evaluation import readers
+from chexutils.evaluation.compare import write_sections
 from chexutils.evaluation.evaluate import predict_run
-from chexutils.report.plots import radiologist_curves
+from chexutils.phantom.sidecar import TEST_TRUTH_CSV
 
 ENSEMBLE = "ensemble-all"  # the same folder notebook 05 writes its valid-set ensemble into
 MEAN = "mean of 5 tasks"
@@ -34,10 +38,6 @@ def describe(official: OfficialTest) -> pd.DataFrame:
 
 def phantom_reference_quality(test_dir) -> pd.DataFrame | None:
     """Phantom only: each reader and the 5-reader majority against the true findings (sensitivity, specificity)."""
-    from chexutils.core.paths import resolve
-    from chexutils.data.test_set_files import LABELS_REPO, REFERENCE_READERS, majority_vote, read_readers
-    from chexutils.phantom.simulated_test import TEST_TRUTH_CSV
-
     labels_dir = resolve(test_dir) / LABELS_REPO
     if not (labels_dir / TEST_TRUTH_CSV).is_file():
         return None
@@ -187,8 +187,6 @@ def figures(name: str, entry, official: OfficialTest, reader_table: pd.DataFrame
 
 def write_markdown(sweep, sections: dict) -> Path:
     """``official_test.md`` in the sweep folder (the runner's report.md includes it)."""
-    from chexutils.evaluation.compare import write_sections
-
     flat = {title: _flat(t) if isinstance(t, pd.DataFrame) else t for title, t in sections.items()}
     return write_sections(Path(sweep) / "official_test.md", flat)
 
@@ -219,3 +217,48 @@ def _with_ci(value, low, high, signed: bool = False) -> str:
     if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
         return f"{value:{fmt}}"
     return f"{value:{fmt}} ({low:{fmt}} to {high:{fmt}})" if signed else f"{value:.3f} ({low:.3f}–{high:.3f})"
+
+
+READER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def radiologist_curves(labels: pd.Series, scores: pd.Series, readers: pd.DataFrame, path=None, title: str = ""):
+    """ROC and precision-recall of one observation with each radiologist's operating point on both.
+
+    ``readers``: rows of ``readers.score_readers`` for this observation (sensitivity, specificity and
+    their Wilson CIs, PPV, below_curve). ROC points carry error bars for both CIs; PR points are
+    (sensitivity, PPV).
+    """
+    y, s = np.asarray(labels).astype(int), np.asarray(scores, float)
+    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(10, 4.6))
+    fpr, tpr, _ = roc_curve(y, s)
+    roc_ax.plot(fpr, tpr, c="C0", label=f"model AUC {roc_auc_score(y, s):.3f}")
+    roc_ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=0.8)
+    precision, recall, _ = precision_recall_curve(y, s)
+    pr_ax.plot(recall, precision, c="C0", label=f"model AP {average_precision_score(y, s):.3f}")
+    for i, row in enumerate(readers.itertuples()):
+        marker, colour = READER_MARKERS[i % len(READER_MARKERS)], f"C{i + 1}"
+        x, x_low, x_high = 1 - row.specificity, 1 - row.spec_high, 1 - row.spec_low
+        where = "below" if row.below_curve else "on/above"
+        roc_ax.errorbar(
+            x,
+            row.sensitivity,
+            xerr=[[x - x_low], [x_high - x]],
+            yerr=[[row.sensitivity - row.sens_low], [row.sens_high - row.sensitivity]],
+            fmt=marker,
+            c=colour,
+            ms=7,
+            capsize=3,
+            label=f"{row.reader} ({where} the curve)",
+        )
+        pr_ax.plot(row.sensitivity, row.ppv, marker, c=colour, ms=7, label=row.reader)
+    roc_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
+    pr_ax.set(
+        xlim=(0, 1), ylim=(0, 1.02), xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="precision-recall"
+    )
+    roc_ax.legend(fontsize=7.5, loc="lower right")
+    pr_ax.legend(fontsize=7.5, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig

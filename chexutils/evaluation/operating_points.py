@@ -19,8 +19,8 @@ from chexutils.core.labels import OBSERVATIONS
 from chexutils.core.rundir import RunDir
 from chexutils.evaluation.calibration import check_disjoint
 from chexutils.evaluation.evaluate import LEVELS, RunScores
-from chexutils.evaluation.metrics import certain_scores
-from chexutils.evaluation.stats import wilson_interval
+from chexutils.scoring.metrics import certain_scores
+from chexutils.scoring.stats import wilson_interval
 
 RULES = ("youden", "sensitivity>=x", "specificity>=x")  # also written with '≥'
 RULE_TEXT = {

@@ -16,8 +16,8 @@ from chexutils.evaluation import policy_choice
 from chexutils.evaluation.compare import markdown
 from chexutils.evaluation.evaluate import load_run_scores
 from chexutils.evaluation.policy_sweep import arm_scores
-from chexutils.evaluation.stats import wilson_interval
 from chexutils.phantom import PhantomTruth
+from chexutils.scoring.stats import wilson_interval
 
 NO_DETECTABLE = policy_choice.NO_DIFFERENCE
 CHECK_JSON, CHECK_MD = "phantom_check.json", "phantom_check.md"

@@ -15,8 +15,8 @@ import pandas as pd
 from chexutils.core.errors import DataError
 from chexutils.core.labels import OBSERVATIONS, UNCERTAIN
 from chexutils.core.rundir import HELD_OUT, OFFICIAL_VALID
-from chexutils.evaluation.metrics import CI_MIN_POSITIVES, resample_counts
-from chexutils.evaluation.stats import delong_test, hierarchical_deltas, holm, seed_arm_test, smallest_detectable
+from chexutils.scoring.metrics import CI_MIN_POSITIVES, resample_counts
+from chexutils.scoring.stats import delong_test, hierarchical_deltas, holm, seed_arm_test, smallest_detectable
 
 CRITERIA = {
     "official-valid": "official valid set, radiologist labels (the true findings on the phantom); every study counts",

@@ -19,9 +19,17 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
+from chexutils.core.io import json_ready, write_json, write_table
 from chexutils.core.labels import COMPETITION_TASKS
-from chexutils.evaluation.metrics import bootstrap_auroc, mean_tasks_with_ci, percentile_interval, resample_counts
-from chexutils.evaluation.stats import wilson_interval
+from chexutils.core.rundir import OFFICIAL_TEST, RunDir
+from chexutils.scoring.metrics import (
+    bootstrap_auroc,
+    mean_tasks_with_ci,
+    percentile_interval,
+    resample_counts,
+    write_metrics,
+)
+from chexutils.scoring.stats import wilson_interval
 
 READER_COLUMNS = (
     "observation",
@@ -235,10 +243,6 @@ def score_official_test(
 
 def write_official_test(run_dir, table: pd.DataFrame, reader_table: pd.DataFrame, summary: dict) -> dict:
     """Write ``metrics_official_test.json/.csv`` and ``radiologists_official_test.csv/.json`` into the run folder."""
-    from chexutils.core.io import json_ready, write_json, write_table
-    from chexutils.core.rundir import OFFICIAL_TEST, RunDir
-    from chexutils.evaluation.metrics import write_metrics
-
     run = RunDir(run_dir)
     metrics_json = run.metrics(OFFICIAL_TEST)
     write_metrics(table, summary, metrics_json)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from chexutils.data.chexpert import read_image
 from chexutils.evaluation.evaluate import RunScores
-from chexutils.evaluation.metrics import certain_scores
+from chexutils.scoring.metrics import certain_scores
 
 KINDS = ("true positive", "false positive", "false negative")
 ORDER = {

@@ -37,8 +37,8 @@ from chexutils.core.io import write_table
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.data.cache import RESIZE_METHODS, load_resized
 from chexutils.data.chexpert import read_image
-from chexutils.evaluation.predict import load_run_model
 from chexutils.models.backbones import ChexpertNet
+from chexutils.scoring.predict import load_run_model
 
 # The one place that names each backbone's Grad-CAM layer: the module whose output is the final
 # feature maps (before the pooling that feeds the head). A path of attribute names / indices

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -30,10 +31,10 @@ from chexutils.core.io import write_table
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.core.rundir import RunDir
 from chexutils.data.chexpert import read_image
-from chexutils.evaluation.predict import load_run_model
-from chexutils.evaluation.stats import wilson_interval
 from chexutils.explain.heatmaps import heatmaps_for, overlay, resize_heatmap
 from chexutils.phantom.regions import Regions, read_regions
+from chexutils.scoring.predict import load_run_model
+from chexutils.scoring.stats import wilson_interval
 
 THRESHOLD = 0.5
 SCORE_COLUMNS = ["observation", "kind", "n", "iou", "iou_lo", "iou_hi", "hit_rate", "hit_lo", "hit_hi", "chance"]
@@ -207,7 +208,6 @@ def gallery(
 ):
     """Figure: one row per observation, ``per_row`` scored images (``kind`` regions) with the heatmap
     overlaid and the drawn region outlined in white; titles give hit and IoU. Saved to ``path`` if given."""
-    import matplotlib.pyplot as plt
 
     chexpert_dir = Path(chexpert_dir)
     regions = read_regions(chexpert_dir)

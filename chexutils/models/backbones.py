@@ -9,14 +9,15 @@ never a silent fall-back to random weights.
 """
 
 import pathlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import pickle
 
 import torch
 from torch import nn
+from torchvision.models import DenseNet121_Weights, densenet121
 
 from chexutils.core.labels import BINARY, MULTICLASS, MULTICLASS_CLASSES, OBSERVATIONS, check_head
 from chexutils.models.fractalnet import FractalNet
+from chexutils.models.registry import BACKBONES, Backbone, get_backbone, register_backbone
 
 PRETRAINED_CHOICES = (None, "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -25,36 +26,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class WeightsUnavailable(RuntimeError):
     """Pretrained weights were asked for but are not in the local cache (or do not exist)."""
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """A registry entry: how to build a feature extractor and where its weights would live."""
-
-    name: str
-    build: Callable[[str | None], tuple[nn.Module, int]]  # pretrained -> (features, num_features)
-    min_size: int  # smallest image side the backbone accepts
-    pretrained_file: str | None  # file name in pretrained_cache_dir(); None: no weights exist
-    source: str  # one line: where the architecture (and weights) come from
-    pretrained_url: str | None = None  # where pretrained_file would be downloaded from
-
-
-BACKBONES: dict[str, Backbone] = {}
-
-
-def register_backbone(spec: Backbone) -> Backbone:
-    """Add ``spec`` to BACKBONES; a name can be registered only once."""
-    if spec.name in BACKBONES:
-        raise ValueError(f"backbone {spec.name!r} is already registered")
-    BACKBONES[spec.name] = spec
-    return spec
-
-
-def get_backbone(name: str) -> Backbone:
-    """Look up a registered backbone, failing with the list of known names."""
-    if name not in BACKBONES:
-        raise KeyError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
-    return BACKBONES[name]
 
 
 def pretrained_cache_dir() -> pathlib.Path:
@@ -98,8 +69,6 @@ def check_weights_only(path: pathlib.Path) -> None:
     """Load ``path`` once with ``weights_only=True``: the libraries' own loads that follow (torchvision
     0.29 and pretrainedmodels 0.7.4 call torch.hub with weights_only=False) then read a file known to
     hold only tensors and plain containers."""
-    import pickle
-
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
@@ -136,8 +105,6 @@ class XceptionTrunk(nn.Module):
 
 def build_densenet121(pretrained: str | None) -> tuple[nn.Module, int]:
     """torchvision DenseNet121 trunk (1024 features); ImageNet weights via torchvision's API."""
-    from torchvision.models import DenseNet121_Weights, densenet121
-
     weights = None
     if pretrained == "imagenet":
         weights = DenseNet121_Weights.IMAGENET1K_V1
@@ -215,13 +182,31 @@ register_backbone(
 )
 
 
+class XrvInput(PooledFeatures):
+    """DenseNet trunk fed the way torchxrayvision feeds it: ChexpertNet's ImageNet normalisation of the
+    grey image is undone and replaced by one channel scaled to [-1024, 1024] (torchxrayvision/utils.py,
+    ``normalize``: (2 * img / maxval - 1) * 1024); then ReLU and global average pooling as in
+    torchxrayvision's ``DenseNet.features2``."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grey = images[:, :1] * IMAGENET_STD[0] + IMAGENET_MEAN[0]  # back to [0, 1]
+        return super().forward((2.0 * grey - 1.0) * 1024.0)
+
+
+def xrv_densenet121_features() -> tuple[nn.Module, int]:
+    """torchvision's DenseNet121 trunk with a 1-channel stem: torchxrayvision's DenseNet (models.py,
+    ``class DenseNet``: conv0 = Conv2d(in_channels=1, 64, 7, stride 2, padding 3, bias=False), the same
+    module names as torchvision's) at densenet121 settings."""
+    net = densenet121(weights=None)
+    net.features.conv0 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return XrvInput(net.features), net.classifier.in_features
+
+
 def build_xrv_densenet121(pretrained: str | None) -> tuple[nn.Module, int]:
     """torchxrayvision's DenseNet121 (1-channel stem, inputs scaled to [-1024, 1024]); weights come
     only from ``python -m chexutils import_checkpoint``."""
     if pretrained is not None:
         require_cached_weights("xrv-densenet121")  # always raises: pretrained_file is None
-    from chexutils.training.import_checkpoint import xrv_densenet121_features
-
     return xrv_densenet121_features()
 
 
@@ -321,3 +306,16 @@ def build_model(
     check_head(head)
     features, num_features = spec.build(check_pretrained(pretrained))
     return ChexpertNet(spec, features, num_features, head=head, num_outputs=num_outputs)
+
+
+def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
+    """(B, 14) probability of each finding: sigmoid (binary) or p1 / (p0 + p1) of the softmax (multiclass)."""
+    check_head(head)
+    if head == BINARY:
+        return torch.sigmoid(logits)
+    if logits.shape[-1] != len(MULTICLASS_CLASSES):
+        raise ValueError(
+            f"multiclass logits need a last dimension of {len(MULTICLASS_CLASSES)}, got shape {tuple(logits.shape)}"
+        )
+    # exp(l1) / (exp(l0) + exp(l1)) == sigmoid(l1 - l0): no overflow, and the class-2 logit cancels.
+    return torch.sigmoid(logits[..., 1] - logits[..., 0])

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from chexutils.core.errors import DataError
 from chexutils.core.labels import OBSERVATIONS
@@ -95,7 +96,6 @@ class Regions:
 
     def table(self):
         """One row per drawn region: Path, observation, kind, height, width, area (pixels)."""
-        import pandas as pd
 
         rows = [
             {

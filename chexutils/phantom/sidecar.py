@@ -13,6 +13,9 @@ import pandas as pd
 from chexutils.core.errors import DataError
 from chexutils.core.labels import OBSERVATIONS
 
+TEST_TRUTH_JSON = "phantom_test_truth.json"  # the phantom official test set's truth, beside its labels
+TEST_TRUTH_CSV = "phantom_test_truth.csv"
+
 TRUTH_JSON = "phantom_truth.json"
 TRUTH_CSV = "phantom_truth.csv"
 SIDECAR_VERSION = 3  # 3: records how mimics are drawn; 2: the expected answer from the model (1: "q > 0.5")

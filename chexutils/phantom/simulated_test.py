@@ -35,9 +35,8 @@ from chexutils.data.test_set_files import (
 )
 from chexutils.phantom import label_model as lm
 from chexutils.phantom.layout import image_rows, sample_layout
+from chexutils.phantom.sidecar import TEST_TRUTH_CSV, TEST_TRUTH_JSON
 
-TEST_TRUTH_JSON = "phantom_test_truth.json"
-TEST_TRUTH_CSV = "phantom_test_truth.csv"
 SEED_SALT = 65_240  # the test set draws from its own stream, so adding it leaves train/valid unchanged
 IMAGE_SEED_OFFSET = 10_000_000  # per-image render seeds distinct from train/valid images
 # P(read positive | category), each reader and observation drawn uniformly from these ranges.

@@ -3,27 +3,16 @@
 Each function draws one figure, returns it, and saves it as PNG when given a path (``save``).
 """
 
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from chexutils.core.io import save_figure
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.data.chexpert import read_image
-from chexutils.evaluation.metrics import certain_scores, metric_text
-
-
-def save(fig, path) -> Path | None:
-    """Save ``fig`` as PNG under ``path`` (folders created); None leaves it unsaved."""
-    if path is None:
-        return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+from chexutils.scoring.metrics import certain_scores, metric_text
 
 
 def label_rates(rates: pd.DataFrame, path=None):
@@ -36,7 +25,7 @@ def label_rates(rates: pd.DataFrame, path=None):
     ax.set_xlim(0, 1)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("Label values per observation")
-    save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -46,7 +35,7 @@ def rates_vs_real(table: pd.DataFrame, kind: str = "uncertain", path=None):
     table[kind].iloc[::-1].plot.barh(ax=ax, color=["#5dade2", "#34495e"], width=0.8)
     ax.set_xlabel(f"share of images labelled {kind}")
     ax.set_title(f"{kind.capitalize()} rate: this data vs real train.csv")
-    save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -65,7 +54,7 @@ def distributions(frame: pd.DataFrame, path=None):
     views = frame["Frontal/Lateral"] + " " + frame["AP/PA"].fillna("")
     sns.countplot(y=views, ax=axes[1, 1]).set(ylabel="", title="Views")
     fig.tight_layout()
-    save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -74,7 +63,7 @@ def cooccurrence(matrix: pd.DataFrame, path=None):
     fig, ax = plt.subplots(figsize=(9, 7.5))
     sns.heatmap(matrix, vmin=0, vmax=1, cmap="rocket_r", annot=True, fmt=".2f", annot_kws={"size": 6}, ax=ax)
     ax.set_title("P(column positive | row positive), studies")
-    save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -90,7 +79,7 @@ def image_grid(samples: pd.DataFrame, path=None, per_row: int = 3):
             axes[r, c].imshow(read_image(image), cmap="gray", vmin=0, vmax=255)
         axes[r, 0].text(-0.05, 0.5, finding, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7)
     fig.subplots_adjust(left=0.3, wspace=0.05, hspace=0.08)
-    save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -105,7 +94,7 @@ def split_prevalence(summary: pd.DataFrame, observations, path=None):
     fig, ax = plt.subplots(figsize=(8, 5))
     sns.barplot(data=long, y="observation", x="positive rate", hue="split", ax=ax)
     ax.set_title("Positive rate per split (patient-level split)")
-    save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -120,7 +109,7 @@ def learning_curves(history: pd.DataFrame, path=None):
     for ax in (left, right):
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
-    save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -166,7 +155,7 @@ def curve_grid(levels: dict, kind: str = "roc", path=None, title: str = ""):
     fig.supylabel("true positive rate" if kind == "roc" else "precision")
     fig.suptitle(title)
     fig.tight_layout()
-    save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -191,50 +180,5 @@ def comparison_heatmap(table: pd.DataFrame, path=None, title: str = "AUROC"):
     )
     ax.set(xlabel="", ylabel="", title=title)
     fig.tight_layout()
-    save(fig, path)
-    return fig
-
-
-READER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-
-
-def radiologist_curves(labels: pd.Series, scores: pd.Series, readers: pd.DataFrame, path=None, title: str = ""):
-    """ROC and precision-recall of one observation with each radiologist's operating point on both.
-
-    ``readers``: rows of ``readers.score_readers`` for this observation (sensitivity, specificity and
-    their Wilson CIs, PPV, below_curve). ROC points carry error bars for both CIs; PR points are
-    (sensitivity, PPV).
-    """
-    y, s = np.asarray(labels).astype(int), np.asarray(scores, float)
-    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(10, 4.6))
-    fpr, tpr, _ = roc_curve(y, s)
-    roc_ax.plot(fpr, tpr, c="C0", label=f"model AUC {roc_auc_score(y, s):.3f}")
-    roc_ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=0.8)
-    precision, recall, _ = precision_recall_curve(y, s)
-    pr_ax.plot(recall, precision, c="C0", label=f"model AP {average_precision_score(y, s):.3f}")
-    for i, row in enumerate(readers.itertuples()):
-        marker, colour = READER_MARKERS[i % len(READER_MARKERS)], f"C{i + 1}"
-        x, x_low, x_high = 1 - row.specificity, 1 - row.spec_high, 1 - row.spec_low
-        where = "below" if row.below_curve else "on/above"
-        roc_ax.errorbar(
-            x,
-            row.sensitivity,
-            xerr=[[x - x_low], [x_high - x]],
-            yerr=[[row.sensitivity - row.sens_low], [row.sens_high - row.sensitivity]],
-            fmt=marker,
-            c=colour,
-            ms=7,
-            capsize=3,
-            label=f"{row.reader} ({where} the curve)",
-        )
-        pr_ax.plot(row.sensitivity, row.ppv, marker, c=colour, ms=7, label=row.reader)
-    roc_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
-    pr_ax.set(
-        xlim=(0, 1), ylim=(0, 1.02), xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="precision-recall"
-    )
-    roc_ax.legend(fontsize=7.5, loc="lower right")
-    pr_ax.legend(fontsize=7.5, loc="lower left")
-    fig.suptitle(title)
-    fig.tight_layout()
-    save(fig, path)
+    save_figure(fig, path)
     return fig

@@ -23,13 +23,13 @@ from chexutils.evaluation.evaluate import (  # noqa: F401  (load_run_scores: the
     RunScores,
     load_run_scores,
 )
-from chexutils.evaluation.metrics import certain_scores, metric_text, one_class_note
 from chexutils.evaluation.operating_points import (  # noqa: F401  (re-exported)
     choose_threshold,
     describe_rule,
     operating_point,
 )
 from chexutils.explain.gallery import KINDS, gallery_cases, gallery_figure, load_images
+from chexutils.scoring.metrics import certain_scores, metric_text, one_class_note
 
 STATE_COLUMNS = (
     "n",

@@ -1,14 +1,28 @@
-"""The flat training config: every parameter of a run, commented, resolved and saved with the run."""
+"""The flat training config: every parameter of a run, commented, resolved and saved with the run.
+
+The one home of the config and every check of it: ``make_config`` (the CLI, notebook 03) and the
+runner's pre-flight (every grid point of a sweep at load time) both call ``check_train_values``,
+so a bad value (type, range, unknown name, bad combination) is refused before any work.
+"""
 
 import dataclasses
+import inspect
+import math
 import os
+import re
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
+from chexutils.core import paths
 from chexutils.core.errors import DataError
-from chexutils.training.config_checks import check_train_values
+from chexutils.data.cache import CHECKS, RESIZE_METHODS
+from chexutils.models.backbones import PRETRAINED_CHOICES
+from chexutils.models.registry import BACKBONES
+from chexutils.training.policies import BLANK_OPTIONS, POLICIES, get_policy, read_mapping
 
 
 @dataclass
@@ -68,11 +82,7 @@ class TrainConfig:
         batch = self.batch_size or original_batch_size(self.image_size)
         options = dict(self.policy_options)
         if self.policy == "mixed" and isinstance(options.get("mapping"), (str, Path)):
-            from chexutils.training.policies import (
-                read_mapping,  # the file's mapping itself is recorded, so resume sees a change
-            )
-
-            options["mapping"] = read_mapping(options["mapping"])
+            options["mapping"] = read_mapping(options["mapping"])  # recorded itself, so resume sees a change
         return dataclasses.replace(
             self,
             batch_size=batch,
@@ -138,14 +148,7 @@ def make_config(source=None, **overrides) -> TrainConfig:
     unknown = set(values) - FIELDS
     if unknown:
         raise DataError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(FIELDS))}")
-    if values.get("select_metric", "valid_auroc_tasks") not in SELECT_METRICS:
-        raise DataError(f"{where}: select_metric {values['select_metric']!r} is not one of {', '.join(SELECT_METRICS)}")
     check_train_values({**dataclasses.asdict(TrainConfig()), **values}, where)  # types, ranges, names: before any work
-    for key, allowed in (("lr_scale_rule", LR_SCALE_RULES), ("adam_impl", ADAM_IMPLS)):
-        if key in values and values[key] not in allowed:
-            raise DataError(f"{where}: {key} {values[key]!r} is not one of {', '.join(allowed)}")
-    if int(values.get("nproc_per_node", 1)) < 1 or int(values.get("loss_sync_every", 1)) < 1:
-        raise DataError(f"{where}: nproc_per_node and loss_sync_every must be at least 1")
     return TrainConfig(**values).resolved()
 
 
@@ -166,11 +169,127 @@ def config_differences(saved: dict, current: TrainConfig) -> list[str]:
 
 def _identity(key: str, value):
     if key in PATH_FIELDS and isinstance(value, str) and value:
-        from chexutils.core import paths
-
         return os.path.normpath(paths.resolve(value))
     return _plain(value)
 
 
 def _plain(value):
     return list(value) if isinstance(value, tuple) else value
+
+
+# --- checks: types, ranges, names, combinations, leakage -------------------------------------
+
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+# (lowest allowed, whether the lowest is allowed) per numeric field
+LOWER_BOUNDS = {
+    "image_size": (16, True),
+    "epochs": (1, True),
+    "batch_size": (0, True),
+    "lr": (0, False),
+    "weight_decay": (0, True),
+    "lr_step_epochs": (1, True),
+    "lr_gamma": (0, False),
+    "seed": (0, True),
+    "max_steps_per_epoch": (0, True),
+    "workers": (0, True),
+    "nproc_per_node": (1, True),
+    "loss_sync_every": (1, True),
+}
+
+
+def check_train_values(values: dict, where: str) -> None:
+    """Every given TrainConfig value has its field's type and range, and the names exist; else a DataError."""
+    fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for key, value in values.items():
+        if key in fields:
+            _check_type(key, value, fields[key], where)
+    for key, (low, inclusive) in LOWER_BOUNDS.items():
+        value = values.get(key)
+        if value is not None and (value < low if inclusive else value <= low):
+            raise DataError(f"{where}: {key} is {value!r}; expected a number {'>=' if inclusive else '>'} {low}")
+    if "betas" in values:
+        betas = values["betas"]
+        if len(betas) != 2 or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas
+        ):
+            raise DataError(f"{where}: betas is {betas!r}; expected two numbers in [0, 1)")
+    _check_names(values, where)
+
+
+def _check_type(key: str, value, annotation, where: str) -> None:
+    allowed = annotation.__args__ if isinstance(annotation, types.UnionType) else (annotation,)
+    ok = False
+    for kind in allowed:
+        if kind is type(None):
+            ok |= value is None
+        elif kind is float:
+            ok |= isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif kind is int:
+            ok |= isinstance(value, int) and not isinstance(value, bool)
+        elif kind is tuple:
+            ok |= isinstance(value, (list, tuple))
+        else:
+            ok |= isinstance(value, kind)
+    if not ok:
+        names = " or ".join("None" if k is type(None) else ("a list" if k is tuple else k.__name__) for k in allowed)
+        raise DataError(f"{where}: {key} is {value!r} ({type(value).__name__}); expected {names}")
+
+
+def _check_names(values: dict, where: str) -> None:
+    choices = {
+        "blank": BLANK_OPTIONS,
+        "pretrained": PRETRAINED_CHOICES,
+        "lr_scale_rule": tuple(LR_SCALE_RULES),
+        "adam_impl": ADAM_IMPLS,
+        "select_metric": tuple(SELECT_METRICS),
+        "resize_method": tuple(RESIZE_METHODS),
+        "cache_check": CHECKS,
+        "backbone": tuple(sorted(BACKBONES)),
+    }
+    for key, known in choices.items():
+        if key in values and values[key] not in known:
+            raise DataError(f"{where}: {key} is {values[key]!r}; known: {', '.join(map(str, known))}")
+    if "device" in values and not re.fullmatch(DEVICE_PATTERN, values["device"]):
+        raise DataError(f"{where}: device is {values['device']!r}; expected auto, cpu, cuda, cuda:N or mps")
+    backbone = BACKBONES.get(values.get("backbone"))
+    if backbone and "image_size" in values and values["image_size"] < backbone.min_size:
+        raise DataError(
+            f"{where}: backbone {backbone.name} needs image_size >= {backbone.min_size}, got {values['image_size']}"
+        )
+    if backbone and values.get("pretrained") == "imagenet" and backbone.pretrained_file is None:
+        raise DataError(f"{where}: backbone {backbone.name} has no ImageNet weights; use pretrained: null")
+    if "policy" in values:
+        check_policy(values["policy"], values.get("policy_options") or {}, values.get("blank", "negative"), where)
+
+
+def check_policy(name: str, options: dict, blank: str, where: str) -> None:
+    """The policy exists and accepts ``options`` (a U-SelfTrained teacher is only named here, read later)."""
+    if name not in POLICIES:
+        raise DataError(f"{where}: policy is {name!r}; known: {', '.join(POLICIES)}")
+    accepted = [p for p in inspect.signature(POLICIES[name]).parameters if p not in ("blank", "teacher_predictions")]
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise DataError(
+            f"{where}: policy {name} got unknown option(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(accepted) or 'none'}"
+        )
+    if isinstance(options.get("mapping"), str):  # a mapping file an earlier step writes: read when training starts
+        return
+    if "teacher" in accepted:  # the teacher run may be trained by an earlier step: only its name is checked
+        if not isinstance(options.get("teacher"), str) or not options["teacher"]:
+            raise DataError(f"{where}: policy {name} needs policy_options.teacher, a finished U-Ignore run folder")
+        return
+    try:
+        get_policy(name, blank=blank, **options)
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{where}: {err}") from None
+
+
+def check_patient_overlap(train: pd.DataFrame, valid: pd.DataFrame, train_csv, valid_csv, allowed: bool) -> None:
+    """Refuse training when patients of the valid CSV are also in the training CSV (leakage), unless allowed."""
+    shared = sorted(set(train["patient"]) & set(valid["patient"]))
+    if shared and not allowed:
+        raise DataError(
+            f"{valid_csv}: {len(shared)} patient(s) also in {train_csv} (first {shared[0]}); "
+            "expected disjoint patients (split with notebook 02), or set allow_patient_overlap: true"
+        )

@@ -11,7 +11,7 @@ it unchanged. Every tensor of the file must be mapped and every weight of the mo
 file is refused with a DataError naming the keys.
 
 Observations the source model does not predict are NOT guessed: their classifier row has weight 0
-and bias NaN, so their probability is NaN in every predictions file and ``chexutils.evaluation.metrics`` reports
+and bias NaN, so their probability is NaN in every predictions file and ``chexutils.scoring.metrics`` reports
 them as "not predicted by this model" instead of an AUROC. Source outputs without a CheXpert
 observation of the same name (e.g. Infiltration, Mass) are left out, and listed in config.json.
 
@@ -31,12 +31,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from chexutils import __version__
 from chexutils.core.errors import DataError
 from chexutils.core.io import write_json
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.core.rundir import RunDir
-from chexutils.models.backbones import IMAGENET_MEAN, IMAGENET_STD, PooledFeatures, build_model
+from chexutils.models.backbones import build_model
 from chexutils.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from chexutils.training.config import make_config
 
 # Source label names -> CheXpert observation names, where the name differs but the finding is the same.
 ALIASES = {"Effusion": "Pleural Effusion"}
@@ -92,28 +94,6 @@ XRV_EXPORT_HINT = (
     "as xrv; torch.save(xrv.models.DenseNet(weights='densenet121-res224-chex').state_dict(), "
     "'xrv-chex.pt')\""
 )
-
-
-class XrvInput(PooledFeatures):
-    """DenseNet trunk fed the way torchxrayvision feeds it: ChexpertNet's ImageNet normalisation of the
-    grey image is undone and replaced by one channel scaled to [-1024, 1024] (torchxrayvision/utils.py,
-    ``normalize``: (2 * img / maxval - 1) * 1024); then ReLU and global average pooling as in
-    torchxrayvision's ``DenseNet.features2``."""
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        grey = images[:, :1] * IMAGENET_STD[0] + IMAGENET_MEAN[0]  # back to [0, 1]
-        return super().forward((2.0 * grey - 1.0) * 1024.0)
-
-
-def xrv_densenet121_features() -> tuple[nn.Module, int]:
-    """torchvision's DenseNet121 trunk with a 1-channel stem: torchxrayvision's DenseNet (models.py,
-    ``class DenseNet``: conv0 = Conv2d(in_channels=1, 64, 7, stride 2, padding 3, bias=False), the same
-    module names as torchvision's) at densenet121 settings."""
-    from torchvision.models import densenet121
-
-    net = densenet121(weights=None)
-    net.features.conv0 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    return XrvInput(net.features), net.classifier.in_features
 
 
 @dataclass(frozen=True)
@@ -253,8 +233,6 @@ def convert(state: dict[str, torch.Tensor], fmt: Format, path) -> tuple[nn.Modul
 
 def import_checkpoint(format_name: str, checkpoint, run_dir, image_size: int = 224) -> Path:
     """Write ``run_dir/config.json`` and ``run_dir/best.pt`` from a published checkpoint; returns run_dir."""
-    from chexutils import __version__
-    from chexutils.training.config import make_config
 
     if format_name not in FORMATS:
         raise DataError(f"unknown checkpoint format {format_name!r}; known: {', '.join(FORMATS)}")

@@ -31,17 +31,6 @@ def masked_loss(logits: torch.Tensor, values, mask, head: str) -> torch.Tensor:
     return (loss * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
-    """(B, 14) probability of each finding: sigmoid (binary) or p1 / (p0 + p1) of the softmax (multiclass)."""
-    check_head(head)
-    if head == BINARY:
-        return torch.sigmoid(logits)
-    if logits.shape[-1] != N_CLASSES:
-        raise ValueError(f"multiclass logits need a last dimension of {N_CLASSES}, got shape {tuple(logits.shape)}")
-    # exp(l1) / (exp(l0) + exp(l1)) == sigmoid(l1 - l0): no overflow, and the class-2 logit cancels.
-    return torch.sigmoid(logits[..., 1] - logits[..., 0])
-
-
 def _check_shape(logits, values, mask, expected) -> None:
     if tuple(logits) != tuple(expected) or tuple(values) != tuple(mask):
         raise ValueError(

@@ -18,6 +18,7 @@ import pandas as pd
 
 from chexutils.core.errors import DataError
 from chexutils.core.labels import BINARY, MULTICLASS, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
+from chexutils.core.paths import resolve
 from chexutils.core.rundir import TRAIN, RunDir
 
 BLANK_OPTIONS = ("negative", "ignore")
@@ -228,7 +229,6 @@ def read_mapping(path) -> dict[str, str]:
 
     Relative paths resolve against the project root. Any problem is a DataError naming the file and,
     where it can, the 1-based line."""
-    from chexutils.core.paths import resolve
 
     path = resolve(path)
     if not path.is_file():

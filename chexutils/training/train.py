@@ -34,14 +34,19 @@ from chexutils.core.rundir import SELECT, TRAIN, RunDir
 from chexutils.data.chexpert import read_chexpert
 from chexutils.data.device_cache import maybe_on_device
 from chexutils.data.loader import BatchLoader, image_source
-from chexutils.evaluation.aggregate import aggregate_studies
-from chexutils.evaluation.metrics import per_observation
-from chexutils.evaluation.predict import predict_logits, write_predictions
-from chexutils.models.backbones import build_model
+from chexutils.models.backbones import build_model, probabilities
 from chexutils.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from chexutils.training.config import SELECT_METRICS, TrainConfig, config_differences, effective_lr
-from chexutils.training.config_checks import check_patient_overlap
-from chexutils.training.losses import masked_loss, probabilities
+from chexutils.scoring.aggregate import aggregate_studies
+from chexutils.scoring.metrics import per_observation
+from chexutils.scoring.predict import predict_logits, write_predictions
+from chexutils.training.config import (
+    SELECT_METRICS,
+    TrainConfig,
+    check_patient_overlap,
+    config_differences,
+    effective_lr,
+)
+from chexutils.training.losses import masked_loss
 from chexutils.training.policies import Targets, get_policy
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_auroc_tasks", "lr", "seconds", "images_per_s"]

@@ -57,7 +57,7 @@ def sha(data: bytes) -> str:
 @functools.cache
 def code_digest() -> str:
     """Hash of the chexutils package's source files: a changed package re-runs the steps."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # chexutils/
     digest = hashlib.sha256()
     for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".csv") and p.is_file()):
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")

@@ -4,7 +4,7 @@ Consecutive ``per_run`` steps form a block; each grid point's block is one indep
 03_train then 04_evaluate for one policy). Shared steps run once, before and after, in this process.
 A chain runs in a worker whose environment pins it to its own GPU(s) (``CUDA_VISIBLE_DEVICES``) or,
 without GPUs, to its share of the cores (``OMP_NUM_THREADS``); the notebook kernels inherit it.
-Each step is executed by the serial runner's own ``_execute_step``, so skip markers, resume and
+Each step is executed by the serial runner's own ``execute_step``, so skip markers, resume and
 failure handling are the serial sweep's: a killed parallel sweep, run again, redoes only the
 unfinished steps. Outcomes are reported in the serial order (step, then grid point).
 """
@@ -16,37 +16,10 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
 
-from chexutils.core.errors import DataError
+import torch
 
-SLURM_KEYS = {  # the config's `slurm:` section -> submitit's AutoExecutor parameters
-    "partition": "slurm_partition",
-    "gpus_per_node": "gpus_per_node",
-    "cpus_per_task": "cpus_per_task",
-    "timeout_min": "timeout_min",
-    "mem_gb": "mem_gb",
-    "account": "slurm_account",
-    "qos": "slurm_qos",
-    "constraint": "slurm_constraint",
-    "array_parallelism": "slurm_array_parallelism",
-    "setup": "slurm_setup",
-    "additional_parameters": "slurm_additional_parameters",
-}
-SLURM_ONLY = {"cluster"}  # "slurm" (default: auto-detected) or "local" (submitit's local executor, no cluster)
-
-
-def check_slurm(path, section) -> dict:
-    """The config's ``slurm:`` mapping, checked; a DataError names the file and the unknown key."""
-    if section is None:
-        return {}
-    if not isinstance(section, dict):
-        raise DataError(f"{path}: key 'slurm' must be a mapping of {', '.join(sorted(SLURM_KEYS.keys() | SLURM_ONLY))}")
-    unknown = set(section) - SLURM_KEYS.keys() - SLURM_ONLY
-    if unknown:
-        raise DataError(
-            f"{path}: slurm has unknown key(s) {', '.join(sorted(unknown))}; "
-            f"expected {', '.join(sorted(SLURM_KEYS.keys() | SLURM_ONLY))}"
-        )
-    return dict(section)
+from chexutils.workbook import runner as workbook
+from chexutils.workbook.slurm import SLURM_KEYS
 
 
 def slot_environments(jobs: int, gpus: int | None = None, cpus: int | None = None) -> list[dict]:
@@ -64,7 +37,6 @@ def _visible_gpus() -> int:
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return len([d for d in listed.split(",") if d.strip()])
-    import torch  # only when no list is given: asks the driver without creating a context
 
     return torch.cuda.device_count()
 
@@ -87,14 +59,13 @@ def run_chain(
     """Worker: one grid point's block of steps in order, stopping at its first failure; outcomes as dicts.
 
     Runs in a fresh process (a pool worker or a Slurm job): ``env`` is set before any kernel starts."""
-    from chexutils.workbook import runner as workbook
 
     os.environ.update(env)
     config = workbook.load_config(config_path, output_root)
     run = dict(_runs_of(config, step_indices[0]))[run_name]
     outcomes = []
     for i in step_indices:
-        outcome = workbook._execute_step(config, config.steps[i], (run_name, run), force, _prefixed(run_name))
+        outcome = workbook.execute_step(config, config.steps[i], (run_name, run), force, _prefixed(run_name))
         outcomes.append(asdict(outcome))
         if outcome.status == "failed":
             break
@@ -113,14 +84,13 @@ def _prefixed(run_name: str):
 
 def execute_parallel(config, jobs: int = 1, force: bool = False, log=print, slurm: bool = False) -> list:
     """Like ``workbook.execute``, with each per-run block's grid points run ``jobs`` at a time (or as Slurm jobs)."""
-    from chexutils.workbook import runner as workbook
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
     failed_runs: set[str] = set()
     outcomes = []
     for per_run, indices in blocks(config.steps):
         if not per_run:
-            outcome = workbook._execute_step(config, config.steps[indices[0]], None, force, log)
+            outcome = workbook.execute_step(config, config.steps[indices[0]], None, force, log)
             outcomes.append(outcome)
             if outcome.status == "failed":
                 log(f"stopping: shared step {outcome.step} failed")

@@ -28,7 +28,7 @@ from traitlets.config import Config as TraitletsConfig
 from chexutils.core import paths
 from chexutils.core.errors import DataError
 from chexutils.core.io import write_json
-from chexutils.workbook import parallel
+from chexutils.training.config import FIELDS, check_train_values
 from chexutils.workbook.guards import (
     check_folder_name,
     check_inside,
@@ -38,6 +38,7 @@ from chexutils.workbook.guards import (
     sha,
     why_rerun,
 )
+from chexutils.workbook.slurm import check_slurm
 from chexutils.workbook.summary import what_was_run
 
 REPORT_SECTIONS = ("comparison.md", "phantom_check.md", "official_test.md")  # written by 05, 07, 06; in report.md
@@ -69,9 +70,7 @@ class Config:
     grid: dict[str, list]
     kernel: str | None = None
     output_root: Path = paths.OUTPUT_DIR
-    slurm: dict = field(
-        default_factory=dict
-    )  # submitit parameters for `--slurm` (chexutils.workbook.parallel.SLURM_KEYS)
+    slurm: dict = field(default_factory=dict)  # submitit parameters for `--slurm` (chexutils.workbook.slurm.SLURM_KEYS)
 
     @property
     def output_dir(self) -> Path:
@@ -158,7 +157,7 @@ def load_config(path, output_root=None) -> Config:
         grid,
         raw.get("kernel"),
         paths.resolve(output_root) if output_root else paths.OUTPUT_DIR,
-        parallel.check_slurm(path, raw.get("slurm")),
+        check_slurm(path, raw.get("slurm")),
     )
     _check_parameters_declared(config)
     for run_name, _ in config.runs():
@@ -185,9 +184,6 @@ def _step_runs(path: Path, i: int, runs) -> list[tuple[str, dict]]:
 
 def _check_training_values(config: Config) -> None:
     """Every grid point's training values (types, ranges, policy, backbone, size), before any step runs."""
-    from chexutils.training.config import FIELDS
-    from chexutils.training.config_checks import check_train_values
-
     for step in config.steps:
         defaults = notebook_defaults(step.notebook)
         if not {"policy", "run_dir", "train"} <= set(defaults):  # not a training notebook
@@ -269,7 +265,7 @@ def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:
         runs = step.runs if step.runs is not None else grid_runs
         targets = [r for r in runs if r[0] not in failed_runs] if step.per_run else [None]
         for run in targets:
-            outcome = _execute_step(config, step, run if step.per_run else None, force, log)
+            outcome = execute_step(config, step, run if step.per_run else None, force, log)
             outcomes.append(outcome)
             if outcome.status == "failed":
                 if not step.per_run:
@@ -279,7 +275,7 @@ def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:
     return outcomes
 
 
-def _execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
+def execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     source = paths.NOTEBOOK_DIR / step.notebook
     folder = config.output_dir / run[0] if run else config.output_dir / "notebooks"
     output = check_inside(folder / f"{step.key}.ipynb", config.output_root, "executed notebook")

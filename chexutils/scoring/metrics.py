@@ -3,7 +3,7 @@
 Small samples are shown honestly: every value comes with its positive and negative counts, no
 interval is given below CI_MIN_POSITIVES in the smaller class, and below POINT_MIN_POSITIVES the
 value itself is "n/a". The AUROC interval is a logit-scale DeLong interval clustered by patient
-(chexutils.evaluation.stats; its coverage is simulated in the tests). AP intervals and the 5-task mean use
+(chexutils.scoring.stats; its coverage is simulated in the tests). AP intervals and the 5-task mean use
 the bootstrap: every resample is a row of a (resamples x studies) count matrix, and the metrics
 for all resamples are computed at once as weighted statistics over the sorted scores.
 """
@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from chexutils.core.io import write_json, write_table
 from chexutils.core.labels import COMPETITION_TASKS, certain_only
-from chexutils.evaluation.stats import auroc_interval
+from chexutils.scoring.stats import auroc_interval, weighted_auroc_ap
 
 BOOTSTRAP_COLUMNS = (
     "auroc",
@@ -124,35 +124,6 @@ def resample_counts(n_rows: int, n_resamples: int, seed: int = 0, groups=None) -
     offsets = (np.arange(n_resamples) * n_units)[:, None]
     counts = np.bincount((draws + offsets).ravel(), minlength=n_resamples * n_units)
     return counts.reshape(n_resamples, n_units)[:, codes]
-
-
-def weighted_auroc_ap(y: np.ndarray, s: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AUROC and AP for each row of ``weights`` (resample counts), NaN where a resample has one class.
-
-    AUROC is the Mann-Whitney statistic with average ranks for ties, i.e. P(s+ > s-) + P(s+ = s-)/2,
-    summed over tied-score blocks; AP is sklearn's step sum over distinct thresholds, sum dR * precision.
-    """
-    y = np.asarray(y).astype(bool)
-    weights = np.atleast_2d(np.asarray(weights, float))
-    if not len(y):
-        return np.full(len(weights), np.nan), np.full(len(weights), np.nan)
-    order = np.argsort(s, kind="stable")
-    s_sorted, y_sorted, w = np.asarray(s)[order], y[order], weights[:, order]
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])  # blocks of tied scores
-    pos = np.add.reduceat(w * y_sorted, starts, axis=1)  # (resamples x blocks) weights
-    neg = np.add.reduceat(w * ~y_sorted, starts, axis=1)
-    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
-    neg_below = np.cumsum(neg, axis=1) - neg  # negatives with a strictly lower score
-    pos_at_or_above = n_pos[:, None] - (np.cumsum(pos, axis=1) - pos)
-    neg_at_or_above = n_neg[:, None] - neg_below
-    with np.errstate(divide="ignore", invalid="ignore"):
-        auroc = (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
-        taken = pos_at_or_above + neg_at_or_above
-        precision = np.where(taken > 0, pos_at_or_above / np.where(taken > 0, taken, 1), 0.0)
-        ap = (pos * precision).sum(axis=1) / n_pos
-    one_class = (n_pos == 0) | (n_neg == 0)
-    auroc[one_class], ap[one_class] = np.nan, np.nan
-    return auroc, ap
 
 
 def _aligned(labels: pd.DataFrame, scores: pd.DataFrame, columns) -> pd.DataFrame:

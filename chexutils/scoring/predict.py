@@ -27,9 +27,8 @@ from chexutils.core.labels import OBSERVATIONS
 from chexutils.core.rundir import RunDir
 from chexutils.data.cache import load_resized
 from chexutils.data.pixels import is_dicom
-from chexutils.models.backbones import build_model
+from chexutils.models.backbones import build_model, probabilities
 from chexutils.models.checkpoint import load_checkpoint
-from chexutils.training.losses import probabilities
 
 FOLDER_SUFFIXES = (".jpg", ".jpeg", ".png", ".dcm")  # what a folder search picks up (plus extension-less DICOM)
 

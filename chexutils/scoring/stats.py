@@ -206,7 +206,6 @@ def hierarchical_deltas(y, runs_a, runs_b, counts: np.ndarray, rng: np.random.Ge
     does not understate the noise from either source. With k seeds the seed part is biased low by
     (k-1)/k, a reason to report the DeLong+seed test beside it. NaN where a resample has one class.
     """
-    from chexutils.evaluation.metrics import weighted_auroc_ap
 
     runs_a, runs_b = np.atleast_2d(runs_a), np.atleast_2d(runs_b)
     auc_a = np.stack([weighted_auroc_ap(y, s, counts)[0] for s in runs_a], axis=1)  # (R, k_a)
@@ -242,3 +241,32 @@ def coverage(
     var = v10.var(axis=1, ddof=1) / m + v01.var(axis=1, ddof=1) / n  # DeLong, as delong_cov without groups
     low, high = logit_interval(auc, var, m, n, level)
     return float(np.mean((low <= auroc) & (auroc <= high)))
+
+
+def weighted_auroc_ap(y: np.ndarray, s: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC and AP for each row of ``weights`` (resample counts), NaN where a resample has one class.
+
+    AUROC is the Mann-Whitney statistic with average ranks for ties, i.e. P(s+ > s-) + P(s+ = s-)/2,
+    summed over tied-score blocks; AP is sklearn's step sum over distinct thresholds, sum dR * precision.
+    """
+    y = np.asarray(y).astype(bool)
+    weights = np.atleast_2d(np.asarray(weights, float))
+    if not len(y):
+        return np.full(len(weights), np.nan), np.full(len(weights), np.nan)
+    order = np.argsort(s, kind="stable")
+    s_sorted, y_sorted, w = np.asarray(s)[order], y[order], weights[:, order]
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])  # blocks of tied scores
+    pos = np.add.reduceat(w * y_sorted, starts, axis=1)  # (resamples x blocks) weights
+    neg = np.add.reduceat(w * ~y_sorted, starts, axis=1)
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    neg_below = np.cumsum(neg, axis=1) - neg  # negatives with a strictly lower score
+    pos_at_or_above = n_pos[:, None] - (np.cumsum(pos, axis=1) - pos)
+    neg_at_or_above = n_neg[:, None] - neg_below
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auroc = (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
+        taken = pos_at_or_above + neg_at_or_above
+        precision = np.where(taken > 0, pos_at_or_above / np.where(taken > 0, taken, 1), 0.0)
+        ap = (pos * precision).sum(axis=1) / n_pos
+    one_class = (n_pos == 0) | (n_neg == 0)
+    auroc[one_class], ap[one_class] = np.nan, np.nan
+    return auroc, ap
