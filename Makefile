@@ -7,7 +7,7 @@ CONFIG ?= configs/demo.yaml
 JOBS   ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-browser lint format lab clean-output clean-cache
+.PHONY: help setup demo test test-fast test-browser lint format lab clean-output clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ demo: setup ## run the whole workbook on a generated phantom CheXpert (CONFIG=co
 
 test: lint ## lint, then run the test suite (what CI runs)
 	$(PY) -m pytest
+
+test-fast: setup ## the suite without the notebook-executing tests (the edit-test loop; make test runs everything)
+	$(PY) -m pytest -m "not browser and not notebooks"
 
 test-browser: setup ## the real-browser test: JupyterLab in Debian's headless chromium (apt-get install chromium)
 	$(PY) -m pytest -m browser

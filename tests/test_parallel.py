@@ -24,6 +24,9 @@ from chexutils.workbook import parallel
 from chexutils.workbook import runner as workbook
 from chexutils.workbook.runner import load_config
 
+pytestmark = pytest.mark.notebooks  # executes notebooks: make test-fast leaves these out
+
+
 SWEEP = """
 name: {name}
 parameters: {{data_dir: {data}}}
@@ -113,7 +116,8 @@ def test_killed_parallel_sweep_resumes_only_unfinished_runs(data_root):
     command = [
         sys.executable,
         "-m",
-        "chexutils.workbook.runner",
+        "chexutils",
+        "workbook",
         "run",
         str(path),
         "--jobs",

@@ -24,7 +24,7 @@ def test_studies_needed_by_hand():
 def test_simulated_sd_matches_the_mann_whitney_null_variance():
     # equal targets everywhere and independent noise: each AUROC is a null Mann-Whitney statistic,
     # Var = (n1 + n0 + 1) / (12 n1 n0), and the difference of two independent ones has twice that.
-    flat = {p: dict.fromkeys(ex.KINDS, 0.3) for p in ex.POLICIES}
+    flat = {p: dict.fromkeys(ex.KINDS, 0.3) for p in ex.COMPARED_POLICIES}
     n = 2000
     n1, n0 = 0.4 * n, 0.6 * n
     expected_sd = math.sqrt(2 * (n + 1) / (12 * n1 * n0))
@@ -38,7 +38,7 @@ def test_simulated_sd_matches_the_mann_whitney_null_variance():
 def test_power_table_sizes_the_positive_control():
     answer = ex.expected_answer()
     table = power.power_table(answer, seed_sd=0.02, seeds=2)
-    assert set(table.index) == {o for o, e in answer.items() if e.verdict in ex.POLICIES}
+    assert set(table.index) == {o for o, e in answer.items() if e.verdict in ex.COMPARED_POLICIES}
     row = table.loc["Atelectasis"]
     assert row["planned delta"] == pytest.approx(power.REALISED * min(answer["Atelectasis"].deltas.values()))
     assert row["studies needed"] == power.studies_needed(

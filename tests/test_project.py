@@ -36,13 +36,29 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert commands == ["make test"]
 
 
-def test_readme_module_map_names_every_module_once():
-    readme = (paths.PROJECT_ROOT / "README.md").read_text()
-    section = readme[readme.index("### Module map") :]
+def test_architecture_module_map_names_every_module_once():
+    page = (paths.PROJECT_ROOT / "docs" / "architecture.md").read_text()
+    section = page[page.index("## Module map") :]
     rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # the header left out
-    named = [m for row in rows for m in re.findall(r"`([a-z_/]+)`", row.rsplit("|", 2)[1])]
-    modules = sorted(p.stem for p in (paths.PROJECT_ROOT / "chexutils").glob("*.py") if p.stem != "__init__")
-    assert sorted(m for m in named if m != "phantom/") == modules and "phantom/" in named
+    named = [m for row in rows for m in re.findall(r"`([a-z_]+/[a-z_]+)`", row.rsplit("|", 2)[1])]
+    package = paths.PROJECT_ROOT / "chexutils"
+    modules = [p.relative_to(package).with_suffix("").as_posix() for p in package.glob("*/*.py")]
+    assert sorted(named) == sorted(m for m in modules if not m.endswith("__init__"))
+
+
+def test_readme_is_a_front_door_whose_links_resolve():
+    readme = (paths.PROJECT_ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    links = re.findall(r"\]\(((?:docs|configs|notebooks)/[^)#]+)", readme)
+    assert links and all((paths.PROJECT_ROOT / link).exists() for link in links), links
+    pages = sorted(p.name for p in (paths.PROJECT_ROOT / "docs").glob("*.md"))
+    assert all(f"docs/{page}" in readme for page in pages)  # every docs page is reachable from the front door
+
+
+def test_no_reference_to_a_file_outside_the_repository():
+    texts = [*paths.PROJECT_ROOT.glob("chexutils/**/*.py"), *paths.PROJECT_ROOT.glob("docs/*.md")]
+    texts.append(paths.PROJECT_ROOT / "README.md")
+    assert [str(p) for p in texts if "policy_theory.md" in p.read_text() or "chexpert_facts.md" in p.read_text()] == []
 
 
 def test_numbered_notebooks_exist():

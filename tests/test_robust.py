@@ -44,7 +44,7 @@ def tiny_config(tiny_phantom, run_dir, **overrides):
 def _train_cli(config_path, **popen):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "chexutils.training.train", "--config", str(config_path)],
+        [sys.executable, "-m", "chexutils", "train", "--config", str(config_path)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -243,6 +243,7 @@ def test_grid_value_that_is_no_folder_name_is_refused(tmp_path):
         workbook.load_config(config, tmp_path / "out")
 
 
+@pytest.mark.notebooks
 def test_runner_never_writes_a_notebook_outside_the_output_root(tmp_path):
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump({"name": "x", "steps": [{"notebook": "00_data.ipynb"}]}))
@@ -319,7 +320,7 @@ def test_unreadable_checkpoint_is_one_clear_error(tiny_phantom, tmp_path, conten
         path = tmp_path / "train.yaml"
         path.write_text(yaml.safe_dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}))
         done = subprocess.run(
-            [sys.executable, "-m", "chexutils.training.train", "--config", str(path)],
+            [sys.executable, "-m", "chexutils", "train", "--config", str(path)],
             capture_output=True,
             text=True,
             timeout=300,
@@ -379,7 +380,7 @@ def test_train_cli_refuses_a_bad_value_with_exit_code_2(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("train:\n  image_size: abc\n  run_dir: " + str(tmp_path / "run") + "\n")
     done = subprocess.run(
-        [sys.executable, "-m", "chexutils.training.train", "--config", str(path), "--set", "epochs=0"],
+        [sys.executable, "-m", "chexutils", "train", "--config", str(path), "--set", "epochs=0"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -409,6 +410,27 @@ def test_runner_checks_every_grid_point_at_load_time(tmp_path):
     config.write_text(config.read_text().replace("xception", "fractalnet"))
     with pytest.raises(DataError, match=rf"{config}: run U-Twos_densenet121, 03_train.ipynb: policy is 'U-Twos'"):
         workbook.load_config(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "value, pattern",
+    [
+        ({"adam_impl": "fusd"}, r"adam_impl is 'fusd'; known: auto, fused"),
+        ({"nproc_per_node": 0}, r"nproc_per_node is 0; expected a number >= 1"),
+        ({"lr_scale_rule": "cubic"}, r"lr_scale_rule is 'cubic'; known: none, linear, sqrt"),
+        ({"loss_sync_every": 0}, r"loss_sync_every is 0; expected a number >= 1"),
+    ],
+)
+def test_runner_refuses_what_make_config_refuses_at_load_time(tmp_path, value, pattern):
+    """One config home: the runner's pre-flight and make_config run the same checks (issue 21)."""
+    config = tmp_path / "sweep.yaml"
+    steps = [{"notebook": "03_train.ipynb", "per_run": True, "parameters": {"train": value}}]
+    config.write_text(yaml.safe_dump({"name": "x", "steps": steps, "grid": {"policy": ["U-Ones"]}}))
+    with pytest.raises(DataError, match=rf"{config}: run U-Ones, 03_train.ipynb: {pattern}"):
+        workbook.load_config(config, tmp_path / "out")
+    with pytest.raises(DataError, match=pattern):
+        make_config(**value)
     assert not (tmp_path / "out").exists()
 
 
@@ -450,6 +472,7 @@ def _tiny_notebook(folder, name):
     nbformat.write(nb, folder / name)
 
 
+@pytest.mark.notebooks
 def test_rerun_skips_with_reason_reruns_on_code_change_keeps_last_good_and_forces(tmp_path, monkeypatch, capfd):
     _tiny_notebook(tmp_path / "nb", "t_rerun.ipynb")
     monkeypatch.setattr(paths, "NOTEBOOK_DIR", tmp_path / "nb")

@@ -126,7 +126,8 @@ def test_launch_writes_a_config_torchrun_reads_back(tmp_path):
         "--nproc_per_node",
         "2",
         "-m",
-        "chexutils.training.train",
+        "chexutils",
+        "train",
         "--config",
         str(path),
     ]

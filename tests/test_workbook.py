@@ -16,6 +16,8 @@ from chexutils.core.errors import DataError
 from chexutils.workbook import runner as workbook
 from chexutils.workbook.runner import execute, load_config, write_report
 
+pytestmark = pytest.mark.notebooks  # executes notebooks: make test-fast leaves these out
+
 
 def _config(tmp_path, text: str):
     path = tmp_path / "sweep.yaml"

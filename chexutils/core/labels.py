@@ -82,3 +82,6 @@ def check_observation(name: str) -> str:
     if name not in OBSERVATIONS:
         raise KeyError(f"unknown observation {name!r}; known: {', '.join(OBSERVATIONS)}")
     return name
+
+
+COMPARED_POLICIES = ("U-Zeros", "U-Ones")  # the two arms of the per-label choice and of the phantom's expected answer

@@ -327,7 +327,7 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
 def sweep_calibration(
     runs: pd.DataFrame, path=None, tasks=COMPETITION_TASKS, set_name: str = "official valid"
 ) -> pd.DataFrame:
-    """Per run (rows of ``compare.find_runs``): mean AUROC, ECE and Brier over ``tasks`` on ``set_name``
+    """Per run (rows of ``compare.run_table``): mean AUROC, ECE and Brier over ``tasks`` on ``set_name``
     (unscaled), from each run's official-valid metrics and calibration.csv, with its policy; AUROC and calibration
     side by side. Written to ``path`` (CSV) when given."""
     rows = {}

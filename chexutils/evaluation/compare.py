@@ -22,7 +22,7 @@ from chexutils.scoring.predict import write_predictions
 MEAN = "mean of 5 competition tasks"
 
 
-def find_runs(sweep_dir) -> pd.DataFrame:
+def run_table(sweep_dir) -> pd.DataFrame:
     """One row per finished run folder (config.json + best.pt) of a sweep: policy, backbone, size, path."""
     rows = []
     for run in rundir.find_runs(sweep_dir):

@@ -24,7 +24,7 @@ CRITERIA = {
     "held-out-truth": "held-out patients of the re-split scored against the phantom's true findings (phantom only)",
 }
 CRITERION_SPLIT = {"official-valid": OFFICIAL_VALID, "held-out-masked": HELD_OUT, "held-out-truth": HELD_OUT}
-DEFAULT_POLICY = "U-Zeros"  # never ranks equivocal studies above clear positives (policy_theory.md, inversion)
+DEFAULT_POLICY = "U-Zeros"  # never ranks equivocal studies above clear positives (docs/statistics.md, inversion)
 MIN_POSITIVES = 30  # in the smaller class of the selection set
 MIN_UNCERTAIN = 0.01  # share of training images labelled uncertain; at or below it the targets barely differ
 ALPHA = 0.05

@@ -13,13 +13,13 @@ import pandas as pd
 
 from chexutils.core.errors import DataError
 from chexutils.core.io import write_json, write_table
+from chexutils.core.labels import COMPARED_POLICIES
 from chexutils.core.rundir import HELD_OUT, OFFICIAL_VALID
 from chexutils.evaluation import evaluate, policy_choice
 from chexutils.evaluation.evaluate import RunScores, load_run_scores
 from chexutils.evaluation.policy_choice import scored_labels
 from chexutils.phantom import read_truth
 
-POLICIES = ("U-Zeros", "U-Ones")
 MAPPING_JSON, CHOICE_CSV = "mixed_mapping.json", "policy_choice.csv"
 
 CHOICE_COLUMNS = [
@@ -41,7 +41,7 @@ CHOICE_COLUMNS = [
 ]
 
 
-def policy_arms(runs: pd.DataFrame, policies=POLICIES) -> dict[str, dict[int, Path]]:
+def policy_arms(runs: pd.DataFrame, policies=COMPARED_POLICIES) -> dict[str, dict[int, Path]]:
     """{policy: {seed: run folder}} for the first backbone and size that has every policy (seeds = one arm)."""
     for (_, _), group in runs.groupby(["backbone", "image_size"], sort=False):
         if set(policies) <= set(group["policy"]):
@@ -55,7 +55,7 @@ def policy_arms(runs: pd.DataFrame, policies=POLICIES) -> dict[str, dict[int, Pa
     )
 
 
-def missing_arms(runs: pd.DataFrame, policies=POLICIES) -> str:
+def missing_arms(runs: pd.DataFrame, policies=COMPARED_POLICIES) -> str:
     """Why the sweep cannot compare ``policies`` ('' when some backbone and size has runs of each)."""
     present = sorted(set(runs["policy"])) if len(runs) else []
     absent = [p for p in policies if p not in present]

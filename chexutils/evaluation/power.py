@@ -19,7 +19,7 @@ from scipy.stats import norm, rankdata
 from chexutils.phantom import expected as ex
 
 ALPHA, POWER = 0.05, 0.80
-PLAN_NOISE_SD = 0.30  # the blurry learner: the smallest large effect of the positive control (policy_theory.md)
+PLAN_NOISE_SD = 0.30  # the blurry learner: the smallest large effect of the positive control (docs/statistics.md)
 CORRELATION = 0.9  # the two policies' score noise: same images, same backbone
 REALISED = 0.5  # plan for half the modelled effect: a small CNN realises only part of it
 
@@ -38,7 +38,7 @@ def paired_delta_sd(
     kinds = list(ex.KINDS)
     p = np.array([shares[k] for k in kinds], float)
     positive = np.array([k in ex.POSITIVE_KINDS for k in kinds])
-    means = {pol: np.array([targets[pol][k] for k in kinds]) for pol in ex.POLICIES}
+    means = {pol: np.array([targets[pol][k] for k in kinds]) for pol in ex.COMPARED_POLICIES}
     deltas = []
     for _ in range(reps):
         kind = rng.choice(len(kinds), size=n_studies, p=p / p.sum())
@@ -94,7 +94,7 @@ def power_table(
     n_tests = len(answer) if n_tests is None else n_tests
     rows = {}
     for obs, e in answer.items():
-        if e.verdict not in ex.POLICIES:
+        if e.verdict not in ex.COMPARED_POLICIES:
             continue
         modelled = min(e.deltas.values(), key=abs)
         k = paired_delta_sd(e.shares, e.targets, noise_sd, correlation, seed=seed) * math.sqrt(2000)

@@ -1,5 +1,5 @@
 """The phantom's expected answer: per observation, which of U-Zeros / U-Ones should score the higher
-AUROC against the true findings, derived from the generative model (see policy_theory.md).
+AUROC against the true findings, derived from the generative model (see docs/statistics.md).
 
 A learner that cannot tell faint from mimic learns, per kind of image (none / equivocal / clear),
 the expected training target. The phantom draws a mimic as the finding's own sign at faint strength
@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from chexutils.core.labels import OBSERVATIONS
+from chexutils.core.labels import COMPARED_POLICIES, OBSERVATIONS
 from chexutils.phantom import label_model as lm
 
-POLICIES = ("U-Zeros", "U-Ones")
 KINDS = ("none", "clear", "faint", "mimic")
 POSITIVE_KINDS, NEGATIVE_KINDS = ("clear", "faint"), ("none", "mimic")
 NOISE_SDS = (0.05, 0.15, 0.30)  # score noise of the learner: sharp, middling, blurry
@@ -129,7 +128,7 @@ def expected_answer(
     for obs in OBSERVATIONS:
         if obs == "No Finding":
             same = {"none": 0.0, "clear": 1.0, "faint": 1.0, "mimic": 0.0}
-            targets = {p: dict(same) for p in POLICIES}
+            targets = {p: dict(same) for p in COMPARED_POLICIES}
         else:
             targets = expected_targets(models[obs], blank)
         deltas = {float(t): policy_delta(shares[obs], targets, t) for t in taus}
@@ -154,7 +153,11 @@ def controls(answer: dict[str, Expected]) -> dict:
         p = e.prevalence
         return min(abs(d) for d in e.deltas.values()) * np.sqrt(p * (1 - p))
 
-    large = [o for o, e in answer.items() if e.verdict in POLICIES and min(abs(d) for d in e.deltas.values()) >= LARGE]
+    large = [
+        o
+        for o, e in answer.items()
+        if e.verdict in COMPARED_POLICIES and min(abs(d) for d in e.deltas.values()) >= LARGE
+    ]
     large.sort(key=lambda o: -power_score(answer[o]))
     null = [
         o

@@ -59,7 +59,8 @@ def torchrun_command(config_path, nproc: int) -> list[str]:
         "--nproc_per_node",
         str(nproc),
         "-m",
-        "chexutils.training.train",
+        "chexutils",
+        "train",
         "--config",
         str(config_path),
     ]
