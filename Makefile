@@ -7,10 +7,10 @@ CONFIG ?= configs/demo.yaml
 JOBS   ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast test-browser lint format lab clean-output clean-cache
+.PHONY: help setup demo test test-fast test-browser lint format lab clean-output clean-cache public-labels
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv (Python 3.11) and install chexutils with its dev extras; a no-op when done
 $(STAMP): pyproject.toml
@@ -49,3 +49,6 @@ clean-output: setup ## delete the sweep and run folders the workbook made under 
 clean-cache: ## list, then remove partial and outdated image caches (CACHE=folder, default: all under output/; ALL=1: every cache)
 	$(PY) -m chexutils cache_admin list $(if $(CACHE),"$(CACHE)")
 	$(PY) -m chexutils cache_admin clean $(if $(CACHE),"$(CACHE)") $(if $(ALL),--all)
+
+public-labels: setup ## clone rajpurkarlab/cheXpert-test-set-labels at its pinned commit (a03eb34) into data/cheXpert-test-set-labels/; a no-op when there
+	$(PY) -m chexutils public_labels

@@ -15,6 +15,7 @@ COMMANDS = {
     "power": "studies needed to detect a policy difference, from the test the workbook runs",
     "cache_admin": "list and clean image caches (`make clean-cache`)",
     "housekeeping": "remove the sweep and run folders the workbook made (`make clean-output`)",
+    "public_labels": "clone the public test-set labels at their pinned commit into data/ (`make public-labels`)",
 }
 
 

@@ -1,6 +1,7 @@
 """Radiologist operating points, below-the-curve and matched points on hand-checkable cases."""
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -29,27 +30,106 @@ def test_operating_point_of_a_reader_with_known_counts():
     assert (point["spec_low"], point["spec_high"]) == pytest.approx(_wilson_by_hand(6, 8))
 
 
-def test_curve_above_exactly_one_reader():
-    # Model ROC through (0, 0), (0, .25), (0, .5), (.25, .5), (.25, .75), (.5, .75), (.5, 1), (.75, 1), (1, 1)
-    y = np.array([1, 1, 0, 1, 0, 1, 0, 0])
+def _counts(reference, reads) -> dict:
+    point = readers.operating_point(reference, reads)
+    return {k: point[k] for k in ("tp", "fp", "tn", "fn")}
+
+
+def test_curve_above_and_on_and_below_readers():
+    # Model ROC through (0, 0), (0, .25), (.25, .25), (.25, .5), (.5, .5), (.5, .75), (.75, .75), (.75, 1), (1, 1)
+    y = np.array([1, 0, 1, 0, 1, 0, 1, 0])
     s = np.array([8, 7, 6, 5, 4, 3, 2, 1], float)
-    below, height = readers.below_curve(y, s, sensitivity=0.5, specificity=0.875)  # FPR .125: curve at .5 -> on it
-    assert not below and height == pytest.approx(0.5)
-    below, height = readers.below_curve(y, s, sensitivity=0.6, specificity=0.625)  # FPR .375: curve at .75 -> below
-    assert below and height == pytest.approx(0.75)
-    below, _ = readers.below_curve(y, s, sensitivity=1.0, specificity=0.75)  # FPR .25: curve tops out at .75 -> above
+    # FPR .125 (between vertices): the curve is flat at .25 there; a reader at .25 is on it and counts
+    below, height = readers.below_curve(y, s, tp=1, fp=1, tn=7, fn=3)  # 8 negatives for the reader: FPR 1/8
+    assert below and height == 0.25
+    below, height = readers.below_curve(y, s, tp=2, fp=1, tn=7, fn=2)  # TPR .5 above the flat .25
+    assert not below and height == 0.25
+    below, height = readers.below_curve(y, s, tp=2, fp=3, tn=5, fn=2)  # FPR .375: curve at .5 -> on it, counts
+    assert below and height == 0.5
+    below, _ = readers.below_curve(y, s, tp=1, fp=3, tn=5, fn=3)  # TPR .25 under .5
+    assert below
+    below, _ = readers.below_curve(y, s, tp=4, fp=1, tn=3, fn=0)  # FPR .25: the curve tops out at .5 -> above
     assert not below
 
     labels = pd.DataFrame({"Edema": y}, index=list("abcdefgh"))
     scores = pd.DataFrame({"Edema": s}, index=list("abcdefgh"))
-    reads = {"on": [1, 1, 1, 1, 0, 0, 0, 0], "under": [1, 0, 1, 1, 1, 0, 0, 0], "over": [1, 1, 0, 1, 1, 1, 0, 0]}
-    # on: TP 3 of 4, FP 1 of 4 -> (.25, .75), the top of the curve's vertical run at .25; under: TP 2, FP 2 ->
-    # (.5, .5) below the curve's .75 there;
-    # over: TP 4, FP 1 -> (.25, 1) above
+    reads = {"on": [1, 1, 1, 0, 0, 0, 0, 0], "under": [0, 1, 1, 1, 0, 1, 0, 0], "over": [1, 1, 1, 0, 1, 0, 0, 0]}
+    # on: TP 2 of 4, FP 1 of 4 -> (.25, .5), the top of the curve's vertical run at .25; under: TP 1, FP 3 ->
+    # (.75, .25) below the curve's .75 there; over: TP 3, FP 1 -> (.25, .75) above
     table = readers.score_readers(
         labels, scores, {k: pd.DataFrame({"Edema": v}, index=labels.index) for k, v in reads.items()}, n_resamples=50
     )
-    assert table.set_index("reader")["below_curve"].to_dict() == {"on": False, "under": True, "over": False}
+    assert table.set_index("reader")["below_curve"].to_dict() == {"on": True, "under": True, "over": False}
+
+
+def test_a_reader_inside_a_vertical_run_gets_its_top_not_its_bottom():
+    # 5 negatives, 4 positives. The curve: (0, 0), (0, 1), (1, 1), (1, 2), (1, 3), (1, 4), (2, 4) ... (5, 4) in counts,
+    # a vertical run at FPR 1/5 with vertices at TPR .25, .5, .75 and 1. In floating point 1 - 4/5 is
+    # 0.19999999999999996, a hair left of 1/5 = 0.2, where the curve is still at .25: the old rule read
+    # the bottom of the run there and put both readers above the curve.
+    assert 1 - 4 / 5 < 1 / 5
+    y = np.array([1, 0, 1, 1, 1, 0, 0, 0, 0])
+    s = np.array([9, 8, 7, 6, 5, 4, 3, 2, 1], float)
+    fp, tp = readers.roc_counts(y, s)
+    assert list(zip(fp.tolist(), tp.tolist())) == [(0, 0), (0, 1), (1, 1), (1, 2), (1, 3), (1, 4)] + [
+        (k, 4) for k in range(2, 6)
+    ]
+    middle = [1, 1, 1, 0, 0, 0, 0, 0, 0]  # TP 2 of 4, FP 1 of 5: a vertex in the middle of the run
+    top = [1, 1, 1, 1, 1, 0, 0, 0, 0]  # TP 4 of 4, FP 1 of 5: the run's top vertex, exactly on the curve
+    for reads in (middle, top):
+        assert readers.below_curve(y, s, **_counts(y, reads)) == (True, 1.0)
+    labels = pd.DataFrame({"Edema": y}, index=list("abcdefghi"))
+    scores = pd.DataFrame({"Edema": s}, index=labels.index)
+    table = readers.score_readers(
+        labels,
+        scores,
+        {k: pd.DataFrame({"Edema": v}, index=labels.index) for k, v in {"middle": middle, "top": top}.items()},
+        n_resamples=20,
+    ).set_index("reader")
+    assert table["below_curve"].to_dict() == {"middle": True, "top": True}
+    assert table["model_tpr_at_reader_fpr"].to_dict() == {"middle": 1.0, "top": 1.0}
+    assert readers.below_summary(table.reset_index(), tasks=("Edema",))["per_task"] == {"Edema": 2}
+
+
+def _height_by_brute_force(y: np.ndarray, s: np.ndarray, fp: int, negatives: int) -> Fraction:
+    """The curve's TPR at FPR fp / negatives: every threshold's counts, every segment containing the FPR, the highest."""
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    points = [(0, 0)] + [
+        (int(((s >= t) & (y == 0)).sum()), int(((s >= t) & (y == 1)).sum())) for t in sorted(set(s))[::-1]
+    ]
+    x = Fraction(fp, negatives)
+    heights = []
+    for (f0, t0), (f1, t1) in zip(points, points[1:]):
+        a, b = Fraction(f0, neg), Fraction(f1, neg)
+        if a == x:
+            heights.append(Fraction(t0, pos))
+        if b == x:
+            heights.append(Fraction(t1, pos))
+        if a < x < b:
+            heights.append(Fraction(t0, pos) + (Fraction(t1, pos) - Fraction(t0, pos)) * (x - a) / (b - a))
+    return max(heights)
+
+
+def test_below_curve_agrees_with_a_brute_force_count_computation():
+    rng = np.random.default_rng(19)
+    checked = on_the_curve = 0
+    for _ in range(300):
+        n = int(rng.integers(4, 40))
+        y = rng.integers(0, 2, n)
+        if y.min() == y.max():
+            continue
+        s = rng.integers(0, int(rng.integers(2, 12)), n).astype(float) + y * rng.integers(0, 3)  # many ties
+        reads = np.where(rng.random(n) < rng.uniform(0, 0.5), 1 - y, y)
+        counts = _counts(y, reads)
+        height = _height_by_brute_force(y, s, counts["fp"], counts["fp"] + counts["tn"])
+        tpr = Fraction(counts["tp"], counts["tp"] + counts["fn"])
+        assert readers.below_curve(y, s, **counts) == (height >= tpr, float(height))
+        # the same reader's FPR on another denominator (twice the negatives): the same point, the same answer
+        doubled = {k: 2 * v for k, v in counts.items()}
+        assert readers.below_curve(y, s, **doubled) == (height >= tpr, float(height))
+        checked += 1
+        on_the_curve += height == tpr
+    assert checked > 250 and on_the_curve > 10  # ties with the curve happen, and count
 
 
 def test_sensitivity_at_the_readers_specificity_uses_a_real_threshold():

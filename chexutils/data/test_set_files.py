@@ -34,6 +34,8 @@ from chexutils.core.paths import resolve
 
 # Where the released files go under a data folder (the README's layout; the phantom writes the same).
 LABELS_REPO = "cheXpert-test-set-labels"  # a clone of rajpurkarlab/cheXpert-test-set-labels
+LABELS_REPO_URL = "https://github.com/rajpurkarlab/cheXpert-test-set-labels"
+LABELS_REPO_COMMIT = "a03eb3438ca55c28eb4379dd0dd09e3b38c0c414"  # a03eb34, the commit `make public-labels` checks out
 GROUNDTRUTH = "groundtruth.csv"
 BENCHMARK_READERS = ("bc4", "bc6", "bc8")  # the three radiologists compared against
 REFERENCE_READERS = ("bc1", "bc2", "bc3", "bc5", "bc7")  # the five whose majority is the reference
@@ -244,7 +246,7 @@ def find_official_test(data_dir) -> tuple[Path, Path]:
         if not needed.is_file():
             raise DataError(
                 f"{needed}: file does not exist; expected the official test set under {data_dir}: "
-                f"{LABELS_REPO}/ (a clone of rajpurkarlab/cheXpert-test-set-labels) and "
+                f"{LABELS_REPO}/ (a clone of rajpurkarlab/cheXpert-test-set-labels: `make public-labels`) and "
                 f"{CHEXLOCALIZE}/{{test/, {TEST_IMAGES_CSV}}} from the CheXlocalize release"
             )
     return labels_dir, images_dir

@@ -24,7 +24,7 @@ from chexutils.phantom.sidecar import TEST_TRUTH_CSV
 
 ENSEMBLE = "ensemble-all"  # the same folder notebook 05 writes its valid-set ensemble into
 MEAN = "mean of 5 tasks"
-BELOW = "radiologists below the curve (mean of 5 tasks)"
+BELOW = "radiologists on or below the curve (mean of 5 tasks)"  # the leaderboard's rule: readers.BELOW_RULE
 
 
 def describe(official: OfficialTest) -> pd.DataFrame:
@@ -116,7 +116,7 @@ def choose_report_run(entries: dict, requested: str = "") -> tuple[str, pd.Serie
 
 
 def comparison(results: dict) -> pd.DataFrame:
-    """One row per entry: AUROC (95% CI) per competition task, the 5-task mean, radiologists below the curve."""
+    """One row per entry: AUROC (95% CI) per competition task, the 5-task mean, radiologists on or below the curve."""
     rows = {}
     for name, (table, _, summary) in results.items():
         row = {
@@ -148,7 +148,7 @@ def radiologist_table(reader_table: pd.DataFrame) -> pd.DataFrame:
             "radiologist": tasks["reader"],
             "sensitivity": [_with_ci(*v) for v in tasks[["sensitivity", "sens_low", "sens_high"]].to_numpy()],
             "specificity": [_with_ci(*v) for v in tasks[["specificity", "spec_low", "spec_high"]].to_numpy()],
-            "below the curve": tasks["below_curve"],
+            "on or below the curve": tasks["below_curve"],
             "model sensitivity at their specificity": [
                 _with_ci(*v)
                 for v in tasks[["model_sens_at_reader_spec", "model_sens_low", "model_sens_high"]].to_numpy()
@@ -226,7 +226,7 @@ def radiologist_curves(labels: pd.Series, scores: pd.Series, readers: pd.DataFra
     """ROC and precision-recall of one observation with each radiologist's operating point on both.
 
     ``readers``: rows of ``readers.score_readers`` for this observation (sensitivity, specificity and
-    their Wilson CIs, PPV, below_curve). ROC points carry error bars for both CIs; PR points are
+    their Wilson CIs, PPV, below_curve: on or below the curve). ROC points carry error bars for both CIs; PR points are
     (sensitivity, PPV).
     """
     y, s = np.asarray(labels).astype(int), np.asarray(scores, float)
@@ -239,7 +239,7 @@ def radiologist_curves(labels: pd.Series, scores: pd.Series, readers: pd.DataFra
     for i, row in enumerate(readers.itertuples()):
         marker, colour = READER_MARKERS[i % len(READER_MARKERS)], f"C{i + 1}"
         x, x_low, x_high = 1 - row.specificity, 1 - row.spec_high, 1 - row.spec_low
-        where = "below" if row.below_curve else "on/above"
+        where = "on or below" if row.below_curve else "above"
         roc_ax.errorbar(
             x,
             row.sensitivity,

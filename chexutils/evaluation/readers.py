@@ -1,23 +1,29 @@
 """A model against radiologists on the official test set, the way the CheXpert paper and leaderboard do.
 
 Per observation: each benchmark radiologist's operating point against the reference (sensitivity and
-1 - specificity with Wilson intervals), whether it lies **below the model's ROC curve**, and the
+1 - specificity with Wilson intervals), whether it lies **on or below the model's ROC curve**, and the
 model's sensitivity at the radiologist's specificity (and specificity at their sensitivity) with a
-paired bootstrap over patients. The leaderboard's figure of merit is the number of radiologists
+paired bootstrap over patients. The leaderboard's figure of merit is the number of radiologists on or
 below the curve, averaged over the 5 competition tasks.
 
-"Below the curve": the model's ROC curve is drawn through its (FPR, TPR) points joined by straight
-lines (as sklearn's roc_curve and every ROC plot do); a reader at (1 - spec, sens) is below it when
-sens is strictly less than the curve's highest TPR at that FPR. A reader exactly on the curve is not
-below it. "Sensitivity at the reader's specificity" is that of a real threshold: the highest TPR
-among the model's thresholds whose specificity is at least the reader's (no interpolation).
+"On or below the curve" (the leaderboard's rule): the model's ROC curve is drawn through its
+(FP, TP) count points, one per distinct score (tied scores make one diagonal step), joined by
+straight lines; at the reader's FPR = fp / (fp + tn) the curve's height is the **top** of any
+vertical run there; the reader counts when that height is at least their TPR = tp / (tp + fn).
+A reader exactly on the curve counts: the public leaderboard's "Num Rads Below Curve" is only
+reproduced that way (one example model's reader sits exactly on a flat stretch of its curve). All of
+it is computed from integer counts in exact rational arithmetic, never from ``1 - specificity`` in
+floating point, which can land a hair left of a vertical run and read its bottom instead of its top.
+"Sensitivity at the reader's specificity" is that of a real threshold: the highest TPR among the
+model's thresholds whose specificity is at least the reader's (no interpolation).
 """
 
+import bisect
 import math
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_curve
 
 from chexutils.core.io import json_ready, write_json, write_table
 from chexutils.core.labels import COMPETITION_TASKS
@@ -91,23 +97,61 @@ def operating_point(reference, reads, level: float = 0.95) -> dict:
     }
 
 
-def curve_height(fpr: np.ndarray, tpr: np.ndarray, x: float) -> float:
-    """The ROC curve's highest TPR at FPR ``x``: straight lines between points, top of a vertical run."""
-    after = int(np.searchsorted(fpr, x, side="right"))  # first point with fpr > x
-    if after == len(fpr):
-        return float(tpr[-1])
-    last = after - 1
-    if fpr[last] == x:
-        return float(tpr[last])  # tpr never decreases along the curve, so the last point at x is the highest
-    share = (x - fpr[last]) / (fpr[after] - fpr[last])
-    return float(tpr[last] + share * (tpr[after] - tpr[last]))
+BELOW_RULE = (
+    "on or below: the model's ROC curve (straight lines between its points, the top of a vertical run) "
+    "at the reader's FPR is at least the reader's TPR, in exact counts (the leaderboard's rule)"
+)
 
 
-def below_curve(labels, scores, sensitivity: float, specificity: float) -> tuple[bool, float]:
-    """(reader strictly below the model's ROC curve, the curve's TPR at the reader's FPR)."""
-    fpr, tpr, _ = roc_curve(np.asarray(labels).astype(int), np.asarray(scores, float), drop_intermediate=False)
-    height = curve_height(fpr, tpr, 1.0 - specificity)
-    return bool(sensitivity < height), height
+def roc_counts(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC curve in counts: (FP, TP) at every distinct threshold, highest score first, from (0, 0).
+
+    Tied scores are one threshold, so a tie of positives and negatives is one diagonal step.
+    """
+    y, s = np.asarray(labels).astype(bool), np.asarray(scores, float)
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    ends = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), len(s_sorted) - 1]  # last row of each tied block
+    tp = np.cumsum(y_sorted, dtype=np.int64)[ends]
+    fp = np.cumsum(~y_sorted, dtype=np.int64)[ends]
+    return np.r_[np.int64(0), fp], np.r_[np.int64(0), tp]
+
+
+def curve_height(curve_fp: np.ndarray, curve_tp: np.ndarray, fp: int, negatives: int) -> Fraction:
+    """The curve's TPR at FPR ``fp / negatives``, exactly: straight lines between points, the top of a vertical run.
+
+    ``curve_fp`` / ``curve_tp`` are ``roc_counts``; the reader's FPR may have another denominator than
+    the curve's, so positions are compared as integers (``fp * N_curve`` against ``FP_k * negatives``).
+    """
+    n_curve, p_curve = int(curve_fp[-1]), int(curve_tp[-1])
+    if n_curve == 0 or p_curve == 0 or negatives <= 0 or not 0 <= fp <= negatives:
+        raise ValueError(
+            f"no ROC height: curve has {p_curve} positives and {n_curve} negatives, reader FP {fp} of {negatives}"
+        )
+    position = [int(f) * negatives for f in curve_fp]  # exact: the curve's FP on the reader's scale times N_curve
+    target = fp * n_curve
+    at = [int(t) for f, t in zip(position, curve_tp) if f == target]
+    if at:
+        return Fraction(max(at), p_curve)  # a vertex (or a vertical run) at the reader's FPR: its top
+    after = bisect.bisect_right(position, target)  # the first point right of the reader (the curve never turns back)
+    (f0, t0), (f1, t1) = (position[after - 1], int(curve_tp[after - 1])), (position[after], int(curve_tp[after]))
+    return (t0 + Fraction(t1 - t0) * Fraction(target - f0, f1 - f0)) / p_curve
+
+
+def below_curve(labels, scores, tp: int, fp: int, tn: int, fn: int) -> tuple[bool, float]:
+    """(reader on or below the model's ROC curve, the curve's TPR at the reader's FPR), from the reader's counts.
+
+    The leaderboard's rule (see the module docstring, ``BELOW_RULE``): the curve's height at
+    FPR = fp / (fp + tn), the top of any vertical run there, is at least TPR = tp / (tp + fn),
+    compared exactly. A reader with no positives or no negatives is (False, NaN).
+    """
+    if tp + fn == 0 or fp + tn == 0:
+        return False, math.nan
+    curve_fp, curve_tp = roc_counts(labels, scores)
+    if curve_fp[-1] == 0 or curve_tp[-1] == 0:
+        return False, math.nan
+    height = curve_height(curve_fp, curve_tp, fp, fp + tn)
+    return bool(height >= Fraction(tp, tp + fn)), float(height)
 
 
 def weighted_curves(y: np.ndarray, s: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +210,7 @@ def score_readers(
             row = {"observation": obs, "reader": name, "positives": int(y.sum()), "n": len(y)}
             row |= operating_point(y, r, level)
             row["below_curve"], row["model_tpr_at_reader_fpr"] = below_curve(
-                y, s, row["sensitivity"], row["specificity"]
+                y, s, row["tp"], row["fp"], row["tn"], row["fn"]
             )
             point, boot = matched_points(y, s, r, ones), matched_points(y, s, r, counts)
             row["model_sens_at_reader_spec"], row["model_spec_at_reader_sens"] = (
@@ -188,7 +232,7 @@ def score_readers(
 
 
 def below_summary(table: pd.DataFrame, tasks=COMPETITION_TASKS) -> dict:
-    """Radiologists below the curve per task, and the mean over ``tasks`` (None if a task is missing)."""
+    """Radiologists on or below the curve per task (``BELOW_RULE``), and the mean over ``tasks`` (None if a task is missing)."""
     per_task = {
         t: int(table.loc[table["observation"] == t, "below_curve"].sum())
         for t in tasks
@@ -201,8 +245,7 @@ def below_summary(table: pd.DataFrame, tasks=COMPETITION_TASKS) -> dict:
         "mean_over_tasks": mean,
         "readers": readers,
         "of": len(readers),
-        "rule": "reader's sensitivity strictly below the model's ROC curve (straight lines between points) "
-        "at the reader's 1 - specificity",
+        "rule": BELOW_RULE,
     }
 
 
