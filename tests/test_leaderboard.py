@@ -5,10 +5,9 @@ radiologists/benchmark_radiologists/bc{4,6,8}.csv, example_models/predictions/st
 read from ``../shared/data/cheXpert-test-set-labels`` beside the project (or, failing that, from
 ``data/cheXpert-test-set-labels``, where ``make public-labels`` clones it); skipped when neither is there.
 
-Leaderboard figures (AUC to 3 decimals, "Num Rads Below Curve"): the displayed table of the public
-leaderboard, GitHub stanfordmlgroup/stanfordmlgroup.github.io, path competitions/chexpert/index.html,
-commit aa0aa41380d6a66b2288dc0c3731558124dc234b. The per-task radiologist counts: the CodaLab dump behind
-it, same repository, competitions/chexpert/out.json at commit d2a045bcd99147db4ef92ea0d6fbc2efa6937866.
+Leaderboard figures (AUC to 3 decimals, "Num Rads Below Curve", per-task counts): one home,
+``chexutils.evaluation.references.LEADERBOARD``, with its citation (the public leaderboard's page,
+stanfordmlgroup/stanfordmlgroup.github.io competitions/chexpert/index.html @ aa0aa41380d6a66b2288dc0c3731558124dc234b).
 Six of the ten example folders are leaderboard entries; ngango2, ngango3, hieupham and desmond are not
 (no entry has their AUROCs), so they are only scored.
 
@@ -25,22 +24,12 @@ from chexutils.core.labels import COMPETITION_TASKS
 from chexutils.data import external_predictions as external
 from chexutils.data.test_set_files import BENCHMARK_READERS, GROUNDTRUTH, LABELS_REPO, read_readers, read_study_labels
 from chexutils.evaluation import readers
+from chexutils.evaluation.references import LEADERBOARD, NOT_ON_LEADERBOARD
 
 PUBLIC_LABELS_COMMIT = "a03eb34"
 SHARED_LABELS = paths.PROJECT_ROOT.parent / "shared" / "data" / LABELS_REPO
 CLONED_LABELS = paths.DATA_DIR / LABELS_REPO  # where `make public-labels` puts it
 PREDICTIONS = "example_models/predictions/standard"
-
-# folder -> (AUC as displayed, Num Rads Below Curve as displayed, per-task counts in COMPETITION_TASKS order)
-LEADERBOARD = {
-    "sensexdr": ("0.927", 2.6, (3, 3, 2, 3, 2)),  # "SenseXDR (ensemble)", Sep 19 2019
-    "ihil": ("0.927", 2.6, (3, 3, 2, 3, 2)),  # "ihil (ensemble) UESTC", Sep 18 2019
-    "jfaboy": ("0.926", 3.0, (3, 3, 3, 3, 3)),  # "JF aboy ensemble_V2 JF HEALTHCARE", Jul 31 2019
-    "drnet": ("0.926", 2.6, (3, 3, 2, 3, 2)),  # "DRNet (ensemble) UESTC and SenseTime", Sep 16 2019
-    "uestc": ("0.924", 2.6, (3, 3, 2, 3, 2)),  # "uestc", Sep 04 2019
-    "yww211": ("0.923", 2.4, (1, 3, 3, 3, 2)),  # "YJ&&YWW", Aug 17 2019
-}
-NOT_ON_LEADERBOARD = ("ngango2", "ngango3", "hieupham", "desmond")
 
 
 def labels_dir():

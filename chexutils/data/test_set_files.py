@@ -37,6 +37,7 @@ LABELS_REPO = "cheXpert-test-set-labels"  # a clone of rajpurkarlab/cheXpert-tes
 LABELS_REPO_URL = "https://github.com/rajpurkarlab/cheXpert-test-set-labels"
 LABELS_REPO_COMMIT = "a03eb3438ca55c28eb4379dd0dd09e3b38c0c414"  # a03eb34, the commit `make public-labels` checks out
 GROUNDTRUTH = "groundtruth.csv"
+REPORT_LABELS_CSV = "labeler/chexpert_labels.csv"  # the CheXpert report labeler's output for the 500 test studies
 BENCHMARK_READERS = ("bc4", "bc6", "bc8")  # the three radiologists compared against
 REFERENCE_READERS = ("bc1", "bc2", "bc3", "bc5", "bc7")  # the five whose majority is the reference
 CHEXLOCALIZE = "CheXpert"  # CheXlocalize's folder: test/, test_labels.csv, val/, val_labels.csv
@@ -127,6 +128,33 @@ def read_study_labels(path, observations=OBSERVATIONS) -> pd.DataFrame:
     labels = _binary(frame, list(observations), path)
     labels.index = pd.Index(keys["key"], name="study")
     return labels
+
+
+def read_report_labels(path, observations=OBSERVATIONS) -> pd.DataFrame:
+    """The report labeler's study-level labels (``labeler/chexpert_labels.csv``): index = study key,
+    values 1.0 / 0.0 / -1.0 and NaN for blank (not mentioned), columns by name; any other value is a DataError."""
+    path = Path(path)
+    frame = _read_csv(path, "a study-level report-label file with a Study column and 1.0 / 0.0 / -1.0 / blank")
+    missing = [c for c in ("Study", *observations) if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path} line 1: missing column(s) {', '.join(map(repr, missing))}; expected Study and 14 labels"
+        )
+    keys = parse_keys(frame["Study"], STUDY_PATTERN, path, "Study", EXPECTED_STUDY)
+    dup = keys["key"].duplicated(keep=False).to_numpy()
+    if dup.any():
+        raise DataError(f"{path} {csv_lines(np.flatnonzero(dup))}: study {keys['key'][dup].iloc[0]!r} appears twice")
+    out = {}
+    for obs in observations:
+        text = frame[obs].str.strip()
+        bad = ~text.isin(("1", "0", "-1", "1.0", "0.0", "-1.0", "")).to_numpy()
+        if bad.any():
+            raise DataError(
+                f"{path} {csv_lines(np.flatnonzero(bad))}: column {obs!r} has value "
+                f"{frame[obs].iloc[int(np.argmax(bad))]!r}; expected 1.0, 0.0, -1.0 or blank"
+            )
+        out[obs] = pd.to_numeric(text.where(text != ""), errors="coerce").to_numpy(float)
+    return pd.DataFrame(out, index=pd.Index(keys["key"], name="study"))
 
 
 def read_readers(labels_dir, readers=BENCHMARK_READERS + REFERENCE_READERS) -> dict[str, pd.DataFrame]:

@@ -1,5 +1,6 @@
 """Small-sample statistics for AUROC: DeLong's variance (also clustered by patient), a logit interval
-that covers with few positives, Holm's adjustment, and the seeds x patients hierarchical bootstrap.
+that covers with few positives, Holm's adjustment, the seeds x patients hierarchical bootstrap, and Cohen's and Fleiss' kappa
+(weighted by resample counts, so a bootstrap is one matrix product).
 
 DeLong, DeLong & Clarke-Pearson (1988), Biometrics 44:837-845: AUROC variance from the
 "structural components" (placement values) of the Mann-Whitney statistic. Sun & Xu (2014), IEEE
@@ -270,3 +271,47 @@ def weighted_auroc_ap(y: np.ndarray, s: np.ndarray, weights: np.ndarray) -> tupl
     one_class = (n_pos == 0) | (n_neg == 0)
     auroc[one_class], ap[one_class] = np.nan, np.nan
     return auroc, ap
+
+
+# ---- agreement between raters ---------------------------------------------------------------
+
+
+def binary_kappa(a, b, weights=None) -> np.ndarray:
+    """Cohen's kappa of two 0/1 raters, once per row of ``weights`` (resample counts; default: one row of ones).
+
+    From the weighted 2x2 table: p_o = agreement share, p_e = sum over the two classes of the product
+    of the raters' marginal shares; kappa = (p_o - p_e) / (1 - p_e), NaN where p_e is 1 (both raters
+    constant and equal). With unit weights it equals sklearn.metrics.cohen_kappa_score.
+    """
+    a, b = np.asarray(a).astype(bool), np.asarray(b).astype(bool)
+    w = np.ones((1, len(a))) if weights is None else np.asarray(weights, float)
+    n = w.sum(axis=1)
+    both, neither = w @ (a & b), w @ (~a & ~b)
+    a_pos, b_pos = w @ a, w @ b
+    p_o = (both + neither) / n
+    p_e = (a_pos * b_pos + (n - a_pos) * (n - b_pos)) / n**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isclose(p_e, 1.0), np.nan, (p_o - p_e) / (1 - p_e))
+
+
+def fleiss_kappa(counts, weights=None) -> np.ndarray:
+    """Fleiss' kappa (Fleiss 1971, Psychological Bulletin 76:378-382) of a subjects x categories table of
+    rating counts, every subject rated by the same number of raters; once per row of ``weights``.
+
+    P_i = (sum_j n_ij^2 - n) / (n (n - 1)) is subject i's pairwise agreement, p_j the share of all
+    ratings in category j; kappa = (mean P_i - sum_j p_j^2) / (1 - sum_j p_j^2), NaN when every
+    rating falls in one category.
+    """
+    table = np.asarray(counts, float)
+    raters = table.sum(axis=1)
+    if table.ndim != 2 or not len(table) or not np.allclose(raters, raters[0]) or raters[0] < 2:
+        raise ValueError("fleiss_kappa needs a subjects x categories table with the same number (>= 2) of raters")
+    n = raters[0]
+    w = np.ones((1, len(table))) if weights is None else np.asarray(weights, float)
+    agreement = ((table**2).sum(axis=1) - n) / (n * (n - 1))
+    total = w.sum(axis=1)
+    p_bar = (w @ agreement) / total
+    p_j = (w @ table) / (n * total[:, None])
+    p_e = (p_j**2).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isclose(p_e, 1.0), np.nan, (p_bar - p_e) / (1 - p_e))
