@@ -1,6 +1,6 @@
 """The official test set's public files alone (no images): the leaderboard reproduced, what the report
 labels mean against the radiologists, how much the radiologists agree, and what that measured noise
-implies for the U-Zeros / U-Ones choice under the phantom's expected-target model.
+implies for the U-Zeros / U-Ones choice (``chexutils.evaluation.policy_noise``).
 
 Files (rajpurkarlab/cheXpert-test-set-labels, read by ``chexutils.data.test_set_files``):
 ``groundtruth.csv`` (the majority of bc1, bc2, bc3, bc5, bc7, checked on reading), the 8 radiologists,
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 from sklearn.metrics import cohen_kappa_score
 
 from chexutils.core.errors import DataError
@@ -31,8 +30,7 @@ from chexutils.data.test_set_files import (
     read_study_labels,
 )
 from chexutils.evaluation import readers as reader_scoring
-from chexutils.evaluation.references import CHEXPERT_PAPER_POLICIES, LEADERBOARD, reference_table
-from chexutils.phantom import expected
+from chexutils.evaluation.references import LEADERBOARD
 from chexutils.scoring.metrics import percentile_interval, resample_counts
 from chexutils.scoring.stats import binary_kappa, fleiss_kappa, wilson_interval
 
@@ -42,12 +40,6 @@ ENSEMBLE = "ensemble (mean of the example models)"
 ALL_READERS = tuple(sorted(REFERENCE_READERS + BENCHMARK_READERS, key=lambda r: int(r[2:])))  # bc1 ... bc8
 REPORT_LABELS = ("positive", "negative", "uncertain", "blank")
 REPORT_CODES = {1.0: "positive", 0.0: "negative", -1.0: "uncertain"}  # NaN: blank
-# The expected training target of each report label under the two compared policies (blank = negative,
-# as the CheXpert paper trains).
-POLICY_TARGETS = {
-    "U-Zeros": {"positive": 1.0, "negative": 0.0, "uncertain": 0.0, "blank": 0.0},
-    "U-Ones": {"positive": 1.0, "negative": 0.0, "uncertain": 1.0, "blank": 0.0},
-}
 KAPPA_CI = "percentile bootstrap over studies (= patients here)"
 
 
@@ -125,10 +117,11 @@ def leaderboard(results: dict) -> pd.DataFrame:
     rows = {}
     for name, (table, _, summary) in results.items():
         row = {
-            t: _ci(table.loc[t, "auroc"], table.loc[t, "ci_low"], table.loc[t, "ci_high"]) for t in COMPETITION_TASKS
+            t: ci_text(table.loc[t, "auroc"], table.loc[t, "ci_low"], table.loc[t, "ci_high"])
+            for t in COMPETITION_TASKS
         }
         mean = summary["mean_auroc_tasks"]
-        row["mean of 5"] = _ci(mean["mean"], mean["ci_low"], mean["ci_high"])
+        row["mean of 5"] = ci_text(mean["mean"], mean["ci_low"], mean["ci_high"])
         below = summary["radiologists_below_curve"]
         row["readers on or below, per task"] = " ".join(str(below["per_task"][t]) for t in COMPETITION_TASKS)
         row["readers on or below (mean)"] = round(below["mean_over_tasks"], 1)
@@ -178,7 +171,7 @@ def decision_points(files: PublicFiles, level: float = 0.95) -> pd.DataFrame:
 def decision_table(points: pd.DataFrame) -> pd.DataFrame:
     """Who x task: 'sensitivity (CI) / specificity (CI)' for display."""
     text = points.apply(
-        lambda r: f"{_ci(r.sensitivity, r.sens_low, r.sens_high, 2)} / {_ci(r.specificity, r.spec_low, r.spec_high, 2)}",
+        lambda r: f"{ci_text(r.sensitivity, r.sens_low, r.sens_high, 2)} / {ci_text(r.specificity, r.spec_low, r.spec_high, 2)}",
         axis=1,
     )
     return points.assign(text=text).pivot(index=["kind", "who"], columns="task", values="text")
@@ -214,16 +207,21 @@ def reader_meaning(reads: dict, level: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def meaning_grid(table: pd.DataFrame, columns) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(share grid, 'k/n' text grid): observations (CheXpert order) x ``columns`` (e.g. report_label)."""
+def meaning_grid(table: pd.DataFrame, columns, with_ci: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(share grid, text grid): observations (CheXpert order) x ``columns`` (e.g. report_label); the text
+    is 'k/n', or 'k/n share (Wilson CI)' ``with_ci``; empty groups are NaN / ''."""
     columns = [columns] if isinstance(columns, str) else list(columns)
     keys = table[columns].astype(str).agg(" ".join, axis=1)
-    text = (table["truly_positive"].astype(str) + "/" + table["studies"].astype(str)).where(table["studies"] > 0, "")
-    wide = table.assign(column=keys, text=text)
+    text = table["truly_positive"].astype(str) + "/" + table["studies"].astype(str)
+    if with_ci:
+        text += " " + pd.Series(
+            [ci_text(v, lo, hi, 2) for v, lo, hi in table[["share", "low", "high"]].to_numpy()], index=table.index
+        )
+    wide = table.assign(column=keys, text=text.where(table["studies"] > 0, ""))
     order = list(dict.fromkeys(keys))
     shares = wide.pivot(index="observation", columns="column", values="share").loc[list(OBSERVATIONS), order]
     texts = wide.pivot(index="observation", columns="column", values="text").loc[list(OBSERVATIONS), order]
-    return shares, texts
+    return shares.rename_axis(columns=None), texts.rename_axis(columns=None)
 
 
 # ---- 3. how much the readers agree -----------------------------------------------------------
@@ -280,96 +278,15 @@ def fleiss_table(reads: dict, n_resamples: int = 1000, seed: int = 0, level: flo
 
 def agreement_grid(agreement: pd.DataFrame, fleiss: pd.DataFrame) -> pd.DataFrame:
     """Observations x readers: 'kappa (CI)', and Fleiss' kappa of all of them in the last column."""
-    text = agreement.assign(text=[_ci(k, lo, hi, 2) for k, lo, hi in agreement[["kappa", "low", "high"]].to_numpy()])
+    text = agreement.assign(
+        text=[ci_text(k, lo, hi, 2) for k, lo, hi in agreement[["kappa", "low", "high"]].to_numpy()]
+    )
     grid = text.pivot(index="observation", columns="reader", values="text").loc[list(OBSERVATIONS), list(ALL_READERS)]
     grid[f"Fleiss ({len(ALL_READERS)} readers)"] = [
-        _ci(k, lo, hi, 2)
+        ci_text(k, lo, hi, 2)
         for k, lo, hi in fleiss.set_index("observation").loc[grid.index, ["fleiss_kappa", "low", "high"]].to_numpy()
     ]
     return grid
-
-
-# ---- 4. what the measured noise implies for U-Zeros / U-Ones --------------------------------
-
-
-def group_auroc(positives: np.ndarray, negatives: np.ndarray, targets: np.ndarray, tau: float) -> np.ndarray:
-    """AUROC against the truth when every study scores its group's target + N(0, tau^2); ``positives`` and
-    ``negatives`` are (resamples x groups) counts of truly positive / negative studies per report group.
-    The same pair sum as ``phantom.expected.auroc_from_kinds``, over report groups instead of latent kinds."""
-    pairs = norm.cdf((targets[:, None] - targets[None, :]) / (tau * np.sqrt(2)))  # P(pos in a outscores neg in b)
-    positives, negatives = np.atleast_2d(positives), np.atleast_2d(negatives)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.einsum("ra,ab,rb->r", positives, pairs, negatives) / (positives.sum(1) * negatives.sum(1))
-
-
-def policy_implication(
-    meaning: pd.DataFrame, taus=expected.NOISE_SDS, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
-) -> pd.DataFrame:
-    """Per observation: delta = AUROC(U-Ones) - AUROC(U-Zeros) against the radiologist majority at each noise
-    SD, from the measured P(truly positive | report label); a percentile CI by resampling the 500 studies
-    (multinomial over report label x truth cells); the verdict by ``expected.verdict``; a plain statement."""
-    rng = np.random.default_rng(seed)
-    targets = {p: np.array([POLICY_TARGETS[p][g] for g in REPORT_LABELS]) for p in POLICY_TARGETS}
-    rows = []
-    for obs, part in meaning.groupby("observation", sort=False):
-        part = part.set_index("report_label").loc[list(REPORT_LABELS)]
-        if part.loc["uncertain", "studies"] == 0:
-            continue  # no uncertain label: the two policies train on the same targets
-        pos = part["truly_positive"].to_numpy(float)
-        neg = part["studies"].to_numpy(float) - pos
-        cells = np.r_[pos, neg]
-        draws = rng.multinomial(int(cells.sum()), cells / cells.sum(), size=n_resamples)
-        row = {
-            "observation": obs,
-            "uncertain": _share_text(part.loc["uncertain"]),
-            "blank": _share_text(part.loc["blank"]),
-            "positive": _share_text(part.loc["positive"]),
-        }
-        deltas, lows, highs = [], [], []
-        for tau in taus:
-            delta = (group_auroc(pos, neg, targets["U-Ones"], tau) - group_auroc(pos, neg, targets["U-Zeros"], tau))[0]
-            boot = group_auroc(draws[:, :4], draws[:, 4:], targets["U-Ones"], tau) - group_auroc(
-                draws[:, :4], draws[:, 4:], targets["U-Zeros"], tau
-            )
-            low, high = percentile_interval(boot, level)
-            row[f"delta tau={tau}"] = _ci(delta, low, high, 3, signed=True)
-            deltas.append(delta)
-            lows.append(low)
-            highs.append(high)
-        row["verdict"] = expected.verdict(deltas)
-        row["statement"] = _statement(row["verdict"], np.array(deltas), np.array(lows), np.array(highs))
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("observation")
-
-
-def beside_papers(implication: pd.DataFrame) -> pd.DataFrame:
-    """The implication beside the CheXpert paper's per-task findings and the original study's U-Ones - U-Zeros (valid)."""
-    out = implication[["verdict", "statement"]].copy()
-    paper = {
-        t: f"best: {p} ({auc:.3f}){'; ' + test if test else ''}"
-        for t, (p, auc, test) in CHEXPERT_PAPER_POLICIES.items()
-    }
-    out["CheXpert paper (Irvin et al. 2019, valid)"] = [paper.get(o, "") for o in out.index]
-    refs = reference_table()
-    zeros, ones = "original study DenseNet121-224 U-Zeros", "original study DenseNet121-224 U-Ones"
-    if zeros in refs.columns and ones in refs.columns:
-        delta = (refs[ones] - refs[zeros]).reindex(out.index)
-        out["original study U-Ones - U-Zeros (valid, 224)"] = [f"{d:+.2f}" if pd.notna(d) else "" for d in delta]
-    return out
-
-
-def _statement(verdict: str, deltas: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> str:
-    span = f"delta {deltas.min():+.3f} to {deltas.max():+.3f}"
-    if verdict == expected.NO_DIFFERENCE:
-        if np.all((lows > -expected.MATERIAL) & (highs < expected.MATERIAL)):
-            return f"no material difference predicted ({span}; CIs inside ±{expected.MATERIAL})"
-        return f"no material difference predicted ({span}), but the CIs reach ±{max(-lows.min(), highs.max()):.3f}"
-    if verdict in POLICY_TARGETS:
-        sign = 1 if verdict == "U-Ones" else -1
-        held = np.all(sign * lows > 0) and np.all(sign * highs > 0)
-        how = "CI excludes 0 at every noise SD" if held else "a CI crosses 0: not established by 500 studies"
-        return f"{verdict} expected ({span}; {how})"
-    return f"sign or size depends on the learner ({span})"
 
 
 def _share_row(picked: pd.Series, level: float, **keys) -> dict:
@@ -382,7 +299,7 @@ def _share_text(row: pd.Series) -> str:
     return f"{int(row['truly_positive'])}/{int(row['studies'])}"
 
 
-def _ci(value, low, high, digits: int = 3, signed: bool = False) -> str:
+def ci_text(value, low, high, digits: int = 3, signed: bool = False) -> str:
     if pd.isna(value):
         return "n/a"
     fmt = f"{{:{'+' if signed else ''}.{digits}f}}"

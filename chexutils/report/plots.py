@@ -182,3 +182,35 @@ def comparison_heatmap(table: pd.DataFrame, path=None, title: str = "AUROC"):
     fig.tight_layout()
     save_figure(fig, path)
     return fig
+
+
+def share_heatmap(
+    shares: pd.DataFrame,
+    texts: pd.DataFrame,
+    path=None,
+    title: str = "",
+    xlabel: str = "",
+    label: str = "share truly positive",
+):
+    """Rows x columns of shares in [0, 1] (e.g. truly positive per report label), each cell annotated with
+    its share and ``texts`` (e.g. 'k/n'); empty cells (NaN) left blank."""
+    values = shares.astype(float)
+    annot = values.map(lambda v: "" if pd.isna(v) else f"{v:.2f}") + "\n" + texts.reindex_like(values).fillna("")
+    width = max(6.0, 0.75 * values.shape[1] + 3.5)
+    fig, ax = plt.subplots(figsize=(width, 0.42 * values.shape[0] + 1.8))
+    sns.heatmap(
+        values,
+        vmin=0,
+        vmax=1,
+        cmap="rocket_r",
+        annot=annot.to_numpy(),
+        fmt="",
+        annot_kws={"size": 6.5},
+        ax=ax,
+        cbar_kws={"label": label},
+    )
+    ax.set(xlabel=xlabel, ylabel="", title=title)
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
