@@ -18,8 +18,9 @@ from scipy.stats import norm
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from chexutils.core import paths
+from chexutils.core.errors import DataError
 from chexutils.core.labels import COMPETITION_TASKS
-from chexutils.data.test_set_files import GROUNDTRUTH, LABELS_REPO
+from chexutils.data.test_set_files import GROUNDTRUTH, LABELS_REPO, read_report_labels
 from chexutils.evaluation import policy_noise, public_labels
 from chexutils.evaluation.references import LEADERBOARD
 from chexutils.phantom import expected
@@ -114,6 +115,25 @@ def test_kind_auroc_is_the_phantom_pair_sum_over_any_kinds():
     for tau in expected.NOISE_SDS:
         ours = policy_noise.kind_auroc(positives, negatives, [targets[k] for k in kinds], tau)[0]
         assert ours == pytest.approx(expected.auroc_from_kinds(shares, targets, tau))
+
+
+def test_report_labels_read_in_the_released_format_and_refuse_other_values(tmp_path):
+    header = "Study,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,Lung Lesion,Edema,Consolidation,"
+    header += "Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,Fracture,Support Devices"
+    rows = [  # the first two rows of labeler/chexpert_labels.csv as released
+        "CheXpert-v1.0/test/patient64741/study1,,,,1.0,,0.0,,,,0.0,0.0,,,1.0",
+        "CheXpert-v1.0/test/patient64742/study1,,,,1.0,,,,,-1.0,0.0,,,,",
+    ]
+    path = tmp_path / "chexpert_labels.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    labels = read_report_labels(path)
+    assert labels.loc["patient64742/study1", "Atelectasis"] == -1.0 and math.isnan(
+        labels.loc["patient64742/study1", "Edema"]
+    )
+    assert labels.loc["patient64741/study1", "Edema"] == 0.0 and labels.notna().sum().sum() == 8
+    path.write_text("\n".join([header, rows[0], rows[1].replace("-1.0", "2.0")]) + "\n")
+    with pytest.raises(DataError, match=r"line 3: column 'Atelectasis' has value '2.0'"):
+        read_report_labels(path)
 
 
 # ---- the files, against hand counts -------------------------------------------------------------

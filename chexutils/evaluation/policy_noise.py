@@ -143,12 +143,18 @@ def statement(verdict: str, deltas, lows, highs) -> str:
     return f"depends on the learner ({span})"
 
 
+def _verdict_text(verdict: str, held: bool) -> str:
+    if held:
+        return verdict
+    return f"{verdict} ({'a CI reaches beyond ±' + str(expected.MATERIAL) if verdict == expected.NO_DIFFERENCE else 'a CI includes 0'})"
+
+
 def beside_papers(implications: dict) -> pd.DataFrame:
     """Verdicts per kind model beside the CheXpert paper's per-task findings and the original study's
     U-Ones - U-Zeros on the official valid set (both published, from ``references``)."""
     out = pd.DataFrame(
         {
-            f"expected ({kind})": table["verdict"] + np.where(table["established"], "", " (CI: not established)")
+            f"expected ({kind})": [_verdict_text(v, held) for v, held in zip(table["verdict"], table["established"])]
             for kind, table in implications.items()
         }
     )
