@@ -10,6 +10,8 @@ Formats, as verified against the public files (read, not copied):
   have the same columns but put ``Lung Lesion`` before ``Lung Opacity``. Leaderboard models'
   ``example_models/predictions/standard/*_predictions.csv`` are keyed by ``Study`` with a subset of
   observations (e.g. ``Cardiomegaly,Edema,Consolidation,Atelectasis,Pleural Effusion``).
+  ``labeler/chexpert_labels.csv`` (at a03eb34): ``Study`` and the 14 observations in the CheXpert order
+  as the report labeler wrote them, ``1.0`` / ``0.0`` / ``-1.0`` / blank, one row per test study.
 - ``rajpurkarlab/cheXlocalize`` (README at commit bfe28aa: 668 test images of 500 patients, 234 valid
   images of 200; download_instructions.md at 01456c7: the release has a ``CheXpert`` and a
   ``CheXlocalize`` folder). Public code that reads the release uses ``CheXpert/test_labels.csv`` and
