@@ -186,14 +186,14 @@ MUTANTS = (
         "chexutils/explain/heatmaps.py",
         '"xrv-densenet121": "features.trunk.norm5"',
         '"xrv-densenet121": "features.trunk.denseblock4"',
-        ("tests/test_run_safeguards.py",),
+        ("tests/test_run_safeguards.py::test_cam_layer_output_is_the_trunks_final_output",),
     ),
     Mutant(
         "train._check_finite: only NaN stops training (an infinite loss goes on)",
         "chexutils/training/train.py",
         "if not math.isfinite(value):",
         "if math.isnan(value):",
-        ("tests/test_run_safeguards.py",),
+        ("tests/test_run_safeguards.py::test_an_infinite_or_nan_loss_stops_training",),
     ),
 )
 
