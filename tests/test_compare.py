@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from chexutils.core.labels import OBSERVATIONS
 from chexutils.evaluation import compare, policy_choice, policy_sweep
 from chexutils.evaluation.evaluate import RunScores, load_run_scores
 from chexutils.report import plots
+from chexutils.scoring import stats
 from chexutils.scoring.metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
 from chexutils.scoring.predict import write_predictions
 from chexutils.scoring.stats import holm, smallest_detectable
@@ -63,8 +65,9 @@ def test_choice_follows_a_clear_difference_and_says_when_there_is_none():
     tested = choice.index[choice["eligible"]]
     np.testing.assert_allclose(choice.loc[tested, "p_holm"], holm(choice.loc[tested, "p_value"]))
     assert (
-        choice.loc[tested, "smallest detectable"] == smallest_detectable(choice.loc[tested, "se"], 0.05, len(tested))
-    ).all()
+        choice.loc[tested, "smallest detectable"]
+        == smallest_detectable(choice.loc[tested, "se_study"], 0.0, 0, alpha=0.05, tests=len(tested))
+    ).all()  # one seed per arm: the study-only z test
     mapping = policy_sweep.mixed_mapping(choice)
     assert set(mapping) == set(OBSERVATIONS) and mapping["Edema"] == "U-Ones" and mapping["Cardiomegaly"] == "U-Zeros"
 
@@ -326,3 +329,64 @@ def test_rows_beside_published_numbers_name_their_data_and_the_colour_scale_cove
     mesh = plots.comparison_heatmap(beside, tmp_path / "comparison.png").axes[0].collections[0]
     assert (mesh.norm.vmin, mesh.norm.vmax) == (0.2, 1.0)  # 0.202 gets its own colour, not chance's
     assert plots.comparison_heatmap(values.loc[["U-Ones"]]).axes[0].collections[0].norm.vmin == 0.5
+
+
+def _simulated_rejections(delta, se_study, seed_sd, k, level_each, reps, rng):
+    """Share of simulated experiments in which the real seed-arm test rejects at ``level_each``.
+
+    Per experiment: k per-seed AUROCs per arm with seed SD ``seed_sd``, arm b shifted by ``delta``
+    plus a study-level error of SD ``se_study`` shared by its seeds (the same studies score every
+    run); the test's study variance is se_study^2 (what DeLong supplies)."""
+    hits = 0
+    for _ in range(reps):
+        auc_a = 0.8 + seed_sd * rng.standard_normal(k)
+        auc_b = 0.8 + delta + se_study * rng.standard_normal() + seed_sd * rng.standard_normal(k)
+        hits += stats.seed_arm_statistic(auc_a, auc_b, se_study**2)["p_value"] < level_each
+    return hits / reps
+
+
+def _hand_comparison(se_study, seed_sd, k, observations=14):
+    """A compare_arms-like table: every observation eligible, no rejection, the given SE parts."""
+    se_seed = seed_sd * math.sqrt(2 / k)
+    return pd.DataFrame(
+        {
+            "positives": 200,
+            "negatives": 800,
+            "seeds": f"{k}+{k}",
+            "U-Ones minus U-Zeros": 0.0,
+            "se": math.hypot(se_study, se_seed),
+            "se_study": se_study,
+            "se_seed": se_seed,
+            "seed_df": 2 * k - 2,
+            "p_value": 0.9,
+        },
+        index=[f"obs{i}" for i in range(observations)],
+    )
+
+
+@pytest.mark.parametrize(
+    "se_study, seed_sd, k, m",
+    [(0.01, 0.01, 2, 14), (0.01, 0.01, 3, 5), (0.02, 0.005, 2, 1)],
+)
+def test_printed_smallest_detectable_delta_gives_the_real_test_80_percent_power(se_study, seed_sd, k, m):
+    # the figure as choose() prints it, then the real test run on simulated seeds at that delta
+    choice = policy_choice.choose(_hand_comparison(se_study, seed_sd, k, m), None, "held-out-masked")
+    detectable = choice["smallest detectable"].iloc[0]
+    assert f"smallest detectable Δ {detectable:.3f}" in choice["verdict"].iloc[0]
+    reps = 4000
+    power = _simulated_rejections(detectable, se_study, seed_sd, k, 0.05 / m, reps, np.random.default_rng(11))
+    print(f"k={k} m={m}: smallest detectable {detectable:.4f}, simulated power {power:.3f}")
+    assert power == pytest.approx(0.80, abs=0.04)  # Monte-Carlo SE 0.006
+
+
+def test_two_seeds_per_arm_say_when_they_cannot_reach_a_useful_power():
+    choice = policy_choice.choose(_hand_comparison(0.01, 0.01, 2), None, "held-out-masked")
+    verdict = choice["verdict"].iloc[0]
+    detectable = choice["smallest detectable"].iloc[0]
+    assert f"with 2 seeds per arm no Δ below {detectable:.3f} is detectable at 80% power" in verdict
+    more = int(re.search(r"use (\d+) seeds per arm", verdict).group(1))
+    assert more > 2
+    at_more = policy_choice.choose(_hand_comparison(0.01, 0.01, more), None, "held-out-masked")
+    assert at_more["smallest detectable"].iloc[0] < detectable and not at_more["seeds note"].iloc[0]
+    # no note where the studies, not the seeds, are the limit
+    assert not policy_choice.choose(_hand_comparison(0.02, 0.001, 2), None, "x")["seeds note"].iloc[0]

@@ -30,6 +30,8 @@ MIN_UNCERTAIN = 0.01  # share of training images labelled uncertain; at or below
 ALPHA = 0.05
 NO_DIFFERENCE = "no detectable difference"
 DELTA = "U-Ones minus U-Zeros"
+USEFUL_RATIO = 1.25  # seeds_note: a smallest detectable Δ within 25% of what unlimited seeds would give
+MAX_SEEDS = 20  # seeds_note: the most seeds per arm it suggests
 
 
 def scored_labels(criterion: str, study_labels: pd.DataFrame, truth: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -76,9 +78,11 @@ def compare_arms(
     """Per observation: counts, each arm's mean AUROC and seed SD, and delta = mean(b) - mean(a).
 
     ``arm_a``/``arm_b`` map a seed to that run's study x observation scores (joined to ``labels``
-    by study). ``ci_low``/``ci_high``: percentile interval of the seeds x patients hierarchical
-    bootstrap (stats.hierarchical_deltas); ``p_value``, ``se``: the seed-aware DeLong test
-    (stats.seed_arm_test), clustered by ``groups`` (study -> patient) when given.
+    by study). ``p_value``, ``se``, ``df`` and ``ci_low``/``ci_high``: the seed-aware DeLong test
+    (stats.seed_arm_test), clustered by ``groups`` (study -> patient) when given; its interval is
+    delta -/+ t_{df} se, the same SE and df as the p-value, so the interval excludes 0 exactly when
+    p < 1 - ``level``. ``bootstrap ci_low (secondary)``, ``bootstrap ci_high (secondary)``: percentile interval of
+    the seeds x patients hierarchical bootstrap (stats.hierarchical_deltas), not what the verdict uses.
     """
     if not arm_a or not arm_b:
         raise DataError(f"each arm needs at least one run; got {len(arm_a)} {names[0]} and {len(arm_b)} {names[1]}")
@@ -110,7 +114,7 @@ def compare_arms(
         if row["positives"] == 0 or row["negatives"] == 0:
             rows[obs] = row | {"note": f"one class only ({row['positives']} positives)"}
             continue
-        test = seed_arm_test(y, runs_a, runs_b, None if keys is None else keys[keep])
+        test = seed_arm_test(y, runs_a, runs_b, None if keys is None else keys[keep], level)
         deltas = hierarchical_deltas(y, runs_a, runs_b, counts[:, keep], rng)
         finite = deltas[np.isfinite(deltas)]
         low, high = np.quantile(finite, [(1 - level) / 2, (1 + level) / 2]) if len(finite) else (math.nan, math.nan)
@@ -120,11 +124,14 @@ def compare_arms(
             f"{names[1]} mean": test["mean_b"],
             f"{names[1]} seed SD": test["sd_b"],
             f"{names[1]} minus {names[0]}": test["delta"],
-            "ci_low": float(low),
-            "ci_high": float(high),
+            "ci_low": test["ci_low"],
+            "ci_high": test["ci_high"],
+            "bootstrap ci_low (secondary)": float(low),
+            "bootstrap ci_high (secondary)": float(high),
             "se": test["se"],
             "se_study": test["se_study"],
             "se_seed": test["se_seed"],
+            "seed_df": test["seed_df"],
             "df": test["df"],
             "p_value": test["p_value"],
             "note": "" if test["seed_df"] else "one seed per arm: seed noise not in the test",
@@ -150,8 +157,10 @@ def choose(
     ``comparison`` is compare_arms() with the default names (delta column DELTA). Holm runs over
     the eligible observations; the verdict names the better policy only where the adjusted p <
     ``alpha``, otherwise "no detectable difference" and ``mapping`` = ``default``. The smallest
-    detectable difference is stats.smallest_detectable(se, alpha, m): 80% power at Holm's first
-    step alpha/m, m = observations tested.
+    detectable difference is stats.smallest_detectable(se_study, se_seed, seed_df, alpha, m): 80%
+    power of the test actually run (t at its Satterthwaite df) at Holm's first step alpha/m, m =
+    observations tested; ``seeds note`` (seeds_note) says where the arms' few seeds, not the studies,
+    keep it large, and how many seeds per arm would bring it down.
     """
     table = comparison.copy()
     smaller = np.minimum(table["positives"], table["negatives"])
@@ -171,8 +180,12 @@ def choose(
     p = table["p_value"].where(table["eligible"]) if "p_value" in table else pd.Series(math.nan, table.index)
     table["p_holm"] = holm(p.to_numpy(float))
     tests = int(table["eligible"].sum())
-    se = table["se"] if "se" in table else pd.Series(math.nan, table.index)
-    table["smallest detectable"] = smallest_detectable(se.to_numpy(float), alpha, tests)
+    table["smallest detectable"] = smallest_detectable(
+        _column(table, "se_study"), _column(table, "se_seed", 0.0), _column(table, "seed_df", 0.0), alpha, tests
+    )
+    table["seeds note"] = [
+        seeds_note(table.loc[o], alpha, tests) if table.loc[o, "eligible"] else "" for o in table.index
+    ]
     delta = table[DELTA] if DELTA in table else pd.Series(math.nan, table.index)
     verdicts, mapping = [], []
     for obs in table.index:
@@ -184,15 +197,55 @@ def choose(
             verdicts.append(f"{better} (Holm p {table.loc[obs, 'p_holm']:.3g})")
             mapping.append(better)
         else:
+            note = table.loc[obs, "seeds note"]
             verdicts.append(
-                f"{NO_DIFFERENCE} (smallest detectable Δ {table.loc[obs, 'smallest detectable']:.3f}): "
-                f"{default} by default"
+                f"{NO_DIFFERENCE} (smallest detectable Δ {table.loc[obs, 'smallest detectable']:.3f}"
+                + (f"; {note}" if note else "")
+                + f"): {default} by default"
             )
             mapping.append(default)
     table["verdict"], table["mapping"] = verdicts, mapping
     table["choice"] = table["mapping"]
     table["criterion"], table["default"] = criterion, default
     return table
+
+
+def _column(table: pd.DataFrame, name: str, fill: float = math.nan) -> np.ndarray:
+    return (table[name] if name in table else pd.Series(fill, table.index)).to_numpy(float)
+
+
+def arm_seeds(row) -> tuple[int, int]:
+    """(seeds in arm a, seeds in arm b) from compare_arms' ``seeds`` ('3+2')."""
+    a, _, b = str(row["seeds"]).partition("+")
+    return int(a), int(b)
+
+
+def seeds_note(row, alpha: float = ALPHA, tests: int = 1, power: float = 0.8) -> str:
+    """Where the arms' few seeds keep the smallest detectable Δ large, a sentence saying so ('' elsewhere).
+
+    Compares the smallest detectable Δ of the test as run (``row``: se_study, se_seed, seeds) with
+    what unlimited seeds would give on the same studies (the z rule at se_study). Beyond
+    USEFUL_RATIO times that, the seeds are the bottleneck: the note gives the seeds per arm (equal
+    arms, the same pooled seed SD, at most MAX_SEEDS) that bring it within USEFUL_RATIO.
+    """
+    if not np.isfinite(row.get("se_seed", math.nan)) or not row.get("seed_df", 0) or not row["se_seed"] > 0:
+        return ""
+    k_a, k_b = arm_seeds(row)
+    seed_sd = row["se_seed"] / math.sqrt(1 / k_a + 1 / k_b)
+    now = smallest_detectable(row["se_study"], row["se_seed"], row["seed_df"], alpha, tests, power)
+    best = smallest_detectable(row["se_study"], 0.0, 0, alpha, tests, power)
+    if now <= USEFUL_RATIO * best:
+        return ""
+    seeds = f"{k_a} seeds per arm" if k_a == k_b else f"{k_a}+{k_b} seeds"
+    text = (
+        f"with {seeds} no Δ below {now:.3f} is detectable at {power:.0%} power "
+        f"({best:.3f} with unlimited seeds on these studies)"
+    )
+    for k in range(max(k_a, k_b) + 1, MAX_SEEDS + 1):
+        at_k = smallest_detectable(row["se_study"], seed_sd * math.sqrt(2 / k), 2 * k - 2, alpha, tests, power)
+        if at_k <= USEFUL_RATIO * best:
+            return text + f"; use {k} seeds per arm (smallest detectable Δ {at_k:.3f})"
+    return text + f"; even {MAX_SEEDS} seeds per arm would not come within {USEFUL_RATIO - 1:.0%} of it"
 
 
 def per_label_choice(
