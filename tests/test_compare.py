@@ -390,3 +390,28 @@ def test_two_seeds_per_arm_say_when_they_cannot_reach_a_useful_power():
     assert at_more["smallest detectable"].iloc[0] < detectable and not at_more["seeds note"].iloc[0]
     # no note where the studies, not the seeds, are the limit
     assert not policy_choice.choose(_hand_comparison(0.02, 0.001, 2), None, "x")["seeds note"].iloc[0]
+
+
+def test_delta_interval_beside_the_verdict_excludes_zero_exactly_when_p_is_below_alpha():
+    # Under the null with 2 seeds per arm, the interval compare_arms prints and its p-value make the
+    # same call in every replicate (same SE, same df); the bootstrap interval is only secondary.
+    rng = np.random.default_rng(21)
+    n = 120
+    study = [f"s{i}" for i in range(n)]
+    y = (np.arange(n) % 3 == 0).astype(float)
+    labels = pd.DataFrame({"Edema": y}, index=study)
+    calls, agree = [], 0
+    for _ in range(300):
+        shared = y + rng.normal(0, 1.0, n)  # what every run learns from these studies
+        arms = [shared + rng.normal(0, 0.7, n) for _ in range(2)]  # each policy's own view, equally good
+        runs = [pd.DataFrame({"Edema": arm + rng.normal(0, 0.3, n)}, index=study) for arm in arms for _ in range(2)]
+        row = policy_choice.compare_arms(labels, {0: runs[0], 1: runs[1]}, {0: runs[2], 1: runs[3]}, n_resamples=20)
+        row = row.loc["Edema"]
+        excludes = bool(row["ci_low"] > 0 or row["ci_high"] < 0)
+        rejects = bool(row["p_value"] < 0.05)
+        agree += excludes == rejects
+        calls.append(rejects)
+        assert row["ci_low"] < row["U-Ones minus U-Zeros"] < row["ci_high"] and row["seeds"] == "2+2"
+        assert "bootstrap ci_low (secondary)" in row.index
+    print(f"null rejections {sum(calls)} of {len(calls)}; interval and p agree in {agree}")
+    assert agree == len(calls) and 0 < sum(calls) < len(calls) / 4
