@@ -142,7 +142,7 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
-POWER_NODES = 2000  # equal-probability nodes of the seed variance's chi-square in seed_arm_power
+POWER_NODES = 500  # equal-probability nodes of the seed variance's chi-square in seed_arm_power
 
 
 def _critical(se_study: float, se_seed: float, seed_df: int, level: float) -> np.ndarray:
