@@ -415,3 +415,27 @@ def test_delta_interval_beside_the_verdict_excludes_zero_exactly_when_p_is_below
         assert "bootstrap ci_low (secondary)" in row.index
     print(f"null rejections {sum(calls)} of {len(calls)}; interval and p agree in {agree}")
     assert agree == len(calls) and 0 < sum(calls) < len(calls) / 4
+
+
+def test_one_seed_per_arm_is_exploratory_and_writes_no_mapping(tmp_path):
+    frame = _study_frame(300, seed=9)
+    labels = policy_choice.scored_labels("held-out-masked", frame.set_index("study")[list(OBSERVATIONS)])
+    groups = frame.set_index("study")["patient"]
+    zeros, ones = _arm(frame, {"Edema": 2.0}, [0, 1]), _arm(frame, {"Edema": 0.3}, [2, 3])
+    one_each = policy_choice.per_label_choice(
+        {0: zeros[0]}, {2: ones[2]}, labels, "held-out-masked", groups, UNCERTAIN, n_resamples=50
+    )
+    single = policy_sweep.PolicyComparison("held-out-masked", choices={"held-out-masked": one_each}, summary="s")
+    (tmp_path / "mixed_mapping.json").write_text('{"Edema": "U-Ones"}')  # an earlier sweep's mapping
+    assert single.write(tmp_path) is None and not (tmp_path / "mixed_mapping.json").exists()
+    written = pd.read_csv(tmp_path / "policy_choice.csv", index_col=0)
+    assert written["exploratory"].str.startswith("exploratory: 1 seed per arm").all()
+    titles = list(single.sections())
+    assert titles[0].startswith("Per-label choice (held-out-masked) — exploratory: 1 seed per arm")
+    assert titles[1].startswith("Per-label choice table (held-out-masked) — exploratory")
+    two_each = policy_choice.per_label_choice(zeros, ones, labels, "held-out-masked", groups, UNCERTAIN, n_resamples=50)
+    paired = policy_sweep.PolicyComparison("held-out-masked", choices={"held-out-masked": two_each}, summary="s")
+    assert not paired.exploratory and paired.write(tmp_path) == json.loads(
+        (tmp_path / "mixed_mapping.json").read_text()
+    )
+    assert "exploratory" not in " ".join(paired.sections())
