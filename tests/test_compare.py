@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from chexutils.core.errors import DataError
-from chexutils.core.labels import OBSERVATIONS
+from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS
 from chexutils.evaluation import compare, policy_choice, policy_sweep
 from chexutils.evaluation.evaluate import RunScores, load_run_scores
 from chexutils.report import plots
@@ -199,12 +199,100 @@ def test_choice_against_other_labels_and_the_criteria_agreement():
     assert "nothing is compared: U-Ones." in policy_choice.verdict_summary(ones_default)
 
 
-def test_overlap_text_ranks_only_separated_runs():
-    runs = pd.DataFrame(
-        {"mean": [0.80, 0.79, 0.60], "ci_low": [0.75, 0.74, 0.55], "ci_high": [0.85, 0.84, 0.65]}, index=["a", "b", "c"]
+def _ranked_sweep(tmp_path, strengths: dict, seeds=(0, 1), n=300, seed=0, run_sd=0.1):
+    """A sweep folder's runs table: per arm (policy) and seed, predictions_official_valid.csv on ``n``
+    one-study patients; score = strength x label + study noise shared by every run + the arm's own
+    noise per study + the run's own noise (seed-to-seed)."""
+    rng = np.random.default_rng(seed)
+    frame = _study_frame(n, seed=seed)
+    tasks = list(COMPETITION_TASKS)
+    labels = frame[tasks].clip(lower=0).to_numpy()
+    shared = rng.normal(0, 1.0, labels.shape)
+    rows = []
+    for policy, beta in strengths.items():
+        own = rng.normal(0, 0.3, labels.shape)
+        for k in seeds:
+            score = np.zeros((n, len(OBSERVATIONS)))
+            score[:, [OBSERVATIONS.index(t) for t in tasks]] = (
+                beta * labels + shared + own + rng.normal(0, run_sd, labels.shape)
+            )
+            path = tmp_path / f"{policy}_seed{k}"
+            path.mkdir(parents=True)
+            write_predictions(frame, 1 / (1 + np.exp(-score)), path / "predictions_official_valid.csv")
+            rows.append(
+                {
+                    "run": path.name,
+                    "policy": policy,
+                    "backbone": "densenet121",
+                    "image_size": 64,
+                    "seed": k,
+                    "path": path,
+                }
+            )
+    return pd.DataFrame(rows).set_index("run"), frame
+
+
+def test_ranking_names_the_pairs_a_paired_seed_aware_test_separates_not_the_ci_overlap(tmp_path):
+    # Hand case: a, b, c with 2 seeds each. Each arm's task-mean CI overlaps its neighbour's, so the
+    # old neighbours-only overlap rule said "all overlap", although a's and c's CIs do not even
+    # overlap; the paired test on the same studies separates every pair.
+    runs, frame = _ranked_sweep(tmp_path, {"a": 1.3, "b": 1.15, "c": 1.0})
+    labels = frame.set_index("study")[list(COMPETITION_TASKS)]
+    ci = {p: mean_tasks_with_ci(labels, _scores(tmp_path / f"{p}_seed0", frame), n_resamples=300) for p in "abc"}
+    assert ci["a"]["ci_low"] < ci["b"]["ci_high"] and ci["b"]["ci_low"] < ci["c"]["ci_high"]  # neighbours overlap
+    assert ci["a"]["ci_low"] > ci["c"]["ci_high"]  # the non-neighbours do not
+    pairs, text = compare.ranking(runs, frame)
+    assert (
+        list(zip(pairs["a"], pairs["b"]))
+        == [
+            ("a densenet121 64px", "b densenet121 64px"),
+            ("a densenet121 64px", "c densenet121 64px"),
+            ("b densenet121 64px", "c densenet121 64px"),
+        ]
+        and (pairs["seeds"] == "2+2").all()
     )
-    assert policy_choice.overlap_text(runs) == "Ranking where CIs separate: a ≈ b (CIs overlap); b > c."
-    assert policy_choice.overlap_text(runs.iloc[:2]).startswith("The 95% CIs of all 2 runs overlap")
+    np.testing.assert_allclose(pairs["p_holm"], holm(pairs["p_value"]))
+    for better, worse in (("a", "b"), ("a", "c"), ("b", "c")):
+        row = pairs[(pairs["a"] == f"{better} densenet121 64px") & (pairs["b"] == f"{worse} densenet121 64px")].iloc[0]
+        assert (
+            f"{better} densenet121 64px > {worse} densenet121 64px (Δ {-row['delta']:.3f}, Holm p {row['p_holm']:.3g})"
+            in text
+        )
+    assert "overlap" not in text and "Not ranked" not in text and "Holm over the pairs" in text
+
+
+def test_ranking_says_not_ranked_where_no_pair_test_rejects(tmp_path):
+    runs, frame = _ranked_sweep(tmp_path, {"a": 1.3, "b": 1.3, "c": 0.9}, seed=1)
+    pairs, text = compare.ranking(runs, frame)
+    a, b, c = (f"{p} densenet121 64px" for p in "abc")
+    assert f"{a} > {c} (Δ" in text and f"{b} > {c} (Δ" in text
+    assert f"Not ranked (no detectable difference): {a} vs {b} (Holm p" in text
+    one_seed, frame = _ranked_sweep(tmp_path / "one", {"a": 1.3, "b": 1.3}, seeds=(0,), seed=2)
+    _, text = compare.ranking(one_seed, frame)  # one run per arm: named by the run, no seed noise in the test
+    assert "a_seed0 vs b_seed0" in text and "seed noise is not in those tests" in text
+
+
+def test_ranking_holds_the_family_wise_error_under_the_null():
+    # three equally good arms of 2 seeds: Holm over the 3 pairs rejects any in <= 5% of replicates
+    rng = np.random.default_rng(7)
+    n, tasks = 200, list(COMPETITION_TASKS)
+    index = [f"s{i}" for i in range(n)]
+    any_rejected = []
+    for _ in range(200):
+        labels = pd.DataFrame((rng.random((n, 5)) < 0.3).astype(float), index=index, columns=tasks)
+        shared = labels + rng.normal(0, 1.0, (n, 5))
+        arms = {}
+        for arm in "abc":
+            own = shared + rng.normal(0, 0.3, (n, 5))
+            arms[arm] = {k: own + rng.normal(0, 0.1, (n, 5)) for k in (0, 1)}
+        any_rejected.append((policy_choice.rank_pairs(labels, arms)["p_holm"] < 0.05).any())
+    rate = float(np.mean(any_rejected))
+    print(f"family-wise rejection rate under the null: {rate:.3f}")
+    assert rate <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 200)
+
+
+def _scores(run_dir, frame):
+    return load_run_scores(run_dir, frame, "official_valid").study_scores
 
 
 def test_ensemble_is_the_mean_probability_joined_by_path(tmp_path):

@@ -65,6 +65,30 @@ def delong_cov(y, scores, groups=None) -> tuple[np.ndarray, np.ndarray]:
     return auc, s10 / m + s01 / n + (s11 + s11.T) / (m * n)
 
 
+def auroc_influence(y, scores, clusters: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """(AUROCs, influence per cluster) of k score rows: psi[k, i] = D10_i / m + D01_i / n.
+
+    D10_i and D01_i are cluster i's summed placements less their expectation (as in delong_cov's
+    clustered form), so n_c / (n_c - 1) * sum_i psi psi' is Obuchowski's covariance. ``clusters``
+    (codes 0 .. n_clusters - 1, one per study of ``y``) may be shared by several label sets, so
+    the influences of AUROCs on different tasks of the same patients add up: the variance of any
+    linear combination (e.g. a difference of task means) is n_c / (n_c - 1) * sum_i (c' psi_i)^2.
+    """
+    y = np.asarray(y).astype(bool)
+    v10, v01, auc = placements(y, scores)
+    m, n = v10.shape[1], v01.shape[1]
+    pos, neg = clusters[y], clusters[~y]
+    d10 = (
+        np.stack([np.bincount(pos, row, n_clusters) for row in v10])
+        - np.bincount(pos, minlength=n_clusters) * auc[:, None]
+    )
+    d01 = (
+        np.stack([np.bincount(neg, row, n_clusters) for row in v01])
+        - np.bincount(neg, minlength=n_clusters) * auc[:, None]
+    )
+    return auc, d10 / m + d01 / n
+
+
 def auroc_interval(y, s, groups=None, level: float = 0.95) -> dict:
     """AUROC with a logit-scale interval: SE from (clustered) DeLong, t quantile with min(m, n) - 1 df.
 
