@@ -476,6 +476,9 @@ def test_two_seeds_per_arm_say_when_they_cannot_reach_a_useful_power():
     assert more > 2
     at_more = policy_choice.choose(_hand_comparison(0.01, 0.01, more), None, "held-out-masked")
     assert at_more["smallest detectable"].iloc[0] < detectable and not at_more["seeds note"].iloc[0]
+    assert "Seeds, not studies, limit it for 14 observation(s): With 2 seeds per arm" in policy_choice.verdict_summary(
+        choice.assign(criterion="held-out-masked")
+    )
     # no note where the studies, not the seeds, are the limit
     assert not policy_choice.choose(_hand_comparison(0.02, 0.001, 2), None, "x")["seeds note"].iloc[0]
 

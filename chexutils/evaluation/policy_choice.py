@@ -505,6 +505,15 @@ def verdict_summary(choice: pd.DataFrame, alpha: float = ALPHA) -> str:
         f"{len(tested)} observations tested (Holm over {len(tested)}, α = {alpha}); "
         + (f"a detectable difference for {'; '.join(chosen)}. " if chosen else "no detectable difference for any. ")
         + (f"Smallest detectable Δ (80% power): {sdd.min():.3f}–{sdd.max():.3f}. " if len(sdd) else "")
+        + _seeds_sentence(choice.loc[tested])
         + f"Default where no difference is detected or nothing is compared: {choice['default'].iloc[0]}. "
         + f"Not compared: {', '.join(left) if left else 'none'}."
     )
+
+
+def _seeds_sentence(tested: pd.DataFrame) -> str:
+    """The first seeds note of the tested observations, as a sentence ('' when the seeds are not the limit)."""
+    notes = [n for n in tested.get("seeds note", pd.Series(dtype=str)) if n]
+    if not notes:
+        return ""
+    return f"Seeds, not studies, limit it for {len(notes)} observation(s): {notes[0][0].upper()}{notes[0][1:]}. "
