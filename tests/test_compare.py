@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -9,10 +10,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from chexutils.core.errors import DataError
-from chexutils.core.labels import OBSERVATIONS
+from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS
 from chexutils.evaluation import compare, policy_choice, policy_sweep
 from chexutils.evaluation.evaluate import RunScores, load_run_scores
 from chexutils.report import plots
+from chexutils.scoring import stats
 from chexutils.scoring.metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
 from chexutils.scoring.predict import write_predictions
 from chexutils.scoring.stats import holm, smallest_detectable
@@ -63,8 +65,9 @@ def test_choice_follows_a_clear_difference_and_says_when_there_is_none():
     tested = choice.index[choice["eligible"]]
     np.testing.assert_allclose(choice.loc[tested, "p_holm"], holm(choice.loc[tested, "p_value"]))
     assert (
-        choice.loc[tested, "smallest detectable"] == smallest_detectable(choice.loc[tested, "se"], 0.05, len(tested))
-    ).all()
+        choice.loc[tested, "smallest detectable"]
+        == smallest_detectable(choice.loc[tested, "se_study"], 0.0, 0, alpha=0.05, tests=len(tested))
+    ).all()  # one seed per arm: the study-only z test
     mapping = policy_sweep.mixed_mapping(choice)
     assert set(mapping) == set(OBSERVATIONS) and mapping["Edema"] == "U-Ones" and mapping["Cardiomegaly"] == "U-Zeros"
 
@@ -196,12 +199,100 @@ def test_choice_against_other_labels_and_the_criteria_agreement():
     assert "nothing is compared: U-Ones." in policy_choice.verdict_summary(ones_default)
 
 
-def test_overlap_text_ranks_only_separated_runs():
-    runs = pd.DataFrame(
-        {"mean": [0.80, 0.79, 0.60], "ci_low": [0.75, 0.74, 0.55], "ci_high": [0.85, 0.84, 0.65]}, index=["a", "b", "c"]
+def _ranked_sweep(tmp_path, strengths: dict, seeds=(0, 1), n=300, seed=0, run_sd=0.1):
+    """A sweep folder's runs table: per arm (policy) and seed, predictions_official_valid.csv on ``n``
+    one-study patients; score = strength x label + study noise shared by every run + the arm's own
+    noise per study + the run's own noise (seed-to-seed)."""
+    rng = np.random.default_rng(seed)
+    frame = _study_frame(n, seed=seed)
+    tasks = list(COMPETITION_TASKS)
+    labels = frame[tasks].clip(lower=0).to_numpy()
+    shared = rng.normal(0, 1.0, labels.shape)
+    rows = []
+    for policy, beta in strengths.items():
+        own = rng.normal(0, 0.3, labels.shape)
+        for k in seeds:
+            score = np.zeros((n, len(OBSERVATIONS)))
+            score[:, [OBSERVATIONS.index(t) for t in tasks]] = (
+                beta * labels + shared + own + rng.normal(0, run_sd, labels.shape)
+            )
+            path = tmp_path / f"{policy}_seed{k}"
+            path.mkdir(parents=True)
+            write_predictions(frame, 1 / (1 + np.exp(-score)), path / "predictions_official_valid.csv")
+            rows.append(
+                {
+                    "run": path.name,
+                    "policy": policy,
+                    "backbone": "densenet121",
+                    "image_size": 64,
+                    "seed": k,
+                    "path": path,
+                }
+            )
+    return pd.DataFrame(rows).set_index("run"), frame
+
+
+def test_ranking_names_the_pairs_a_paired_seed_aware_test_separates_not_the_ci_overlap(tmp_path):
+    # Hand case: a, b, c with 2 seeds each. Each arm's task-mean CI overlaps its neighbour's, so the
+    # old neighbours-only overlap rule said "all overlap", although a's and c's CIs do not even
+    # overlap; the paired test on the same studies separates every pair.
+    runs, frame = _ranked_sweep(tmp_path, {"a": 1.3, "b": 1.15, "c": 1.0})
+    labels = frame.set_index("study")[list(COMPETITION_TASKS)]
+    ci = {p: mean_tasks_with_ci(labels, _scores(tmp_path / f"{p}_seed0", frame), n_resamples=300) for p in "abc"}
+    assert ci["a"]["ci_low"] < ci["b"]["ci_high"] and ci["b"]["ci_low"] < ci["c"]["ci_high"]  # neighbours overlap
+    assert ci["a"]["ci_low"] > ci["c"]["ci_high"]  # the non-neighbours do not
+    pairs, text = compare.ranking(runs, frame)
+    assert (
+        list(zip(pairs["a"], pairs["b"]))
+        == [
+            ("a densenet121 64px", "b densenet121 64px"),
+            ("a densenet121 64px", "c densenet121 64px"),
+            ("b densenet121 64px", "c densenet121 64px"),
+        ]
+        and (pairs["seeds"] == "2+2").all()
     )
-    assert policy_choice.overlap_text(runs) == "Ranking where CIs separate: a ≈ b (CIs overlap); b > c."
-    assert policy_choice.overlap_text(runs.iloc[:2]).startswith("The 95% CIs of all 2 runs overlap")
+    np.testing.assert_allclose(pairs["p_holm"], holm(pairs["p_value"]))
+    for better, worse in (("a", "b"), ("a", "c"), ("b", "c")):
+        row = pairs[(pairs["a"] == f"{better} densenet121 64px") & (pairs["b"] == f"{worse} densenet121 64px")].iloc[0]
+        assert (
+            f"{better} densenet121 64px > {worse} densenet121 64px (Δ {-row['delta']:.3f}, Holm p {row['p_holm']:.3g})"
+            in text
+        )
+    assert "overlap" not in text and "Not ranked" not in text and "Holm over the pairs" in text
+
+
+def test_ranking_says_not_ranked_where_no_pair_test_rejects(tmp_path):
+    runs, frame = _ranked_sweep(tmp_path, {"a": 1.3, "b": 1.3, "c": 0.9}, seed=1)
+    pairs, text = compare.ranking(runs, frame)
+    a, b, c = (f"{p} densenet121 64px" for p in "abc")
+    assert f"{a} > {c} (Δ" in text and f"{b} > {c} (Δ" in text
+    assert f"Not ranked (no detectable difference): {a} vs {b} (Holm p" in text
+    one_seed, frame = _ranked_sweep(tmp_path / "one", {"a": 1.3, "b": 1.3}, seeds=(0,), seed=2)
+    _, text = compare.ranking(one_seed, frame)  # one run per arm: named by the run, no seed noise in the test
+    assert "a_seed0 vs b_seed0" in text and "seed noise is not in those tests" in text
+
+
+def test_ranking_holds_the_family_wise_error_under_the_null():
+    # three equally good arms of 2 seeds: Holm over the 3 pairs rejects any in <= 5% of replicates
+    rng = np.random.default_rng(7)
+    n, tasks = 200, list(COMPETITION_TASKS)
+    index = [f"s{i}" for i in range(n)]
+    any_rejected = []
+    for _ in range(200):
+        labels = pd.DataFrame((rng.random((n, 5)) < 0.3).astype(float), index=index, columns=tasks)
+        shared = labels + rng.normal(0, 1.0, (n, 5))
+        arms = {}
+        for arm in "abc":
+            own = shared + rng.normal(0, 0.3, (n, 5))
+            arms[arm] = {k: own + rng.normal(0, 0.1, (n, 5)) for k in (0, 1)}
+        any_rejected.append((policy_choice.rank_pairs(labels, arms)["p_holm"] < 0.05).any())
+    rate = float(np.mean(any_rejected))
+    print(f"family-wise rejection rate under the null: {rate:.3f}")
+    assert rate <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 200)
+
+
+def _scores(run_dir, frame):
+    return load_run_scores(run_dir, frame, "official_valid").study_scores
 
 
 def test_ensemble_is_the_mean_probability_joined_by_path(tmp_path):
@@ -326,3 +417,116 @@ def test_rows_beside_published_numbers_name_their_data_and_the_colour_scale_cove
     mesh = plots.comparison_heatmap(beside, tmp_path / "comparison.png").axes[0].collections[0]
     assert (mesh.norm.vmin, mesh.norm.vmax) == (0.2, 1.0)  # 0.202 gets its own colour, not chance's
     assert plots.comparison_heatmap(values.loc[["U-Ones"]]).axes[0].collections[0].norm.vmin == 0.5
+
+
+def _simulated_rejections(delta, se_study, seed_sd, k, level_each, reps, rng):
+    """Share of simulated experiments in which the real seed-arm test rejects at ``level_each``.
+
+    Per experiment: k per-seed AUROCs per arm with seed SD ``seed_sd``, arm b shifted by ``delta``
+    plus a study-level error of SD ``se_study`` shared by its seeds (the same studies score every
+    run); the test's study variance is se_study^2 (what DeLong supplies)."""
+    hits = 0
+    for _ in range(reps):
+        auc_a = 0.8 + seed_sd * rng.standard_normal(k)
+        auc_b = 0.8 + delta + se_study * rng.standard_normal() + seed_sd * rng.standard_normal(k)
+        hits += stats.seed_arm_statistic(auc_a, auc_b, se_study**2)["p_value"] < level_each
+    return hits / reps
+
+
+def _hand_comparison(se_study, seed_sd, k, observations=14):
+    """A compare_arms-like table: every observation eligible, no rejection, the given SE parts."""
+    se_seed = seed_sd * math.sqrt(2 / k)
+    return pd.DataFrame(
+        {
+            "positives": 200,
+            "negatives": 800,
+            "seeds": f"{k}+{k}",
+            "U-Ones minus U-Zeros": 0.0,
+            "se": math.hypot(se_study, se_seed),
+            "se_study": se_study,
+            "se_seed": se_seed,
+            "seed_df": 2 * k - 2,
+            "p_value": 0.9,
+        },
+        index=[f"obs{i}" for i in range(observations)],
+    )
+
+
+@pytest.mark.parametrize(
+    "se_study, seed_sd, k, m",
+    [(0.01, 0.01, 2, 14), (0.01, 0.01, 3, 5), (0.02, 0.005, 2, 1)],
+)
+def test_printed_smallest_detectable_delta_gives_the_real_test_80_percent_power(se_study, seed_sd, k, m):
+    # the figure as choose() prints it, then the real test run on simulated seeds at that delta
+    choice = policy_choice.choose(_hand_comparison(se_study, seed_sd, k, m), None, "held-out-masked")
+    detectable = choice["smallest detectable"].iloc[0]
+    assert f"smallest detectable Δ {detectable:.3f}" in choice["verdict"].iloc[0]
+    reps = 4000
+    power = _simulated_rejections(detectable, se_study, seed_sd, k, 0.05 / m, reps, np.random.default_rng(11))
+    print(f"k={k} m={m}: smallest detectable {detectable:.4f}, simulated power {power:.3f}")
+    assert power == pytest.approx(0.80, abs=0.04)  # Monte-Carlo SE 0.006
+
+
+def test_two_seeds_per_arm_say_when_they_cannot_reach_a_useful_power():
+    choice = policy_choice.choose(_hand_comparison(0.01, 0.01, 2), None, "held-out-masked")
+    verdict = choice["verdict"].iloc[0]
+    detectable = choice["smallest detectable"].iloc[0]
+    assert f"with 2 seeds per arm no Δ below {detectable:.3f} is detectable at 80% power" in verdict
+    more = int(re.search(r"use (\d+) seeds per arm", verdict).group(1))
+    assert more > 2
+    at_more = policy_choice.choose(_hand_comparison(0.01, 0.01, more), None, "held-out-masked")
+    assert at_more["smallest detectable"].iloc[0] < detectable and not at_more["seeds note"].iloc[0]
+    assert "Seeds, not studies, limit it for 14 observation(s): With 2 seeds per arm" in policy_choice.verdict_summary(
+        choice.assign(criterion="held-out-masked")
+    )
+    # no note where the studies, not the seeds, are the limit
+    assert not policy_choice.choose(_hand_comparison(0.02, 0.001, 2), None, "x")["seeds note"].iloc[0]
+
+
+def test_delta_interval_beside_the_verdict_excludes_zero_exactly_when_p_is_below_alpha():
+    # Under the null with 2 seeds per arm, the interval compare_arms prints and its p-value make the
+    # same call in every replicate (same SE, same df); the bootstrap interval is only secondary.
+    rng = np.random.default_rng(21)
+    n = 120
+    study = [f"s{i}" for i in range(n)]
+    y = (np.arange(n) % 3 == 0).astype(float)
+    labels = pd.DataFrame({"Edema": y}, index=study)
+    calls, agree = [], 0
+    for _ in range(300):
+        shared = y + rng.normal(0, 1.0, n)  # what every run learns from these studies
+        arms = [shared + rng.normal(0, 0.7, n) for _ in range(2)]  # each policy's own view, equally good
+        runs = [pd.DataFrame({"Edema": arm + rng.normal(0, 0.3, n)}, index=study) for arm in arms for _ in range(2)]
+        row = policy_choice.compare_arms(labels, {0: runs[0], 1: runs[1]}, {0: runs[2], 1: runs[3]}, n_resamples=20)
+        row = row.loc["Edema"]
+        excludes = bool(row["ci_low"] > 0 or row["ci_high"] < 0)
+        rejects = bool(row["p_value"] < 0.05)
+        agree += excludes == rejects
+        calls.append(rejects)
+        assert row["ci_low"] < row["U-Ones minus U-Zeros"] < row["ci_high"] and row["seeds"] == "2+2"
+        assert "bootstrap ci_low (secondary)" in row.index
+    print(f"null rejections {sum(calls)} of {len(calls)}; interval and p agree in {agree}")
+    assert agree == len(calls) and 0 < sum(calls) < len(calls) / 4
+
+
+def test_one_seed_per_arm_is_exploratory_and_writes_no_mapping(tmp_path):
+    frame = _study_frame(300, seed=9)
+    labels = policy_choice.scored_labels("held-out-masked", frame.set_index("study")[list(OBSERVATIONS)])
+    groups = frame.set_index("study")["patient"]
+    zeros, ones = _arm(frame, {"Edema": 2.0}, [0, 1]), _arm(frame, {"Edema": 0.3}, [2, 3])
+    one_each = policy_choice.per_label_choice(
+        {0: zeros[0]}, {2: ones[2]}, labels, "held-out-masked", groups, UNCERTAIN, n_resamples=50
+    )
+    single = policy_sweep.PolicyComparison("held-out-masked", choices={"held-out-masked": one_each}, summary="s")
+    (tmp_path / "mixed_mapping.json").write_text('{"Edema": "U-Ones"}')  # an earlier sweep's mapping
+    assert single.write(tmp_path) is None and not (tmp_path / "mixed_mapping.json").exists()
+    written = pd.read_csv(tmp_path / "policy_choice.csv", index_col=0)
+    assert written["exploratory"].str.startswith("exploratory: 1 seed per arm").all()
+    titles = list(single.sections())
+    assert titles[0].startswith("Per-label choice (held-out-masked) — exploratory: 1 seed per arm")
+    assert titles[1].startswith("Per-label choice table (held-out-masked) — exploratory")
+    two_each = policy_choice.per_label_choice(zeros, ones, labels, "held-out-masked", groups, UNCERTAIN, n_resamples=50)
+    paired = policy_sweep.PolicyComparison("held-out-masked", choices={"held-out-masked": two_each}, summary="s")
+    assert not paired.exploratory and paired.write(tmp_path) == json.loads(
+        (tmp_path / "mixed_mapping.json").read_text()
+    )
+    assert "exploratory" not in " ".join(paired.sections())

@@ -1,6 +1,7 @@
 """The phantom check: Holm by hand, Wilson agreement, control verdicts on hand-made choice tables."""
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,10 @@ def test_check_passes_when_the_control_is_found_and_nulls_are_quiet(tmp_path):
     text = path.read_text()
     assert "PASS: positive control Atelectasis" in text and "13 of 14" in text and "(100 studies" in text
     assert json.loads((tmp_path / pc.CHECK_JSON).read_text())["positive control recovered"] is True
+    assert "control needs 80 for 80% power" in text
+    unsized = pc.check(TRUTH, selected, selected, labels, "official valid", sizing=sizing * math.inf)
+    text = pc.write_check(tmp_path, *unsized).read_text()  # 2 seeds per policy: no study count suffices
+    assert "control needs more than any study count gives with these seeds per policy" in text
 
 
 def test_check_fails_on_a_missed_control_or_a_flagged_null():

@@ -94,3 +94,18 @@ def test_every_shipped_config_loads(path):
 
     config = load_config(path)
     assert config.steps and config.name == path.stem
+
+
+@pytest.mark.parametrize("path", sorted(paths.CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_configs_that_compare_the_policies_train_two_seeds_of_each(path):
+    # 05 writes mixed_mapping.json only from at least 2 seeds per arm: a shipped config that compares
+    # U-Zeros with U-Ones must train each of them with 2 seeds or more
+    from chexutils.workbook.runner import load_config
+
+    config = load_config(path)
+    if not any(s.notebook == "05_compare.ipynb" for s in config.steps):
+        return
+    runs = [values for _, values in config.runs()]
+    for policy in ("U-Zeros", "U-Ones"):
+        seeds = {v.get("seed", config.parameters.get("seed", 0)) for v in runs if v.get("policy") == policy}
+        assert not seeds or len(seeds) >= 2, f"{path.name}: {policy} has seeds {sorted(seeds)}"

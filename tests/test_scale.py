@@ -60,7 +60,7 @@ def test_compile_is_off_by_default_and_lr_scales_by_the_stated_rule():
     assert effective_lr(
         make_config(image_size=320, batch_size=64, lr_scale_rule="linear", base_batch_size=32, lr=1e-4)
     ) == pytest.approx(2e-4)
-    with pytest.raises(DataError, match="lr_scale_rule 'cubic' is not one of none, linear, sqrt"):
+    with pytest.raises(DataError, match="lr_scale_rule is 'cubic'; known: none, linear, sqrt"):
         make_config(lr_scale_rule="cubic")
 
 
@@ -131,7 +131,7 @@ def test_launch_writes_a_config_torchrun_reads_back(tmp_path):
         "--config",
         str(path),
     ]
-    with pytest.raises(DataError, match="nproc_per_node and loss_sync_every must be at least 1"):
+    with pytest.raises(DataError, match="nproc_per_node is 0; expected a number >= 1"):
         make_config(nproc_per_node=0)
 
 

@@ -48,6 +48,15 @@ steps:
   - notebook: 04_evaluate.ipynb
     per_run: true
     parameters: &evaluate {{held_out_csv: "{{output_dir}}/split/held_out.csv", n_resamples: 200}}
+  # a second seed of each compared policy: 05 writes a mapping only from 2 seeds per arm
+  - notebook: 03_train.ipynb
+    runs: &second
+      - {{name: U-Zeros-seed4, policy: U-Zeros, seed: 4}}
+      - {{name: U-Ones-seed4, policy: U-Ones, seed: 4}}
+    parameters: *train
+  - notebook: 04_evaluate.ipynb
+    runs: *second
+    parameters: *evaluate
   - notebook: 05_compare.ipynb
     parameters: *evaluate
   # stage 2: train mixed on the mapping 05 just selected, evaluate it, compare again
@@ -220,8 +229,8 @@ def test_look_inside_scores_heatmaps_of_one_run_against_the_drawn_regions(series
 def test_second_run_skips_unchanged_steps(series):
     _, config, out = series
     outcomes = execute(load_config(config, out.parent), log=lambda *_: None)
-    # 00-02, 03 and 04 for 3 runs, 05, stage 2 (03, 04, 05), 07, 08
-    assert len(outcomes) == 15 and [o.status for o in outcomes] == ["skipped"] * 15
+    # 00-02, 03 and 04 for 3 runs, 03 and 04 for the 2 second seeds, 05, stage 2 (03, 04, 05), 07, 08
+    assert len(outcomes) == 19 and [o.status for o in outcomes] == ["skipped"] * 19
 
 
 def test_second_stage_trains_mixed_on_the_mapping_05_selected_and_compares_it(series):
@@ -239,7 +248,9 @@ def test_second_stage_trains_mixed_on_the_mapping_05_selected_and_compares_it(se
 def test_compare_on_a_grid_without_u_ones_skips_the_choice_with_a_note(series, tmp_path):
     root, _, out = series
     sweep = tmp_path / "one-sided"
-    shutil.copytree(out, sweep, ignore=shutil.ignore_patterns("U-Ones", "mixed-selected", "ensemble-all", "*.ipynb"))
+    shutil.copytree(
+        out, sweep, ignore=shutil.ignore_patterns("U-Ones", "U-Ones-seed4", "mixed-selected", "ensemble-all", "*.ipynb")
+    )
     papermill.execute_notebook(
         str(paths.NOTEBOOK_DIR / "05_compare.ipynb"),
         str(tmp_path / "05.ipynb"),
@@ -273,7 +284,7 @@ def test_phantom_check_states_the_controls_and_the_agreement_in_the_report(serie
 def test_a_changed_input_file_reruns_the_steps_that_read_it(series, tmp_path):
     _, config_path, out = series
     config = load_config(config_path, out.parent)
-    stage2 = config.steps[6]
+    stage2 = config.steps[8]
     run = stage2.runs[0]
     before = workbook._input_files_digest(workbook.step_parameters(config, stage2, run))
     mapping = out / "mixed_mapping.json"

@@ -31,6 +31,8 @@ def main(argv=None) -> None:
     )
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    for line in library.seeds_text(table, args.seed_sd, args.seeds, len(answer)):
+        print(line)
     primary = controls["primary_positive_control"]
     print(
         f"primary positive control: {primary}, needs {table.loc[primary, 'studies needed']} truth-labelled studies; "

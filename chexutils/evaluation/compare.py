@@ -11,8 +11,9 @@ import pandas as pd
 from chexutils.core import rundir
 from chexutils.core.errors import DataError
 from chexutils.core.io import write_json
-from chexutils.core.labels import OBSERVATIONS
+from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS, UNCERTAIN
 from chexutils.core.rundir import OFFICIAL_VALID, RunDir
+from chexutils.evaluation import policy_choice
 from chexutils.evaluation.evaluate import load_run_scores
 from chexutils.evaluation.references import reference_table
 from chexutils.phantom import TRUTH_JSON
@@ -74,8 +75,49 @@ def auroc_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> tuple[pd.
     return pd.DataFrame(values).T, pd.DataFrame(text).T
 
 
+def run_arms(runs: pd.DataFrame) -> dict[str, dict[int, Path]]:
+    """{arm: {seed: run folder}}: runs of one policy, backbone and image size are one arm, its seeds.
+
+    An arm of one run is named by the run; one of several by 'policy backbone size px'. Where two
+    runs of a group share a seed (e.g. two mixed runs on different mappings), each run is its own arm.
+    """
+    arms = {}
+    for (policy, backbone, size), group in runs.groupby(["policy", "backbone", "image_size"], sort=False):
+        if len(group) == 1 or group["seed"].duplicated().any():
+            arms.update({str(run): {int(row["seed"]): Path(row["path"])} for run, row in group.iterrows()})
+        else:
+            arms[f"{policy} {backbone} {size}px"] = {int(row["seed"]): Path(row["path"]) for _, row in group.iterrows()}
+    return arms
+
+
+def ranking(
+    runs: pd.DataFrame,
+    frame: pd.DataFrame,
+    eval_set: str = OFFICIAL_VALID,
+    alpha: float = 0.05,
+    tasks=COMPETITION_TASKS,
+) -> tuple[pd.DataFrame, str]:
+    """(policy_choice.rank_pairs table, its sentence) for the task means of the sweep's arms (run_arms).
+
+    Scores are the runs' study-level predictions on ``eval_set`` joined to ``frame`` by Path; targets
+    are scored as in the runs' metrics (blank negative, uncertain left out), clustered by patient.
+    """
+    arms = run_arms(runs)
+    if len(arms) < 2:
+        return pd.DataFrame(), f"{len(arms)} arm(s) of runs: nothing to rank."
+    loaded = {
+        name: {seed: load_run_scores(path, frame, eval_set) for seed, path in arm.items()} for name, arm in arms.items()
+    }
+    study_labels = next(iter(next(iter(loaded.values())).values())).study_labels[list(tasks)]
+    targets = study_labels.fillna(0.0).where(study_labels != UNCERTAIN)
+    groups = frame.drop_duplicates("study").set_index("study")["patient"]
+    scores = {name: {seed: run.study_scores for seed, run in arm.items()} for name, arm in loaded.items()}
+    pairs = policy_choice.rank_pairs(targets, scores, groups)
+    return pairs, policy_choice.ranking_text(pairs, alpha, "arms of runs (seeds of one policy, backbone and size)")
+
+
 def mean_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> pd.DataFrame:
-    """Per run: the task mean with its CI and which tasks it averages (for overlap_text)."""
+    """Per run: the task mean with its CI and which tasks it averages (shown, never used to rank)."""
     rows = {}
     for run, row in runs.iterrows():
         mean = json.loads(RunDir(row["path"]).metrics(eval_set).read_text())["summary"]["mean_auroc_tasks"]

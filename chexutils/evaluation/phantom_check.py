@@ -195,7 +195,7 @@ def write_check(output_dir, table: pd.DataFrame, checks: dict) -> Path:
         "## Phantom check: does the comparison recover the known answer?",
         "",
         f"Selection set: {checks['selection set']} ({checks['studies in the selection set']} studies; the positive "
-        f"control needs {checks['studies needed for the positive control']} for 80% power); "
+        f"control needs {_studies(checks['studies needed for the positive control'])} for 80% power); "
         f"{checks['correction']}, alpha {checks['alpha']}.",
         "",
         f"- {'PASS' if checks['positive control recovered'] else 'FAIL'}: positive control "
@@ -245,3 +245,12 @@ def enforce(checks: dict, strict: bool) -> None:
     failed = [name for name in ("positive control recovered", "null controls not flagged") if not checks[name]]
     if strict and failed:
         raise AssertionError(f"phantom check failed: {', '.join(failed)} (see {CHECK_MD})")
+
+
+def _studies(needed) -> str:
+    """The sizing's study count for the report; inf: no study count reaches the power with these seeds."""
+    if needed is None:
+        return "an unsized number"
+    if not np.isfinite(needed):
+        return "more than any study count gives with these seeds per policy (see the sizing)"
+    return f"{int(needed):,}"

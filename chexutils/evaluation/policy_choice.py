@@ -16,7 +16,15 @@ from chexutils.core.errors import DataError
 from chexutils.core.labels import OBSERVATIONS, UNCERTAIN
 from chexutils.core.rundir import HELD_OUT, OFFICIAL_VALID
 from chexutils.scoring.metrics import CI_MIN_POSITIVES, resample_counts
-from chexutils.scoring.stats import delong_test, hierarchical_deltas, holm, seed_arm_test, smallest_detectable
+from chexutils.scoring.stats import (
+    auroc_influence,
+    delong_test,
+    hierarchical_deltas,
+    holm,
+    seed_arm_statistic,
+    seed_arm_test,
+    smallest_detectable,
+)
 
 CRITERIA = {
     "official-valid": "official valid set, radiologist labels (the true findings on the phantom); every study counts",
@@ -30,6 +38,8 @@ MIN_UNCERTAIN = 0.01  # share of training images labelled uncertain; at or below
 ALPHA = 0.05
 NO_DIFFERENCE = "no detectable difference"
 DELTA = "U-Ones minus U-Zeros"
+USEFUL_RATIO = 1.25  # seeds_note: a smallest detectable Δ within 25% of what unlimited seeds would give
+MAX_SEEDS = 20  # seeds_note: the most seeds per arm it suggests
 
 
 def scored_labels(criterion: str, study_labels: pd.DataFrame, truth: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -76,9 +86,11 @@ def compare_arms(
     """Per observation: counts, each arm's mean AUROC and seed SD, and delta = mean(b) - mean(a).
 
     ``arm_a``/``arm_b`` map a seed to that run's study x observation scores (joined to ``labels``
-    by study). ``ci_low``/``ci_high``: percentile interval of the seeds x patients hierarchical
-    bootstrap (stats.hierarchical_deltas); ``p_value``, ``se``: the seed-aware DeLong test
-    (stats.seed_arm_test), clustered by ``groups`` (study -> patient) when given.
+    by study). ``p_value``, ``se``, ``df`` and ``ci_low``/``ci_high``: the seed-aware DeLong test
+    (stats.seed_arm_test), clustered by ``groups`` (study -> patient) when given; its interval is
+    delta -/+ t_{df} se, the same SE and df as the p-value, so the interval excludes 0 exactly when
+    p < 1 - ``level``. ``bootstrap ci_low (secondary)``, ``bootstrap ci_high (secondary)``: percentile interval of
+    the seeds x patients hierarchical bootstrap (stats.hierarchical_deltas), not what the verdict uses.
     """
     if not arm_a or not arm_b:
         raise DataError(f"each arm needs at least one run; got {len(arm_a)} {names[0]} and {len(arm_b)} {names[1]}")
@@ -110,7 +122,7 @@ def compare_arms(
         if row["positives"] == 0 or row["negatives"] == 0:
             rows[obs] = row | {"note": f"one class only ({row['positives']} positives)"}
             continue
-        test = seed_arm_test(y, runs_a, runs_b, None if keys is None else keys[keep])
+        test = seed_arm_test(y, runs_a, runs_b, None if keys is None else keys[keep], level)
         deltas = hierarchical_deltas(y, runs_a, runs_b, counts[:, keep], rng)
         finite = deltas[np.isfinite(deltas)]
         low, high = np.quantile(finite, [(1 - level) / 2, (1 + level) / 2]) if len(finite) else (math.nan, math.nan)
@@ -120,11 +132,14 @@ def compare_arms(
             f"{names[1]} mean": test["mean_b"],
             f"{names[1]} seed SD": test["sd_b"],
             f"{names[1]} minus {names[0]}": test["delta"],
-            "ci_low": float(low),
-            "ci_high": float(high),
+            "ci_low": test["ci_low"],
+            "ci_high": test["ci_high"],
+            "bootstrap ci_low (secondary)": float(low),
+            "bootstrap ci_high (secondary)": float(high),
             "se": test["se"],
             "se_study": test["se_study"],
             "se_seed": test["se_seed"],
+            "seed_df": test["seed_df"],
             "df": test["df"],
             "p_value": test["p_value"],
             "note": "" if test["seed_df"] else "one seed per arm: seed noise not in the test",
@@ -150,8 +165,10 @@ def choose(
     ``comparison`` is compare_arms() with the default names (delta column DELTA). Holm runs over
     the eligible observations; the verdict names the better policy only where the adjusted p <
     ``alpha``, otherwise "no detectable difference" and ``mapping`` = ``default``. The smallest
-    detectable difference is stats.smallest_detectable(se, alpha, m): 80% power at Holm's first
-    step alpha/m, m = observations tested.
+    detectable difference is stats.smallest_detectable(se_study, se_seed, seed_df, alpha, m): 80%
+    power of the test actually run (t at its Satterthwaite df) at Holm's first step alpha/m, m =
+    observations tested; ``seeds note`` (seeds_note) says where the arms' few seeds, not the studies,
+    keep it large, and how many seeds per arm would bring it down.
     """
     table = comparison.copy()
     smaller = np.minimum(table["positives"], table["negatives"])
@@ -171,8 +188,12 @@ def choose(
     p = table["p_value"].where(table["eligible"]) if "p_value" in table else pd.Series(math.nan, table.index)
     table["p_holm"] = holm(p.to_numpy(float))
     tests = int(table["eligible"].sum())
-    se = table["se"] if "se" in table else pd.Series(math.nan, table.index)
-    table["smallest detectable"] = smallest_detectable(se.to_numpy(float), alpha, tests)
+    table["smallest detectable"] = smallest_detectable(
+        _column(table, "se_study"), _column(table, "se_seed", 0.0), _column(table, "seed_df", 0.0), alpha, tests
+    )
+    table["seeds note"] = [
+        seeds_note(table.loc[o], alpha, tests) if table.loc[o, "eligible"] else "" for o in table.index
+    ]
     delta = table[DELTA] if DELTA in table else pd.Series(math.nan, table.index)
     verdicts, mapping = [], []
     for obs in table.index:
@@ -184,15 +205,55 @@ def choose(
             verdicts.append(f"{better} (Holm p {table.loc[obs, 'p_holm']:.3g})")
             mapping.append(better)
         else:
+            note = table.loc[obs, "seeds note"]
             verdicts.append(
-                f"{NO_DIFFERENCE} (smallest detectable Δ {table.loc[obs, 'smallest detectable']:.3f}): "
-                f"{default} by default"
+                f"{NO_DIFFERENCE} (smallest detectable Δ {table.loc[obs, 'smallest detectable']:.3f}"
+                + (f"; {note}" if note else "")
+                + f"): {default} by default"
             )
             mapping.append(default)
     table["verdict"], table["mapping"] = verdicts, mapping
     table["choice"] = table["mapping"]
     table["criterion"], table["default"] = criterion, default
     return table
+
+
+def _column(table: pd.DataFrame, name: str, fill: float = math.nan) -> np.ndarray:
+    return (table[name] if name in table else pd.Series(fill, table.index)).to_numpy(float)
+
+
+def arm_seeds(row) -> tuple[int, int]:
+    """(seeds in arm a, seeds in arm b) from compare_arms' ``seeds`` ('3+2')."""
+    a, _, b = str(row["seeds"]).partition("+")
+    return int(a), int(b)
+
+
+def seeds_note(row, alpha: float = ALPHA, tests: int = 1, power: float = 0.8) -> str:
+    """Where the arms' few seeds keep the smallest detectable Δ large, a sentence saying so ('' elsewhere).
+
+    Compares the smallest detectable Δ of the test as run (``row``: se_study, se_seed, seeds) with
+    what unlimited seeds would give on the same studies (the z rule at se_study). Beyond
+    USEFUL_RATIO times that, the seeds are the bottleneck: the note gives the seeds per arm (equal
+    arms, the same pooled seed SD, at most MAX_SEEDS) that bring it within USEFUL_RATIO.
+    """
+    if not np.isfinite(row.get("se_seed", math.nan)) or not row.get("seed_df", 0) or not row["se_seed"] > 0:
+        return ""
+    k_a, k_b = arm_seeds(row)
+    seed_sd = row["se_seed"] / math.sqrt(1 / k_a + 1 / k_b)
+    now = smallest_detectable(row["se_study"], row["se_seed"], row["seed_df"], alpha, tests, power)
+    best = smallest_detectable(row["se_study"], 0.0, 0, alpha, tests, power)
+    if now <= USEFUL_RATIO * best:
+        return ""
+    seeds = f"{k_a} seeds per arm" if k_a == k_b else f"{k_a}+{k_b} seeds"
+    text = (
+        f"with {seeds} no Δ below {now:.3f} is detectable at {power:.0%} power "
+        f"({best:.3f} with unlimited seeds on these studies)"
+    )
+    for k in range(max(k_a, k_b) + 1, MAX_SEEDS + 1):
+        at_k = smallest_detectable(row["se_study"], seed_sd * math.sqrt(2 / k), 2 * k - 2, alpha, tests, power)
+        if at_k <= USEFUL_RATIO * best:
+            return text + f"; use {k} seeds per arm (smallest detectable Δ {at_k:.3f})"
+    return text + f"; even {MAX_SEEDS} seeds per arm would not come within {USEFUL_RATIO - 1:.0%} of it"
 
 
 def per_label_choice(
@@ -334,20 +395,102 @@ def criteria_agreement(choices: dict, expected: dict | None = None) -> pd.DataFr
     return out
 
 
-def overlap_text(table: pd.DataFrame, value: str = "mean", what: str = "runs") -> str:
-    """Rank by ``value`` only where neighbours' [ci_low, ci_high] do not overlap; say so where they do."""
-    rows = table.dropna(subset=[value]).sort_values(value, ascending=False)
-    if len(rows) < 2:
-        return f"Fewer than two {what} with a value: nothing to rank."
-    pairs = list(zip(rows.index[:-1], rows.index[1:]))
-    overlapping = [(a, b) for a, b in pairs if not (rows.loc[a, "ci_low"] > rows.loc[b, "ci_high"])]
-    if len(overlapping) == len(pairs):
-        return (
-            f"The 95% CIs of all {len(rows)} {what} overlap ({', '.join(f'{i} {rows.loc[i, value]:.3f}' for i in rows.index)}): "
-            "the data do not rank them."
+def rank_pairs(
+    labels: pd.DataFrame,
+    arms: dict,
+    groups: pd.Series | None = None,
+    min_positives: int = CI_MIN_POSITIVES,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Every pair of arms compared on the task mean by a paired, seed-aware test; Holm over the pairs.
+
+    ``labels``: study x task targets (1/0, NaN left out); ``arms``: {arm: {seed: study x task
+    scores}} joined by study. The tasks are the columns with >= ``min_positives`` in the smaller
+    class (``attrs['tasks']``). A run's task mean is the mean of its task AUROCs; an arm's, the mean
+    over its seeds. Per pair the study part of the variance comes from the AUROCs' influences per
+    patient (stats.auroc_influence, clustered by ``groups``; tasks and runs share the studies, so
+    the pairing and the tasks' correlation are kept) and the rest is stats.seed_arm_statistic on
+    the seeds' task means: seed variance pooled over the pair's two arms, t at Satterthwaite's df,
+    the interval of the same test (study-only, normal, with one seed per arm). Columns: a, b, mean
+    a, mean b, seeds, delta (b - a), ci_low, ci_high, df, p_value, p_holm.
+    """
+    columns = ["a", "b", "mean a", "mean b", "seeds", "delta", "ci_low", "ci_high", "df", "p_value", "p_holm"]
+    target = labels.where(labels.isin([0.0, 1.0]))
+    smaller = np.minimum((target == 1).sum(), (target == 0).sum())
+    tasks = [t for t in labels.columns if smaller[t] >= min_positives]
+    runs = [(name, seed) for name in arms for seed in sorted(arms[name])]
+    for name, seed in runs:
+        missing = labels.index.difference(arms[name][seed].index)
+        if len(missing):
+            raise DataError(f"{name} seed {seed}: no scores for {len(missing)} studies (first {missing[0]!r})")
+    if len(arms) < 2 or not tasks:
+        return pd.DataFrame(columns=columns)
+    keys = labels.index.to_numpy() if groups is None else groups.reindex(labels.index).to_numpy()
+    codes = pd.factorize(keys, use_na_sentinel=False)[0]
+    n_clusters = int(codes.max()) + 1
+    task_auc = np.zeros((len(runs), len(tasks)))
+    influence = np.zeros((len(runs), n_clusters))
+    for j, task in enumerate(tasks):
+        keep = target[task].notna().to_numpy()
+        scores = np.stack([arms[name][seed].loc[labels.index, task].to_numpy(float)[keep] for name, seed in runs])
+        auc, psi = auroc_influence(target[task].to_numpy(float)[keep], scores, codes[keep], n_clusters)
+        task_auc[:, j] = auc
+        influence += psi / len(tasks)
+    mean = task_auc.mean(axis=1)
+    factor = n_clusters / max(n_clusters - 1, 1)
+    rows = []
+    for a, b in itertools.combinations(arms, 2):
+        in_a = [i for i, (name, _) in enumerate(runs) if name == a]
+        in_b = [i for i, (name, _) in enumerate(runs) if name == b]
+        contrast = influence[in_b].mean(axis=0) - influence[in_a].mean(axis=0)
+        test = seed_arm_statistic(mean[in_a], mean[in_b], factor * float(contrast @ contrast), level)
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "mean a": test["mean_a"],
+                "mean b": test["mean_b"],
+                "seeds": f"{len(in_a)}+{len(in_b)}",
+                **{k: test[k] for k in ("delta", "ci_low", "ci_high", "df", "p_value")},
+            }
         )
-    parts = [f"{a} > {b}" if (a, b) not in overlapping else f"{a} ≈ {b} (CIs overlap)" for a, b in pairs]
-    return "Ranking where CIs separate: " + "; ".join(parts) + "."
+    table = pd.DataFrame(rows, columns=columns[:-1])
+    table["p_holm"] = holm(table["p_value"].to_numpy(float))
+    table.attrs["tasks"] = tasks
+    return table
+
+
+def ranking_text(pairs: pd.DataFrame, alpha: float = ALPHA, what: str = "runs") -> str:
+    """The ranking sentence from rank_pairs(): the pairs whose Holm-adjusted test rejects, named with
+    Δ and adjusted p, and 'not ranked' for every other pair; never a conclusion from CI overlap."""
+    if pairs.empty:
+        return f"Fewer than two {what} with a task mean over tasks that meet the floor: nothing to rank."
+    tasks = pairs.attrs.get("tasks", [])
+    means = {**dict(zip(pairs["a"], pairs["mean a"])), **dict(zip(pairs["b"], pairs["mean b"]))}
+    head = (
+        f"Task mean over {len(tasks)} task(s) ({', '.join(tasks)}): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in sorted(means.items(), key=lambda kv: -kv[1]))
+        + f". Paired, seed-aware test for each of the {len(pairs)} pair(s) of {what} (same studies, "
+        f"clustered by patient, seed-to-seed variance added, t at Satterthwaite's df), Holm over the pairs, "
+        f"α = {alpha}: "
+    )
+    differ, rest = [], []
+    for _, row in pairs.iterrows():
+        if row["p_holm"] < alpha:
+            better, worse = (row["b"], row["a"]) if row["delta"] > 0 else (row["a"], row["b"])
+            differ.append(f"{better} > {worse} (Δ {abs(row['delta']):.3f}, Holm p {row['p_holm']:.3g})")
+        else:
+            rest.append(f"{row['a']} vs {row['b']} (Holm p {row['p_holm']:.3g})")
+    text = head + ("; ".join(differ) + "." if differ else "no pair differs.")
+    if rest:
+        text += " Not ranked (no detectable difference): " + "; ".join(rest) + "."
+    single = [f"{row['a']} vs {row['b']}" for _, row in pairs.iterrows() if row["seeds"] == "1+1"]
+    if single:
+        text += (
+            f" One seed on each side for {len(single)} pair(s) ({'; '.join(single)}): seed noise is not in "
+            "those tests (study noise only), so a difference there may be training noise."
+        )
+    return text
 
 
 def verdict_summary(choice: pd.DataFrame, alpha: float = ALPHA) -> str:
@@ -362,6 +505,15 @@ def verdict_summary(choice: pd.DataFrame, alpha: float = ALPHA) -> str:
         f"{len(tested)} observations tested (Holm over {len(tested)}, α = {alpha}); "
         + (f"a detectable difference for {'; '.join(chosen)}. " if chosen else "no detectable difference for any. ")
         + (f"Smallest detectable Δ (80% power): {sdd.min():.3f}–{sdd.max():.3f}. " if len(sdd) else "")
+        + _seeds_sentence(choice.loc[tested])
         + f"Default where no difference is detected or nothing is compared: {choice['default'].iloc[0]}. "
         + f"Not compared: {', '.join(left) if left else 'none'}."
     )
+
+
+def _seeds_sentence(tested: pd.DataFrame) -> str:
+    """The first seeds note of the tested observations, as a sentence ('' when the seeds are not the limit)."""
+    notes = [n for n in tested.get("seeds note", pd.Series(dtype=str)) if n]
+    if not notes:
+        return ""
+    return f"Seeds, not studies, limit it for {len(notes)} observation(s): {notes[0][0].upper()}{notes[0][1:]}. "

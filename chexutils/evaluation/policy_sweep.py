@@ -21,6 +21,7 @@ from chexutils.evaluation.policy_choice import scored_labels
 from chexutils.phantom import read_truth
 
 MAPPING_JSON, CHOICE_CSV = "mixed_mapping.json", "policy_choice.csv"
+MIN_SEEDS = 2  # per arm, for a mapping: with one seed the test cannot see training noise
 
 CHOICE_COLUMNS = [
     "positives",
@@ -200,6 +201,23 @@ class PolicyComparison:
     no_finding: str = ""
 
     @property
+    def seeds_per_arm(self) -> int:
+        """The fewest seeds in either arm of the named criterion's comparison (0 when skipped)."""
+        if self.skipped or "seeds" not in self.choice:
+            return 0
+        return min(min(policy_choice.arm_seeds(row)) for _, row in self.choice.iterrows())
+
+    @property
+    def exploratory(self) -> str:
+        """Why the choice is only exploratory ('' when it may feed ``mixed``): fewer than MIN_SEEDS per arm."""
+        if self.skipped or self.seeds_per_arm >= MIN_SEEDS:
+            return ""
+        return (
+            f"exploratory: {self.seeds_per_arm} seed per arm, so the test cannot see training noise; "
+            f"no {MAPPING_JSON} is written (the grid needs at least {MIN_SEEDS} seeds per policy)"
+        )
+
+    @property
     def choice(self) -> pd.DataFrame:
         """The table of the named criterion (empty when skipped)."""
         return self.choices.get(self.criterion, pd.DataFrame())
@@ -214,9 +232,10 @@ class PolicyComparison:
         title = f"Per-label choice ({self.criterion})"
         if self.skipped:
             return {title: self.skipped}
+        label = f" — {self.exploratory}" if self.exploratory else ""
         return {
-            title: self.summary,
-            f"Per-label choice table ({self.criterion})": self.table,
+            title + label: self.summary,
+            f"Per-label choice table ({self.criterion}){label}": self.table,
             "Negative control: No Finding": self.no_finding,
             "Negative control: seed-to-seed Δ within a policy (study-only DeLong, Holm)": self.seed_noise
             if len(self.seed_noise)
@@ -226,11 +245,17 @@ class PolicyComparison:
 
     def write(self, sweep) -> dict[str, str] | None:
         """``mixed_mapping.json`` and ``policy_choice.csv`` in the sweep folder; when skipped, an
-        earlier sweep's mapping is removed so a second stage cannot train on a stale choice."""
+        earlier sweep's mapping is removed so a second stage cannot train on a stale choice. With
+        fewer than MIN_SEEDS seeds per arm (``exploratory``) only the table is written, with an
+        ``exploratory`` column, and no mapping (an earlier one is removed): None is returned."""
         sweep = Path(sweep)
         if self.skipped:
             for name in (MAPPING_JSON, CHOICE_CSV):
                 (sweep / name).unlink(missing_ok=True)
+            return None
+        if self.exploratory:
+            (sweep / MAPPING_JSON).unlink(missing_ok=True)
+            write_table(self.choice.assign(exploratory=self.exploratory), sweep / CHOICE_CSV)
             return None
         mapping = mixed_mapping(self.choice)
         write_json(sweep / MAPPING_JSON, mapping)
@@ -265,7 +290,7 @@ def compare_policies(
     sets = selection_sets(policy_arms(runs), chexpert_dir, data_dir, held_out_csv, truth)
     choices = choose_policies(sets, uncertain, n_resamples, seed, alpha, default)
     choice = policy_choice.selected(choices, criterion)
-    return PolicyComparison(
+    comparison = PolicyComparison(
         criterion,
         choices=choices,
         seed_noise=seed_noise_controls(sets[criterion], alpha),
@@ -273,3 +298,6 @@ def compare_policies(
         summary=policy_choice.verdict_summary(choice, alpha),
         no_finding=policy_choice.no_finding_control(choice, alpha),
     )
+    if comparison.exploratory:
+        comparison.summary = f"**Exploratory** ({comparison.exploratory}). {comparison.summary}"
+    return comparison

@@ -7,16 +7,20 @@ The paired difference of two correlated models on n studies has SD ~ k / sqrt(n)
 here by simulating the phantom's kinds of study and scoring them as each policy's expected target
 plus correlated noise. Holm compares the smallest p-value with alpha / m, so sizing each effect at
 that level guarantees the power whatever the other observations do (conservative for the rest).
-Seed-to-seed training noise does not shrink with more studies: it enters as a separate term.
+The power is that of the test 05 actually runs (seed-aware DeLong, t at Satterthwaite's df): with
+2 seeds per arm its seed variance rests on 2 df, which costs far more than the normal rule says.
+Seed-to-seed training noise does not shrink with more studies: where it alone keeps the power
+short, the output says what no number of studies can detect and how many seeds per arm would.
 """
 
 import math
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm, rankdata
+from scipy.stats import rankdata
 
 from chexutils.phantom import expected as ex
+from chexutils.scoring.stats import seed_arm_power, smallest_detectable
 
 ALPHA, POWER = 0.05, 0.80
 PLAN_NOISE_SD = 0.30  # the blurry learner: the smallest large effect of the positive control (docs/statistics.md)
@@ -61,6 +65,15 @@ def _auroc(y: np.ndarray, s: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(y) - n_pos)))
 
 
+def seed_part(seed_sd: float, seeds: int) -> tuple[float, int]:
+    """(se_seed, seed_df) of two arms of ``seeds`` runs each: seed_sd sqrt(2 / seeds) on 2 (seeds - 1) df."""
+    return seed_sd * math.sqrt(2 / seeds), 2 * (seeds - 1)
+
+
+STUDY_GRID = np.unique(np.round(np.geomspace(10, 10**7, 160)).astype(int))  # study counts searched
+MAX_SEEDS = 20  # the most seeds per arm suggested
+
+
 def studies_needed(
     delta: float,
     k: float,
@@ -70,13 +83,74 @@ def studies_needed(
     seed_sd: float = 0.0,
     seeds: int = 1,
 ) -> float:
-    """Studies n such that a two-sided test at alpha / n_tests (Holm's first step) has ``power`` for ``delta``.
+    """The fewest studies n at which the test 05 runs (stats.seed_arm_test) at alpha / n_tests (Holm's
+    first step) has ``power`` for ``delta``; inf where no n up to 10 million does.
 
-    Var(delta estimate) = k^2 / n + 2 seed_sd^2 / seeds (each arm the mean of ``seeds`` training runs);
-    inf when the seed noise alone is too large."""
-    z = norm.ppf(1 - alpha / (2 * n_tests)) + norm.ppf(power)
-    room = (abs(delta) / z) ** 2 - 2 * seed_sd**2 / seeds
-    return math.ceil(k**2 / room) if room > 0 else math.inf
+    The paired difference has study SE k / sqrt(n) and seed SE seed_sd sqrt(2 / seeds) (each arm the
+    mean of ``seeds`` training runs); the test estimates the seed part on 2 (seeds - 1) df and refers
+    to t at Satterthwaite's df, so its power is stats.seed_arm_power. That power is not monotone in
+    n: more studies shrink the study part, which pulls the df down to the seeds' own 2 (seeds - 1),
+    so the search walks STUDY_GRID upwards and refines by bisection inside the first step that reaches
+    ``power``. One seed per arm with seed noise: inf (that test leaves the seed noise out, so its
+    level is not held; plan for at least 2 seeds).
+    """
+    if seed_sd > 0 and seeds < 2:
+        return math.inf
+    se_seed, seed_df = seed_part(seed_sd, seeds)
+
+    def enough(n: int) -> bool:
+        return seed_arm_power(delta, k / math.sqrt(n), se_seed, seed_df, alpha, n_tests) >= power
+
+    low = 1
+    for high in STUDY_GRID:
+        if enough(high):
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (low, middle) if enough(middle) else (middle, high)
+            return int(high)
+        low = int(high)
+    return math.inf
+
+
+def best_detectable(k: float, seed_sd: float, seeds: int, n_tests: int, alpha: float = ALPHA, power: float = POWER):
+    """(the smallest |delta| the test detects with ``power`` at any study count of STUDY_GRID, that count)."""
+    se_seed, seed_df = seed_part(seed_sd, seeds)
+    deltas = smallest_detectable(k / np.sqrt(STUDY_GRID), se_seed, seed_df, alpha, n_tests, power)
+    best = int(np.argmin(deltas))
+    return float(deltas[best]), int(STUDY_GRID[best])
+
+
+def seeds_needed(delta: float, k: float, seed_sd: float, n_tests: int, alpha: float = ALPHA, power: float = POWER):
+    """(the fewest seeds per arm, 2 to MAX_SEEDS, with which some study count sizes ``delta``, those studies) or (inf, inf)."""
+    for seeds in range(2, MAX_SEEDS + 1):
+        n = studies_needed(delta, k, n_tests, alpha, power, seed_sd, seeds)
+        if math.isfinite(n):
+            return seeds, n
+    return math.inf, math.inf
+
+
+def seeds_text(table: pd.DataFrame, seed_sd: float, seeds: int, n_tests: int) -> list[str]:
+    """A sentence for each observation that no number of studies can size with ``seeds`` per arm."""
+    lines = []
+    for obs, row in table.iterrows():
+        if math.isfinite(row["studies needed"]):
+            continue
+        k, planned = row["k = SD x sqrt(studies)"], row["planned delta"]
+        more, n = seeds_needed(planned, k, seed_sd, n_tests)
+        advice = (
+            f"use {more} seeds per arm ({n} studies)"
+            if math.isfinite(more)
+            else f"not even {MAX_SEEDS} seeds per arm suffice"
+        )
+        if seed_sd > 0 and seeds < 2:
+            lines.append(f"{obs}: with 1 seed per arm the test leaves seed noise out (its level is not held); {advice}")
+            continue
+        floor, _ = best_detectable(k, seed_sd, seeds, n_tests)
+        lines.append(
+            f"{obs}: with {seeds} seeds per arm no Δ below {floor:.3f} is detectable at {POWER:.0%} power, however "
+            f"many studies (planned {planned:+.3f}); {advice}"
+        )
+    return lines
 
 
 def power_table(

@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, norm, rankdata
+from scipy.optimize import brentq
+from scipy.stats import binomtest, chi2, norm, rankdata
 from scipy.stats import t as t_dist
 
 Z_POWER_80 = float(norm.ppf(0.8))  # 0.8416: the z of 80% power
@@ -63,6 +64,30 @@ def delong_cov(y, scores, groups=None) -> tuple[np.ndarray, np.ndarray]:
     s01 = factor * d01 @ d01.T / n
     s11 = factor * d10 @ d01.T
     return auc, s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+
+
+def auroc_influence(y, scores, clusters: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """(AUROCs, influence per cluster) of k score rows: psi[k, i] = D10_i / m + D01_i / n.
+
+    D10_i and D01_i are cluster i's summed placements less their expectation (as in delong_cov's
+    clustered form), so n_c / (n_c - 1) * sum_i psi psi' is Obuchowski's covariance. ``clusters``
+    (codes 0 .. n_clusters - 1, one per study of ``y``) may be shared by several label sets, so
+    the influences of AUROCs on different tasks of the same patients add up: the variance of any
+    linear combination (e.g. a difference of task means) is n_c / (n_c - 1) * sum_i (c' psi_i)^2.
+    """
+    y = np.asarray(y).astype(bool)
+    v10, v01, auc = placements(y, scores)
+    m, n = v10.shape[1], v01.shape[1]
+    pos, neg = clusters[y], clusters[~y]
+    d10 = (
+        np.stack([np.bincount(pos, row, n_clusters) for row in v10])
+        - np.bincount(pos, minlength=n_clusters) * auc[:, None]
+    )
+    d01 = (
+        np.stack([np.bincount(neg, row, n_clusters) for row in v01])
+        - np.bincount(neg, minlength=n_clusters) * auc[:, None]
+    )
+    return auc, d10 / m + d01 / n
 
 
 def auroc_interval(y, s, groups=None, level: float = 0.95) -> dict:
@@ -142,32 +167,107 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
-def smallest_detectable(se, alpha: float = 0.05, tests: int = 1, power: float = 0.8):
-    """|delta| a two-sided z-test at level alpha/tests detects with ``power``: (z_{1-alpha/2tests} + z_power) * se.
+POWER_NODES = 500  # equal-probability nodes of the seed variance's chi-square in seed_arm_power
 
-    With alpha = 0.05, one test and 80% power the factor is 1.96 + 0.84 = 2.80; with ``tests`` = m
-    it is the first (strictest) step of Holm, i.e. Bonferroni, so it is an upper bound for later steps.
+
+def _critical(se_study: float, se_seed: float, seed_df: int, level: float) -> np.ndarray:
+    """seed_arm_test's critical |delta| at two-sided ``level`` for each node of its estimated seed variance.
+
+    The seed part is estimated as se_seed^2 W / nu, W ~ chi2_nu (nu = ``seed_df``); the test refers
+    delta / sqrt(se_study^2 + se_seed^2 W / nu) to t with Satterthwaite's df(W), so the critical value
+    is t_{1-level/2, df(W)} * sqrt(se_study^2 + se_seed^2 W / nu). With ``seed_df`` 0 (one seed per arm)
+    the test leaves the seed part out: z_{1-level/2} * se_study.
     """
-    return (norm.ppf(1 - alpha / (2 * max(tests, 1))) + norm.ppf(power)) * np.asarray(se, float)
+    var_study = se_study**2
+    if seed_df <= 0 or se_seed == 0:
+        return np.array([norm.ppf(1 - level / 2) * math.sqrt(var_study)])
+    w = chi2.ppf((np.arange(POWER_NODES) + 0.5) / POWER_NODES, seed_df)
+    var_seed = se_seed**2 * w / seed_df
+    with np.errstate(divide="ignore"):
+        df = np.where(var_seed > 0, (var_study + var_seed) ** 2 / (var_seed**2 / seed_df), np.inf)
+    return t_dist.ppf(1 - level / 2, df) * np.sqrt(var_study + var_seed)
 
 
-def seed_arm_test(y, runs_a, runs_b, groups=None) -> dict:
-    """Seed-averaged AUROC(b) - AUROC(a) with a variance for studies AND seeds (normal p-value).
+def _power_at(delta: float, critical: np.ndarray, sd: float) -> float:
+    if sd == 0:
+        return float(np.mean(abs(delta) > critical))
+    return float(np.mean(norm.cdf((delta - critical) / sd) + norm.cdf((-delta - critical) / sd)))
+
+
+def seed_arm_power(delta, se_study, se_seed=0.0, seed_df: int = 0, alpha: float = 0.05, tests: int = 1) -> float:
+    """Power of seed_arm_test at level alpha / ``tests`` (Holm's first step) against a true difference ``delta``.
+
+    The model is the test's own: the observed difference is delta + e, e ~ N(0, se_study^2 + se_seed^2)
+    (se_study: the study part, which the test takes as known from DeLong; se_seed = seed SD x
+    sqrt(1/k_a + 1/k_b)); the seed variance is estimated on ``seed_df`` = k_a + k_b - 2 degrees of
+    freedom (a chi-square independent of e) and the statistic is referred to t with Satterthwaite's
+    df, as seed_arm_test does. The expectation over the estimated seed variance is an average over
+    POWER_NODES equal-probability nodes. ``seed_df`` 0: one seed per arm, the test run is study-only
+    (z at se_study) while the difference still varies by se_seed.
+    """
+    critical = _critical(float(se_study), float(se_seed), int(seed_df), alpha / max(tests, 1))
+    return _power_at(float(delta), critical, math.hypot(se_study, se_seed))
+
+
+def smallest_detectable(
+    se_study, se_seed=0.0, seed_df=0, alpha: float = 0.05, tests: int = 1, power: float = 0.8
+) -> np.ndarray:
+    """|delta| at which seed_arm_test, at level alpha / ``tests`` (Holm's first step), has ``power`` (seed_arm_power).
+
+    The test actually run: t quantiles at its Satterthwaite df when the seed part is estimated
+    (``seed_df`` > 0), so with 2 seeds per arm the figure is far above the normal rule; with no seed
+    part (``se_seed`` 0) it is the z rule (z_{1-alpha/2tests} + z_power) * se_study, 2.80 x SE for one
+    test. Holm's later steps are less strict, so the figure is an upper bound for them. Element-wise
+    over arrays (NaN where an input is NaN).
+    """
+    se_study, se_seed, seed_df = np.broadcast_arrays(
+        np.asarray(se_study, float), np.asarray(se_seed, float), np.asarray(seed_df, float)
+    )
+    out = np.full(se_study.shape, np.nan)
+    for i in np.ndindex(se_study.shape):
+        a, b, nu = se_study[i], se_seed[i], seed_df[i]
+        if not (np.isfinite(a) and np.isfinite(b) and np.isfinite(nu)):
+            continue
+        sd = math.hypot(a, b)
+        if sd == 0:
+            out[i] = 0.0
+            continue
+        critical = _critical(a, b, int(nu), alpha / max(tests, 1))
+        high = sd
+        while _power_at(high, critical, sd) < power:
+            high *= 2
+        out[i] = brentq(lambda d: _power_at(d, critical, sd) - power, 0.0, high, xtol=1e-12 * sd, rtol=1e-12)
+    return out if out.ndim else float(out)
+
+
+def seed_arm_test(y, runs_a, runs_b, groups=None, level: float = 0.95) -> dict:
+    """Seed-averaged AUROC(b) - AUROC(a) with a variance for studies AND seeds (t p-value and interval).
 
     var = c' Cov c + s2 (1/k_a + 1/k_b): the first term is DeLong's covariance of all k_a + k_b
     runs on the same studies with the contrast c of the two seed means (study sampling, models
     held fixed); the second is the seed-to-seed variance of AUROC on these studies pooled over both
     arms (training noise; law of total variance). s2 on fixed studies also holds some study noise,
-    so the sum leans conservative. p refers z to Student's t with Satterthwaite's df (``df``; the
-    study part counted as known), since 2-3 seeds per arm estimate s2 on few degrees of freedom.
-    With one seed per arm s2 is unknown: the test is study-only (normal p, ``seed_df`` 0; say so).
+    so the sum leans conservative. The rest is seed_arm_statistic() on the runs' AUROCs.
     """
     runs_a, runs_b = np.atleast_2d(runs_a), np.atleast_2d(runs_b)
-    k_a, k_b = len(runs_a), len(runs_b)
+    k_a = len(runs_a)
     auc, cov = delong_cov(y, np.vstack([runs_a, runs_b]), groups)
-    c = np.r_[np.full(k_a, -1.0 / k_a), np.full(k_b, 1.0 / k_b)]
-    var_study = max(float(c @ cov @ c), 0.0)
-    auc_a, auc_b = auc[:k_a], auc[k_a:]
+    c = np.r_[np.full(k_a, -1.0 / k_a), np.full(len(runs_b), 1.0 / len(runs_b))]
+    return seed_arm_statistic(auc[:k_a], auc[k_a:], max(float(c @ cov @ c), 0.0), level)
+
+
+def seed_arm_statistic(auc_a, auc_b, var_study: float, level: float = 0.95) -> dict:
+    """The decision of seed_arm_test from the runs' AUROCs and the study part of the variance.
+
+    z = (mean(b) - mean(a)) / sqrt(var_study + s2 (1/k_a + 1/k_b)), s2 the seed variance pooled over
+    both arms on k_a + k_b - 2 df (``seed_df``). p refers z to Student's t with Satterthwaite's df
+    (``df``; the study part counted as known), since 2-3 seeds per arm estimate s2 on few degrees of
+    freedom; ``ci_low``/``ci_high`` are the interval of the same test, delta -/+ t_{(1+level)/2, df} se,
+    so it excludes 0 exactly when p < 1 - level. With one seed per arm s2 is unknown: the test is
+    study-only (normal p and interval, ``seed_df`` 0; say so).
+    """
+    auc_a, auc_b = np.asarray(auc_a, float), np.asarray(auc_b, float)
+    k_a, k_b = len(auc_a), len(auc_b)
     df = (k_a - 1) + (k_b - 1)
     pooled = ((k_a - 1) * _var(auc_a) + (k_b - 1) * _var(auc_b)) / df if df else 0.0
     var_seed = pooled * (1 / k_a + 1 / k_b)
@@ -176,8 +276,11 @@ def seed_arm_test(y, runs_a, runs_b, groups=None) -> dict:
     eff_df = (var_study + var_seed) ** 2 / (var_seed**2 / df) if df and var_seed > 0 else math.inf
     if math.isfinite(eff_df) and math.isfinite(out["z"]):
         out["p_value"] = float(2 * t_dist.sf(abs(out["z"]), eff_df))
+    half = float(t_dist.ppf((1 + level) / 2, eff_df)) * out["se"]
     return out | {
         "df": eff_df,
+        "ci_low": out["delta"] - half,
+        "ci_high": out["delta"] + half,
         "mean_a": float(auc_a.mean()),
         "sd_a": _sd(auc_a),
         "mean_b": float(auc_b.mean()),
