@@ -52,7 +52,6 @@ decompressed CSV; the header is line 1) and what was expected.
 """
 
 import csv
-import gzip
 import os
 import zlib
 from pathlib import Path
@@ -93,7 +92,7 @@ SPLITS = ("train", "validate", "test")  # the official split's values
 FOLDER = {"train": "train", "validate": "valid", "test": "test"}  # the CheXpert frame's `folder` names
 VIEW_GROUPS = {"frontal": ("PA", "AP"), "lateral": ("LATERAL", "LL")}
 ALLOWED_LABELS = "1.0, 0.0, -1.0 or blank"
-ID_PATTERN = r"^\d{2,}$"  # subject_id and study_id are integers (8 digits in the release)
+LABEL_TEXT = {"1.0": 1.0, "0.0": 0.0, "-1.0": -1.0, "": np.nan}  # the released spelling of the label values
 DICOM_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z-]*$"  # e.g. 02aa804e-bde0afdd-112c0b34-7bc16630-4e384014
 
 FRAME_COLUMNS = (
@@ -145,34 +144,38 @@ def read_mimic(root=DEFAULT_ROOT, split=None, views=None, check_files: bool = Tr
     values = {name: _parse_labels(labels[name], name, labels_path) for name in OBSERVATIONS}
 
     meta_of_image = _join_metadata(images, split_path, meta, meta_path)
-    images["key"] = images["subject_id"] + "/" + images["study_id"]
-    labels["key"] = labels["subject_id"] + "/" + labels["study_id"]
-    _check_label_keys(labels, labels_path, images, split_path)
-
-    labelled = images["key"].isin(labels["key"]).to_numpy()
+    study_keys = pd.MultiIndex.from_arrays([labels["subject_id"], labels["study_id"]])
+    image_keys = pd.MultiIndex.from_arrays([images["subject_id"], images["study_id"]])
+    _check_label_keys(study_keys, labels_path, image_keys, split_path)
+    label_row = study_keys.get_indexer(image_keys)  # -1: the image's study has no label row
+    labelled = label_row >= 0
     dropped_images = int((~labelled).sum())
-    dropped_studies = int(images.loc[~labelled, "key"].nunique())
-    row_of_study = pd.Series(np.arange(len(labels)), index=labels["key"])
+    dropped_studies = int(len(image_keys[~labelled].unique()))
 
-    out = pd.DataFrame(index=pd.RangeIndex(int(labelled.sum())))
     kept = images.loc[labelled].reset_index(drop=True)
     meta_kept = meta_of_image.loc[labelled].reset_index(drop=True)
-    label_rows = row_of_study.loc[kept["key"]].to_numpy()
-    subject, study, dicom = kept["subject_id"], kept["study_id"], kept["dicom_id"]
-    out["Path"] = IMAGES_DIR + "/p" + subject.str[:2] + "/p" + subject + "/s" + study + "/" + dicom + ".jpg"
+    subjects, studies = kept["subject_id"].to_numpy(), kept["study_id"].to_numpy()
+    dicoms = kept["dicom_id"].to_numpy(dtype=object)
+    patient = np.array([f"p{s}" for s in subjects], dtype=object)
+    study = np.array([f"p{a}/s{b}" for a, b in zip(subjects, studies, strict=True)], dtype=object)
+    relative = np.array(
+        [f"{IMAGES_DIR}/{p[:3]}/{s}/{d}.jpg" for p, s, d in zip(patient, study, dicoms, strict=True)], dtype=object
+    )
+    base = str(root.resolve()) + os.sep
+    out = pd.DataFrame({"Path": relative})
     for name in OBSERVATIONS:
-        out[name] = values[name][label_rows]
-    out["image"] = str(root.resolve()) + os.sep + out["Path"]
-    out["patient"] = "p" + subject
-    out["study"] = "p" + subject + "/s" + study
+        out[name] = values[name][label_row[labelled]]
+    out["image"] = np.array([base + r for r in relative], dtype=object)
+    out["patient"] = patient
+    out["study"] = study
     out["view"] = meta_kept["ViewPosition"].str.strip().str.upper()
     out["frontal"] = out["view"].isin(VIEW_GROUPS["frontal"])
-    out["split"] = kept["split"].str.strip()
+    out["split"] = kept["split"]
     out["folder"] = out["split"].map(FOLDER)
     out["line"] = kept["line"].to_numpy()
-    out["subject_id"] = subject.astype("int64")
-    out["study_id"] = study.astype("int64")
-    out["dicom_id"] = dicom
+    out["subject_id"] = subjects
+    out["study_id"] = studies
+    out["dicom_id"] = dicoms
     for column in METADATA_COLUMNS:
         if column in meta_kept.columns and column not in out.columns and column != "ViewPosition":
             out[column] = meta_kept[column].to_numpy()
@@ -181,7 +184,7 @@ def read_mimic(root=DEFAULT_ROOT, split=None, views=None, check_files: bool = Tr
     if out.empty:
         raise DataError(
             f"{split_path}: no labelled image in split {', '.join(wanted_splits)}; expected at least one "
-            f"(splits present: {', '.join(sorted(kept['split'].str.strip().unique())) or 'none'})"
+            f"(splits present: {', '.join(sorted(kept['split'].unique())) or 'none'})"
         )
     out = _select_views(out, views, split_path)
     if check_files:
@@ -221,12 +224,6 @@ def _locate(root: Path, name: str) -> Path:
     return path
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", newline="", encoding="utf-8")
-    return open(path, newline="", encoding="utf-8")
-
-
 def _read_csv(path: Path, required, what: str) -> pd.DataFrame:
     """All cells as strings (blank stays ''); a ``line`` column; one DataError per problem."""
     try:
@@ -248,14 +245,15 @@ def _read_csv(path: Path, required, what: str) -> pd.DataFrame:
         )
     if frame.empty:
         raise DataError(f"{path} line 2: no data rows after the header; expected {what}")
-    _check_row_lengths(path, len(frame.columns))
+    if path.suffix != ".gz":  # a cut-off .gz fails its own end-of-stream and CRC checks above
+        _check_row_lengths(path, len(frame.columns))
     frame["line"] = np.arange(2, len(frame) + 2)
     return frame
 
 
 def _check_row_lengths(path: Path, fields: int) -> None:
     """A row with fewer fields than the header (a cut-off file) is refused: pandas would fill blanks."""
-    with _open_text(path) as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         next(reader, None)
         short = [(reader.line_num, len(row)) for row in reader if row and len(row) < fields]
@@ -276,17 +274,15 @@ def _first_bad(column: pd.Series, bad: np.ndarray, path: Path, name: str, expect
     )
 
 
-def _parse_ids(column: pd.Series, name: str, path: Path) -> pd.Series:
-    """Integer ids as canonical text (no leading zeros or blanks), so the files join on equal keys."""
-    text = column.str.strip()
-    bad = ~text.str.match(ID_PATTERN).to_numpy()
+def _parse_ids(column: pd.Series, name: str, path: Path) -> np.ndarray:
+    """Integer ids (the files join on their values, so ``010`` and ``10`` are one id)."""
+    bad = ~(column.str.isdigit() & column.str.isascii() & (column.str.len() <= 18)).to_numpy()
     if bad.any():
-        _first_bad(column, bad, path, name, "an integer id")
-    return text.astype("int64").astype(str)
+        _first_bad(column, bad, path, name, "an integer id (digits only)")
+    return column.astype("int64").to_numpy()
 
 
 def _check_dicom_ids(frame: pd.DataFrame, path: Path) -> None:
-    frame["dicom_id"] = frame["dicom_id"].str.strip()
     bad = ~frame["dicom_id"].str.match(DICOM_PATTERN).to_numpy()
     if bad.any():
         _first_bad(frame["dicom_id"], bad, path, "dicom_id", "a DICOM id of letters, digits and '-'")
@@ -299,12 +295,14 @@ def _check_dicom_ids(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _check_splits(images: pd.DataFrame, path: Path) -> None:
-    bad = ~images["split"].str.strip().isin(SPLITS).to_numpy()
+    bad = ~images["split"].isin(SPLITS).to_numpy()
     if bad.any():
         _first_bad(images["split"], bad, path, "split", " or ".join(SPLITS))
 
 
 def _parse_labels(column: pd.Series, name: str, path: Path) -> np.ndarray:
+    if column.isin(LABEL_TEXT).all():  # the released spelling: a dictionary lookup, no number parsing
+        return column.map(LABEL_TEXT).to_numpy(dtype=float)
     text = column.str.strip()
     values = pd.to_numeric(text.where(text != ""), errors="coerce").to_numpy(dtype=float)
     bad = (text != "").to_numpy() & ~np.isin(values, (1.0, 0.0, -1.0))
@@ -315,21 +313,23 @@ def _parse_labels(column: pd.Series, name: str, path: Path) -> np.ndarray:
 
 def _join_metadata(images: pd.DataFrame, split_path: Path, meta: pd.DataFrame, meta_path: Path) -> pd.DataFrame:
     """The metadata row of each image (by dicom_id), in the split file's order; mismatches are errors."""
-    in_meta = images["dicom_id"].isin(meta["dicom_id"]).to_numpy()
+    position = pd.Index(meta["dicom_id"]).get_indexer(images["dicom_id"])  # ids are unique by now
+    in_meta = position >= 0
     if not in_meta.all():
         first = images["dicom_id"].iloc[int(np.argmax(~in_meta))]
         raise DataError(
             f"{split_path} {csv_lines(np.flatnonzero(~in_meta))}: dicom_id {first!r} has no row in {meta_path.name}; "
             "expected every image of the split in the metadata (files from one release)"
         )
-    in_split = meta["dicom_id"].isin(images["dicom_id"]).to_numpy()
+    in_split = np.zeros(len(meta), dtype=bool)
+    in_split[position] = True
     if not in_split.all():
         first = meta["dicom_id"].iloc[int(np.argmax(~in_split))]
         raise DataError(
             f"{meta_path} {csv_lines(np.flatnonzero(~in_split))}: dicom_id {first!r} has no row in {split_path.name}; "
             "expected every image of the metadata in the split (files from one release)"
         )
-    joined = meta.set_index("dicom_id").loc[images["dicom_id"]].reset_index()
+    joined = meta.iloc[position].reset_index(drop=True)
     differ = (
         (joined["subject_id"] != images["subject_id"].to_numpy())
         | (joined["study_id"] != images["study_id"].to_numpy())
@@ -345,19 +345,21 @@ def _join_metadata(images: pd.DataFrame, split_path: Path, meta: pd.DataFrame, m
     return joined
 
 
-def _check_label_keys(labels: pd.DataFrame, labels_path: Path, images: pd.DataFrame, split_path: Path) -> None:
-    dup = labels["key"].duplicated(keep=False).to_numpy()
+def _check_label_keys(
+    study_keys: pd.MultiIndex, labels_path: Path, image_keys: pd.MultiIndex, split_path: Path
+) -> None:
+    dup = study_keys.duplicated(keep=False)
     if dup.any():
-        first = labels["key"].iloc[int(np.argmax(dup))]
+        subject, study = study_keys[int(np.argmax(dup))]
         raise DataError(
-            f"{labels_path} {csv_lines(np.flatnonzero(dup))}: subject_id/study_id {first} appears more than once; "
-            "expected one label row per study"
+            f"{labels_path} {csv_lines(np.flatnonzero(dup))}: subject_id {subject}, study_id {study} appears more "
+            "than once; expected one label row per study"
         )
-    orphan = ~labels["key"].isin(images["key"]).to_numpy()
+    orphan = ~study_keys.isin(image_keys)
     if orphan.any():
-        first = labels["key"].iloc[int(np.argmax(orphan))]
+        subject, study = study_keys[int(np.argmax(orphan))]
         raise DataError(
-            f"{labels_path} {csv_lines(np.flatnonzero(orphan))}: study {first} (subject_id/study_id) has labels but no "
+            f"{labels_path} {csv_lines(np.flatnonzero(orphan))}: study {study} of subject {subject} has labels but no "
             f"image in {split_path.name}; expected every labelled study to have images (files from one release)"
         )
 
