@@ -214,6 +214,14 @@ def test_a_missing_or_cut_off_file_is_a_data_error(tmp_path):
         mimic.read_mimic(root)
 
 
+def test_a_gunzipped_copy_is_read_too(tmp_path):
+    root = write_mimic(tmp_path / "mimic")
+    with gzip.open(root / mimic.LABELS_CSV, "rb") as handle:
+        (root / mimic.LABELS_CSV.removesuffix(".gz")).write_bytes(handle.read())
+    (root / mimic.LABELS_CSV).unlink()
+    assert len(mimic.read_mimic(root)) == 7
+
+
 # The registry: every data set gets a tiny release in its own released format from one writer here.
 def _write_chexpert_release(root):
     rows = chexpert_rows(4)

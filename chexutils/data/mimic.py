@@ -13,15 +13,18 @@ Formats, as verified against public sources (read, not copied):
     ``Rows``, ``Columns``, ``StudyDate``, ``StudyTime``, ``ProcedureCodeSequence_CodeMeaning``,
     ``ViewCodeSequence_CodeMeaning``, ``PatientOrientationCodeSequence_CodeMeaning``. The page's list
     leaves out ``subject_id`` and ``study_id``, which the file also holds: torchxrayvision's
-    ``MIMIC_Dataset`` indexes the metadata by them (below), and public mock-data generators write the
-    header as ``dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,
-    Columns,StudyDate,StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,
-    PatientOrientationCodeSequence_CodeMeaning`` (the order this module's tests write).
+    ``MIMIC_Dataset`` indexes the metadata by them (below). The column ORDER
+    ``dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,
+    StudyDate,StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,
+    PatientOrientationCodeSequence_CodeMeaning`` (what the tests write) is only seen in public code
+    excerpts (a mock-data generator) whose repository the search index does not name — not in an
+    official source; the reader goes by name, so the order does not matter to it.
   * ``mimic-cxr-2.0.0-chexpert.csv.gz``: study level, ``subject_id``, ``study_id``, then the 14
     CheXpert observations by name; each label is ``1.0``, ``0.0``, ``-1.0`` or missing (blank) with the
-    CheXpert meaning. The page lists the labels in the CheXpert article's order; public code that
-    reads the file sees them alphabetically (Atelectasis, Cardiomegaly, ..., No Finding, ...,
-    Support Devices), which is the order the tests write. Columns are read by name, so either works.
+    CheXpert meaning. The page lists the labels in the CheXpert article's order; public code excerpts
+    that read the file (repositories not named by the index, so not citable) see them alphabetically
+    (Atelectasis, Cardiomegaly, ..., No Finding, ..., Support Devices), the order the tests write.
+    Columns are read by name, so either order works.
     "When CheXpert or NegBio were unable to derive a label no label is generated and no row appears
     for the study": 8 of the 227,835 studies (no findings or impression section) have images and no
     label row.
