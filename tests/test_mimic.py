@@ -122,6 +122,8 @@ def test_labels_join_by_key_whatever_the_row_orders(tmp_path, seed):
     assert first["image"] == os.path.join(str(root.resolve()), first["Path"])
     assert first["line"] == _line_of(root / mimic.SPLIT_CSV, "dicom_id", first.name)
     assert frame[list(OBSERVATIONS)].dtypes.eq(float).all()
+    assert tuple(frame.columns[: len(mimic.FRAME_COLUMNS)]) == mimic.FRAME_COLUMNS
+    assert "StudyDate" in frame.columns and "ViewPosition" not in frame.columns  # the latter is `view`
 
 
 def test_view_filtering(tmp_path):

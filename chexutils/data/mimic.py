@@ -98,7 +98,7 @@ ALLOWED_LABELS = "1.0, 0.0, -1.0 or blank"
 LABEL_TEXT = {"1.0": 1.0, "0.0": 0.0, "-1.0": -1.0, "": np.nan}  # the released spelling of the label values
 DICOM_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z-]*$"  # e.g. 02aa804e-bde0afdd-112c0b34-7bc16630-4e384014
 
-FRAME_COLUMNS = (
+FRAME_COLUMNS = (  # the frame's first columns, in order; the metadata's other columns follow
     "Path",
     *OBSERVATIONS,
     "image",
@@ -106,8 +106,8 @@ FRAME_COLUMNS = (
     "study",
     "view",
     "frontal",
-    "folder",
     "split",
+    "folder",
     "line",
     "subject_id",
     "study_id",
@@ -162,8 +162,9 @@ def read_mimic(root=DEFAULT_ROOT, split=None, views=None, check_files: bool = Tr
     patient = np.array([f"p{s}" for s in subjects], dtype=object)
     study = np.array([f"p{a}/s{b}" for a, b in zip(subjects, studies, strict=True)], dtype=object)
     relative = np.array(
-        [f"{IMAGES_DIR}/{p[:3]}/{s}/{d}.jpg" for p, s, d in zip(patient, study, dicoms, strict=True)], dtype=object
-    )
+        [f"{IMAGES_DIR}/{p[:3]}/{s}/{d}.jpg" for p, s, d in zip(patient, study, dicoms, strict=True)],
+        dtype=object,
+    )  # p[:3]: 'p' and the subject_id's first two digits, the release's top folder (p10 ... p19)
     base = str(root.resolve()) + os.sep
     out = pd.DataFrame({"Path": relative})
     for name in OBSERVATIONS:
