@@ -126,6 +126,19 @@ def test_labels_join_by_key_whatever_the_row_orders(tmp_path, seed):
     assert "StudyDate" in frame.columns and "ViewPosition" not in frame.columns  # the latter is `view`
 
 
+def test_the_loader_and_policies_apply_unchanged(tmp_path):
+    from chexutils.data.loader import image_source
+    from chexutils.training.policies import get_policy
+
+    frame = mimic.read_mimic(write_mimic(tmp_path / "mimic"), views="frontal")
+    images = image_source(frame, 16, "bilinear", use_cache=False, cache_dir=None)
+    pixels, row = images[0]
+    assert tuple(pixels.shape) == (1, 16, 16) and str(pixels.dtype) == "torch.uint8" and row == 0
+    for name in ("U-Ignore", "U-Zeros", "U-Ones", "U-MultiClass"):
+        targets = get_policy(name).targets(frame)
+        assert targets.values.shape == (len(frame), len(OBSERVATIONS))
+
+
 def test_view_filtering(tmp_path):
     root = write_mimic(tmp_path / "mimic")
     frontal = mimic.read_mimic(root, views="frontal")
