@@ -46,8 +46,9 @@ How the files are joined here: images are the split file's rows; the metadata jo
 
 - an image whose study has no label row is DROPPED and counted (the release has such studies, see
   above): ``frame.attrs["dropped_unlabelled_images"]`` / ``["dropped_unlabelled_studies"]``;
-- a label row whose study has no image in the split file is a DataError (the release has none, so
-  the files come from different releases or were cut);
+- a label row whose study has no image in the split file is a DataError (the page describes the
+  labelled studies as "a strict subset of studies in MIMIC-CXR", so the files come from different
+  releases or were cut);
 - an image in the split file and not in the metadata, or the other way round, is a DataError.
 
 Every problem with the input is one DataError naming the file, the 1-based line(s) (of the
