@@ -16,6 +16,8 @@ from PIL import Image, UnidentifiedImageError
 from chexutils.core.errors import DataError, csv_lines
 from chexutils.core.io import write_table
 from chexutils.core.labels import OBSERVATIONS
+from chexutils.core.paths import find_chexpert
+from chexutils.data.datasets import DatasetSpec, register_dataset
 from chexutils.data.pixels import is_dicom, read_dicom, to_uint8
 
 META_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
@@ -28,6 +30,7 @@ PATH_PATTERN = (
     r"(?P<patient>patient\d{5})/(?P<study>study\d+)/(?P<view>view\d+)_(?P<kind>frontal|lateral)\.jpg$"
 )
 ALLOWED_LABELS = "1.0, 0.0, -1.0 or blank"
+SPLITS = ("train", "valid")  # the release's CSVs (the official test set: data/test_set_files.py)
 DEEP_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # PIL modes of 16-bit, 32-bit and float grey
 
 
@@ -59,6 +62,42 @@ def read_chexpert(csv_path, root=None, check_files: bool = True) -> pd.DataFrame
     if check_files:
         _check_files_exist(out, csv_path)
     return out
+
+
+def read_chexpert_release(root="data", split=None, views=None, check_files: bool = True) -> pd.DataFrame:
+    """The registry's CheXpert reader: ``train.csv`` and / or ``valid.csv`` of the release under ``root``.
+
+    ``root`` holds ``CheXpert-v1.0-small/`` (or ``CheXpert-v1.0/``). ``split``: None (both) or one or
+    more of train / valid; the frame is `read_chexpert`'s plus ``split`` (the CSV's name). ``views``:
+    None (all) or one or more of ``frontal``, ``lateral`` or an ``AP/PA`` value (AP, PA, LL, RL).
+    """
+    folder = find_chexpert(root)
+    names = SPLITS if split is None else ((split,) if isinstance(split, str) else tuple(split))
+    unknown = [name for name in names if name not in SPLITS]
+    if unknown or not names:
+        raise ValueError(f"unknown split {', '.join(map(repr, unknown)) or '(none given)'}; known: {', '.join(SPLITS)}")
+    parts = []
+    for name in names:
+        part = read_chexpert(folder / f"{name}.csv", root=folder.parent, check_files=check_files)
+        part["split"] = name
+        parts.append(part)
+    frame = pd.concat(parts, ignore_index=True)
+    if views is None:
+        return frame
+    items = (views,) if isinstance(views, str) else tuple(views)
+    keep = np.zeros(len(frame), dtype=bool)
+    position = frame["AP/PA"].str.strip().str.upper()
+    for item in items:
+        if item.lower() in ("frontal", "lateral"):
+            keep |= frame["frontal"].to_numpy() == (item.lower() == "frontal")
+        else:
+            keep |= (position == item.strip().upper()).to_numpy()
+    if not keep.any():
+        raise DataError(
+            f"{folder}: no image of split {', '.join(names)} has view {', '.join(map(str, items))}; expected "
+            "frontal, lateral or an AP/PA value present in the CSV"
+        )
+    return frame[keep].reset_index(drop=True)
 
 
 def read_image(path) -> np.ndarray:
@@ -206,3 +245,14 @@ def _check_files_exist(frame: pd.DataFrame, csv_path: Path) -> None:
             f"{csv_path} {csv_lines(np.flatnonzero(missing))}: image {first} does not exist; "
             "expected the images beside the CSV (or pass root= / check_files=False)"
         )
+
+
+register_dataset(
+    DatasetSpec(
+        name="chexpert",
+        read=read_chexpert_release,
+        description="CheXpert v1.0 (Stanford; the small or full release): train.csv and valid.csv, report-labeler labels",
+        splits=SPLITS,
+        default_root="data",
+    )
+)
