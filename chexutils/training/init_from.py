@@ -137,7 +137,12 @@ def set_trunk_frozen(model: nn.Module, frozen: bool) -> None:
         p.requires_grad_(not frozen)
     handle = getattr(model, "_trunk_freeze_hook", None)
     if frozen and handle is None:
-        model._trunk_freeze_hook = model.features.register_forward_pre_hook(lambda module, args: module.eval())
+        model._trunk_freeze_hook = model.features.register_forward_pre_hook(_hold_statistics)
     elif not frozen and handle is not None:
         handle.remove()
         model._trunk_freeze_hook = None
+
+
+def _hold_statistics(module: nn.Module, args) -> None:
+    """Forward pre-hook of a frozen trunk: eval mode (BatchNorm uses, and keeps, its running statistics)."""
+    module.eval()  # returning None leaves the input as it is
