@@ -8,7 +8,7 @@ import torch
 from chexutils.core.errors import DataError
 from chexutils.training.config import make_config
 from chexutils.training.losses import LOSSES, AUCMargin, accepted_policies, build_loss
-from chexutils.training.optim import PESG, StageLR
+from chexutils.training.optim import DEEPAUC_CHEXPERT, PESG, StageLR
 from chexutils.training.policies import POLICIES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -188,3 +188,9 @@ def test_each_loss_declares_the_policies_it_accepts_and_refuses_the_others_with_
     for values, message in refusals:
         with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
             make_config(**values)
+
+
+def test_the_deepauc_chexpert_recipe_is_two_valid_configs(tmp_path):
+    stage1 = make_config(**DEEPAUC_CHEXPERT["stage1"])
+    stage2 = make_config(**DEEPAUC_CHEXPERT["stage2"], init_from=str(tmp_path / "stage1"))
+    assert stage1.loss == "bce" and stage2.loss == "auc-margin" and stage2.reinit_head

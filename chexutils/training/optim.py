@@ -20,6 +20,32 @@ import torch.distributed as dist
 
 from chexutils.training.config import TrainConfig, effective_lr
 
+# The DeepAUC CheXpert recipe as TrainConfig values (Yuan et al. 2021, ICCV, arXiv:2012.03173, its CheXpert
+# section, read with the LibAUC library documentation's CheXpert example). Written from memory, the search
+# tool being unavailable for this change: each value says how sure it is; check them before a paper config.
+DEEPAUC_CHEXPERT = {
+    "stage1": {  # cross-entropy pre-training of the whole network
+        "loss": "bce",
+        "backbone": "densenet121",  # sure: DenseNet121 (the paper also ensembles other DenseNets)
+        "pretrained": "imagenet",  # fairly sure
+        "lr": 1e-4,  # Adam; from the LibAUC example, unsure whether the paper states it
+        "weight_decay": 1e-5,  # LibAUC example; unsure for the paper
+        "batch_size": 32,  # unsure
+        "image_size": 320,  # LibAUC's CheXpert dataset default; unsure for the paper's runs
+    },
+    "stage2": {  # AUC-M from the stage-1 trunk, the classifier re-initialised
+        "loss": "auc-margin",
+        "reinit_head": True,  # fairly sure: the paper re-initialises the classifier before the AUC-M stage
+        "auc_margin": 1.0,  # sure: m = 1.0
+        "lr": 0.1,  # PESG; fairly sure (LibAUC example: lr = 0.1)
+        "auc_epoch_decay": 2e-3,  # LibAUC example gamma = 500 (= 1 / 2e-3); unsure for the paper
+        "weight_decay": 1e-5,  # LibAUC example; unsure for the paper
+        "epochs": 2,  # LibAUC example; unsure for the paper
+        "lr_step_epochs": 1,  # LibAUC example: decay_factor 10 after the first epoch; unsure for the paper
+        "lr_gamma": 0.1,
+    },
+}
+
 
 class PESG(torch.optim.Optimizer):
     """PESG over model parameter groups plus the AUC-M variables (a, b minimised; alpha maximised).
