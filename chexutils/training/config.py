@@ -164,7 +164,7 @@ def make_config(source=None, **overrides) -> TrainConfig:
     return TrainConfig(**values).resolved()
 
 
-PATH_FIELDS = {"data_dir", "train_csv", "valid_csv"}  # compared as resolved paths on resume
+PATH_FIELDS = {"data_dir", "train_csv", "valid_csv", "init_from"}  # compared as resolved paths on resume
 
 
 def config_differences(saved: dict, current: TrainConfig) -> list[str]:
