@@ -79,6 +79,9 @@ def test_a_run_started_from_an_imported_checkpoint_reproduces_it_before_training
     again = build_model("xrv-densenet121", "binary")
     record = initialise(make_config(**{**vars(cfg), "reinit_head": True}), again)
     assert record["head"] == "reinitialised" and record["head_reason"] == "reinit_head: true"
+    three_class = build_model("xrv-densenet121", "multiclass")  # 14 x 3 outputs: the source's 14 do not fit
+    record = initialise(make_config(**{**vars(cfg), "policy": "U-MultiClass"}), three_class)
+    assert record["head"] == "reinitialised" and "does not match" in record["head_reason"]
 
 
 def test_fine_tuning_freezes_the_trunk_for_the_frozen_epochs_then_trains_it(imported, tiny_phantom, tmp_path):
