@@ -18,6 +18,7 @@ from chexutils.data.device_cache import maybe_on_device
 from chexutils.data.loader import BatchLoader
 from chexutils.models.backbones import build_model
 from chexutils.training.config import effective_lr, make_config
+from chexutils.training.losses import build_loss
 from chexutils.training.train import LabelledImages, _adam_impl, train_one_epoch
 
 CHEXPERT_SMALL_TRAIN_IMAGES = 223_414
@@ -82,9 +83,10 @@ def measure(setting: Setting, cache: ImageCache, warm_steps: int, timed_steps: i
         pin_memory=cuda,
         drop_last=True,
     )
+    criterion = build_loss("bce", "binary", split.values, split.mask)
     warm = train_one_epoch(
         trained,
-        "binary",
+        criterion,
         optimizer,
         loader,
         split,
@@ -95,7 +97,7 @@ def measure(setting: Setting, cache: ImageCache, warm_steps: int, timed_steps: i
     )
     timed = train_one_epoch(
         trained,
-        "binary",
+        criterion,
         optimizer,
         loader,
         split,

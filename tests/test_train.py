@@ -13,6 +13,7 @@ import yaml
 
 from chexutils.core.errors import DataError
 from chexutils.models.checkpoint import CheckpointError, load_checkpoint
+from chexutils.training import losses as losses_module
 from chexutils.training import train as train_module
 from chexutils.training.config import make_config
 from chexutils.training.train import HISTORY_COLUMNS, TrainingDiverged, fit
@@ -106,7 +107,7 @@ def test_resume_with_other_settings_is_refused(tiny_phantom, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_phantom, tmp_path, monkeypatch):
-    real_loss = train_module.masked_loss
+    real_loss = losses_module.masked_loss  # what the training loss (loss: bce) calls
     calls = {"n": 0}
 
     def loss_nan_in_epoch_two(logits, values, mask, head):
@@ -114,7 +115,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_phantom, tmp_pat
         calls["n"] += 1
         return loss * float("nan") if calls["n"] > 12 and torch.is_grad_enabled() else loss
 
-    monkeypatch.setattr(train_module, "masked_loss", loss_nan_in_epoch_two)
+    monkeypatch.setattr(losses_module, "masked_loss", loss_nan_in_epoch_two)
     cfg = tiny_config(tiny_phantom, tmp_path / "run", epochs=3)
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2"):
         fit(cfg)

@@ -22,6 +22,7 @@ from chexutils.core.errors import DataError
 from chexutils.data.cache import CHECKS, RESIZE_METHODS
 from chexutils.models.backbones import PRETRAINED_CHOICES
 from chexutils.models.registry import BACKBONES
+from chexutils.training.losses import LOSSES, loss_refusal
 from chexutils.training.policies import BLANK_OPTIONS, POLICIES, get_policy, read_mapping
 
 
@@ -47,6 +48,17 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_step_epochs: int = 2  # lr x lr_gamma every lr_step_epochs epochs
     lr_gamma: float = 0.1
+    # --- loss and fine-tuning (docs/training.md, "Losses and fine-tuning") ---------------------
+    loss: str = "bce"  # chexutils.training.losses.LOSSES: "bce" (the original study's), "weighted-bce"
+    # (pos_weight = negatives / positives per observation), "auc-margin" (AUC-M + PESG, Yuan et al. 2021)
+    auc_margin: float = 1.0  # AUC-M margin m (the paper's 1.0); loss auc-margin only
+    auc_epoch_decay: float = 2e-3  # PESG's pull towards the stage's reference point (LibAUC's epoch_decay;
+    # its CheXpert example's gamma = 500 = 1 / 2e-3); loss auc-margin only. PESG uses lr, weight_decay,
+    # lr_step_epochs and lr_gamma (a new stage each decay); Adam's betas and adam_impl do not apply
+    init_from: str = ""  # a run folder (trained or imported) whose best.pt starts a FRESH run; "" = none
+    reinit_head: bool = False  # with init_from: a new classifier even when the source's fits (DeepAUC stage 2)
+    freeze_trunk_epochs: int = 0  # the trunk (features) frozen, BatchNorm statistics held, for this many epochs
+    head_lr: float = 0.0  # the classifier's own learning rate; 0 = the same as lr
     # --- run ---------------------------------------------------------------------------------
     run_dir: str = "output/scratch/run"  # config.json, history.csv, checkpoint.pt, best.pt land here
     seed: int = 0  # model init, shuffling, label smoothing
@@ -152,7 +164,7 @@ def make_config(source=None, **overrides) -> TrainConfig:
     return TrainConfig(**values).resolved()
 
 
-PATH_FIELDS = {"data_dir", "train_csv", "valid_csv"}  # compared as resolved paths on resume
+PATH_FIELDS = {"data_dir", "train_csv", "valid_csv", "init_from"}  # compared as resolved paths on resume
 
 
 def config_differences(saved: dict, current: TrainConfig) -> list[str]:
@@ -194,7 +206,12 @@ LOWER_BOUNDS = {
     "workers": (0, True),
     "nproc_per_node": (1, True),
     "loss_sync_every": (1, True),
+    "freeze_trunk_epochs": (0, True),
+    "head_lr": (0, True),
+    "auc_margin": (0, False),
+    "auc_epoch_decay": (0, True),
 }
+AUC_ONLY = ("auc_margin", "auc_epoch_decay")  # fields that mean something under loss auc-margin only
 
 
 def check_train_values(values: dict, where: str) -> None:
@@ -260,6 +277,32 @@ def _check_names(values: dict, where: str) -> None:
         raise DataError(f"{where}: backbone {backbone.name} has no ImageNet weights; use pretrained: null")
     if "policy" in values:
         check_policy(values["policy"], values.get("policy_options") or {}, values.get("blank", "negative"), where)
+    check_loss_and_start(values, where)
+
+
+def check_loss_and_start(values: dict, where: str) -> None:
+    """The loss exists and accepts the policy; the fine-tuning fields make sense together."""
+    loss = values.get("loss", "bce")
+    if loss not in LOSSES:
+        raise DataError(f"{where}: loss is {loss!r}; known: {', '.join(LOSSES)}")
+    policy = POLICIES.get(values.get("policy"))
+    reason = loss_refusal(loss, policy.head) if policy else ""
+    if reason:
+        raise DataError(f"{where}: loss {loss} does not accept policy {values['policy']}: {reason}")
+    defaults = TrainConfig()
+    if loss != "auc-margin":
+        changed = [k for k in AUC_ONLY if k in values and values[k] != getattr(defaults, k)]
+        if changed:
+            raise DataError(
+                f"{where}: {', '.join(changed)} set, but loss is {loss}; they apply to loss auc-margin only"
+            )
+    if values.get("reinit_head") and not values.get("init_from"):
+        raise DataError(f"{where}: reinit_head is true without init_from; it re-initialises the head of a loaded run")
+    if values.get("freeze_trunk_epochs") and values.get("nproc_per_node", 1) > 1:
+        raise DataError(
+            f"{where}: freeze_trunk_epochs with nproc_per_node > 1 is not supported "
+            "(DistributedDataParallel would need the frozen parameters declared); train it on one process"
+        )
 
 
 def check_policy(name: str, options: dict, blank: str, where: str) -> None:

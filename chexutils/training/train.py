@@ -46,7 +46,9 @@ from chexutils.training.config import (
     config_differences,
     effective_lr,
 )
-from chexutils.training.losses import masked_loss
+from chexutils.training.init_from import set_trunk_frozen, start_record
+from chexutils.training.losses import build_loss, masked_loss
+from chexutils.training.optim import build_optimizer
 from chexutils.training.policies import Targets, get_policy
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_auroc_tasks", "lr", "seconds", "images_per_s"]
@@ -93,9 +95,10 @@ def certain_targets(head: str):
 
 
 def train_one_epoch(
-    model, head, optimizer, loader, split: LabelledImages, device, cfg: TrainConfig, epoch: int, show: bool
+    model, criterion, optimizer, loader, split: LabelledImages, device, cfg: TrainConfig, epoch: int, show: bool
 ):
-    """One pass over the training batches; returns mean loss, seconds and images/s.
+    """One pass over the training batches with ``criterion(logits, values, mask)`` (losses.LOSSES); returns
+    mean loss, seconds and images/s.
 
     The loss is summed on the device and read on the host only every ``cfg.loss_sync_every`` steps
     and at the epoch's end, so the GPU is never stalled waiting for a step's loss. The NaN check runs
@@ -117,7 +120,7 @@ def train_one_epoch(
         rows = rows.to(device, non_blocking=True)
         with autocast(device, cfg.amp):
             logits = model(images)
-        loss = masked_loss(logits.float(), values[rows], mask[rows], head)
+        loss = criterion(logits.float(), values[rows], mask[rows])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -196,20 +199,17 @@ def _fit(cfg: TrainConfig) -> Path:
             certain_targets(policy.head),
             rank,
         )
-        model = build_model(cfg.backbone, policy.head, cfg.pretrained).to(device)
+        model = build_model(cfg.backbone, policy.head, cfg.pretrained)
+        init = start_record(cfg, model, run)  # init_from: loads its best.pt on a fresh run only
+        model = model.to(device)
         if cfg.channels_last and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(
-            model.parameters(),
-            lr=effective_lr(cfg),
-            betas=tuple(cfg.betas),
-            weight_decay=cfg.weight_decay,
-            **_adam_impl(cfg.adam_impl, device),
-        )
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
+        criterion = build_loss(cfg.loss, policy.head, train.values, train.mask, cfg.auc_margin).to(device)
+        optimizer, scheduler = build_optimizer(cfg, model, criterion, _adam_impl(cfg.adam_impl, device))
         start_epoch, history, best = _resume(run.checkpoint, cfg, model, optimizer, scheduler)
         if rank == 0:
-            write_json(run.config_file, _config_record(cfg, policy, len(train.frame), len(valid.frame), world))
+            record = _config_record(cfg, policy, len(train.frame), len(valid.frame), world)
+            write_json(run.config_file, {**record, "loss_resolved": criterion.describe(), "init": init})
         trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
         if cfg.compile:
             trained = torch.compile(trained)
@@ -231,7 +231,8 @@ def _fit(cfg: TrainConfig) -> Path:
             )
         for epoch in range(start_epoch, cfg.epochs):
             lr = optimizer.param_groups[0]["lr"]
-            stats = train_one_epoch(trained, policy.head, optimizer, loader, train, device, cfg, epoch, show=rank == 0)
+            set_trunk_frozen(model, epoch < cfg.freeze_trunk_epochs)
+            stats = train_one_epoch(trained, criterion, optimizer, loader, train, device, cfg, epoch, show=rank == 0)
             scheduler.step()
             if rank == 0:
                 scores, _ = score_selection(model, policy.head, valid, device, cfg)
