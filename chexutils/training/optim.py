@@ -23,26 +23,35 @@ from chexutils.training.config import TrainConfig, effective_lr
 # The DeepAUC CheXpert recipe as TrainConfig values (Yuan et al. 2021, ICCV, arXiv:2012.03173, its CheXpert
 # section, read with the LibAUC library documentation's CheXpert example). Written from memory, the search
 # tool being unavailable for this change: each value says how sure it is; check them before a paper config.
+# The DeepAUC recipe on CheXpert (Yuan et al. 2021, ICCV, "Large-scale Robust Deep AUC Maximization").
+# Stage-2 values checked against the LibAUC library's own CheXpert example (Optimization-AI/LibAUC,
+# examples/scripts/07_optimizing_multi_label_auroc_loss_with_densenet121_on_chexpert.py at commit
+# 000ba927493797cbee8cc3137c8a551b0ce334f6): DenseNet121, 224 px frontal images, batch 32, PESG lr 0.1,
+# gamma 500 (= 1 / epoch_decay 2e-3), weight decay 1e-5, margin 1.0, 2 epochs with the regulariser
+# updated and lr divided by 10 after the first. Stage-1 values are the example's pre-training notebook's
+# and were not re-checked against the paper.
 DEEPAUC_CHEXPERT = {
     "stage1": {  # cross-entropy pre-training of the whole network
         "loss": "bce",
-        "backbone": "densenet121",  # sure: DenseNet121 (the paper also ensembles other DenseNets)
-        "pretrained": "imagenet",  # fairly sure
-        "lr": 1e-4,  # Adam; from the LibAUC example, unsure whether the paper states it
-        "weight_decay": 1e-5,  # LibAUC example; unsure for the paper
-        "batch_size": 32,  # unsure
-        "image_size": 320,  # LibAUC's CheXpert dataset default; unsure for the paper's runs
+        "backbone": "densenet121",
+        "pretrained": "imagenet",
+        "lr": 1e-4,  # Adam (LibAUC's pre-training example; not re-checked against the paper)
+        "weight_decay": 1e-5,
+        "batch_size": 32,
+        "image_size": 224,
     },
     "stage2": {  # AUC-M from the stage-1 trunk, the classifier re-initialised
         "loss": "auc-margin",
-        "reinit_head": True,  # fairly sure: the paper re-initialises the classifier before the AUC-M stage
-        "auc_margin": 1.0,  # sure: m = 1.0
-        "lr": 0.1,  # PESG; fairly sure (LibAUC example: lr = 0.1)
-        "auc_epoch_decay": 2e-3,  # LibAUC example gamma = 500 (= 1 / 2e-3); unsure for the paper
-        "weight_decay": 1e-5,  # LibAUC example; unsure for the paper
-        "epochs": 2,  # LibAUC example; unsure for the paper
-        "lr_step_epochs": 1,  # LibAUC example: decay_factor 10 after the first epoch; unsure for the paper
+        "reinit_head": True,  # the paper re-initialises the classifier before the AUC-M stage
+        "auc_margin": 1.0,
+        "lr": 0.1,  # PESG
+        "auc_epoch_decay": 2e-3,  # LibAUC's gamma = 500
+        "weight_decay": 1e-5,
+        "epochs": 2,
+        "lr_step_epochs": 1,  # decay_factor 10 after the first epoch
         "lr_gamma": 0.1,
+        "batch_size": 32,
+        "image_size": 224,
     },
 }
 
