@@ -19,9 +19,14 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoint", help="the published weights file (a state dict, loaded with weights_only=True)")
     parser.add_argument("run_dir", help="run folder to create (config.json, best.pt)")
     parser.add_argument("--image-size", type=int, default=224, help="square side the images are resized to")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="RUN_DIR may hold a run: replace it whole (its checkpoints, history, predictions, metrics removed)",
+    )
     args = parser.parse_args(argv)
     try:
-        run_dir = import_checkpoint(args.format, args.checkpoint, args.run_dir, args.image_size)
+        run_dir = import_checkpoint(args.format, args.checkpoint, args.run_dir, args.image_size, force=args.force)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
