@@ -2,13 +2,17 @@
 
 import hashlib
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_import_checkpoint import xrv_reference, xrv_state
 
 from chexutils.cli import import_checkpoint as import_cli
+from chexutils.cli import predict as predict_cli
 from chexutils.core import locks
 from chexutils.core.rundir import RunDir
+from chexutils.training.import_checkpoint import import_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
@@ -52,3 +56,66 @@ def test_import_into_an_existing_run_is_refused_unless_forced_then_replaces_it_w
     assert _digest(run.best) != old_best and run.is_finished()
     assert run.config()["imported"]["sha256"] == _digest(second)
     assert not any(p.exists() for p in stale), [p.name for p in stale if p.exists()]
+
+
+# --- 2. predict --out -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_and_images(tmp_path):
+    """An imported run (32 px) and a folder of two PNG images."""
+    source = tmp_path / "xrv.pt"
+    torch.save(xrv_state(xrv_reference()), source)
+    run = import_checkpoint("torchxrayvision", source, tmp_path / "run", image_size=32)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8), mode="L").save(images / name)
+    return run, images
+
+
+def _predict(argv, capsys) -> tuple[int, list[str], str]:
+    code = predict_cli.main(argv)
+    captured = capsys.readouterr()
+    return code, _error_lines(captured.err), captured.out
+
+
+def test_predict_out_that_is_an_input_image_or_a_folder_is_refused(run_and_images, tmp_path, capsys):
+    run, images = run_and_images
+    image = images / "a.png"
+    before = image.read_bytes()
+    for out, why in ((image, "is one of the input images"), (images, "is a folder"), (tmp_path, "is a folder")):
+        code, errors, printed = _predict([str(run), str(images), "--out", str(out), "--device", "cpu"], capsys)
+        assert code == 2 and len(errors) == 1 and why in errors[0] and str(out) in errors[0], errors
+        assert "predicted" not in printed
+    assert image.read_bytes() == before  # the image a CSV would have replaced
+    code, errors, printed = _predict([str(run), str(image), "--out", str(tmp_path / "new" / "p.csv")], capsys)
+    assert code == 0 and not errors and (tmp_path / "new" / "p.csv").is_file()
+
+
+def test_predict_out_that_cannot_be_written_is_refused_before_predicting(run_and_images, tmp_path, capsys, monkeypatch):
+    run, images = run_and_images
+    called = []
+    monkeypatch.setattr(predict_cli, "predict_images", lambda *a, **k: called.append(a) or pytest.fail("predicted"))
+    read_only = tmp_path / "read-only.csv"
+    read_only.write_text("keep me")
+    read_only.chmod(0o444)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    a_file = tmp_path / "plain"
+    a_file.write_text("x")
+    try:
+        for out, why in (
+            (read_only, "read-only"),
+            (locked / "p.csv", "cannot write into the folder"),
+            (locked / "sub" / "p.csv", "cannot write into the folder"),
+            (a_file / "p.csv", "is a file, not a folder"),
+        ):
+            code, errors, _ = _predict([str(run), str(images), "--out", str(out)], capsys)
+            assert code == 2 and len(errors) == 1 and why in errors[0], (out, errors)
+    finally:
+        locked.chmod(0o755)
+        read_only.chmod(0o644)
+    assert called == [] and read_only.read_text() == "keep me"
