@@ -1,17 +1,27 @@
 """Faults and misuse, part two (issue 20): each case driven through the command line a user types."""
 
 import hashlib
+import os
+import re
+import subprocess
+import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 from test_import_checkpoint import xrv_reference, xrv_state
+from test_train import tiny_config
 
 from chexutils.cli import import_checkpoint as import_cli
 from chexutils.cli import predict as predict_cli
+from chexutils.cli import train as train_cli
 from chexutils.core import locks
 from chexutils.core.rundir import RunDir
+from chexutils.models.checkpoint import load_checkpoint
+from chexutils.training import train as train_module
 from chexutils.training.import_checkpoint import import_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
@@ -119,3 +129,58 @@ def test_predict_out_that_cannot_be_written_is_refused_before_predicting(run_and
         locked.chmod(0o755)
         read_only.chmod(0o644)
     assert called == [] and read_only.read_text() == "keep me"
+
+
+# --- 3. divergence ----------------------------------------------------------------------------------
+
+
+def _config_file(cfg, path):
+    path.write_text(yaml.safe_dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}))
+    return path
+
+
+def test_lr_1e6_stops_in_epoch_one_with_one_error_line_and_no_best_checkpoint(tiny_phantom, tmp_path):
+    cfg = tiny_config(tiny_phantom, tmp_path / "run", lr=1e6, epochs=2)
+    done = subprocess.run(
+        [sys.executable, "-m", "chexutils", "train", "--config", str(_config_file(cfg, tmp_path / "t.yaml"))],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    errors = _error_lines(done.stderr)
+    assert done.returncode == 2 and len(errors) == 1, done.stderr[-2000:]
+    assert re.search(r"loss (became nan|became inf|exploded to .*) at epoch 1", errors[0]), errors
+    assert "nothing saved" in errors[0]
+    run = RunDir(tmp_path / "run")
+    assert not run.best.exists() and not run.checkpoint.exists() and not run.history.exists()
+
+
+@pytest.mark.parametrize("fault", ["selection loss nan", "selection loss exploded", "training loss exploded"])
+def test_divergence_in_epoch_two_keeps_epoch_one_and_best_never_holds_it(
+    tiny_phantom, tmp_path, monkeypatch, capsys, fault
+):
+    real_score, real_loss = train_module.score_selection, train_module.masked_loss
+    epochs = []
+
+    def score(model, head, split, device, cfg):
+        scores, probs = real_score(model, head, split, device, cfg)
+        epochs.append(1)
+        if len(epochs) == 2 and fault.startswith("selection"):  # epoch 2's selection pass
+            scores["valid_loss"] = float("nan") if fault.endswith("nan") else 1e4
+        return scores, probs
+
+    def loss(logits, values, mask, head):
+        value = real_loss(logits, values, mask, head)
+        return value * 1e5 if len(epochs) == 1 and fault.startswith("training") and torch.is_grad_enabled() else value
+
+    monkeypatch.setattr(train_module, "score_selection", score)
+    monkeypatch.setattr(train_module, "masked_loss", loss)
+    cfg = tiny_config(tiny_phantom, tmp_path / "run", epochs=3, select_metric="valid_loss")
+    assert train_cli.main(["--config", str(_config_file(cfg, tmp_path / "t.yaml"))]) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "at epoch 2" in errors[0] and fault.rpartition(" ")[0] in errors[0], errors
+    assert "last good checkpoint.pt (epoch 1) and best.pt are kept" in errors[0]
+    run = RunDir(tmp_path / "run")
+    assert load_checkpoint(run.checkpoint)["epoch"] == 0 and load_checkpoint(run.best)["epoch"] == 0
+    assert len(pd.read_csv(run.history)) == 1

@@ -9,7 +9,7 @@ from chexutils.core.errors import DataError
 from chexutils.models.checkpoint import CheckpointError
 from chexutils.training import train as library
 from chexutils.training.config import make_config
-from chexutils.training.train import fit
+from chexutils.training.train import TrainingDiverged, fit
 
 
 def main(argv=None) -> int:
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     try:
         cfg = make_config(args.config, **overrides)
         run_dir = fit(cfg)
-    except (DataError, CheckpointError) as err:
+    except (DataError, CheckpointError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"run finished: {run_dir}")

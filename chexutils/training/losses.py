@@ -6,6 +6,8 @@ its probability of a finding is p1 / (p0 + p1), the uncertain class dropped (the
 Both losses average over the entries the mask keeps: sum(loss * mask) / max(sum(mask), 1).
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -29,6 +31,12 @@ def masked_loss(logits: torch.Tensor, values, mask, head: str) -> torch.Tensor:
         targets = torch.where(keep, values.long(), torch.zeros((), dtype=torch.long, device=logits.device))
         loss = F.cross_entropy(logits.movedim(-1, 1), targets, reduction="none")  # (B, 3, 14) -> (B, 14)
     return (loss * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def chance_loss(head: str) -> float:
+    """The loss of a model that knows nothing (every logit 0), whatever the targets: ln 2 per kept entry
+    for the binary head, ln 3 for the three-class head. The scale divergence is measured against."""
+    return math.log(2) if check_head(head) == BINARY else math.log(N_CLASSES)
 
 
 def _check_shape(logits, values, mask, expected) -> None:
