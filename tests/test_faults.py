@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from test_train import tiny_config
 from chexutils.cli import import_checkpoint as import_cli
 from chexutils.cli import predict as predict_cli
 from chexutils.cli import train as train_cli
+from chexutils.cli import workbook as workbook_cli
 from chexutils.core import locks
 from chexutils.core.rundir import RunDir
 from chexutils.models.checkpoint import load_checkpoint
@@ -184,3 +186,44 @@ def test_divergence_in_epoch_two_keeps_epoch_one_and_best_never_holds_it(
     run = RunDir(tmp_path / "run")
     assert load_checkpoint(run.checkpoint)["epoch"] == 0 and load_checkpoint(run.best)["epoch"] == 0
     assert len(pd.read_csv(run.history)) == 1
+
+
+# --- 4. runner config: step run names, duplicate grid points ------------------------------------------
+
+
+def _sweep(tmp_path, **extra) -> Path:
+    """A sweep config; its data_dir in tmp_path, so a config wrongly accepted writes nothing in the project."""
+    config = tmp_path / "sweep.yaml"
+    sweep = {"name": "x", "parameters": {"data_dir": str(tmp_path / "data")}, "steps": [{"notebook": "00_data.ipynb"}]}
+    config.write_text(yaml.safe_dump({**sweep, **extra}, sort_keys=False))
+    return config
+
+
+def _workbook_run(config, tmp_path, capsys) -> tuple[int, list[str]]:
+    code = workbook_cli.main(["run", str(config), "--output-root", str(tmp_path / "out")])
+    return code, _error_lines(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "../elsewhere", "/tmp/x", ".hidden", ""])
+def test_step_run_names_are_checked_like_grid_names(tmp_path, capsys, name):
+    step = {"notebook": "01_explore.ipynb", "runs": [{"name": "fine"}, {"name": name}]}
+    config = _sweep(tmp_path, steps=[{"notebook": "00_data.ipynb"}, step])
+    code, errors = _workbook_run(config, tmp_path, capsys)
+    assert code == 2 and len(errors) == 1, errors
+    assert str(config) in errors[0] and "steps[1].runs[1]" in errors[0], errors
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "grid, pattern",
+    [
+        ({"seed": [0, 0]}, r"grid key 'seed' lists 0 twice"),
+        ({"data_dir": ["a", "b", "a"], "seed": [0, 1]}, r"grid key 'data_dir' lists 'a' twice"),
+        ({"seed": [1, "seed1"]}, r"share the run folder name\(s\) seed1"),
+    ],
+)
+def test_duplicate_grid_points_are_refused_at_load_time(tmp_path, capsys, grid, pattern):
+    config = _sweep(tmp_path, steps=[{"notebook": "01_explore.ipynb", "per_run": True}], grid=grid)
+    code, errors = _workbook_run(config, tmp_path, capsys)
+    assert code == 2 and len(errors) == 1 and str(config) in errors[0] and re.search(pattern, errors[0]), errors
+    assert not (tmp_path / "out").exists()
