@@ -17,6 +17,7 @@ from test_import_checkpoint import xrv_reference, xrv_state
 from test_train import tiny_config
 
 from chexutils.cli import import_checkpoint as import_cli
+from chexutils.cli import power as power_cli
 from chexutils.cli import predict as predict_cli
 from chexutils.cli import train as train_cli
 from chexutils.cli import workbook as workbook_cli
@@ -227,3 +228,28 @@ def test_duplicate_grid_points_are_refused_at_load_time(tmp_path, capsys, grid, 
     code, errors = _workbook_run(config, tmp_path, capsys)
     assert code == 2 and len(errors) == 1 and str(config) in errors[0] and re.search(pattern, errors[0]), errors
     assert not (tmp_path / "out").exists()
+
+
+# --- 5. power: SDs and counts ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--noise-sd", "0"],
+        ["--noise-sd", "-0.3"],
+        ["--noise-sd", "nan"],
+        ["--seed-sd", "-0.01"],
+        ["--seeds", "0"],
+        ["--seeds", "-2"],
+        ["--realised", "0"],
+        ["--correlation", "1"],
+    ],
+)
+def test_power_refuses_zero_or_negative_sds_and_counts_with_one_error_line(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # argparse's refusal; anything else fails the test
+        power_cli.main(argv)
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert exit_info.value.code == 2 and len(errors) == 1 and f"argument {argv[0]}: {argv[1]}" in errors[0], captured
+    assert captured.out == ""

@@ -1,6 +1,7 @@
 """`python -m chexutils power`: the command line of ``chexutils.evaluation.power`` (its docstring is the help)."""
 
 import argparse
+import math
 
 import pandas as pd
 
@@ -15,11 +16,23 @@ def main(argv=None) -> None:
         description=library.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--noise-sd", type=float, default=PLAN_NOISE_SD)
-    parser.add_argument("--correlation", type=float, default=CORRELATION)
-    parser.add_argument("--realised", type=float, default=REALISED, help="share of the modelled effect planned for")
-    parser.add_argument("--seed-sd", type=float, default=0.0, help="SD of one run's AUROC across training seeds")
-    parser.add_argument("--seeds", type=int, default=1, help="training seeds per policy")
+    parser.add_argument("--noise-sd", type=number(0), default=PLAN_NOISE_SD, help="score noise SD (> 0)")
+    parser.add_argument(
+        "--correlation",
+        type=number(0, 1, low_inclusive=True),
+        default=CORRELATION,
+        help="correlation of the two policies' score noise (0 <= r < 1)",
+    )
+    parser.add_argument(
+        "--realised", type=number(0), default=REALISED, help="share of the modelled effect planned for (> 0)"
+    )
+    parser.add_argument(
+        "--seed-sd",
+        type=number(0, low_inclusive=True),
+        default=0.0,
+        help="SD of one run's AUROC across training seeds (>= 0)",
+    )
+    parser.add_argument("--seeds", type=count(at_least=1), default=1, help="training seeds per policy (>= 1)")
     args = parser.parse_args(argv)
     answer = ex.expected_answer()
     table = power_table(answer, args.noise_sd, args.correlation, args.realised, seed_sd=args.seed_sd, seeds=args.seeds)
@@ -36,6 +49,41 @@ def main(argv=None) -> None:
         f"primary positive control: {primary}, needs {table.loc[primary, 'studies needed']} truth-labelled studies; "
         f"null controls: {', '.join(controls['null_controls'])}"
     )
+
+
+def number(low: float, high: float | None = None, low_inclusive: bool = False):
+    """An argparse type: a finite float above ``low`` (or at it, ``low_inclusive``) and below ``high``;
+    argparse turns a refusal into its one ``error:`` line and exit code 2."""
+    wanted = f"a finite number {'>=' if low_inclusive else '>'} {low:g}" + (
+        f" and < {high:g}" if high is not None else ""
+    )
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected {wanted}") from None
+        too_low = value < low or (value == low and not low_inclusive)
+        if not math.isfinite(value) or too_low or (high is not None and value >= high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; expected {wanted}")
+        return value
+
+    return parse
+
+
+def count(at_least: int):
+    """An argparse type: a whole number >= ``at_least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < at_least:
+            raise argparse.ArgumentTypeError(f"{text} is out of range; expected a whole number >= {at_least}")
+        return value
+
+    return parse
 
 
 if __name__ == "__main__":
