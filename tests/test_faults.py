@@ -3,8 +3,10 @@
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -253,3 +255,47 @@ def test_power_refuses_zero_or_negative_sds_and_counts_with_one_error_line(argv,
     errors = [line for line in captured.err.splitlines() if "error:" in line]
     assert exit_info.value.code == 2 and len(errors) == 1 and f"argument {argv[0]}: {argv[1]}" in errors[0], captured
     assert captured.out == ""
+
+
+# --- 6. SIGTERM removes temp files -----------------------------------------------------------------
+
+SLOW_SAVE = """
+import pathlib, sys, time
+import torch
+real_save = torch.save
+def slow_save(obj, f, *args, **kwargs):  # the first checkpoint write: its temp file exists, then a pause
+    real_save(obj, f, *args, **kwargs)
+    pathlib.Path(sys.argv[1]).write_text(str(f))
+    time.sleep(120)
+torch.save = slow_save
+from chexutils.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_sigterm_during_a_checkpoint_write_removes_the_temp_file_and_the_lock(tiny_phantom, tmp_path):
+    cfg = tiny_config(tiny_phantom, tmp_path / "run", epochs=2)
+    script, marker = tmp_path / "slow_save.py", tmp_path / "writing"
+    script.write_text(SLOW_SAVE)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(marker), "train", "--config", str(_config_file(cfg, tmp_path / "t.yaml"))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), process.communicate()[1][-2000:]
+        temp = Path(marker.read_text())
+        assert temp.name.endswith(f".{process.pid}.tmp") and temp.exists()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    errors = _error_lines(err)
+    assert process.returncode == 128 + signal.SIGTERM and len(errors) == 1 and "SIGTERM" in errors[0], err[-2000:]
+    assert not list((tmp_path / "run").glob("*.tmp")) and not locks.is_locked(RunDir(tmp_path / "run").lock)

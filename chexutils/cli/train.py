@@ -6,6 +6,7 @@ import sys
 import yaml
 
 from chexutils.core.errors import DataError
+from chexutils.core.io import Terminated, terminate_cleanly
 from chexutils.models.checkpoint import CheckpointError
 from chexutils.training import train as library
 from chexutils.training.config import make_config
@@ -26,11 +27,15 @@ def main(argv=None) -> int:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
     try:
-        cfg = make_config(args.config, **overrides)
-        run_dir = fit(cfg)
+        with terminate_cleanly():  # SIGTERM (kill, a scheduler's cancel): finally blocks remove temp files
+            cfg = make_config(args.config, **overrides)
+            run_dir = fit(cfg)
     except (DataError, CheckpointError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Terminated as stop:
+        print(f"error: stopped by {stop.name}; the last finished epoch's checkpoint is kept", file=sys.stderr)
+        return 128 + stop.signum
     print(f"run finished: {run_dir}")
     return 0
 

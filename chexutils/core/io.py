@@ -4,6 +4,8 @@ half-written file and two processes never write into the same temp file; JSON wi
 import json
 import math
 import os
+import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +27,38 @@ def atomic_path(path):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM): raised where it was, so ``finally`` blocks run (temp files
+    removed, locks released). A KeyboardInterrupt, so ``except Exception`` never swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+@contextmanager
+def terminate_cleanly(signals=(signal.SIGTERM,)):
+    """For a command line's ``main``: ``signals`` raise Terminated instead of ending the process at once.
+
+    Python's default for SIGTERM ends the process without running ``finally`` blocks, which leaves
+    ``<name>.<pid>.tmp`` files of ``atomic_path`` behind. Outside the main thread (where handlers
+    cannot be set) nothing changes; the previous handlers are restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def json_ready(value):
