@@ -28,6 +28,7 @@ from chexutils.core.rundir import RunDir
 from chexutils.models.checkpoint import load_checkpoint
 from chexutils.training import train as train_module
 from chexutils.training.import_checkpoint import import_checkpoint
+from chexutils.workbook import runner as workbook
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
@@ -299,3 +300,102 @@ def test_sigterm_during_a_checkpoint_write_removes_the_temp_file_and_the_lock(ti
     errors = _error_lines(err)
     assert process.returncode == 128 + signal.SIGTERM and len(errors) == 1 and "SIGTERM" in errors[0], err[-2000:]
     assert not list((tmp_path / "run").glob("*.tmp")) and not locks.is_locked(RunDir(tmp_path / "run").lock)
+
+
+# --- 7. one error line, never a traceback ----------------------------------------------------------
+
+
+def _train(argv, capsys) -> tuple[int, list[str]]:
+    code = train_cli.main(argv)
+    return code, _error_lines(capsys.readouterr().err)
+
+
+def test_yaml_1e_minus_3_is_the_number_it_means(tiny_phantom, tmp_path, capsys):
+    cfg = tiny_config(tiny_phantom, tmp_path / "run", epochs=1, max_steps_per_epoch=1)
+    plain = {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in vars(cfg).items()
+        if k not in ("lr", "betas", "weight_decay")
+    }
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump({"train": plain}) + "  lr: 1e-3\n  betas: [9e-1, 0.999]\n  weight_decay: 1E-5\n")
+    assert yaml.safe_load(path.read_text())["train"]["lr"] == "1e-3"  # what YAML 1.1 makes of it
+    code, errors = _train(["--config", str(path), "--set", "lr_gamma=5e-1"], capsys)
+    assert code == 0 and errors == [], errors
+    config = RunDir(tmp_path / "run").config()
+    assert (config["lr"], config["betas"], config["weight_decay"], config["lr_gamma"]) == (
+        1e-3,
+        [0.9, 0.999],
+        1e-5,
+        0.5,
+    )
+    sweep = _sweep(
+        tmp_path,
+        steps=[{"notebook": "03_train.ipynb", "per_run": True, "parameters": {"train": {"lr": "1e-3"}}}],
+    )
+    workbook.load_config(sweep, tmp_path / "out")  # the runner's pre-flight accepts it too
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("train:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n  run_dir: {run}\n  data_dir: {data}\n", 4),
+        ("train: {{lr: 0.1, lr: 0.2, run_dir: {run}, data_dir: {data}}}\n", 1),
+        ("epochs: 1\nepochs: 2\nrun_dir: {run}\ndata_dir: {data}\n", 2),
+    ],
+)
+def test_duplicate_yaml_keys_are_refused_in_training_configs(tmp_path, capsys, text, line):
+    run, data = tmp_path / "run", tmp_path / "data"  # where a wrongly accepted config would go
+    path = tmp_path / "t.yaml"
+    path.write_text(text.format(run=run, data=data))
+    code, errors = _train(["--config", str(path)], capsys)
+    assert code == 2 and len(errors) == 1, errors
+    assert f"{path} line {line}: key" in errors[0] and "appears twice" in errors[0], errors
+    code, errors = _train(["--set", "lr=0.1", "--set", "lr=0.2", f"run_dir={run}", f"data_dir={data}"], capsys)
+    assert code == 2 and len(errors) == 1 and "lr is set twice" in errors[0], errors
+    assert not run.exists()
+
+
+def test_duplicate_yaml_keys_are_refused_in_runner_configs(tmp_path, capsys):
+    config = _sweep(tmp_path)
+    config.write_text(config.read_text() + "name: y\n")
+    code, errors = _workbook_run(config, tmp_path, capsys)
+    assert code == 2 and len(errors) == 1 and re.search(rf"{config} line \d+: key 'name' appears twice", errors[0])
+    assert not (tmp_path / "out").exists()
+
+
+def test_duplicate_csv_column_is_refused_naming_file_and_column(tiny_phantom, tmp_path, capsys):
+    frame = pd.read_csv(tiny_phantom / "train.csv", dtype=str, keep_default_na=False)
+    doubled = tiny_phantom / "train_doubled_edema.csv"  # beside train.csv: its Paths resolve the same way
+    text = frame.assign(Edema2=frame["Edema"].replace({"1.0": "0.0"})).to_csv(index=False)
+    doubled.write_text(text.replace(",Edema2", ",Edema", 1))
+    try:
+        cfg = tiny_config(tiny_phantom, tmp_path / "run", epochs=1, max_steps_per_epoch=1, train_csv=str(doubled))
+        code, errors = _train(["--config", str(_config_file(cfg, tmp_path / "t.yaml"))], capsys)
+    finally:
+        doubled.unlink()
+    assert code == 2 and len(errors) == 1, errors
+    assert f"{doubled} line 1: column 'Edema' appears 2 times" in errors[0], errors
+    assert not RunDir(tmp_path / "run").best.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_train_and_predict_refuse_a_missing_gpu_and_negative_sizes_with_one_line(run_and_images, tmp_path, capsys):
+    run, images = run_and_images
+    for argv, message in (
+        (["--set", "device=cuda", f"run_dir={tmp_path / 'cuda'}"], "device 'cuda' asked for, but this machine has no"),
+        (["--set", "batch_size=-1", f"run_dir={tmp_path / 'neg'}"], "batch_size is -1"),
+    ):
+        code, errors = _train(argv, capsys)
+        assert code == 2 and len(errors) == 1 and message in errors[0], errors
+    out = str(tmp_path / "p.csv")
+    code, errors, _ = _predict([str(run), str(images), "--out", out, "--device", "cuda"], capsys)
+    assert code == 2 and len(errors) == 1 and "device 'cuda' asked for" in errors[0], errors
+    for option in ("--batch-size", "--workers"):
+        with pytest.raises(SystemExit) as exit_info:
+            predict_cli.main([str(run), str(images), "--out", out, option, "-1"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "Traceback" not in err
+        assert [line for line in err.splitlines() if "error:" in line] == [
+            f"python -m chexutils predict: error: argument {option}: -1 is out of range; expected a whole number >= 0"
+        ]

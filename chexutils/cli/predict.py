@@ -22,9 +22,11 @@ def main(argv=None) -> int:
     parser.add_argument("run_dir", help="a run folder (config.json + best.pt), trained or imported")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
     parser.add_argument("--out", required=True, help="CSV to write: path, then one probability per observation")
-    parser.add_argument("--batch-size", type=int, default=0, help="images per batch (default: twice the run's)")
+    parser.add_argument(
+        "--batch-size", type=at_least(0), default=0, help="images per batch (default 0: twice the run's)"
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
-    parser.add_argument("--workers", type=int, default=0, help="image-reading worker processes (default 0)")
+    parser.add_argument("--workers", type=at_least(0), default=0, help="image-reading worker processes (default 0)")
     parser.add_argument(
         "--heatmaps",
         metavar="DIR",
@@ -51,6 +53,21 @@ def main(argv=None) -> int:
         f"{args.out if len(table) else 'nothing written'}; {len(failures)} could not be read"
     )
     return 1 if failures or not len(table) else 0
+
+
+def at_least(low: int):
+    """An argparse type: a whole number >= ``low`` (a refusal is argparse's one error line, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is out of range; expected a whole number >= {low}")
+        return value
+
+    return parse
 
 
 def check_out(out, images) -> None:

@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import papermill
-import yaml
 from traitlets.config import Config as TraitletsConfig
 
 from chexutils.core import paths
 from chexutils.core.errors import DataError
-from chexutils.core.io import write_json
+from chexutils.core.io import read_yaml, write_json
 from chexutils.training.config import FIELDS, check_train_values
 from chexutils.workbook.guards import (
     check_folder_name,
@@ -110,12 +109,7 @@ def load_config(path, output_root=None) -> Config:
     path = paths.resolve(path)
     if not path.is_file():
         raise DataError(f"{path}: config file does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise DataError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    raw = read_yaml(path, "runner config") or {}  # a syntax error or a key given twice: a DataError naming the line
     if not isinstance(raw, dict):
         raise DataError(f"{path} line 1: expected a mapping with keys {', '.join(sorted(CONFIG_KEYS))}")
     unknown = set(raw) - CONFIG_KEYS
