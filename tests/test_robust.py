@@ -44,7 +44,7 @@ def tiny_config(tiny_phantom, run_dir, **overrides):
 def _train_cli(config_path, **popen):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "chexutils.training.train", "--config", str(config_path)],
+        [sys.executable, "-m", "chexutils", "train", "--config", str(config_path)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -319,7 +319,7 @@ def test_unreadable_checkpoint_is_one_clear_error(tiny_phantom, tmp_path, conten
         path = tmp_path / "train.yaml"
         path.write_text(yaml.safe_dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}))
         done = subprocess.run(
-            [sys.executable, "-m", "chexutils.training.train", "--config", str(path)],
+            [sys.executable, "-m", "chexutils", "train", "--config", str(path)],
             capture_output=True,
             text=True,
             timeout=300,
@@ -379,7 +379,7 @@ def test_train_cli_refuses_a_bad_value_with_exit_code_2(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("train:\n  image_size: abc\n  run_dir: " + str(tmp_path / "run") + "\n")
     done = subprocess.run(
-        [sys.executable, "-m", "chexutils.training.train", "--config", str(path), "--set", "epochs=0"],
+        [sys.executable, "-m", "chexutils", "train", "--config", str(path), "--set", "epochs=0"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -139,7 +139,7 @@ def test_two_process_ddp_on_cpu(tiny_phantom, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
     done = subprocess.run(
-        torchrun + ["-m", "chexutils.training.train", "--config", str(path)],
+        torchrun + ["-m", "chexutils", "train", "--config", str(path)],
         env=env,
         capture_output=True,
         text=True,
