@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,7 +24,7 @@ from chexutils.cli import power as power_cli
 from chexutils.cli import predict as predict_cli
 from chexutils.cli import train as train_cli
 from chexutils.cli import workbook as workbook_cli
-from chexutils.core import locks
+from chexutils.core import locks, paths
 from chexutils.core.rundir import RunDir
 from chexutils.models.checkpoint import load_checkpoint
 from chexutils.training import train as train_module
@@ -399,3 +400,32 @@ def test_train_and_predict_refuse_a_missing_gpu_and_negative_sizes_with_one_line
         assert [line for line in err.splitlines() if "error:" in line] == [
             f"python -m chexutils predict: error: argument {option}: -1 is out of range; expected a whole number >= 0"
         ]
+
+
+# --- 8. no hidden dependence on the demo's folders ---------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(paths.NOTEBOOK_DIR.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebook_inputs_default_to_their_own_sweep(path):
+    """As papermill runs a step whose config leaves the inputs out: the parameters cell, the runner's
+    output_dir (and run_name), then the cell that fills the defaults' placeholders. Every file or folder
+    a default names must then lie in this sweep's folder; none may name another sweep (output/demo/...)."""
+    book = nbformat.read(path, as_version=4)
+    code = [c for c in book.cells if c.cell_type == "code"]
+    params = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+    namespace: dict = {}
+    exec(code[params].source, namespace)
+    declared = {k for k in namespace if not k.startswith("__")}
+    sweep = "output/elsewhere-sweep"
+    injected = {"output_dir": sweep, **({"run_name": "run-a"} if "run_name" in declared else {})}
+    namespace.update(injected)
+    fill = [c for c in code if "sweep-defaults" in c.metadata.get("tags", [])]
+    for cell in fill:
+        exec(cell.source, namespace)
+    for name in sorted(declared - set(injected)):
+        value = namespace[name]
+        if isinstance(value, str) and value:
+            assert not value.startswith("output/") or value.startswith(sweep + "/"), (name, value)
+            assert "{" not in value, (name, value)  # every placeholder filled
+    if "run_dir" in declared:
+        assert namespace["run_dir"] == f"{sweep}/run-a"
