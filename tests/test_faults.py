@@ -25,6 +25,7 @@ from chexutils.cli import predict as predict_cli
 from chexutils.cli import train as train_cli
 from chexutils.cli import workbook as workbook_cli
 from chexutils.core import locks, paths
+from chexutils.core.io import Terminated, atomic_path, terminate_cleanly
 from chexutils.core.rundir import RunDir
 from chexutils.models.checkpoint import load_checkpoint
 from chexutils.training import train as train_module
@@ -429,3 +430,31 @@ def test_notebook_inputs_default_to_their_own_sweep(path):
             assert "{" not in value, (name, value)  # every placeholder filled
     if "run_dir" in declared:
         assert namespace["run_dir"] == f"{sweep}/run-a"
+
+
+def test_terminate_cleanly_turns_sigterm_into_an_exception_that_removes_temp_files(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    target = tmp_path / "table.csv"
+    with pytest.raises(Terminated) as stop, terminate_cleanly():
+        with atomic_path(target) as temp:
+            temp.write_text("half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+    assert stop.value.name == "SIGTERM" and not temp.exists() and not target.exists()
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+
+
+@pytest.mark.parametrize("cli", ["predict", "import_checkpoint"])
+def test_other_writing_clis_stop_cleanly_on_sigterm(cli, tmp_path, monkeypatch, capsys):
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    if cli == "predict":
+        monkeypatch.setattr(predict_cli, "predict_images", killed)
+        code = predict_cli.main([str(tmp_path), str(tmp_path), "--out", str(tmp_path / "p.csv")])
+    else:
+        monkeypatch.setattr(import_cli, "import_checkpoint", killed)
+        code = import_cli.main(["chexnet", str(tmp_path / "x.pt"), str(tmp_path / "run")])
+    errors = _error_lines(capsys.readouterr().err)
+    assert code == 128 + signal.SIGTERM and len(errors) == 1 and "stopped by SIGTERM" in errors[0], errors

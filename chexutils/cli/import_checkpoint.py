@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from chexutils.core.errors import DataError
+from chexutils.core.io import Terminated, terminate_cleanly
 from chexutils.core.rundir import RunDir
 from chexutils.training import import_checkpoint as library
 from chexutils.training.import_checkpoint import FORMATS, import_checkpoint
@@ -26,10 +27,16 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        run_dir = import_checkpoint(args.format, args.checkpoint, args.run_dir, args.image_size, force=args.force)
+        with terminate_cleanly():  # SIGTERM: finally blocks remove temp files and release the run lock
+            run_dir = import_checkpoint(args.format, args.checkpoint, args.run_dir, args.image_size, force=args.force)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Terminated as stop:
+        print(
+            f"error: stopped by {stop.name}; import again (with --force if {args.run_dir} holds a run)", file=sys.stderr
+        )
+        return 128 + stop.signum
     record = json_record(run_dir)
     print(
         f"imported {args.checkpoint} -> {run_dir}: predicts {', '.join(record['mapping'].values())}; "

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from chexutils.core.errors import DataError
-from chexutils.core.io import write_table
+from chexutils.core.io import Terminated, terminate_cleanly, write_table
 from chexutils.explain.heatmaps import write_heatmaps
 from chexutils.models.checkpoint import CheckpointError
 from chexutils.scoring import predict as library
@@ -34,6 +34,15 @@ def main(argv=None) -> int:
         "and observation into DIR (+ heatmaps.csv; chexutils.explain.heatmaps)",
     )
     args = parser.parse_args(argv)
+    with terminate_cleanly():  # SIGTERM: finally blocks remove the <name>.<pid>.tmp of a CSV being written
+        try:
+            return _predict(args)
+        except Terminated as stop:
+            print(f"error: stopped by {stop.name}; {args.out} left as it was", file=sys.stderr)
+            return 128 + stop.signum
+
+
+def _predict(args) -> int:
     try:
         check_out(args.out, find_images(args.paths)[0])  # before any model is loaded or image read
         table, failures, seconds = predict_images(args.run_dir, args.paths, args.batch_size, args.device, args.workers)
