@@ -275,6 +275,8 @@ def import_checkpoint(format_name: str, checkpoint, run_dir, image_size: int = 2
 
 
 def _refuse_existing_run(run: RunDir, force: bool) -> None:
+    if run.path.exists() and not run.path.is_dir():
+        raise DataError(f"{run.path}: is a file; expected a run folder to create (or, with --force, to replace)")
     if run.holds_run() and not force:
         present = ", ".join(p.name for p in run.run_files() if p.parent == run.path)
         raise DataError(
