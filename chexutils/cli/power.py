@@ -1,10 +1,10 @@
 """`python -m chexutils power`: the command line of ``chexutils.evaluation.power`` (its docstring is the help)."""
 
 import argparse
-import math
 
 import pandas as pd
 
+from chexutils.cli.arguments import number, whole_number
 from chexutils.evaluation import power as library
 from chexutils.evaluation.power import ALPHA, CORRELATION, PLAN_NOISE_SD, POWER, REALISED, power_table
 from chexutils.phantom import expected as ex
@@ -32,7 +32,7 @@ def main(argv=None) -> None:
         default=0.0,
         help="SD of one run's AUROC across training seeds (>= 0)",
     )
-    parser.add_argument("--seeds", type=count(at_least=1), default=1, help="training seeds per policy (>= 1)")
+    parser.add_argument("--seeds", type=whole_number(1), default=1, help="training seeds per policy (>= 1)")
     args = parser.parse_args(argv)
     answer = ex.expected_answer()
     table = power_table(answer, args.noise_sd, args.correlation, args.realised, seed_sd=args.seed_sd, seeds=args.seeds)
@@ -49,41 +49,6 @@ def main(argv=None) -> None:
         f"primary positive control: {primary}, needs {table.loc[primary, 'studies needed']} truth-labelled studies; "
         f"null controls: {', '.join(controls['null_controls'])}"
     )
-
-
-def number(low: float, high: float | None = None, low_inclusive: bool = False):
-    """An argparse type: a finite float above ``low`` (or at it, ``low_inclusive``) and below ``high``;
-    argparse turns a refusal into its one ``error:`` line and exit code 2."""
-    wanted = f"a finite number {'>=' if low_inclusive else '>'} {low:g}" + (
-        f" and < {high:g}" if high is not None else ""
-    )
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected {wanted}") from None
-        too_low = value < low or (value == low and not low_inclusive)
-        if not math.isfinite(value) or too_low or (high is not None and value >= high):
-            raise argparse.ArgumentTypeError(f"{text} is out of range; expected {wanted}")
-        return value
-
-    return parse
-
-
-def count(at_least: int):
-    """An argparse type: a whole number >= ``at_least``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < at_least:
-            raise argparse.ArgumentTypeError(f"{text} is out of range; expected a whole number >= {at_least}")
-        return value
-
-    return parse
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+from chexutils.cli.arguments import whole_number
 from chexutils.core.errors import DataError
 from chexutils.core.io import Terminated, terminate_cleanly, write_table
 from chexutils.explain.heatmaps import write_heatmaps
@@ -23,10 +24,10 @@ def main(argv=None) -> int:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
     parser.add_argument("--out", required=True, help="CSV to write: path, then one probability per observation")
     parser.add_argument(
-        "--batch-size", type=at_least(0), default=0, help="images per batch (default 0: twice the run's)"
+        "--batch-size", type=whole_number(0), default=0, help="images per batch (default 0: twice the run's)"
     )
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
-    parser.add_argument("--workers", type=at_least(0), default=0, help="image-reading worker processes (default 0)")
+    parser.add_argument("--workers", type=whole_number(0), default=0, help="image-reading worker processes (default 0)")
     parser.add_argument(
         "--heatmaps",
         metavar="DIR",
@@ -62,21 +63,6 @@ def _predict(args) -> int:
         f"{args.out if len(table) else 'nothing written'}; {len(failures)} could not be read"
     )
     return 1 if failures or not len(table) else 0
-
-
-def at_least(low: int):
-    """An argparse type: a whole number >= ``low`` (a refusal is argparse's one error line, exit 2)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{text} is out of range; expected a whole number >= {low}")
-        return value
-
-    return parse
 
 
 def check_out(out, images) -> None:
