@@ -20,7 +20,7 @@ from chexutils.models.checkpoint import load_checkpoint
 from chexutils.training import launch
 from chexutils.training.config import effective_lr, make_config
 from chexutils.training.policies import ORIGINAL_MIXED_MAPPING
-from chexutils.training.train import TrainingDiverged, _check_finite, fit
+from chexutils.training.train import TrainingDiverged, _check_loss, fit
 
 
 def _history(run):
@@ -46,9 +46,11 @@ def test_loss_summed_on_the_device_equals_per_step_reads(tiny_phantom, tmp_path)
 
 def test_nan_is_caught_at_the_next_sync_point():
     total = torch.tensor(3.0, dtype=torch.float64)
-    assert _check_finite(total, epoch=0, checked=0, step=4) == 5
+    assert _check_loss(total, 10, "binary", epoch=0, checked=0, step=4) == 5
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, between steps 6 and 9"):
-        _check_finite(total + float("nan"), epoch=1, checked=5, step=8)
+        _check_loss(total + float("nan"), 10, "binary", epoch=1, checked=5, step=8)
+    with pytest.raises(TrainingDiverged, match="loss exploded to 1000 at epoch 1, between steps 1 and 5"):
+        _check_loss(total * 1000 / 3, 1, "binary", epoch=0, checked=0, step=4)  # above 1000 x ln 2
 
 
 def test_compile_is_off_by_default_and_lr_scales_by_the_stated_rule():

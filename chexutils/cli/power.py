@@ -4,6 +4,7 @@ import argparse
 
 import pandas as pd
 
+from chexutils.cli.arguments import number, whole_number
 from chexutils.evaluation import power as library
 from chexutils.evaluation.power import ALPHA, CORRELATION, PLAN_NOISE_SD, POWER, REALISED, power_table
 from chexutils.phantom import expected as ex
@@ -15,11 +16,23 @@ def main(argv=None) -> None:
         description=library.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--noise-sd", type=float, default=PLAN_NOISE_SD)
-    parser.add_argument("--correlation", type=float, default=CORRELATION)
-    parser.add_argument("--realised", type=float, default=REALISED, help="share of the modelled effect planned for")
-    parser.add_argument("--seed-sd", type=float, default=0.0, help="SD of one run's AUROC across training seeds")
-    parser.add_argument("--seeds", type=int, default=1, help="training seeds per policy")
+    parser.add_argument("--noise-sd", type=number(0), default=PLAN_NOISE_SD, help="score noise SD (> 0)")
+    parser.add_argument(
+        "--correlation",
+        type=number(0, 1, low_inclusive=True),
+        default=CORRELATION,
+        help="correlation of the two policies' score noise (0 <= r < 1)",
+    )
+    parser.add_argument(
+        "--realised", type=number(0), default=REALISED, help="share of the modelled effect planned for (> 0)"
+    )
+    parser.add_argument(
+        "--seed-sd",
+        type=number(0, low_inclusive=True),
+        default=0.0,
+        help="SD of one run's AUROC across training seeds (>= 0)",
+    )
+    parser.add_argument("--seeds", type=whole_number(1), default=1, help="training seeds per policy (>= 1)")
     args = parser.parse_args(argv)
     answer = ex.expected_answer()
     table = power_table(answer, args.noise_sd, args.correlation, args.realised, seed_sd=args.seed_sd, seeds=args.seeds)

@@ -3,13 +3,12 @@
 import argparse
 import sys
 
-import yaml
-
 from chexutils.core.errors import DataError
+from chexutils.core.io import Terminated, parse_yaml, terminate_cleanly
 from chexutils.models.checkpoint import CheckpointError
 from chexutils.training import train as library
 from chexutils.training.config import make_config
-from chexutils.training.train import fit
+from chexutils.training.train import TrainingDiverged, fit
 
 
 def main(argv=None) -> int:
@@ -19,20 +18,40 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML file with TrainConfig keys (flat, or under 'train:')")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override keys (YAML values)")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        action="extend",  # --set a=1 --set b=2 keeps both (a plain nargs='*' would keep only the last)
+        default=[],
+        metavar="KEY=VALUE",
+        help="override keys (YAML values; 1e-3 is read as the number)",
+    )
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
     try:
-        cfg = make_config(args.config, **overrides)
-        run_dir = fit(cfg)
-    except (DataError, CheckpointError) as err:
+        with terminate_cleanly():  # SIGTERM (kill, a scheduler's cancel): finally blocks remove temp files
+            cfg = make_config(args.config, **set_overrides(args.set))
+            run_dir = fit(cfg)
+    except (DataError, CheckpointError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Terminated as stop:
+        print(f"error: stopped by {stop.name}; the last finished epoch's checkpoint is kept", file=sys.stderr)
+        return 128 + stop.signum
     print(f"run finished: {run_dir}")
     return 0
+
+
+def set_overrides(items: list[str]) -> dict:
+    """``--set KEY=VALUE`` items as {key: YAML value}; no '=' or a key given twice is a DataError."""
+    overrides = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise DataError(f"--set {item}: expected KEY=VALUE, e.g. --set lr=1e-4")
+        if key in overrides:
+            raise DataError(f"--set {item}: {key} is set twice; expected each key once")
+        overrides[key] = parse_yaml(value, f"--set {item}")
+    return overrides
 
 
 if __name__ == "__main__":

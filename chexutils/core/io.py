@@ -4,11 +4,16 @@ half-written file and two processes never write into the same temp file; JSON wi
 import json
 import math
 import os
+import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
+
+from chexutils.core.errors import DataError
 
 
 @contextmanager
@@ -25,6 +30,89 @@ def atomic_path(path):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM): raised where it was, so ``finally`` blocks run (temp files
+    removed, locks released). A KeyboardInterrupt, so ``except Exception`` never swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+@contextmanager
+def terminate_cleanly(signals=(signal.SIGTERM,)):
+    """For a command line's ``main``: ``signals`` raise Terminated instead of ending the process at once.
+
+    Python's default for SIGTERM ends the process without running ``finally`` blocks, which leaves
+    ``<name>.<pid>.tmp`` files of ``atomic_path`` behind. Outside the main thread (where handlers
+    cannot be set) nothing changes; the previous handlers are restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping key given twice (plain PyYAML keeps the last one silently,
+    so ``lr: 1e-4`` ... ``lr: 1e-2`` would train with the second). Keys brought in by a ``<<:`` merge may
+    still be overridden, as YAML intends."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+                if key in first:
+                    raise DuplicateKey(
+                        None, None, f"key {key!r} appears twice (first on line {first[key] + 1})", key_node.start_mark
+                    )
+                first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKey(yaml.constructor.ConstructorError):
+    """A mapping key given twice (UniqueKeyLoader)."""
+
+
+def parse_yaml(text: str, where: str):
+    """YAML text read with UniqueKeyLoader; a syntax error or a repeated key is one DataError line naming
+    ``where`` and the line."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        if isinstance(err, DuplicateKey):
+            raise DataError(f"{where}{line}: {problem}; expected each key once") from None
+        raise DataError(f"{where}{line}: not valid YAML ({problem})") from None
+
+
+def read_yaml(path, what: str = "config"):
+    """A YAML file read with ``parse_yaml``; a missing or unreadable file is a DataError too."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the {what} ({err})") from None
+    return parse_yaml(text, str(path))
 
 
 def json_ready(value):

@@ -134,6 +134,20 @@ class RunDir:
         except ValueError as err:
             raise DataError(f"{self.config_file}: not valid JSON ({err})") from None
 
+    def run_files(self) -> list[Path]:
+        """The files (and the heatmaps/ folder) of a run that exist now: its training state and everything
+        derived from it (the layout above). What replacing a run must remove so nothing stale remains."""
+        named = [self.config_file, self.history, self.checkpoint, self.best, self.calibration]
+        named += [self.operating_points, self.localisation, self.localisation_images, self.heatmaps]
+        patterns = ("predictions*.csv", "metrics*.json", "metrics*.csv", "radiologists_*.csv", "radiologists_*.json")
+        globbed = [p for pattern in patterns for p in sorted(self.path.glob(pattern))]
+        figures = sorted(self.path.glob("*.png"))
+        return [p for p in dict.fromkeys(named + globbed + figures) if p.exists() or p.is_symlink()]
+
+    def holds_run(self) -> bool:
+        """Any of a run's training files is here: config.json, best.pt, checkpoint.pt or history.csv."""
+        return any(p.exists() for p in (self.config_file, self.best, self.checkpoint, self.history))
+
     def is_finished(self) -> bool:
         """Training finished: config.json and best.pt are both there."""
         return self.config_file.is_file() and self.best.is_file()

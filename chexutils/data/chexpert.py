@@ -144,6 +144,7 @@ def _read_raw(csv_path: Path) -> pd.DataFrame:
         raise DataError(f"{csv_path}: file does not exist; expected a CheXpert CSV")
     if csv_path.stat().st_size == 0:
         raise DataError(f"{csv_path} line 1: empty file; expected a header with columns {', '.join(CSV_COLUMNS)}")
+    _check_header_unique(csv_path)  # pandas would rename a repeated column 'X.1' and read the first silently
     try:
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_filter=False)
     except pd.errors.ParserError as err:
@@ -154,6 +155,30 @@ def _read_raw(csv_path: Path) -> pd.DataFrame:
         raise DataError(f"{csv_path} line 2: no data rows after the header; expected one row per image")
     _check_row_lengths(csv_path, len(frame.columns))
     return frame
+
+
+def _check_header_unique(csv_path: Path) -> None:
+    """Each header name once: two 'Edema' columns may disagree, and no reader can know which one is meant."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+    except (UnicodeDecodeError, csv.Error):
+        return  # pandas' reading reports these, naming the file
+    positions = {}
+    for i, name in enumerate(header, start=1):
+        positions.setdefault(name.strip(), []).append(i)
+    twice = {name: where for name, where in positions.items() if len(where) > 1}
+    if twice:
+        name, where = next(iter(twice.items()))
+        more = (
+            f" (and {len(twice) - 1} more repeated column(s): {', '.join(map(repr, list(twice)[1:4]))})"
+            if len(twice) > 1
+            else ""
+        )
+        raise DataError(
+            f"{csv_path} line 1: column {name!r} appears {len(where)} times (columns "
+            f"{', '.join(map(str, where))}){more}; expected each column once"
+        )
 
 
 def _check_row_lengths(csv_path: Path, fields: int) -> None:

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from chexutils.core import paths
+from chexutils.core.devices import DEVICE_PATTERN
 from chexutils.core.errors import DataError
+from chexutils.core.io import read_yaml
 from chexutils.data.cache import CHECKS, RESIZE_METHODS
 from chexutils.models.backbones import PRETRAINED_CHOICES
 from chexutils.models.registry import BACKBONES
@@ -148,20 +149,39 @@ def make_config(source=None, **overrides) -> TrainConfig:
     values = {}
     if isinstance(source, (str, Path)):
         path = Path(source)
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise DataError(f"{path}: cannot read the training config ({err})") from None
-        values = values.get("train", values)
+        values = read_yaml(path, "training config") or {}  # a key given twice is refused
+        if isinstance(values, dict) and isinstance(values.get("train"), dict):
+            values = values["train"]
+        if not isinstance(values, dict):
+            raise DataError(f"{path} line 1: expected a mapping of TrainConfig keys (flat, or under 'train:')")
         where = str(path)
     else:
         values, where = dict(source or {}), "training config"
-    values.update(overrides)
+    values = numbers_as_floats({**values, **overrides})
     unknown = set(values) - FIELDS
     if unknown:
         raise DataError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(FIELDS))}")
     check_train_values({**dataclasses.asdict(TrainConfig()), **values}, where)  # types, ranges, names: before any work
     return TrainConfig(**values).resolved()
+
+
+FLOAT_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if f.type is float}
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def numbers_as_floats(values: dict) -> dict:
+    """A copy with numeric text in float fields (and betas) as floats: YAML 1.1, which PyYAML follows,
+    reads ``1e-3`` (no dot) as the string '1e-3', though every user means the number."""
+
+    def number(value):
+        return float(value) if isinstance(value, str) and NUMBER.fullmatch(value.strip()) else value
+
+    out = dict(values)
+    for key in FLOAT_FIELDS & set(out):
+        out[key] = number(out[key])
+    if isinstance(out.get("betas"), (list, tuple)):
+        out["betas"] = type(out["betas"])(number(b) for b in out["betas"])
+    return out
 
 
 PATH_FIELDS = {"data_dir", "train_csv", "valid_csv", "init_from"}  # compared as resolved paths on resume
@@ -191,7 +211,6 @@ def _plain(value):
 
 # --- checks: types, ranges, names, combinations, leakage -------------------------------------
 
-DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 # (lowest allowed, whether the lowest is allowed) per numeric field
 LOWER_BOUNDS = {
     "image_size": (16, True),
@@ -215,7 +234,10 @@ AUC_ONLY = ("auc_margin", "auc_epoch_decay")  # fields that mean something under
 
 
 def check_train_values(values: dict, where: str) -> None:
-    """Every given TrainConfig value has its field's type and range, and the names exist; else a DataError."""
+    """Every given TrainConfig value has its field's type and range, and the names exist; else a DataError.
+
+    Numeric text in a float field ('1e-3', as YAML reads it) counts as the number (``numbers_as_floats``)."""
+    values = numbers_as_floats(values)
     fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     for key, value in values.items():
         if key in fields:

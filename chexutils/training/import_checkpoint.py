@@ -1,6 +1,6 @@
 """Turn a published chest X-ray DenseNet121 checkpoint into a workbook run folder.
 
-    python -m chexutils import_checkpoint FORMAT CHECKPOINT RUN_DIR [--image-size 224]
+    python -m chexutils import_checkpoint FORMAT CHECKPOINT RUN_DIR [--image-size 224] [--force]
 
 FORMAT is ``torchxrayvision`` (its CheXpert DenseNet121, ``densenet121-res224-chex``) or ``chexnet``
 (arnoweng/CheXNet-style: DataParallel ``module.`` prefix, old ``norm.1`` key names, ChestX-ray14
@@ -25,6 +25,7 @@ their values are recorded.
 import dataclasses
 import hashlib
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 from chexutils import __version__
+from chexutils.core import locks
 from chexutils.core.errors import DataError
 from chexutils.core.io import write_json
 from chexutils.core.labels import OBSERVATIONS
@@ -231,12 +233,18 @@ def convert(state: dict[str, torch.Tensor], fmt: Format, path) -> tuple[nn.Modul
     return model, record
 
 
-def import_checkpoint(format_name: str, checkpoint, run_dir, image_size: int = 224) -> Path:
-    """Write ``run_dir/config.json`` and ``run_dir/best.pt`` from a published checkpoint; returns run_dir."""
+def import_checkpoint(format_name: str, checkpoint, run_dir, image_size: int = 224, force: bool = False) -> Path:
+    """Write ``run_dir/config.json`` and ``run_dir/best.pt`` from a published checkpoint; returns run_dir.
+
+    A folder that already holds a run (config.json, best.pt, checkpoint.pt or history.csv) is refused
+    unless ``force``; then, holding the run's lock (a training into it stops the import), every file of
+    the old run is removed (checkpoint.pt, history.csv, predictions, metrics, figures ...) before the new
+    best.pt and, last, config.json are written: nothing of the old run is left beside the new one."""
 
     if format_name not in FORMATS:
         raise DataError(f"unknown checkpoint format {format_name!r}; known: {', '.join(FORMATS)}")
     fmt, checkpoint, run_dir = FORMATS[format_name], Path(checkpoint), Path(run_dir)
+    _refuse_existing_run(RunDir(run_dir), force)
     model, record = convert(source_state(checkpoint, fmt), fmt, checkpoint)
     record["file"] = str(checkpoint.resolve())
     record["sha256"] = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
@@ -249,10 +257,29 @@ def import_checkpoint(format_name: str, checkpoint, run_dir, image_size: int = 2
         "imported": record,
         "versions": {"chexutils": __version__, "torch": torch.__version__},
     }
+    run = RunDir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(
-        {"model": model.state_dict(), "epoch": -1, "metric": float("nan"), "config": dataclasses.asdict(cfg)},
-        RunDir(run_dir).best,
-    )
-    write_json(RunDir(run_dir).config_file, config)
+    with locks.exclusive(run.lock, f"run folder {run_dir}"):
+        _refuse_existing_run(run, force)  # again, under the lock: a training may have started meanwhile
+        for path in run.run_files():  # config.json first: a crash in between leaves no half-old run
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        save_checkpoint(
+            {"model": model.state_dict(), "epoch": -1, "metric": float("nan"), "config": dataclasses.asdict(cfg)},
+            run.best,
+        )
+        write_json(run.config_file, config)  # last: config.json + best.pt together mark a finished run
     return run_dir
+
+
+def _refuse_existing_run(run: RunDir, force: bool) -> None:
+    if run.path.exists() and not run.path.is_dir():
+        raise DataError(f"{run.path}: is a file; expected a run folder to create (or, with --force, to replace)")
+    if run.holds_run() and not force:
+        present = ", ".join(p.name for p in run.run_files() if p.parent == run.path)
+        raise DataError(
+            f"{run.path}: already holds a run ({present}); importing would mix two models' files. "
+            "Use another folder, or --force to replace the whole run"
+        )

@@ -59,7 +59,7 @@ def torchrun_command(config_path, nproc: int) -> list[str]:
         "--nproc_per_node",
         str(nproc),
         "-m",
-        "chexutils",
+        "chexutils",  # chexutils.training.train has no __main__: the command line is `python -m chexutils train`
         "train",
         "--config",
         str(config_path),

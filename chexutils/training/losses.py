@@ -9,6 +9,7 @@ Both losses average over the entries the mask keeps: sum(loss * mask) / max(sum(
 ``auc-margin`` (AUC-M, Yuan et al. 2021, optimised by `chexutils.training.optim.PESG`).
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,12 @@ def masked_loss(logits: torch.Tensor, values, mask, head: str) -> torch.Tensor:
         targets = torch.where(keep, values.long(), torch.zeros((), dtype=torch.long, device=logits.device))
         loss = F.cross_entropy(logits.movedim(-1, 1), targets, reduction="none")  # (B, 3, 14) -> (B, 14)
     return (loss * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def chance_loss(head: str) -> float:
+    """The loss of a model that knows nothing (every logit 0), whatever the targets: ln 2 per kept entry
+    for the binary head, ln 3 for the three-class head. The scale divergence is measured against."""
+    return math.log(2) if check_head(head) == BINARY else math.log(N_CLASSES)
 
 
 def _check_shape(logits, values, mask, expected) -> None:
@@ -65,6 +72,7 @@ class TrainLoss:
     """Base: a callable ``(logits, values, mask) -> scalar`` plus what config.json records about it."""
 
     name = ""
+    head = BINARY  # the head it trains (the divergence check's chance-level loss depends on it)
     variables: tuple = ()  # tensors the optimiser updates besides the model's (AUC-M: a, b, alpha)
 
     def __call__(self, logits: torch.Tensor, values, mask) -> torch.Tensor:

@@ -7,6 +7,15 @@ In the style of torchvision's references/classification: ``train_one_epoch`` / `
 ``fit``; the checkpoint is a dict with the resolved config; only rank 0 writes. A run whose
 ``checkpoint.pt`` exists resumes at the next epoch with model, optimiser, scheduler and RNG
 state, so a killed run ends with the same numbers as an uninterrupted one.
+
+Divergence: every loss the run computes is checked, the training loss (at each host read, see
+``loss_sync_every``) and the selection loss (every epoch), and the weights after every epoch. The
+run has diverged when a loss is NaN or infinite, when a loss EXPLODES: exceeds ``EXPLODE_FACTOR``
+(1000) times the chance-level loss of the head (``losses.chance_loss``: ln 2 per label for the binary
+head, ln 3 for the three-class head, the loss of a model whose logits are all 0, so about 693 and
+1099), or when a weight or BatchNorm statistic is not finite. The run then stops with
+TrainingDiverged naming the epoch, before that epoch's checkpoint.pt / best.pt are written: the last
+good checkpoint is kept, and best.pt never holds a diverged model (the CLI: one ``error:`` line, exit 2).
 """
 
 import dataclasses
@@ -47,15 +56,24 @@ from chexutils.training.config import (
     effective_lr,
 )
 from chexutils.training.init_from import set_trunk_frozen, start_record
-from chexutils.training.losses import build_loss, masked_loss
+from chexutils.training.losses import build_loss, chance_loss, masked_loss
 from chexutils.training.optim import build_optimizer
 from chexutils.training.policies import Targets, get_policy
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_auroc_tasks", "lr", "seconds", "images_per_s"]
 
 
+EXPLODE_FACTOR = 1e3  # a loss above this many times the chance-level loss has exploded (module docstring)
+
+
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+    """A loss became NaN, infinite or exploded, or a weight stopped being finite; the last good checkpoint
+    is left as it was."""
+
+
+def explode_limit(head: str) -> float:
+    """The loss above which training has exploded: EXPLODE_FACTOR x the head's chance-level loss."""
+    return EXPLODE_FACTOR * chance_loss(head)
 
 
 @dataclass
@@ -101,9 +119,9 @@ def train_one_epoch(
     mean loss, seconds and images/s.
 
     The loss is summed on the device and read on the host only every ``cfg.loss_sync_every`` steps
-    and at the epoch's end, so the GPU is never stalled waiting for a step's loss. The NaN check runs
-    at those reads: a NaN or infinite loss since the previous read stops the run there, before the
-    epoch's checkpoint is written, so the last good checkpoint is kept.
+    and at the epoch's end, so the GPU is never stalled waiting for a step's loss. The divergence check
+    runs at those reads: a NaN, infinite or exploded loss (``explode_limit``) since the previous read
+    stops the run there, before the epoch's checkpoint is written, so the last good checkpoint is kept.
     """
     model.train()
     loader.set_epoch(epoch)
@@ -127,26 +145,50 @@ def train_one_epoch(
         total_loss += loss.detach() * len(rows)
         total_images += len(rows)
         if (step + 1) % cfg.loss_sync_every == 0:
-            checked = _check_finite(total_loss, epoch, checked, step)
+            checked = _check_loss(total_loss, total_images, criterion.head, epoch, checked, step)
             bar.set_postfix(
                 loss=f"{total_loss.item() / total_images:.4f}",
                 img_s=f"{total_images / (time.perf_counter() - start):.1f}",
             )
-    _check_finite(total_loss, epoch, checked, step)
+    _check_loss(total_loss, total_images, criterion.head, epoch, checked, step)
     seconds = time.perf_counter() - start
     mean_loss = _all_ranks_mean(total_loss.item() / max(total_images, 1), device)
     return {"train_loss": mean_loss, "seconds": seconds, "images_per_s": total_images / seconds}
 
 
-def _check_finite(total_loss: torch.Tensor, epoch: int, checked: int, step: int) -> int:
-    """Read the summed loss (a host sync); raise TrainingDiverged when a step since ``checked`` was not finite."""
+def _check_loss(total_loss: torch.Tensor, images: int, head: str, epoch: int, checked: int, step: int) -> int:
+    """Read the summed loss (a host sync); raise TrainingDiverged when a step since ``checked`` made the
+    loss not finite, or the mean loss so far exploded (above ``explode_limit``)."""
     value = total_loss.item()
+    where = f"at epoch {epoch + 1}, between steps {checked + 1} and {step + 1}"
     if not math.isfinite(value):
+        raise TrainingDiverged(f"training loss became {value} {where}")
+    mean, limit = value / max(images, 1), explode_limit(head)
+    if mean > limit:
         raise TrainingDiverged(
-            f"loss became {value} at epoch {epoch + 1}, between steps {checked + 1} and {step + 1}; "
-            "stopped, the last good checkpoint is kept (try a lower lr)"
+            f"training loss exploded to {mean:.4g} {where} (above {limit:.4g}, "
+            f"{EXPLODE_FACTOR:g} x the chance-level loss {chance_loss(head):.4f})"
         )
     return step + 1
+
+
+def check_epoch(model, head: str, scores: dict, epoch: int) -> None:
+    """After an epoch: the selection loss finite and not exploded, every weight and buffer finite."""
+    loss, limit = scores["valid_loss"], explode_limit(head)
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"selection loss (valid_loss) became {loss} at epoch {epoch + 1}")
+    if loss > limit:
+        raise TrainingDiverged(
+            f"selection loss (valid_loss) exploded to {loss:.4g} at epoch {epoch + 1} (above {limit:.4g}, "
+            f"{EXPLODE_FACTOR:g} x the chance-level loss {chance_loss(head):.4f})"
+        )
+    bad = [
+        name for name, value in model.state_dict().items() if value.is_floating_point() and not value.isfinite().all()
+    ]
+    if bad:
+        raise TrainingDiverged(
+            f"{len(bad)} weight tensor(s) became NaN or infinite at epoch {epoch + 1} (first: {bad[0]})"
+        )
 
 
 def score_selection(model, head, split: LabelledImages, device, cfg: TrainConfig) -> tuple[dict, np.ndarray]:
@@ -232,10 +274,19 @@ def _fit(cfg: TrainConfig) -> Path:
         for epoch in range(start_epoch, cfg.epochs):
             lr = optimizer.param_groups[0]["lr"]
             set_trunk_frozen(model, epoch < cfg.freeze_trunk_epochs)
-            stats = train_one_epoch(trained, criterion, optimizer, loader, train, device, cfg, epoch, show=rank == 0)
-            scheduler.step()
+            try:
+                stats = train_one_epoch(
+                    trained, criterion, optimizer, loader, train, device, cfg, epoch, show=rank == 0
+                )
+                scheduler.step()
+                if rank == 0:
+                    scores, _ = score_selection(model, policy.head, valid, device, cfg)
+                    check_epoch(model, policy.head, scores, epoch)  # before anything of this epoch is saved
+            except TrainingDiverged as err:
+                raise TrainingDiverged(
+                    f"{run.path}: {err}; stopped, {_kept(run, history)} (try a lower lr, in a new run_dir)"
+                ) from None
             if rank == 0:
-                scores, _ = score_selection(model, policy.head, valid, device, cfg)
                 history.append({"epoch": epoch + 1, **stats, **scores, "lr": lr})
                 best = _save_epoch(run, cfg, model, optimizer, scheduler, epoch, history, best)
             _barrier()
@@ -245,6 +296,13 @@ def _fit(cfg: TrainConfig) -> Path:
     if world > 1:
         dist.destroy_process_group()
     return run.path
+
+
+def _kept(run: RunDir, history: list) -> str:
+    """What a diverged run leaves: its last good checkpoint, or nothing when the first epoch diverged."""
+    if not history:
+        return "nothing saved (it diverged in its first epoch)"
+    return f"the last good {run.checkpoint.name} (epoch {history[-1]['epoch']}) and {run.best.name} are kept"
 
 
 def _save_epoch(run: RunDir, cfg, model, optimizer, scheduler, epoch: int, history: list, best: float) -> float:

@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import papermill
-import yaml
 from traitlets.config import Config as TraitletsConfig
 
 from chexutils.core import paths
 from chexutils.core.errors import DataError
-from chexutils.core.io import write_json
+from chexutils.core.io import read_yaml, write_json
 from chexutils.training.config import FIELDS, check_train_values
 from chexutils.workbook.guards import (
     check_folder_name,
@@ -110,12 +109,7 @@ def load_config(path, output_root=None) -> Config:
     path = paths.resolve(path)
     if not path.is_file():
         raise DataError(f"{path}: config file does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise DataError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    raw = read_yaml(path, "runner config") or {}  # a syntax error or a key given twice: a DataError naming the line
     if not isinstance(raw, dict):
         raise DataError(f"{path} line 1: expected a mapping with keys {', '.join(sorted(CONFIG_KEYS))}")
     unknown = set(raw) - CONFIG_KEYS
@@ -160,10 +154,28 @@ def load_config(path, output_root=None) -> Config:
         check_slurm(path, raw.get("slurm")),
     )
     _check_parameters_declared(config)
+    _check_grid_points_unique(path, grid, config.runs())
     for run_name, _ in config.runs():
         check_folder_name(run_name, f"{path}: grid run {run_name!r}")
     _check_training_values(config)
     return config
+
+
+def _check_grid_points_unique(path: Path, grid: dict, runs: list[tuple[str, dict]]) -> None:
+    """No value twice in a grid list (``seed: [0, 0]``), no two grid points with one folder name: a
+    repeated point would train twice into one run folder and count twice in every comparison."""
+    for key, values in grid.items():
+        seen = []
+        for value in values:
+            if any(value == other for other in seen):
+                raise DataError(f"{path}: grid key {key!r} lists {value!r} twice ({values!r}); each value once")
+            seen.append(value)
+    names = [name for name, _ in runs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DataError(
+            f"{path}: grid points share the run folder name(s) {', '.join(twice)}; expected distinct values"
+        )
 
 
 def _step_runs(path: Path, i: int, runs) -> list[tuple[str, dict]]:
@@ -173,11 +185,12 @@ def _step_runs(path: Path, i: int, runs) -> list[tuple[str, dict]]:
     out = []
     for j, run in enumerate(runs):
         name = run.get("name") if isinstance(run, dict) else None
-        if not isinstance(name, str) or not name.strip() or "/" in name or name in {n for n, _ in out}:
+        if not isinstance(name, str) or name in {n for n, _ in out}:
             raise DataError(
                 f"{path}: steps[{i}].runs[{j}] needs a 'name' that is a new folder name "
                 f"(no '/', not used twice); got {name!r}"
             )
+        check_folder_name(name, f"{path}: steps[{i}].runs[{j}] name")  # like grid run names: never '..' or '/'
         out.append((name, {k: v for k, v in run.items() if k != "name"}))
     return out
 
