@@ -189,7 +189,7 @@ MUTANTS = (
         ("tests/test_run_safeguards.py::test_cam_layer_output_is_the_trunks_final_output",),
     ),
     Mutant(
-        "train._check_finite: only NaN stops training (an infinite loss goes on)",
+        "train._check_loss: only NaN stops training (an infinite loss goes on)",
         "chexutils/training/train.py",
         "if not math.isfinite(value):",
         "if math.isnan(value):",
