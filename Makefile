@@ -46,7 +46,7 @@ lab: setup ## open JupyterLab at the repository root (notebooks/, output/); ARGS
 clean-output: setup ## delete the sweep and run folders the workbook made under output/ (locked ones and anything else are kept and named)
 	$(PY) -m chexutils housekeeping clean-output
 
-clean-cache: ## list, then remove partial and outdated image caches (CACHE=folder, default: all under output/; ALL=1: every cache)
+clean-cache: setup ## list, then remove partial and outdated image caches (CACHE=folder; default: data/*/cache and output/*/cache; ALL=1: every cache); only folders the cache made
 	$(PY) -m chexutils cache_admin list $(if $(CACHE),"$(CACHE)")
 	$(PY) -m chexutils cache_admin clean $(if $(CACHE),"$(CACHE)") $(if $(ALL),--all)
 
