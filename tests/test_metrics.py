@@ -274,3 +274,68 @@ def test_paired_p_value_is_two_sided_and_pinned_to_the_resampled_deltas():
     expected = 2 * min(np.mean(deltas <= 0), np.mean(deltas >= 0))
     assert 0.05 < expected < 0.95  # a case where one- and two-sided values differ clearly
     assert ab["p_value"] == pytest.approx(max(expected, 1 / 401))
+
+
+# ---- the printed clustered interval (patients as the unit) ------------------------------------
+
+INTERVAL = __import__("re").compile(r"^(\d\.\d{3}) \((\d\.\d{3})–(\d\.\d{3})\) \[")
+
+
+def _clustered_data(rng, positive_studies, negative_patients, shift, icc):
+    """Study labels and scores: every patient is positive (its studies as in ``positive_studies``) or
+    negative (1-3 studies); score = shift * y + patient effect + study noise, total variance 1, share
+    ``icc`` from the patient, so a patient's studies are correlated."""
+    sizes = list(positive_studies) + list(rng.integers(1, 4, negative_patients))
+    patient = np.repeat(np.arange(len(sizes)), sizes)
+    y = (patient < len(positive_studies)).astype(float)
+    effect = rng.normal(0, math.sqrt(icc), len(sizes))[patient]
+    s = shift * y + effect + rng.normal(0, math.sqrt(1 - icc), len(patient))
+    index = pd.Index([f"study{i}" for i in range(len(patient))], name="study")
+    labels = pd.DataFrame({"Edema": y}, index=index)
+    return labels, pd.DataFrame({"Edema": s}, index=index), pd.Series(patient, index=index)
+
+
+def _printed(labels, scores, groups):
+    """The text a report prints for the one observation (bootstrap_auroc's row through metric_text)."""
+    row = bootstrap_auroc(labels, scores, n_resamples=2, groups=groups).loc["Edema"]
+    return metric_text(
+        row["auroc"],
+        row["ci_low"],
+        row["ci_high"],
+        row["positives"],
+        row["negatives"],
+        row["patients"],
+        row["positive_patients"],
+        row["negative_patients"],
+    )
+
+
+@pytest.mark.parametrize("truth", [0.75, 0.9])
+def test_printed_clustered_interval_covers_and_counts_patients_at_the_floor(truth):
+    """Simulated patients with several correlated studies (intraclass correlation 0.6): at the floor
+    (10 positive patients of 2-3 studies) the printed "AUROC (low–high)" holds the true AUROC in
+    >= 90% of data sets; with 10-14 positive studies of 5-6 patients no interval is printed (the
+    study-counted floor printed one there that covered 86-89%). The true AUROC is computed here:
+    positives and negatives are different patients, so s+ - s- ~ N(shift, 2) and AUROC = Phi(shift / sqrt 2)."""
+    rng = np.random.default_rng(11 if truth == 0.75 else 12)
+    shift = math.sqrt(2) * norm.ppf(truth)
+    data_sets, covered = 500, []
+    for _ in range(data_sets):
+        labels, scores, groups = _clustered_data(rng, rng.integers(2, 4, 10), 60, shift, icc=0.6)
+        match = INTERVAL.match(_printed(labels, scores, groups))
+        assert match, "an interval is printed at 10 positive patients"
+        covered.append(float(match[2]) <= truth <= float(match[3]))
+    rate = float(np.mean(covered))
+    mc_se = math.sqrt(0.9 * 0.1 / data_sets)
+    print(f"clustered, 10 positive patients, AUROC {truth}: printed-interval coverage {rate:.3f} (MC SE {mc_se:.3f})")
+    assert rate >= 0.90 - 2 * mc_se
+    assert rate <= 0.99  # not vacuous
+    for _ in range(40):  # below the patient floor: 10-14 positive studies of 5-6 patients
+        n_patients = int(rng.integers(5, 7))
+        extra = int(rng.integers(10, 15)) - n_patients
+        sizes = 1 + rng.multinomial(extra, np.full(n_patients, 1 / n_patients))
+        labels, scores, groups = _clustered_data(rng, sizes, 60, shift, icc=0.6)
+        text = _printed(labels, scores, groups)
+        assert not INTERVAL.match(text) and "few positives" in text, text
+    row = bootstrap_auroc(labels, scores, n_resamples=2, groups=groups).loc["Edema"]
+    assert math.isnan(row["ci_low"]) and "patients in the smaller class" in row["note"]

@@ -63,6 +63,8 @@ def auroc_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> tuple[pd.
                 obs[o]["positives"],
                 _negatives(obs[o]),
                 obs[o].get("patients"),
+                obs[o].get("positive_patients"),
+                obs[o].get("negative_patients"),
             )
             for o in OBSERVATIONS
         }
@@ -135,7 +137,7 @@ def _negatives(row: dict) -> int:
 
 
 def _shown(row: dict) -> str:
-    return shown(int(row["positives"]), _negatives(row))
+    return shown(int(row["positives"]), _negatives(row), row.get("positive_patients"), row.get("negative_patients"))
 
 
 def data_label(chexpert_dir) -> str:
