@@ -187,7 +187,8 @@ def test_choice_against_other_labels_and_the_criteria_agreement():
     assert list(agreement.index) == list(OBSERVATIONS)
     assert not agreement.loc["Edema", "criteria agree"] and agreement.loc["Cardiomegaly", "criteria agree"]
     assert (
-        agreement.loc["Edema", "held-out-masked = expected"] and not agreement.loc["Edema", "held-out-truth = expected"]
+        agreement.loc["Edema", "held-out-masked: detected = expected"] is True
+        and agreement.loc["Edema", "held-out-truth: detected = expected"] is False
     )
     assert policy_choice.selected({"held-out-masked": from_labels}, "held-out-masked") is from_labels
     with pytest.raises(DataError, match="'held-out-truth' is not available here; available: held-out-masked"):
@@ -197,6 +198,22 @@ def test_choice_against_other_labels_and_the_criteria_agreement():
     assert "Default where no difference is detected or nothing is compared: U-Zeros." in summary
     ones_default = policy_choice.choose(from_labels.drop(columns="default"), None, "held-out-masked", default="U-Ones")
     assert "nothing is compared: U-Ones." in policy_choice.verdict_summary(ones_default)
+
+
+def test_criteria_agreement_compares_only_what_a_criterion_detected_with_the_expected_answer():
+    """Issue 19 item 10: the default mapping (nothing detected) equals an expected U-Zeros and never equals an
+    expected 'no material difference' by construction, so those cells are empty, not True / False."""
+    frame = _study_frame()
+    zeros = _run("zeros", frame, {"Edema": 2.0}, seed=1)
+    ones = _run("ones", frame, {"Edema": 0.3}, seed=1)
+    choice = policy_sweep.per_label_choice(zeros, ones, frame, n_resamples=300)
+    expected = {o: "U-Zeros" for o in OBSERVATIONS} | {"Edema": "U-Ones", "No Finding": "no material difference"}
+    agreement = policy_choice.criteria_agreement({"held-out-masked": choice}, expected)
+    column = agreement["held-out-masked: detected = expected"]
+    assert column["Edema"] is True  # detected (Holm) and expected a policy
+    assert choice.loc["Cardiomegaly", "mapping"] == "U-Zeros" == expected["Cardiomegaly"]
+    assert pd.isna(column["Cardiomegaly"]) and pd.isna(column["No Finding"])  # nothing detected: no comparison
+    assert not any(c.endswith(" = expected") and ":" not in c for c in agreement.columns)
 
 
 def _ranked_sweep(tmp_path, strengths: dict, seeds=(0, 1), n=300, seed=0, run_sd=0.1):
