@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from chexutils.core.errors import DataError
 from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS
+from chexutils.data import external_predictions as external
 from chexutils.evaluation import compare, policy_choice, policy_sweep
 from chexutils.evaluation.evaluate import RunScores, load_run_scores
 from chexutils.report import plots
@@ -328,6 +329,26 @@ def test_ensemble_is_the_mean_probability_joined_by_path(tmp_path):
     assert scores.loc[first, "Edema"] == pytest.approx((0.2 + 0.00 + 0.6 + 0.19) / 2)
     assert scores.loc[last, "Edema"] == pytest.approx((0.2 + 0.19 + 0.6 + 0.00) / 2)
     assert json.loads((out / "ensemble.json").read_text())["policies"] == ["a", "b"]
+
+
+def test_valid_ensemble_takes_each_runs_study_max_then_the_mean_like_the_test_ensemble(tmp_path):
+    """Issue 19 item 12: two images per study; run a scores them (0.9, 0.1), run b (0.1, 0.9). Averaging
+    first then taking the study max gives 0.5; the official test's order (study max per run, then the
+    mean; data.external_predictions.ensemble of the runs' study scores) gives 0.9. Both sets now agree."""
+    frame = _study_frame(6)
+    frame = pd.concat([frame, frame.assign(Path=frame["Path"].str.replace("view1_frontal", "view2_lateral"))])
+    frame = frame.assign(frontal=frame["Path"].str.contains("frontal")).reset_index(drop=True)
+    for name, first in (("a", 0.9), ("b", 0.1)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"policy": name}))
+        probs = np.where(frame["frontal"].to_numpy()[:, None], first, 1 - first) * np.ones((1, len(OBSERVATIONS)))
+        write_predictions(frame, probs, run / "predictions_official_valid.csv")
+    out = compare.ensemble([tmp_path / "a", tmp_path / "b"], frame, "official_valid", tmp_path / "ens")
+    valid = load_run_scores(out, frame, "official_valid").study_scores
+    assert valid["Edema"].to_numpy() == pytest.approx(0.9)
+    test = external.ensemble({n: _scores(tmp_path / n, frame) for n in "ab"})  # the official test's combine
+    assert valid.loc[test.index, test.columns].to_numpy() == pytest.approx(test.to_numpy(), abs=1e-6)
 
 
 def test_policy_arms_group_seeds_and_need_both_policies(tmp_path):

@@ -154,22 +154,26 @@ def with_references(values: pd.DataFrame, chexpert_dir) -> pd.DataFrame:
 
 
 def ensemble(run_dirs, frame: pd.DataFrame, eval_set: str, out_dir) -> Path:
-    """Mean of the runs' image-level probabilities (joined by Path), written like a run's predictions."""
+    """Each run's study score (max over the study's images), then their mean over the runs: the same
+    order as the official test's ensemble (official_test.collect: study max per model, then the mean).
+    Written like a run's predictions: every image of a study carries the study's ensemble score, so
+    the study max read back is that score."""
     runs = [load_run_scores(d, frame, eval_set) for d in run_dirs]
     if not runs:
         raise DataError(f"{out_dir}: an ensemble needs at least one run")
+    studies = runs[0].study_scores.index
+    mean = sum(run.study_scores.loc[studies] for run in runs) / len(runs)
     paths = runs[0].image_scores.index
-    mean = sum(run.image_scores.loc[paths] for run in runs) / len(runs)
-    out_dir = Path(out_dir)
     rows = frame.set_index("Path").loc[paths].reset_index()
-    write_predictions(rows, mean.to_numpy(), RunDir(out_dir).predictions(eval_set))
+    out_dir = Path(out_dir)
+    write_predictions(rows, mean.loc[rows["study"]].to_numpy(), RunDir(out_dir).predictions(eval_set))
     configs = [RunDir(d).config() for d in run_dirs]
     write_json(
         out_dir / "ensemble.json",
         {
             "members": [str(d) for d in run_dirs],
             "policies": [c["policy"] for c in configs],
-            "combine": "mean probability",
+            "combine": "mean over the runs of each run's study max (as on the official test)",
         },
     )
     return out_dir
