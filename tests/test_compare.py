@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from chexutils.core.errors import DataError
 from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS
 from chexutils.data import external_predictions as external
-from chexutils.evaluation import compare, policy_choice, policy_sweep
+from chexutils.evaluation import compare, official_test, policy_choice, policy_sweep
 from chexutils.evaluation.evaluate import RunScores, load_run_scores
 from chexutils.report import plots
 from chexutils.scoring import stats
@@ -402,6 +402,51 @@ def test_auroc_table_shows_counts_and_no_ci_below_the_floor(tmp_path):
     assert (
         text.loc["r", "Pneumonia"].endswith("few positives [6+ 194−; 200 pt]") and "(" not in text.loc["r", "Pneumonia"]
     )
+
+
+def test_a_model_chosen_on_a_set_is_never_reported_there_as_an_estimate(tmp_path):
+    """Issue 19 item 6: mixed-selected's mapping was chosen on official valid (the sweep's policy_choice.csv
+    criterion), so its row there, in the table and the ranking, says '(chose it; not an estimate)'; chosen
+    on held-out patients, it is marked on the held-out set instead. 06's reported model likewise."""
+    frame = _study_frame(200, seed=6)
+    groups = frame.set_index("study")["patient"]
+    rows = []
+    for name, policy in (("U-Zeros", "U-Zeros"), ("mixed-selected", "mixed")):
+        run = _run(name, frame, {}, seed=len(rows))
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"policy": policy}))
+        table = bootstrap_auroc(run.study_labels, run.study_scores, 50, groups=groups)
+        summary = {"mean_auroc_tasks": mean_tasks_with_ci(run.study_labels, run.study_scores, n_resamples=50)}
+        write_metrics(table, summary, folder / "metrics_official_valid.json")
+        write_predictions(
+            frame, run.study_scores.loc[frame["study"]].to_numpy(), folder / "predictions_official_valid.csv"
+        )
+        rows.append(
+            {"run": name, "policy": policy, "backbone": "densenet121", "image_size": 64, "seed": 0, "path": folder}
+        )
+    runs = pd.DataFrame(rows).set_index("run")
+    assert compare.CHOICE_CSV == policy_sweep.CHOICE_CSV
+    marked = "mixed-selected (chose it; not an estimate)"
+    assert compare.chosen_on(tmp_path / "mixed-selected") == "official_valid"  # no policy_choice.csv: 05's default
+    pd.DataFrame({"criterion": ["official-valid"] * 2}, index=["Edema", "Atelectasis"]).to_csv(
+        tmp_path / "policy_choice.csv"
+    )
+    values, text = compare.auroc_table(runs)
+    assert list(text.index) == ["U-Zeros", marked] and list(values.index) == ["U-Zeros", marked]
+    pairs, sentence = compare.ranking(runs, frame)
+    assert marked in set(pairs["a"]) | set(pairs["b"])
+    assert "(chose it" in compare.with_references(values, tmp_path).index[1]
+    pd.DataFrame({"criterion": ["held-out-masked"] * 2}, index=["Edema", "Atelectasis"]).to_csv(
+        tmp_path / "policy_choice.csv"
+    )
+    assert list(compare.auroc_table(runs)[1].index) == ["U-Zeros", "mixed-selected"]
+    assert compare.chosen_label("mixed-selected", tmp_path / "mixed-selected", "held_out") == marked
+    assert compare.chosen_on(tmp_path / "U-Zeros") is None
+    on_valid = pd.Series({"ensemble-all": 0.682, "U-Zeros": 0.64})
+    line = official_test.report_line("ensemble-all", on_valid)
+    assert "chosen on the official valid set" in line and "0.682 (chose it; not an estimate)" in line
+    assert "Its estimate is its official test row" in line
 
 
 def test_markdown_table():

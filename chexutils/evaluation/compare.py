@@ -21,6 +21,35 @@ from chexutils.scoring.metrics import NA, metric_text, shown
 from chexutils.scoring.predict import write_predictions
 
 MEAN = "mean of 5 competition tasks"
+CHOSE_IT = "chose it; not an estimate"  # beside a figure on the set that chose the model
+CHOICE_CSV = "policy_choice.csv"  # policy_sweep.CHOICE_CSV: the per-label choice and its criterion
+
+
+def chosen_on(run_dir, policy: str | None = None) -> str | None:
+    """The evaluation set a run's model was chosen on, or None for a run no set chose.
+
+    A ``mixed`` run (e.g. ``mixed-selected``) trains on a mapping chosen per label on a selection
+    set: the criterion in the sweep's ``policy_choice.csv`` names it (its split); the official valid
+    set, 05's default criterion, when the file or its criterion is missing. Its figures on that set
+    are the choice itself, not estimates (issue 19: report them on held-out truth or the official test).
+    """
+    run_dir = Path(run_dir)
+    if policy is None:
+        config = RunDir(run_dir).config_file
+        policy = json.loads(config.read_text()).get("policy") if config.is_file() else None
+    if policy != "mixed":
+        return None
+    choice = run_dir.parent / CHOICE_CSV
+    if choice.is_file():
+        criterion = pd.read_csv(choice).get("criterion")
+        if criterion is not None and len(criterion.dropna()):
+            return policy_choice.CRITERION_SPLIT.get(str(criterion.dropna().iloc[0]), OFFICIAL_VALID)
+    return OFFICIAL_VALID
+
+
+def chosen_label(name: str, run_dir, eval_set: str, policy: str | None = None) -> str:
+    """``name``, marked '(chose it; not an estimate)' where ``eval_set`` chose the run (chosen_on)."""
+    return f"{name} ({CHOSE_IT})" if chosen_on(run_dir, policy) == eval_set else name
 
 
 def run_table(sweep_dir) -> pd.DataFrame:
@@ -46,10 +75,13 @@ def auroc_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> tuple[pd.
 
     Text is metrics.metric_text: value (CI) [positives+ negatives−; patients], 'few positives'
     without a CI below the floor, 'n/a' below 3; values are NaN where the text says n/a. The mean
-    column is over the tasks that meet the floor; its text names the tasks left out.
+    column is over the tasks that meet the floor; its text names the tasks left out. A run chosen on
+    ``eval_set`` (a ``mixed`` run whose mapping was chosen there, chosen_on) is named
+    'run (chose it; not an estimate)'.
     """
     values, text = {}, {}
-    for run, row in runs.iterrows():
+    for name, row in runs.iterrows():
+        run = chosen_label(str(name), row["path"], eval_set, row.get("policy"))
         metrics = json.loads(RunDir(row["path"]).metrics(eval_set).read_text())
         obs = metrics["observations"]
         mean = metrics["summary"]["mean_auroc_tasks"]
@@ -104,7 +136,10 @@ def ranking(
     Scores are the runs' study-level predictions on ``eval_set`` joined to ``frame`` by Path; targets
     are scored as in the runs' metrics (blank negative, uncertain left out), clustered by patient.
     """
-    arms = run_arms(runs)
+    arms = {
+        (f"{name} ({CHOSE_IT})" if any(chosen_on(path) == eval_set for path in arm.values()) else name): arm
+        for name, arm in run_arms(runs).items()
+    }  # a model chosen on this set is named so in the ranking too
     if len(arms) < 2:
         return pd.DataFrame(), f"{len(arms)} arm(s) of runs: nothing to rank."
     loaded = {
