@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import norm
+from scipy.stats import t as t_dist
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS
@@ -23,7 +24,7 @@ from chexutils.scoring.metrics import (
     weighted_auroc_ap,
     write_metrics,
 )
-from chexutils.scoring.stats import auroc_interval
+from chexutils.scoring.stats import auroc_interval, delong_cov
 
 
 def study_tables(n=200, seed=0, observations=OBSERVATIONS, uncertain=0.1):
@@ -325,6 +326,14 @@ def test_printed_clustered_interval_covers_and_counts_patients_at_the_floor(trut
         match = INTERVAL.match(_printed(labels, scores, groups))
         assert match, "an interval is printed at 10 positive patients"
         covered.append(float(match[2]) <= truth <= float(match[3]))
+    # the printed interval, computed here from its parts: logit(a) -/+ t_{9} se / (a (1 - a)), 9 = positive patients - 1
+    y = labels["Edema"].to_numpy() == 1
+    auc, cov = delong_cov(y, scores["Edema"].to_numpy()[None], groups.to_numpy())
+    a, half = auc[0], t_dist.ppf(0.975, 9) * math.sqrt(cov[0, 0]) / (auc[0] * (1 - auc[0]))
+    row = bootstrap_auroc(labels, scores, n_resamples=2, groups=groups).loc["Edema"]
+    expit = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    logit = math.log(a / (1 - a))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((expit(logit - half), expit(logit + half)))
     rate = float(np.mean(covered))
     mc_se = math.sqrt(0.9 * 0.1 / data_sets)
     print(f"clustered, 10 positive patients, AUROC {truth}: printed-interval coverage {rate:.3f} (MC SE {mc_se:.3f})")
