@@ -348,3 +348,23 @@ def test_printed_clustered_interval_covers_and_counts_patients_at_the_floor(trut
         assert not INTERVAL.match(text) and "few positives" in text, text
     row = bootstrap_auroc(labels, scores, n_resamples=2, groups=groups).loc["Edema"]
     assert math.isnan(row["ci_low"]) and "patients in the smaller class" in row["note"]
+
+
+def test_task_mean_counts_patients_where_patients_are_resampled():
+    """A task with 12 positive studies from 4 patients meets the study floor but not the patient floor:
+    with groups it is left out of the mean (naming its patients), without groups it is used."""
+    rng = np.random.default_rng(4)
+    n = 200
+    index = pd.Index([f"study{i}" for i in range(n)], name="study")
+    labels = pd.DataFrame((rng.random((n, 5)) < 0.3).astype(float), index=index, columns=list(COMPETITION_TASKS))
+    labels["Edema"] = 0.0
+    labels.iloc[:12, labels.columns.get_loc("Edema")] = 1.0
+    scores = labels + rng.normal(0, 1, labels.shape)
+    patients = pd.Series([f"p{i // 3}" if i < 12 else f"q{i}" for i in range(n)], index=index)
+    plain = mean_tasks_with_ci(labels, scores, n_resamples=50)
+    clustered = mean_tasks_with_ci(labels, scores, n_resamples=50, groups=patients)
+    assert "Edema" in plain["tasks"] and "Edema" not in clustered["tasks"]
+    assert (
+        clustered["left_out"]["Edema"]
+        == "12 positives, 188 negatives; 4 / 188 patients with a positive / negative study (< 10)"
+    )

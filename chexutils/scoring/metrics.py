@@ -246,6 +246,16 @@ def bootstrap_auroc(
     return table
 
 
+def _patient_counts(labels: pd.Series, scores: pd.Series, group_keys) -> tuple[int, int] | None:
+    """(patients with a positive, with a negative certain study) of one observation; None without groups."""
+    if group_keys is None:
+        return None
+    y, keep = certain_only(labels)
+    keep &= predicted(scores)
+    keys, y = group_keys[keep], y[keep].astype(bool)
+    return len(set(keys[y])), len(set(keys[~y]))
+
+
 def _no_ci_note(row: dict) -> str:
     """Why a row gets no CI: too few studies, or (clustered) too few patients, in the smaller class."""
     smaller = min(row["positives"], row["negatives"])
@@ -267,6 +277,9 @@ def mean_tasks_with_ci(
 ) -> dict:
     """Mean AUROC over the ``tasks`` with >= ``min_positives`` in the smaller class, with a percentile CI.
 
+    With ``groups`` (patients, resampled whole) the floor also counts patients with a positive and
+    with a negative study, as bootstrap_auroc's does.
+
     ``tasks`` lists the tasks used, ``left_out`` the others with their counts (the mean is of fewer
     than 5 tasks then, and says so); the CI is the percentile interval of the mean per resample
     (same resamples for all tasks), dropping resamples where a task has one class (``dropped``).
@@ -275,10 +288,17 @@ def mean_tasks_with_ci(
     scores = _aligned(labels, scores, list(tasks))
     table = per_observation(labels, scores)
     smaller = np.minimum(table["positives"].astype(int), (table["n"] - table["positives"]).astype(int))
-    used = [t for t in tasks if smaller[t] >= min_positives]
+    group_keys = _groups_for(labels, groups)
+    units = {t: _patient_counts(labels[t], scores[t], group_keys) for t in tasks}  # (pos, neg) patients or None
+    used = [t for t in tasks if smaller[t] >= min_positives and (units[t] is None or min(units[t]) >= min_positives)]
     left_out = {
         t: f"{int(table.loc[t, 'positives'])} positives, {int(table.loc[t, 'n'] - table.loc[t, 'positives'])} "
-        f"negatives (< {min_positives})"
+        + (
+            f"negatives; {units[t][0]} / {units[t][1]} patients with a positive / negative study"
+            if units[t] is not None
+            else "negatives"
+        )
+        + f" (< {min_positives})"
         for t in tasks
         if t not in used
     }
@@ -293,7 +313,6 @@ def mean_tasks_with_ci(
     }
     if not used:
         return out
-    group_keys = _groups_for(labels, groups)
     counts = resample_counts(len(labels), n_resamples, seed, group_keys)
     per_task = np.stack([_replicates(labels[t], scores[t], counts)[2] for t in used])
     means = per_task.mean(axis=0)
