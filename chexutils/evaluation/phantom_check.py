@@ -230,8 +230,8 @@ def null_verdict(row, margin: float = EQUIVALENCE_MARGIN, floor: int = CHECKABLE
     smaller = int(min(row.get("positives", 0), row.get("negatives", 0)))
     delta = float(row.get(policy_choice.DELTA, np.nan))
     low, high = float(row.get("ci_low", np.nan)), float(row.get("ci_high", np.nan))
-    out = {"delta": delta, "ci_low": low, "ci_high": high, "smaller class": smaller, "p (unadjusted)": np.nan}
-    out["p (unadjusted)"] = float(row.get("p_value", np.nan))
+    p = float(row.get("p_value", np.nan))  # shown beside, for reference; the verdict is the equivalence
+    out = {"delta": delta, "ci_low": low, "ci_high": high, "smaller class": smaller, "p (unadjusted)": p}
     if smaller < floor:
         return out | {"verdict": NOT_CHECKABLE, "why": f"{smaller} in the smaller class < {floor}"}
     if not (np.isfinite(low) and np.isfinite(high)):
