@@ -112,16 +112,44 @@ MUTANTS = (
     Mutant(
         "metrics.shown: CI floor >= CI_MIN_POSITIVES -> > (already caught before issue 26)",
         "chexutils/scoring/metrics.py",
-        '"with CI" if smaller >= CI_MIN_POSITIVES else',
-        '"with CI" if smaller > CI_MIN_POSITIVES else',
+        "and smaller >= CI_MIN_POSITIVES else few",
+        "and smaller > CI_MIN_POSITIVES else few",
         ("tests/test_metrics.py",),
+    ),
+    Mutant(
+        "metrics.shown: the clustered CI floor counts studies, not patients (issue 19 item 3)",
+        "chexutils/scoring/metrics.py",
+        '"with CI" if units >= CI_MIN_POSITIVES and',
+        '"with CI" if smaller >= CI_MIN_POSITIVES and',
+        ("tests/test_metrics.py::test_printed_clustered_interval_covers_and_counts_patients_at_the_floor",),
+    ),
+    Mutant(
+        "stats.auroc_interval: clustered t with the studies' df (issue 19 item 3)",
+        "chexutils/scoring/stats.py",
+        "df = min(*cluster_counts(y, groups)) - 1",
+        "df = min(m, n) - 1",
+        ("tests/test_metrics.py::test_printed_clustered_interval_covers_and_counts_patients_at_the_floor",),
     ),
     Mutant(
         "metrics.shown: point floor >= POINT_MIN_POSITIVES -> >",
         "chexutils/scoring/metrics.py",
-        "(few if smaller >= POINT_MIN_POSITIVES else NA)",
-        "(few if smaller > POINT_MIN_POSITIVES else NA)",
+        "if smaller < POINT_MIN_POSITIVES:",
+        "if smaller <= POINT_MIN_POSITIVES:",
         ("tests/test_decision_rules.py",),
+    ),
+    Mutant(
+        "phantom_check.null_verdict: any CI passes as equivalent (issue 19 item 9)",
+        "chexutils/evaluation/phantom_check.py",
+        "inside = -margin <= low and high <= margin",
+        "inside = True",
+        ("tests/test_phantom_check.py",),
+    ),
+    Mutant(
+        "phantom_check.null_verdict: a control below the floor is checked anyway (issue 19 item 9)",
+        "chexutils/evaluation/phantom_check.py",
+        "    if smaller < floor:",
+        "    if smaller < 0:",
+        ("tests/test_phantom_check.py",),
     ),
     # --- phantom expectations, power, readers, calibration
     Mutant(

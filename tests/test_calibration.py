@@ -170,6 +170,13 @@ def test_calibrate_run_writes_its_files_and_the_sweep_summary(tmp_path):
     assert edema.loc["none", "ece"] == pytest.approx(expected_calibration_error(y.fillna(0)[keep], p[keep]), rel=1e-5)
     assert edema.loc["none", "n"] == keep.sum()
     assert list(wide.index) == list(OBSERVATIONS) and "temperature" in wide.columns
+    # issue 19 item 12: the printed table says which labels each set is scored against
+    held_out_column = (
+        "held-out [report labels (blank = negative, uncertain left out)] | temperature fitted on official valid | ece"
+    )
+    assert held_out_column in wide.columns
+    assert "official valid [radiologist labels (on the phantom: the truth)] | none | ece" in wide.columns
+    assert "scored on held-out against report labels (blank = negative" in fig._suptitle.get_text()
     assert (run_dir / "reliability.png").stat().st_size > 10_000
     (run_dir / "metrics_official_valid.json").write_text(
         '{"observations": {'

@@ -11,7 +11,8 @@ from sklearn.metrics import roc_auc_score
 
 from chexutils.core.errors import DataError
 from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS
-from chexutils.evaluation import compare, policy_choice, policy_sweep
+from chexutils.data import external_predictions as external
+from chexutils.evaluation import compare, official_test, policy_choice, policy_sweep
 from chexutils.evaluation.evaluate import RunScores, load_run_scores
 from chexutils.report import plots
 from chexutils.scoring import stats
@@ -187,7 +188,8 @@ def test_choice_against_other_labels_and_the_criteria_agreement():
     assert list(agreement.index) == list(OBSERVATIONS)
     assert not agreement.loc["Edema", "criteria agree"] and agreement.loc["Cardiomegaly", "criteria agree"]
     assert (
-        agreement.loc["Edema", "held-out-masked = expected"] and not agreement.loc["Edema", "held-out-truth = expected"]
+        agreement.loc["Edema", "held-out-masked: detected = expected"] is True
+        and agreement.loc["Edema", "held-out-truth: detected = expected"] is False
     )
     assert policy_choice.selected({"held-out-masked": from_labels}, "held-out-masked") is from_labels
     with pytest.raises(DataError, match="'held-out-truth' is not available here; available: held-out-masked"):
@@ -197,6 +199,22 @@ def test_choice_against_other_labels_and_the_criteria_agreement():
     assert "Default where no difference is detected or nothing is compared: U-Zeros." in summary
     ones_default = policy_choice.choose(from_labels.drop(columns="default"), None, "held-out-masked", default="U-Ones")
     assert "nothing is compared: U-Ones." in policy_choice.verdict_summary(ones_default)
+
+
+def test_criteria_agreement_compares_only_what_a_criterion_detected_with_the_expected_answer():
+    """Issue 19 item 10: the default mapping (nothing detected) equals an expected U-Zeros and never equals an
+    expected 'no material difference' by construction, so those cells are empty, not True / False."""
+    frame = _study_frame()
+    zeros = _run("zeros", frame, {"Edema": 2.0}, seed=1)
+    ones = _run("ones", frame, {"Edema": 0.3}, seed=1)
+    choice = policy_sweep.per_label_choice(zeros, ones, frame, n_resamples=300)
+    expected = {o: "U-Zeros" for o in OBSERVATIONS} | {"Edema": "U-Ones", "No Finding": "no material difference"}
+    agreement = policy_choice.criteria_agreement({"held-out-masked": choice}, expected)
+    column = agreement["held-out-masked: detected = expected"]
+    assert column["Edema"] is True  # detected (Holm) and expected a policy
+    assert choice.loc["Cardiomegaly", "mapping"] == "U-Zeros" == expected["Cardiomegaly"]
+    assert pd.isna(column["Cardiomegaly"]) and pd.isna(column["No Finding"])  # nothing detected: no comparison
+    assert not any(c.endswith(" = expected") and ":" not in c for c in agreement.columns)
 
 
 def _ranked_sweep(tmp_path, strengths: dict, seeds=(0, 1), n=300, seed=0, run_sd=0.1):
@@ -313,6 +331,26 @@ def test_ensemble_is_the_mean_probability_joined_by_path(tmp_path):
     assert json.loads((out / "ensemble.json").read_text())["policies"] == ["a", "b"]
 
 
+def test_valid_ensemble_takes_each_runs_study_max_then_the_mean_like_the_test_ensemble(tmp_path):
+    """Issue 19 item 12: two images per study; run a scores them (0.9, 0.1), run b (0.1, 0.9). Averaging
+    first then taking the study max gives 0.5; the official test's order (study max per run, then the
+    mean; data.external_predictions.ensemble of the runs' study scores) gives 0.9. Both sets now agree."""
+    frame = _study_frame(6)
+    frame = pd.concat([frame, frame.assign(Path=frame["Path"].str.replace("view1_frontal", "view2_lateral"))])
+    frame = frame.assign(frontal=frame["Path"].str.contains("frontal")).reset_index(drop=True)
+    for name, first in (("a", 0.9), ("b", 0.1)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"policy": name}))
+        probs = np.where(frame["frontal"].to_numpy()[:, None], first, 1 - first) * np.ones((1, len(OBSERVATIONS)))
+        write_predictions(frame, probs, run / "predictions_official_valid.csv")
+    out = compare.ensemble([tmp_path / "a", tmp_path / "b"], frame, "official_valid", tmp_path / "ens")
+    valid = load_run_scores(out, frame, "official_valid").study_scores
+    assert valid["Edema"].to_numpy() == pytest.approx(0.9)
+    test = external.ensemble({n: _scores(tmp_path / n, frame) for n in "ab"})  # the official test's combine
+    assert valid.loc[test.index, test.columns].to_numpy() == pytest.approx(test.to_numpy(), abs=1e-6)
+
+
 def test_policy_arms_group_seeds_and_need_both_policies(tmp_path):
     runs = pd.DataFrame(
         {
@@ -364,6 +402,51 @@ def test_auroc_table_shows_counts_and_no_ci_below_the_floor(tmp_path):
     assert (
         text.loc["r", "Pneumonia"].endswith("few positives [6+ 194−; 200 pt]") and "(" not in text.loc["r", "Pneumonia"]
     )
+
+
+def test_a_model_chosen_on_a_set_is_never_reported_there_as_an_estimate(tmp_path):
+    """Issue 19 item 6: mixed-selected's mapping was chosen on official valid (the sweep's policy_choice.csv
+    criterion), so its row there, in the table and the ranking, says '(chose it; not an estimate)'; chosen
+    on held-out patients, it is marked on the held-out set instead. 06's reported model likewise."""
+    frame = _study_frame(200, seed=6)
+    groups = frame.set_index("study")["patient"]
+    rows = []
+    for name, policy in (("U-Zeros", "U-Zeros"), ("mixed-selected", "mixed")):
+        run = _run(name, frame, {}, seed=len(rows))
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"policy": policy}))
+        table = bootstrap_auroc(run.study_labels, run.study_scores, 50, groups=groups)
+        summary = {"mean_auroc_tasks": mean_tasks_with_ci(run.study_labels, run.study_scores, n_resamples=50)}
+        write_metrics(table, summary, folder / "metrics_official_valid.json")
+        write_predictions(
+            frame, run.study_scores.loc[frame["study"]].to_numpy(), folder / "predictions_official_valid.csv"
+        )
+        rows.append(
+            {"run": name, "policy": policy, "backbone": "densenet121", "image_size": 64, "seed": 0, "path": folder}
+        )
+    runs = pd.DataFrame(rows).set_index("run")
+    assert compare.CHOICE_CSV == policy_sweep.CHOICE_CSV
+    marked = "mixed-selected (chose it; not an estimate)"
+    assert compare.chosen_on(tmp_path / "mixed-selected") == "official_valid"  # no policy_choice.csv: 05's default
+    pd.DataFrame({"criterion": ["official-valid"] * 2}, index=["Edema", "Atelectasis"]).to_csv(
+        tmp_path / "policy_choice.csv"
+    )
+    values, text = compare.auroc_table(runs)
+    assert list(text.index) == ["U-Zeros", marked] and list(values.index) == ["U-Zeros", marked]
+    pairs, sentence = compare.ranking(runs, frame)
+    assert marked in set(pairs["a"]) | set(pairs["b"])
+    assert "(chose it" in compare.with_references(values, tmp_path).index[1]
+    pd.DataFrame({"criterion": ["held-out-masked"] * 2}, index=["Edema", "Atelectasis"]).to_csv(
+        tmp_path / "policy_choice.csv"
+    )
+    assert list(compare.auroc_table(runs)[1].index) == ["U-Zeros", "mixed-selected"]
+    assert compare.chosen_label("mixed-selected", tmp_path / "mixed-selected", "held_out") == marked
+    assert compare.chosen_on(tmp_path / "U-Zeros") is None
+    on_valid = pd.Series({"ensemble-all": 0.682, "U-Zeros": 0.64})
+    line = official_test.report_line("ensemble-all", on_valid)
+    assert "chosen on the official valid set" in line and "0.682 (chose it; not an estimate)" in line
+    assert "Its estimate is its official test row" in line
 
 
 def test_markdown_table():

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import norm
+from scipy.stats import t as t_dist
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS
@@ -23,7 +24,7 @@ from chexutils.scoring.metrics import (
     weighted_auroc_ap,
     write_metrics,
 )
-from chexutils.scoring.stats import auroc_interval
+from chexutils.scoring.stats import auroc_interval, delong_cov
 
 
 def study_tables(n=200, seed=0, observations=OBSERVATIONS, uncertain=0.1):
@@ -274,3 +275,96 @@ def test_paired_p_value_is_two_sided_and_pinned_to_the_resampled_deltas():
     expected = 2 * min(np.mean(deltas <= 0), np.mean(deltas >= 0))
     assert 0.05 < expected < 0.95  # a case where one- and two-sided values differ clearly
     assert ab["p_value"] == pytest.approx(max(expected, 1 / 401))
+
+
+# ---- the printed clustered interval (patients as the unit) ------------------------------------
+
+INTERVAL = __import__("re").compile(r"^(\d\.\d{3}) \((\d\.\d{3})–(\d\.\d{3})\) \[")
+
+
+def _clustered_data(rng, positive_studies, negative_patients, shift, icc):
+    """Study labels and scores: every patient is positive (its studies as in ``positive_studies``) or
+    negative (1-3 studies); score = shift * y + patient effect + study noise, total variance 1, share
+    ``icc`` from the patient, so a patient's studies are correlated."""
+    sizes = list(positive_studies) + list(rng.integers(1, 4, negative_patients))
+    patient = np.repeat(np.arange(len(sizes)), sizes)
+    y = (patient < len(positive_studies)).astype(float)
+    effect = rng.normal(0, math.sqrt(icc), len(sizes))[patient]
+    s = shift * y + effect + rng.normal(0, math.sqrt(1 - icc), len(patient))
+    index = pd.Index([f"study{i}" for i in range(len(patient))], name="study")
+    labels = pd.DataFrame({"Edema": y}, index=index)
+    return labels, pd.DataFrame({"Edema": s}, index=index), pd.Series(patient, index=index)
+
+
+def _printed(labels, scores, groups):
+    """The text a report prints for the one observation (bootstrap_auroc's row through metric_text)."""
+    row = bootstrap_auroc(labels, scores, n_resamples=2, groups=groups).loc["Edema"]
+    return metric_text(
+        row["auroc"],
+        row["ci_low"],
+        row["ci_high"],
+        row["positives"],
+        row["negatives"],
+        row["patients"],
+        row["positive_patients"],
+        row["negative_patients"],
+    )
+
+
+@pytest.mark.parametrize("truth", [0.75, 0.9])
+def test_printed_clustered_interval_covers_and_counts_patients_at_the_floor(truth):
+    """Simulated patients with several correlated studies (intraclass correlation 0.6): at the floor
+    (10 positive patients of 2-3 studies) the printed "AUROC (low–high)" holds the true AUROC in
+    >= 90% of data sets; with 10-14 positive studies of 5-6 patients no interval is printed (the
+    study-counted floor printed one there that covered 86-89%). The true AUROC is computed here:
+    positives and negatives are different patients, so s+ - s- ~ N(shift, 2) and AUROC = Phi(shift / sqrt 2)."""
+    rng = np.random.default_rng(11 if truth == 0.75 else 12)
+    shift = math.sqrt(2) * norm.ppf(truth)
+    data_sets, covered = 500, []
+    for _ in range(data_sets):
+        labels, scores, groups = _clustered_data(rng, rng.integers(2, 4, 10), 60, shift, icc=0.6)
+        match = INTERVAL.match(_printed(labels, scores, groups))
+        assert match, "an interval is printed at 10 positive patients"
+        covered.append(float(match[2]) <= truth <= float(match[3]))
+    # the printed interval, computed here from its parts: logit(a) -/+ t_{9} se / (a (1 - a)), 9 = positive patients - 1
+    y = labels["Edema"].to_numpy() == 1
+    auc, cov = delong_cov(y, scores["Edema"].to_numpy()[None], groups.to_numpy())
+    a, half = auc[0], t_dist.ppf(0.975, 9) * math.sqrt(cov[0, 0]) / (auc[0] * (1 - auc[0]))
+    row = bootstrap_auroc(labels, scores, n_resamples=2, groups=groups).loc["Edema"]
+    expit = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    logit = math.log(a / (1 - a))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((expit(logit - half), expit(logit + half)))
+    rate = float(np.mean(covered))
+    mc_se = math.sqrt(0.9 * 0.1 / data_sets)
+    print(f"clustered, 10 positive patients, AUROC {truth}: printed-interval coverage {rate:.3f} (MC SE {mc_se:.3f})")
+    assert rate >= 0.90 - 2 * mc_se
+    assert rate <= 0.99  # not vacuous
+    for _ in range(40):  # below the patient floor: 10-14 positive studies of 5-6 patients
+        n_patients = int(rng.integers(5, 7))
+        extra = int(rng.integers(10, 15)) - n_patients
+        sizes = 1 + rng.multinomial(extra, np.full(n_patients, 1 / n_patients))
+        labels, scores, groups = _clustered_data(rng, sizes, 60, shift, icc=0.6)
+        text = _printed(labels, scores, groups)
+        assert not INTERVAL.match(text) and "few positives" in text, text
+    row = bootstrap_auroc(labels, scores, n_resamples=2, groups=groups).loc["Edema"]
+    assert math.isnan(row["ci_low"]) and "patients in the smaller class" in row["note"]
+
+
+def test_task_mean_counts_patients_where_patients_are_resampled():
+    """A task with 12 positive studies from 4 patients meets the study floor but not the patient floor:
+    with groups it is left out of the mean (naming its patients), without groups it is used."""
+    rng = np.random.default_rng(4)
+    n = 200
+    index = pd.Index([f"study{i}" for i in range(n)], name="study")
+    labels = pd.DataFrame((rng.random((n, 5)) < 0.3).astype(float), index=index, columns=list(COMPETITION_TASKS))
+    labels["Edema"] = 0.0
+    labels.iloc[:12, labels.columns.get_loc("Edema")] = 1.0
+    scores = labels + rng.normal(0, 1, labels.shape)
+    patients = pd.Series([f"p{i // 3}" if i < 12 else f"q{i}" for i in range(n)], index=index)
+    plain = mean_tasks_with_ci(labels, scores, n_resamples=50)
+    clustered = mean_tasks_with_ci(labels, scores, n_resamples=50, groups=patients)
+    assert "Edema" in plain["tasks"] and "Edema" not in clustered["tasks"]
+    assert (
+        clustered["left_out"]["Edema"]
+        == "12 positives, 188 negatives; 4 / 188 patients with a positive / negative study (< 10)"
+    )

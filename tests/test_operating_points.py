@@ -98,3 +98,8 @@ def test_chosen_on_one_set_reported_on_another(tmp_path):
     shown = display_table(table)
     assert shown.loc[("youden", "Fracture"), "sensitivity"] == "n/a"
     assert shown.loc[("specificity>=0.9", "Edema"), "specificity"].startswith(f"{row['specificity']:.2f} (")
+    # issue 19 item 12: thresholds from radiologist labels, rates against report labels: the table says so
+    assert shown.loc[("youden", "Edema"), "labels"] == (
+        "fitted on official valid radiologist labels (on the phantom: the truth), "
+        "scored on held-out against report labels (blank = negative, uncertain left out)"
+    )

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import binomtest
+from sklearn.metrics import cohen_kappa_score
 
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.evaluation import phantom_check as pc
@@ -22,10 +23,18 @@ def test_agreement_counts_defined_pairs_with_a_wilson_interval():
     assert (result["ci_low"], result["ci_high"]) == pytest.approx((ci.low, ci.high))
 
 
-def _table(decisions: dict, signs: dict) -> pd.DataFrame:
+def _table(decisions: dict, signs: dict, nulls: dict | None = None) -> pd.DataFrame:
+    """A choices() table; ``nulls``: {observation: (delta, ci_low, ci_high, smaller class)} (default: an
+    equivalent null, Δ 0.001 with CI ±0.01 on 40 in the smaller class)."""
+    nulls = {"No Finding": (0.001, -0.009, 0.011, 40), "Support Devices": (0.0, -0.01, 0.01, 40)} | (nulls or {})
     rows = {
         o: {
             "U-Ones minus U-Zeros": 0.1 if signs.get(o, "U-Ones") == "U-Ones" else -0.1,
+            "ci_low": 0.05,
+            "ci_high": 0.15,
+            "p_value": 0.001,
+            "positives": 40,
+            "negatives": 60,
             "p_holm": 0.001 if decisions.get(o, pc.NO_DETECTABLE) != pc.NO_DETECTABLE else 0.5,
             "decision": decisions.get(o, pc.NO_DETECTABLE),
             "sign": signs.get(o, "U-Ones"),
@@ -33,6 +42,8 @@ def _table(decisions: dict, signs: dict) -> pd.DataFrame:
         }
         for o in OBSERVATIONS
     }
+    for o, (delta, low, high, smaller) in nulls.items():
+        rows[o] |= {"U-Ones minus U-Zeros": delta, "ci_low": low, "ci_high": high, "positives": smaller}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -51,14 +62,15 @@ def test_check_passes_when_the_control_is_found_and_nulls_are_quiet(tmp_path):
     labels = _table({}, {"Edema": "U-Zeros"})
     sizing = pd.DataFrame({"studies needed": {"Atelectasis": 80.0}})
     table, checks = pc.check(TRUTH, selected, selected, labels, "official valid", sizing=sizing)
-    assert checks["positive control recovered"] and checks["null controls not flagged"]
+    assert checks["positive control recovered"] and checks["null controls equivalent"] == "PASS"
     assert checks["studies needed for the positive control"] == 80 and checks["studies in the selection set"] == 100
     assert table.loc["Atelectasis", "studies needed (power 0.8, Holm)"] == 80
-    assert checks["agreement certain labels vs truth (held-out, signs)"]["agree"] == 13
+    assert checks["agreement certain labels vs truth (held-out, signs)"]["of"] == 1
     pc.enforce(checks, strict=True)
     path = pc.write_check(tmp_path, table, checks)
     text = path.read_text()
-    assert "PASS: positive control Atelectasis" in text and "13 of 14" in text and "(100 studies" in text
+    assert "PASS: positive control Atelectasis" in text and "(100 studies" in text
+    assert "1 of 1 = 1.00" in text  # agreement only over the observations with an expected effect (Atelectasis)
     assert json.loads((tmp_path / pc.CHECK_JSON).read_text())["positive control recovered"] is True
     assert "control needs 80 for 80% power" in text
     unsized = pc.check(TRUTH, selected, selected, labels, "official valid", sizing=sizing * math.inf)
@@ -66,13 +78,77 @@ def test_check_passes_when_the_control_is_found_and_nulls_are_quiet(tmp_path):
     assert "control needs more than any study count gives with these seeds per policy" in text
 
 
-def test_check_fails_on_a_missed_control_or_a_flagged_null():
-    selected = _table({"Atelectasis": pc.NO_DETECTABLE, "No Finding": "U-Zeros"}, {"No Finding": "U-Zeros"})
+def test_check_fails_on_a_missed_control_or_a_null_not_shown_equivalent():
+    selected = _table({"Atelectasis": pc.NO_DETECTABLE}, {}, {"No Finding": (-0.03, -0.05, -0.01, 40)})
     _, checks = pc.check(TRUTH, selected, selected, selected, "held-out truth")
-    assert not checks["positive control recovered"] and checks["null controls flagged"] == ["No Finding"]
+    assert not checks["positive control recovered"] and checks["null controls equivalent"] == "FAIL"
     pc.enforce(checks, strict=False)
-    with pytest.raises(AssertionError, match="positive control recovered, null controls not flagged"):
+    with pytest.raises(AssertionError, match="positive control recovered, null controls equivalent \\(FAIL\\)"):
         pc.enforce(checks, strict=True)
+
+
+def test_null_controls_are_judged_by_equivalence_within_the_margin_and_not_checkable_below_the_floor(tmp_path):
+    """Issue 19 item 9: small Δ with a tight CI passes; a wide CI is not shown equivalent even though no
+    Holm-adjusted (or unadjusted) test flags it; below 30 in the smaller class: not checkable, never PASS."""
+    assert pc.EQUIVALENCE_MARGIN == 0.02 and pc.CHECKABLE_MIN == 30
+    tight = pc.null_verdict(
+        pd.Series(
+            {"U-Ones minus U-Zeros": 0.004, "ci_low": -0.012, "ci_high": 0.019, "positives": 30, "negatives": 900}
+        )
+    )
+    assert tight["verdict"] == "equivalent"
+    wide = pd.Series(
+        {
+            "U-Ones minus U-Zeros": 0.0,
+            "ci_low": -0.06,
+            "ci_high": 0.06,
+            "positives": 200,
+            "negatives": 800,
+            "p_value": 1.0,
+        }
+    )
+    assert pc.null_verdict(wide)["verdict"] == "not shown equivalent"
+    few = {"U-Ones minus U-Zeros": 0.0, "ci_low": -0.005, "ci_high": 0.005, "positives": 29, "negatives": 900}
+    assert pc.null_verdict(pd.Series(few))["verdict"] == "not checkable"
+    # the wide null is not flagged by the Holm-adjusted decision, yet the check does not pass
+    selected = _table({"Atelectasis": "U-Ones"}, {}, {"No Finding": (0.0, -0.06, 0.06, 200)})
+    table, checks = pc.check(TRUTH, selected, selected, selected, "official valid")
+    assert checks["null controls flagged (Holm, for reference)"] == [] and checks["null controls equivalent"] == "FAIL"
+    text = pc.write_check(tmp_path, table, checks).read_text()
+    assert "FAIL: null controls No Finding, Support Devices shown equivalent" in text
+    assert "No Finding not shown equivalent (95% CI -0.060 to +0.060 not inside ±0.02)" in text
+    below = _table({"Atelectasis": "U-Ones"}, {}, {"Support Devices": (0.0, -0.005, 0.005, 12)})
+    table, checks = pc.check(TRUTH, below, below, below, "official valid")
+    assert checks["null controls equivalent"] == "NOT CHECKABLE"
+    text = pc.write_check(tmp_path, table, checks).read_text()
+    assert (
+        "NOT CHECKABLE: null controls" in text
+        and "Support Devices not checkable (12 in the smaller class < 30)" in text
+    )
+    assert "PASS: null" not in text
+    assert table.loc["Support Devices", "null control (95% CI of Δ within ±0.02)"] == "not checkable"
+    with pytest.raises(AssertionError, match="NOT CHECKABLE"):
+        pc.enforce(checks, strict=True)
+    assert "Holm over the observations with >= 30 in the smaller class" in text  # the family 07 actually uses
+
+
+def test_agreement_is_reported_beside_chance_with_cohens_kappa_over_expected_effects_only(tmp_path):
+    """Issue 19 item 10: κ against sklearn's cohen_kappa_score; chance = pa pb + (1 - pa)(1 - pb); the
+    check's agreement counts only observations with an expected better policy (not coin-flip nulls)."""
+    first = pd.Series({"a": "U-Ones", "b": "U-Zeros", "c": "U-Ones", "d": "U-Zeros", "e": "U-Ones"})
+    second = pd.Series({"a": "U-Ones", "b": "U-Ones", "c": "U-Ones", "d": "U-Zeros", "e": "U-Zeros"})
+    result = pc.agreement(first, second)
+    x, y = (first == "U-Ones").astype(int), (second == "U-Ones").astype(int)
+    assert result["kappa"] == pytest.approx(cohen_kappa_score(x, y))
+    assert result["chance"] == pytest.approx(0.6 * 0.6 + 0.4 * 0.4)
+    # 14 observations, only Atelectasis with an expected effect: agreement is over that one alone
+    selected = _table({"Atelectasis": "U-Ones"}, {})
+    labels = _table({}, {o: "U-Zeros" for o in OBSERVATIONS if o != "Atelectasis"})
+    _, checks = pc.check(TRUTH, selected, selected, labels, "official valid")
+    a = checks["agreement certain labels vs truth (held-out, signs)"]
+    assert (a["agree"], a["of"]) == (1, 1) and checks["observations with an expected effect"] == ["Atelectasis"]
+    text = pc.write_check(tmp_path, _, checks).read_text()
+    assert "chance agreement 1.00, Cohen's κ undefined (a choice is constant)" in text
 
 
 def test_kind_scores_show_whether_the_runs_tell_faint_from_mimic(monkeypatch, tmp_path):

@@ -258,6 +258,26 @@ def reliability_grid(sets: dict, path=None, title: str = "", observations=OBSERV
     return fig
 
 
+# Where a set's labels come from (the set names notebook 04 passes): a scaling or threshold fitted on
+# one source and scored on another measures the model and the change of labels together.
+LABEL_SOURCES = {
+    "official valid": "radiologist labels (on the phantom: the truth)",
+    "held-out": "report labels (blank = negative, uncertain left out)",
+}
+
+
+def labels_note(fit_name: str, score_name: str) -> str:
+    """What a table fitted on ``fit_name`` and scored on ``score_name`` must say when their labels differ ('' else)."""
+    fit, score = LABEL_SOURCES.get(fit_name), LABEL_SOURCES.get(score_name)
+    if fit is None or score is None or fit == score:
+        return ""
+    return f"fitted on {fit_name} {fit}, scored on {score_name} against {score}"
+
+
+def _set_label(name: str) -> str:
+    return f"{name} [{LABEL_SOURCES[name]}]" if name in LABEL_SOURCES else name
+
+
 def _rows(table: pd.DataFrame, set_name: str, scaling: str, scaler: Scaling | None = None) -> pd.DataFrame:
     table = table.reset_index()
     table.insert(0, "scaling", scaling)
@@ -303,6 +323,8 @@ def calibrate_run(
     long = pd.concat(parts, ignore_index=True)
     write_table(long, RunDir(run_dir).calibration, index=False, float_format="%.6g")
     scaled_text = f"; 'scaled': {method} scaling fitted on {fit_name}" if score is not None else ""
+    note = labels_note(fit_name, score_name) if score is not None else ""
+    scaled_text += f"\n{note}" if note else ""
     fig = reliability_grid(
         sets,
         RunDir(run_dir).figure("reliability"),
@@ -312,8 +334,9 @@ def calibrate_run(
 
 
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
-    """observation x (set | scaling | measure) from the long calibration table, observations in the usual order."""
-    long = long.assign(column=long["set"] + " | " + long["scaling"])
+    """observation x (set [its labels] | scaling | measure) from the long calibration table, observations in the
+    usual order; a set named in LABEL_SOURCES says where its labels come from."""
+    long = long.assign(column=long["set"].map(_set_label) + " | " + long["scaling"])
     wide = long.pivot(index="observation", columns="column", values=["ece", "brier"])
     wide.columns = [f"{column} | {measure}" for measure, column in wide.columns]
     columns = [f"{c} | {m}" for c in long["column"].unique() for m in ("ece", "brier")]  # in the long table's order

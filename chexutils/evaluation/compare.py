@@ -21,6 +21,35 @@ from chexutils.scoring.metrics import NA, metric_text, shown
 from chexutils.scoring.predict import write_predictions
 
 MEAN = "mean of 5 competition tasks"
+CHOSE_IT = "chose it; not an estimate"  # beside a figure on the set that chose the model
+CHOICE_CSV = "policy_choice.csv"  # policy_sweep.CHOICE_CSV: the per-label choice and its criterion
+
+
+def chosen_on(run_dir, policy: str | None = None) -> str | None:
+    """The evaluation set a run's model was chosen on, or None for a run no set chose.
+
+    A ``mixed`` run (e.g. ``mixed-selected``) trains on a mapping chosen per label on a selection
+    set: the criterion in the sweep's ``policy_choice.csv`` names it (its split); the official valid
+    set, 05's default criterion, when the file or its criterion is missing. Its figures on that set
+    are the choice itself, not estimates (issue 19: report them on held-out truth or the official test).
+    """
+    run_dir = Path(run_dir)
+    if policy is None:
+        config = RunDir(run_dir).config_file
+        policy = json.loads(config.read_text()).get("policy") if config.is_file() else None
+    if policy != "mixed":
+        return None
+    choice = run_dir.parent / CHOICE_CSV
+    if choice.is_file():
+        criterion = pd.read_csv(choice).get("criterion")
+        if criterion is not None and len(criterion.dropna()):
+            return policy_choice.CRITERION_SPLIT.get(str(criterion.dropna().iloc[0]), OFFICIAL_VALID)
+    return OFFICIAL_VALID
+
+
+def chosen_label(name: str, run_dir, eval_set: str, policy: str | None = None) -> str:
+    """``name``, marked '(chose it; not an estimate)' where ``eval_set`` chose the run (chosen_on)."""
+    return f"{name} ({CHOSE_IT})" if chosen_on(run_dir, policy) == eval_set else name
 
 
 def run_table(sweep_dir) -> pd.DataFrame:
@@ -46,10 +75,13 @@ def auroc_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> tuple[pd.
 
     Text is metrics.metric_text: value (CI) [positives+ negatives−; patients], 'few positives'
     without a CI below the floor, 'n/a' below 3; values are NaN where the text says n/a. The mean
-    column is over the tasks that meet the floor; its text names the tasks left out.
+    column is over the tasks that meet the floor; its text names the tasks left out. A run chosen on
+    ``eval_set`` (a ``mixed`` run whose mapping was chosen there, chosen_on) is named
+    'run (chose it; not an estimate)'.
     """
     values, text = {}, {}
-    for run, row in runs.iterrows():
+    for name, row in runs.iterrows():
+        run = chosen_label(str(name), row["path"], eval_set, row.get("policy"))
         metrics = json.loads(RunDir(row["path"]).metrics(eval_set).read_text())
         obs = metrics["observations"]
         mean = metrics["summary"]["mean_auroc_tasks"]
@@ -63,6 +95,8 @@ def auroc_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> tuple[pd.
                 obs[o]["positives"],
                 _negatives(obs[o]),
                 obs[o].get("patients"),
+                obs[o].get("positive_patients"),
+                obs[o].get("negative_patients"),
             )
             for o in OBSERVATIONS
         }
@@ -102,7 +136,10 @@ def ranking(
     Scores are the runs' study-level predictions on ``eval_set`` joined to ``frame`` by Path; targets
     are scored as in the runs' metrics (blank negative, uncertain left out), clustered by patient.
     """
-    arms = run_arms(runs)
+    arms = {
+        (f"{name} ({CHOSE_IT})" if any(chosen_on(path) == eval_set for path in arm.values()) else name): arm
+        for name, arm in run_arms(runs).items()
+    }  # a model chosen on this set is named so in the ranking too
     if len(arms) < 2:
         return pd.DataFrame(), f"{len(arms)} arm(s) of runs: nothing to rank."
     loaded = {
@@ -135,7 +172,7 @@ def _negatives(row: dict) -> int:
 
 
 def _shown(row: dict) -> str:
-    return shown(int(row["positives"]), _negatives(row))
+    return shown(int(row["positives"]), _negatives(row), row.get("positive_patients"), row.get("negative_patients"))
 
 
 def data_label(chexpert_dir) -> str:
@@ -152,22 +189,26 @@ def with_references(values: pd.DataFrame, chexpert_dir) -> pd.DataFrame:
 
 
 def ensemble(run_dirs, frame: pd.DataFrame, eval_set: str, out_dir) -> Path:
-    """Mean of the runs' image-level probabilities (joined by Path), written like a run's predictions."""
+    """Each run's study score (max over the study's images), then their mean over the runs: the same
+    order as the official test's ensemble (official_test.collect: study max per model, then the mean).
+    Written like a run's predictions: every image of a study carries the study's ensemble score, so
+    the study max read back is that score."""
     runs = [load_run_scores(d, frame, eval_set) for d in run_dirs]
     if not runs:
         raise DataError(f"{out_dir}: an ensemble needs at least one run")
+    studies = runs[0].study_scores.index
+    mean = sum(run.study_scores.loc[studies] for run in runs) / len(runs)
     paths = runs[0].image_scores.index
-    mean = sum(run.image_scores.loc[paths] for run in runs) / len(runs)
-    out_dir = Path(out_dir)
     rows = frame.set_index("Path").loc[paths].reset_index()
-    write_predictions(rows, mean.to_numpy(), RunDir(out_dir).predictions(eval_set))
+    out_dir = Path(out_dir)
+    write_predictions(rows, mean.loc[rows["study"]].to_numpy(), RunDir(out_dir).predictions(eval_set))
     configs = [RunDir(d).config() for d in run_dirs]
     write_json(
         out_dir / "ensemble.json",
         {
             "members": [str(d) for d in run_dirs],
             "policies": [c["policy"] for c in configs],
-            "combine": "mean probability",
+            "combine": "mean over the runs of each run's study max (as on the official test)",
         },
     )
     return out_dir

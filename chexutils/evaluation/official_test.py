@@ -18,7 +18,7 @@ from chexutils.core.rundir import OFFICIAL_TEST, OFFICIAL_VALID, RunDir, find_ru
 from chexutils.data import external_predictions as external
 from chexutils.data.test_set_files import LABELS_REPO, REFERENCE_READERS, OfficialTest, majority_vote, read_readers
 from chexutils.evaluation import readers
-from chexutils.evaluation.compare import write_sections
+from chexutils.evaluation.compare import CHOSE_IT, write_sections
 from chexutils.evaluation.evaluate import predict_run
 from chexutils.phantom.sidecar import TEST_TRUTH_CSV
 
@@ -113,6 +113,18 @@ def choose_report_run(entries: dict, requested: str = "") -> tuple[str, pd.Serie
         return requested, on_valid
     chosen = on_valid.idxmax() if on_valid.notna().any() else next(iter(entries))
     return chosen, on_valid
+
+
+def report_line(report: str, on_valid: pd.Series, requested: str = "") -> str:
+    """What notebook 06 prints of the reported entry: how it was chosen, and its official valid figure
+    marked as the choice itself (chose it; not an estimate), never as a held-out estimate."""
+    value = on_valid.get(report, float("nan"))
+    how = "named by report_run" if requested else "chosen on the official valid set (best 5-task mean AUROC)"
+    valid = "never scored there" if not np.isfinite(value) else f"{value:.3f} ({CHOSE_IT})"
+    return (
+        f"reported: {report}, {how}; its official valid 5-task mean AUROC: {valid}. "
+        "Its estimate is its official test row."
+    )
 
 
 def comparison(results: dict) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_curve
 from chexutils.core.io import write_table
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.core.rundir import RunDir
-from chexutils.evaluation.calibration import check_disjoint
+from chexutils.evaluation.calibration import check_disjoint, labels_note
 from chexutils.evaluation.evaluate import LEVELS, RunScores
 from chexutils.scoring.metrics import certain_scores
 from chexutils.scoring.stats import wilson_interval
@@ -147,6 +147,7 @@ def choose_and_report(
                 "observation": obs,
                 "chosen on": fit_name,
                 "reported on": score_name,
+                "labels": labels_note(fit_name, score_name),
                 f"sensitivity on {fit_name}": chosen.get("sensitivity", math.nan),
                 f"specificity on {fit_name}": chosen.get("specificity", math.nan),
                 "n": len(y),
@@ -169,6 +170,8 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     for rate in RATES:
         out[rate] = [_with_ci(v, lo, hi) for v, lo, hi in zip(table[rate], table[f"{rate}_low"], table[f"{rate}_high"])]
     out["note"] = table["note"]
+    if "labels" in table and table["labels"].astype(bool).any():  # thresholds and rates from different labels
+        out["labels"] = table["labels"]
     return out.set_index(["rule", "observation"])
 
 

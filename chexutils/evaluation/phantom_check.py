@@ -1,6 +1,7 @@
 """On the phantom, does the per-label policy comparison recover the known answer? The positive
-control found, the null controls not flagged, and how often the certain-label choice agrees with
-the choice the true findings support (with a Wilson CI).
+control found, the null controls shown equivalent (the 95% CI of their Δ inside ±EQUIVALENCE_MARGIN;
+"not checkable" below the floor), and how often the certain-label choice agrees with the choice
+the true findings support (with a Wilson CI).
 
 A policy's runs (one per seed) form one arm: their probabilities are averaged per image.
 """
@@ -17,7 +18,7 @@ from chexutils.evaluation.compare import markdown
 from chexutils.evaluation.evaluate import load_run_scores
 from chexutils.evaluation.policy_sweep import arm_scores
 from chexutils.phantom import PhantomTruth
-from chexutils.scoring.stats import wilson_interval
+from chexutils.scoring.stats import binary_kappa, wilson_interval
 
 NO_DETECTABLE = policy_choice.NO_DIFFERENCE
 CHECK_JSON, CHECK_MD = "phantom_check.json", "phantom_check.md"
@@ -25,6 +26,13 @@ KINDS = ("none", "mimic", "faint", "clear")  # latent kinds, in the order a perf
 POLICY_ORDER = ("U-Zeros", "U-Ones")
 TELLS_APART = 0.5  # faint-mimic gap at least this share of the faint-none gap: the learner tells them apart
 SEEN = 0.5  # faint signs score at least this many logits above no sign: the learner sees them at all
+# A null control passes when the 95% CI of its Δ (the seed-aware test's unadjusted t interval) lies
+# inside ±EQUIVALENCE_MARGIN: an equivalence test (two one-sided tests at 2.5% each). Not being
+# flagged by a Holm-adjusted test is no evidence of no effect (a wide CI is never flagged).
+EQUIVALENCE_MARGIN = 0.02
+CHECKABLE_MIN = policy_choice.MIN_POSITIVES  # in the smaller class; below it a control is "not checkable"
+EQUIVALENT, NOT_EQUIVALENT, NOT_CHECKABLE = "equivalent", "not shown equivalent", "not checkable"
+HOLM_FAMILY = f"Holm over the observations with >= {policy_choice.MIN_POSITIVES} in the smaller class"
 
 
 def choices(
@@ -107,17 +115,36 @@ def premise_violated(kinds: pd.DataFrame, threshold: float = TELLS_APART) -> lis
 
 
 def agreement(first: pd.Series, second: pd.Series) -> dict:
-    """Share of observations where two choices agree (both defined), with a 95% Wilson interval."""
+    """Share of observations where two choices agree (both defined), with a 95% Wilson interval, the
+    agreement expected by chance from the two choices' shares of U-Ones (``chance``) and Cohen's kappa
+    (stats.binary_kappa; NaN where a choice is constant)."""
     both = first.index[(first != "undefined") & (second.reindex(first.index) != "undefined")]
     same = int((first[both] == second[both]).sum())
     low, high = wilson_interval(same, len(both))
+    a, b = (first[both] == "U-Ones").to_numpy(), (second.reindex(both) == "U-Ones").to_numpy()
+    chance = float(a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean())) if len(both) else float("nan")
     return {
         "agree": same,
         "of": len(both),
         "rate": same / len(both) if len(both) else float("nan"),
         "ci_low": low,
         "ci_high": high,
+        "chance": chance,
+        "kappa": float(binary_kappa(a, b)[0]) if len(both) else float("nan"),
     }
+
+
+def _agreement_text(a: dict) -> str:
+    if not a["of"]:
+        return "0 observations with both defined"
+    return (
+        f"{a['agree']} of {a['of']} = {a['rate']:.2f} (95% Wilson CI {a['ci_low']:.2f}–{a['ci_high']:.2f}; "
+        f"chance agreement {a['chance']:.2f}, Cohen's κ {_fmt(a['kappa'])})"
+    )
+
+
+def _fmt(value) -> str:
+    return "undefined (a choice is constant)" if not np.isfinite(value) else f"{value:.2f}"
 
 
 def check(
@@ -149,6 +176,7 @@ def check(
         table["studies needed (power 0.8, Holm)"] = sizing["studies needed"].reindex(table.index)
     primary = truth.primary_positive_control
     recovered = primary is not None and selected.loc[primary, "decision"] == truth.expected[primary]
+    nulls = {o: null_verdict(selected.loc[o]) for o in truth.null_controls}
     flagged = [o for o in truth.null_controls if selected.loc[o, "decision"] != NO_DETECTABLE]
     expected_known = [o for o, v in truth.expected.items() if v in ("U-Zeros", "U-Ones")]
     checks = {
@@ -158,22 +186,32 @@ def check(
         "studies needed for the positive control": (
             float(sizing.loc[primary, "studies needed"]) if sizing is not None and primary in sizing.index else None
         ),
-        "correction": "Holm over the observations with a defined delta",
+        "correction": HOLM_FAMILY,
         "positive control": primary,
         "positive control recovered": bool(recovered),
         "positive controls recovered": {
             o: bool(selected.loc[o, "decision"] == truth.expected[o]) for o in truth.positive_controls
         },
+        "equivalence margin": EQUIVALENCE_MARGIN,
+        "null control verdicts": nulls,
         "null controls": truth.null_controls,
-        "null controls flagged": flagged,
-        "null controls not flagged": not flagged,
-        "agreement certain labels vs truth (held-out, signs)": agreement(from_labels["sign"], from_truth["sign"]),
+        "null controls equivalent": null_status(nulls),
+        "null controls flagged (Holm, for reference)": flagged,
+        "observations with an expected effect": expected_known,
+        "agreement certain labels vs truth (held-out, signs)": agreement(
+            from_labels["sign"].reindex(expected_known).fillna("undefined"),
+            from_truth["sign"].reindex(expected_known).fillna("undefined"),
+        ),
         "agreement truth (held-out) sign vs expected": agreement(
-            from_truth["sign"].reindex(expected_known), pd.Series(truth.expected).reindex(expected_known)
+            from_truth["sign"].reindex(expected_known).fillna("undefined"),
+            pd.Series(truth.expected).reindex(expected_known),
         ),
         "premise violated (the runs tell faint from mimic)": None if kinds is None else premise_violated(kinds),
         "premise violated (the runs do not see faint signs)": None if kinds is None else faint_unseen(kinds),
     }
+    table[f"null control (95% CI of Δ within ±{EQUIVALENCE_MARGIN})"] = pd.Series(
+        {o: v["verdict"] for o, v in nulls.items()}
+    ).reindex(table.index)
     if kinds is not None:
         share = kinds["faint-mimic share"].unstack("policy")
         table["faint-mimic share (U-Zeros / U-Ones)"] = [
@@ -183,6 +221,36 @@ def check(
             for o in table.index
         ]
     return table, checks
+
+
+def null_verdict(row, margin: float = EQUIVALENCE_MARGIN, floor: int = CHECKABLE_MIN) -> dict:
+    """A null control judged by equivalence: 'equivalent' when the 95% CI of Δ lies inside ±``margin``,
+    'not shown equivalent' when it does not, 'not checkable' below ``floor`` in the smaller class or
+    without a defined Δ (never a pass). ``row``: one observation of choices() / per_label_choice."""
+    smaller = int(min(row.get("positives", 0), row.get("negatives", 0)))
+    delta = float(row.get(policy_choice.DELTA, np.nan))
+    low, high = float(row.get("ci_low", np.nan)), float(row.get("ci_high", np.nan))
+    p = float(row.get("p_value", np.nan))  # shown beside, for reference; the verdict is the equivalence
+    out = {"delta": delta, "ci_low": low, "ci_high": high, "smaller class": smaller, "p (unadjusted)": p}
+    if smaller < floor:
+        return out | {"verdict": NOT_CHECKABLE, "why": f"{smaller} in the smaller class < {floor}"}
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return out | {"verdict": NOT_CHECKABLE, "why": "no interval for Δ"}
+    inside = -margin <= low and high <= margin
+    return out | {
+        "verdict": EQUIVALENT if inside else NOT_EQUIVALENT,
+        "why": f"95% CI {low:+.3f} to {high:+.3f} {'inside' if inside else 'not inside'} ±{margin}",
+    }
+
+
+def null_status(verdicts: dict) -> str:
+    """'PASS' when every null control is shown equivalent, 'FAIL' when one is not, else 'NOT CHECKABLE'."""
+    kinds = {v["verdict"] for v in verdicts.values()}
+    if NOT_EQUIVALENT in kinds:
+        return "FAIL"
+    if kinds == {EQUIVALENT}:
+        return "PASS"
+    return "NOT CHECKABLE"
 
 
 def write_check(output_dir, table: pd.DataFrame, checks: dict) -> Path:
@@ -200,12 +268,14 @@ def write_check(output_dir, table: pd.DataFrame, checks: dict) -> Path:
         "",
         f"- {'PASS' if checks['positive control recovered'] else 'FAIL'}: positive control "
         f"{checks['positive control']} recovered as expected",
-        f"- {'PASS' if checks['null controls not flagged'] else 'FAIL'}: null controls "
-        f"{', '.join(checks['null controls'])} not flagged by the Holm-adjusted decision"
-        + (f" (flagged: {', '.join(checks['null controls flagged'])})" if checks["null controls flagged"] else ""),
-        f"- agreement of the certain-label choice with the truth-based choice (held-out, sign of delta): "
-        f"{a['agree']} of {a['of']} = {a['rate']:.2f} (95% Wilson CI {a['ci_low']:.2f}–{a['ci_high']:.2f})",
-        f"- truth-based sign vs the expected better policy (where one is expected): {b['agree']} of {b['of']}",
+        f"- {checks['null controls equivalent']}: null controls {', '.join(checks['null controls'])} shown "
+        f"equivalent (95% CI of Δ inside ±{checks['equivalence margin']}; not checkable below "
+        f"{CHECKABLE_MIN} in the smaller class): "
+        + "; ".join(f"{o} {v['verdict']} ({v['why']})" for o, v in checks["null control verdicts"].items()),
+        "- agreement of the certain-label choice with the truth-based choice (held-out, sign of delta; "
+        f"observations with an expected effect only, {', '.join(checks['observations with an expected effect'])}): "
+        + _agreement_text(a),
+        f"- truth-based sign vs the expected better policy (same observations): {_agreement_text(b)}",
         *_premise_lines(checks),
         "",
         markdown(table),
@@ -241,8 +311,11 @@ def _premise_lines(checks: dict) -> list[str]:
 
 
 def enforce(checks: dict, strict: bool) -> None:
-    """With ``strict``, raise when the positive control was missed or a null control was flagged."""
-    failed = [name for name in ("positive control recovered", "null controls not flagged") if not checks[name]]
+    """With ``strict``, raise when the positive control was missed or a null control was not shown
+    equivalent (not checkable included: a check that could not be made is no pass)."""
+    failed = [] if checks["positive control recovered"] else ["positive control recovered"]
+    if checks["null controls equivalent"] != "PASS":
+        failed.append(f"null controls equivalent ({checks['null controls equivalent']})")
     if strict and failed:
         raise AssertionError(f"phantom check failed: {', '.join(failed)} (see {CHECK_MD})")
 

@@ -37,6 +37,7 @@ MIN_POSITIVES = 30  # in the smaller class of the selection set
 MIN_UNCERTAIN = 0.01  # share of training images labelled uncertain; at or below it the targets barely differ
 ALPHA = 0.05
 NO_DIFFERENCE = "no detectable difference"
+COMPARED = ("U-Zeros", "U-Ones")
 DELTA = "U-Ones minus U-Zeros"
 USEFUL_RATIO = 1.25  # seeds_note: a smallest detectable Δ within 25% of what unlimited seeds would give
 MAX_SEEDS = 20  # seeds_note: the most seeds per arm it suggests
@@ -370,11 +371,15 @@ def no_finding_control(choice: pd.DataFrame, alpha: float = ALPHA) -> str:
     )
 
 
-def criteria_agreement(choices: dict, expected: dict | None = None) -> pd.DataFrame:
+def criteria_agreement(choices: dict, expected: dict | None = None, alpha: float = ALPHA) -> pd.DataFrame:
     """Per observation: each criterion's Δ and verdict policy, and whether the criteria agree.
 
     ``choices`` maps a criterion name to its choose() table; ``expected`` (phantom) maps an
-    observation to the expected better policy, shown beside and compared.
+    observation to the expected better policy, shown beside. ``{criterion}: detected = expected``
+    compares only what the criterion found: True/False where its Holm-adjusted test rejected
+    (p_holm < ``alpha``) and the phantom expects a policy, empty elsewhere. (The mapping itself is
+    not compared: where nothing is detected it is the default, so it "matches" an expected U-Zeros
+    and never an expected "no material difference" by construction.)
     """
     columns = {}
     for criterion, table in choices.items():
@@ -388,9 +393,12 @@ def criteria_agreement(choices: dict, expected: dict | None = None) -> pd.DataFr
     out["criteria agree"] = picks.nunique(axis=1) == 1
     if expected:
         out["expected (phantom)"] = pd.Series(expected).reindex(out.index)
-        for criterion in choices:
-            same = out[f"{criterion}: choice"] == out["expected (phantom)"]
-            out[f"{criterion} = expected"] = same.where(out["expected (phantom)"].notna())
+        policy = out["expected (phantom)"].isin(COMPARED)
+        for criterion, table in choices.items():
+            table = table.reindex(out.index)
+            detected = table["eligible"].fillna(False).astype(bool) & (table["p_holm"] < alpha)
+            same = (table["mapping"] == out["expected (phantom)"]).astype(object)
+            out[f"{criterion}: detected = expected"] = same.where(detected & policy)
     out.index.name = "observation"
     return out
 

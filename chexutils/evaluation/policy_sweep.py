@@ -294,7 +294,7 @@ def compare_policies(
         criterion,
         choices=choices,
         seed_noise=seed_noise_controls(sets[criterion], alpha),
-        agreement=policy_choice.criteria_agreement(choices, truth[1] if truth else None),
+        agreement=policy_choice.criteria_agreement(choices, truth[1] if truth else None, alpha),
         summary=policy_choice.verdict_summary(choice, alpha),
         no_finding=policy_choice.no_finding_control(choice, alpha),
     )

@@ -31,6 +31,7 @@ BOOTSTRAP_COLUMNS = (
     "negatives",
     "patients",
     "positive_patients",
+    "negative_patients",
     "shown",
     "note",
 )
@@ -39,23 +40,42 @@ BOOTSTRAP_COLUMNS = (
 # DeLong interval covers >= 90% for true AUROC 0.6-0.95 (tests/test_stats.py simulates it; the
 # percentile bootstrap gave 88% at AUROC 0.9). Below 3, one study decides at least half of the
 # value (with 2 positives, one moving from top to bottom shifts AUROC by 0.5), so it is "n/a".
+# Clustered by patient, the CI floor counts patients (the unit the interval resamples): with
+# 10-14 positive studies of 5-6 patients the study-counted interval covered only 86-89%
+# (tests/test_metrics.py::test_printed_clustered_interval_covers_and_counts_patients_at_the_floor).
 CI_MIN_POSITIVES = 10
 POINT_MIN_POSITIVES = 3
 FEW = "few positives"
 NA = "n/a"
 
 
-def shown(positives: int, negatives: int) -> str:
-    """How a metric on this many positives/negatives is shown: 'with CI', 'few positives' (no CI) or 'n/a'."""
+def shown(positives: int, negatives: int, positive_units=None, negative_units=None) -> str:
+    """How a metric on this many positives/negatives is shown: 'with CI', 'few positives' (no CI) or 'n/a'.
+
+    The CI floor counts what the interval resamples: with ``positive_units`` / ``negative_units``
+    (patients with a positive / negative study, where the interval is clustered by patient) it
+    counts those, so 12 positive studies of 5 patients get no CI; the 'n/a' floor counts studies.
+    """
     smaller = min(positives, negatives)
+    units = min(
+        positives if not _known(positive_units) else int(positive_units),
+        negatives if not _known(negative_units) else int(negative_units),
+    )
     few = FEW if positives <= negatives else "few negatives"
-    return "with CI" if smaller >= CI_MIN_POSITIVES else (few if smaller >= POINT_MIN_POSITIVES else NA)
+    if smaller < POINT_MIN_POSITIVES:
+        return NA
+    return "with CI" if units >= CI_MIN_POSITIVES and smaller >= CI_MIN_POSITIVES else few
 
 
-def metric_text(value, low, high, positives: int, negatives: int, patients=None) -> str:
-    """'0.812 (0.743–0.866) [23+ 177−; 150 pt]', '0.640 few positives [5+ 195−]' or 'n/a [1+ 199−]'."""
+def metric_text(
+    value, low, high, positives: int, negatives: int, patients=None, positive_patients=None, negative_patients=None
+) -> str:
+    """'0.812 (0.743–0.866) [23+ 177−; 150 pt]', '0.640 few positives [5+ 195−]' or 'n/a [1+ 199−]'.
+
+    With ``positive_patients`` / ``negative_patients`` the CI floor counts patients (see shown()).
+    """
     counts = f"[{int(positives)}+ {int(negatives)}−" + (f"; {int(patients)} pt]" if _known(patients) else "]")
-    how = shown(int(positives), int(negatives))
+    how = shown(int(positives), int(negatives), positive_patients, negative_patients)
     if how == NA or not _known(value):
         return f"{NA} {counts}"
     if how.startswith("few") or not (_known(low) and _known(high)):
@@ -208,7 +228,8 @@ def bootstrap_auroc(
         if group_keys is not None:
             row["patients"] = len(set(group_keys[keep]))
             row["positive_patients"] = len(set(group_keys[keep][y == 1]))
-        row["shown"] = shown(row["positives"], row["negatives"])
+            row["negative_patients"] = len(set(group_keys[keep][y == 0]))
+        row["shown"] = shown(row["positives"], row["negatives"], row["positive_patients"], row["negative_patients"])
         row["note"] = one_class_note(y) if predicted(scores[obs]) else NOT_PREDICTED
         if not row["note"]:
             row["auroc"], row["ap"] = float(roc_auc_score(y, s)), float(average_precision_score(y, s))
@@ -218,13 +239,30 @@ def bootstrap_auroc(
                 row["ap_low"], row["ap_high"] = percentile_interval(ap, level)
                 row["note"] = _dropped_note(ap)
             else:
-                row["note"] = (
-                    f"no CI: {min(row['positives'], row['negatives'])} in the smaller class < {CI_MIN_POSITIVES}"
-                )
+                row["note"] = _no_ci_note(row)
         rows[obs] = row
     table = pd.DataFrame.from_dict(rows, orient="index", columns=list(BOOTSTRAP_COLUMNS))
     table.index.name = "observation"
     return table
+
+
+def _patient_counts(labels: pd.Series, scores: pd.Series, group_keys) -> tuple[int, int] | None:
+    """(patients with a positive, with a negative certain study) of one observation; None without groups."""
+    if group_keys is None:
+        return None
+    y, keep = certain_only(labels)
+    keep &= predicted(scores)
+    keys, y = group_keys[keep], y[keep].astype(bool)
+    return len(set(keys[y])), len(set(keys[~y]))
+
+
+def _no_ci_note(row: dict) -> str:
+    """Why a row gets no CI: too few studies, or (clustered) too few patients, in the smaller class."""
+    smaller = min(row["positives"], row["negatives"])
+    if smaller < CI_MIN_POSITIVES or not _known(row.get("positive_patients")):
+        return f"no CI: {smaller} in the smaller class < {CI_MIN_POSITIVES}"
+    units = min(row["positive_patients"], row["negative_patients"])
+    return f"no CI: {units} patients in the smaller class < {CI_MIN_POSITIVES} (the interval resamples patients)"
 
 
 def mean_tasks_with_ci(
@@ -239,6 +277,9 @@ def mean_tasks_with_ci(
 ) -> dict:
     """Mean AUROC over the ``tasks`` with >= ``min_positives`` in the smaller class, with a percentile CI.
 
+    With ``groups`` (patients, resampled whole) the floor also counts patients with a positive and
+    with a negative study, as bootstrap_auroc's does.
+
     ``tasks`` lists the tasks used, ``left_out`` the others with their counts (the mean is of fewer
     than 5 tasks then, and says so); the CI is the percentile interval of the mean per resample
     (same resamples for all tasks), dropping resamples where a task has one class (``dropped``).
@@ -247,10 +288,17 @@ def mean_tasks_with_ci(
     scores = _aligned(labels, scores, list(tasks))
     table = per_observation(labels, scores)
     smaller = np.minimum(table["positives"].astype(int), (table["n"] - table["positives"]).astype(int))
-    used = [t for t in tasks if smaller[t] >= min_positives]
+    group_keys = _groups_for(labels, groups)
+    units = {t: _patient_counts(labels[t], scores[t], group_keys) for t in tasks}  # (pos, neg) patients or None
+    used = [t for t in tasks if smaller[t] >= min_positives and (units[t] is None or min(units[t]) >= min_positives)]
     left_out = {
         t: f"{int(table.loc[t, 'positives'])} positives, {int(table.loc[t, 'n'] - table.loc[t, 'positives'])} "
-        f"negatives (< {min_positives})"
+        + (
+            f"negatives; {units[t][0]} / {units[t][1]} patients with a positive / negative study"
+            if units[t] is not None
+            else "negatives"
+        )
+        + f" (< {min_positives})"
         for t in tasks
         if t not in used
     }
@@ -265,7 +313,6 @@ def mean_tasks_with_ci(
     }
     if not used:
         return out
-    group_keys = _groups_for(labels, groups)
     counts = resample_counts(len(labels), n_resamples, seed, group_keys)
     per_task = np.stack([_replicates(labels[t], scores[t], counts)[2] for t in used])
     means = per_task.mean(axis=0)

@@ -91,23 +91,43 @@ def auroc_influence(y, scores, clusters: np.ndarray, n_clusters: int) -> tuple[n
 
 
 def auroc_interval(y, s, groups=None, level: float = 0.95) -> dict:
-    """AUROC with a logit-scale interval: SE from (clustered) DeLong, t quantile with min(m, n) - 1 df.
+    """AUROC with a logit-scale interval: SE from (clustered) DeLong, t quantile on the units resampled.
 
-    The logit keeps the interval inside (0, 1) and makes it asymmetric near 1, where the plain
-    Wald or percentile-bootstrap interval undercovers with few positives (see coverage()); near 0
-    and 1 see logit_interval().
+    Without ``groups`` (or one study per group) the t has min(m, n) - 1 df (m, n positive and negative
+    studies). Clustered by ``groups`` (patients), Obuchowski's variance rests on the patients, not the
+    studies, so the t has min(positive patients, negative patients) - 1 df (``df`` in the result; a
+    patient with positive and negative studies counts in both). The logit keeps the interval inside
+    (0, 1) and makes it asymmetric near 1, where the plain Wald or percentile-bootstrap interval
+    undercovers with few positives (see coverage()); near 0 and 1 see logit_interval().
     """
     y = np.asarray(y).astype(bool)
     m, n = int(y.sum()), int((~y).sum())
     auc, cov = delong_cov(y, s, groups)
-    low, high = logit_interval(auc[0], max(float(cov[0, 0]), 0.0), m, n, level)
-    return {"auroc": float(auc[0]), "ci_low": float(low), "ci_high": float(high), "se": math.sqrt(max(cov[0, 0], 0.0))}
+    df = min(m, n) - 1
+    if groups is not None:
+        df = min(*cluster_counts(y, groups)) - 1
+    low, high = logit_interval(auc[0], max(float(cov[0, 0]), 0.0), m, n, level, df=df)
+    return {
+        "auroc": float(auc[0]),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "se": math.sqrt(max(cov[0, 0], 0.0)),
+        "df": max(df, 1),
+    }
 
 
-def logit_interval(auc, var, m: int, n: int, level: float = 0.95):
-    """(low, high) = expit(logit(a) -/+ t_{min(m,n)-1} * sqrt(var) / (a (1 - a))), a = AUROC kept in [e, 1 - e].
+def cluster_counts(y, groups) -> tuple[int, int]:
+    """(groups with a positive study, groups with a negative study): the units a clustered AUROC rests on."""
+    y = np.asarray(y).astype(bool)
+    keys = np.asarray(groups)
+    return len(pd.unique(keys[y])), len(pd.unique(keys[~y]))
 
-    e = 1/(2 min(m, n)). Within e of 0 or 1 (e.g. perfect separation, where DeLong's variance is 0) the
+
+def logit_interval(auc, var, m: int, n: int, level: float = 0.95, df: int | None = None):
+    """(low, high) = expit(logit(a) -/+ t_df * sqrt(var) / (a (1 - a))), a = AUROC kept in [e, 1 - e].
+
+    ``df`` defaults to min(m, n) - 1 (at least 1); auroc_interval passes the clustered df. e = 1/(2 min(m, n)).
+    Within e of 0 or 1 (e.g. perfect separation, where DeLong's variance is 0) the
     variance is at least Hanley & McNeil's (1982, Radiology 143:29-36) at that distance, so a
     perfect AUROC on 12 positives gets an interval, not a point; the interval then reaches the point.
     """
@@ -116,7 +136,8 @@ def logit_interval(auc, var, m: int, n: int, level: float = 0.95):
     near = (auc < edge) | (auc > 1 - edge)
     var = np.where(near, np.maximum(var, hanley_mcneil_var(np.clip(auc, edge, 1 - edge), m, n)), var)
     a = np.clip(auc, edge, 1 - edge)
-    half = t_dist.ppf((1 + level) / 2, max(min(m, n) - 1, 1)) * np.sqrt(var) / (a * (1 - a))
+    df = min(m, n) - 1 if df is None else df
+    half = t_dist.ppf((1 + level) / 2, max(df, 1)) * np.sqrt(var) / (a * (1 - a))
     logit = np.log(a / (1 - a))
     low, high = 1 / (1 + np.exp(-(logit - half))), 1 / (1 + np.exp(-(logit + half)))
     return np.minimum(low, auc), np.maximum(high, auc)  # near 0 or 1 the point itself may lie past the centre
