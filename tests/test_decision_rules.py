@@ -185,7 +185,7 @@ def test_power_model_noise_has_unit_variance_and_the_stated_correlation(monkeypa
     seen = []
     monkeypatch.setattr(power, "_auroc", lambda y, s: seen.append(np.array(s)) or 0.5)
     shares = {"none": 0.5, "clear": 0.5, "faint": 0.0, "mimic": 0.0}
-    targets = {p: dict.fromkeys(ex.KINDS, 0.0) for p in ex.POLICIES}
+    targets = {p: dict.fromkeys(ex.KINDS, 0.0) for p in ex.COMPARED_POLICIES}
     power.paired_delta_sd(shares, targets, noise_sd=1.0, correlation=0.5, n_studies=20_000, reps=3, seed=1)
     assert len(seen) == 6
     for a, b in zip(seen[0::2], seen[1::2]):

@@ -15,7 +15,12 @@ def main(argv=None) -> None:
         description=library.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--noise-sd", type=float, default=PLAN_NOISE_SD)
+    parser.add_argument(
+        "--noise-sd",
+        type=float,
+        default=PLAN_NOISE_SD,
+        help="probability-scale noise SD for k (default: the learner with the smallest effect, per observation)",
+    )
     parser.add_argument("--correlation", type=float, default=CORRELATION)
     parser.add_argument("--realised", type=float, default=REALISED, help="share of the modelled effect planned for")
     parser.add_argument("--seed-sd", type=float, default=0.0, help="SD of one run's AUROC across training seeds")
@@ -25,7 +30,8 @@ def main(argv=None) -> None:
     table = power_table(answer, args.noise_sd, args.correlation, args.realised, seed_sd=args.seed_sd, seeds=args.seeds)
     controls = ex.controls(answer)
     print(
-        f"alpha {ALPHA} Holm over {len(answer)} observations, power {POWER}, noise SD {args.noise_sd}, "
+        f"alpha {ALPHA} Holm over {len(answer)} observations, power {POWER}, "
+        f"noise {'of the smallest-effect learner' if args.noise_sd is None else f'SD {args.noise_sd}'}, "
         f"correlation {args.correlation}, planning {args.realised:.0%} of the modelled effect, "
         f"seed SD {args.seed_sd} x {args.seeds} seed(s) per policy"
     )
@@ -34,6 +40,9 @@ def main(argv=None) -> None:
     for line in library.seeds_text(table, args.seed_sd, args.seeds, len(answer)):
         print(line)
     primary = controls["primary_positive_control"]
+    if primary is None or primary not in table.index:
+        print(f"no positive control: no observation's smallest effect over the learners reaches {ex.LARGE}")
+        return
     print(
         f"primary positive control: {primary}, needs {table.loc[primary, 'studies needed']} truth-labelled studies; "
         f"null controls: {', '.join(controls['null_controls'])}"
