@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from scipy.stats import norm
 
 from chexutils.core.labels import HIERARCHY, OBSERVATIONS, PATHOLOGIES

@@ -18,9 +18,8 @@ from chexutils.core.io import write_json, write_table
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.core.paths import SMALL_PREFIX
 from chexutils.data.chexpert import write_chexpert_csv
-from chexutils.phantom import expected
+from chexutils.phantom import expected, measured_noise
 from chexutils.phantom import label_model as lm
-from chexutils.phantom import measured_noise
 from chexutils.phantom.layout import image_rows, sample_layout
 from chexutils.phantom.regions import REGIONS_JSON, encode_mask, write_regions
 from chexutils.phantom.render import MIMIC_STYLES, REGION_FRACTION, render_image
