@@ -7,6 +7,7 @@ import pandas as pd
 from chexutils.evaluation import power as library
 from chexutils.evaluation.power import ALPHA, CORRELATION, PLAN_NOISE_SD, POWER, REALISED, power_table
 from chexutils.phantom import expected as ex
+from chexutils.phantom.label_model import LABEL_NOISES
 
 
 def main(argv=None) -> None:
@@ -25,12 +26,18 @@ def main(argv=None) -> None:
     parser.add_argument("--realised", type=float, default=REALISED, help="share of the modelled effect planned for")
     parser.add_argument("--seed-sd", type=float, default=0.0, help="SD of one run's AUROC across training seeds")
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per policy")
+    parser.add_argument(
+        "--label-noise",
+        choices=LABEL_NOISES,
+        default="hand-set",
+        help="the phantom whose expected answer is sized: hand-set (default) or measured report-label noise",
+    )
     args = parser.parse_args(argv)
-    answer = ex.expected_answer()
+    answer = ex.expected_answer(label_noise=args.label_noise)
     table = power_table(answer, args.noise_sd, args.correlation, args.realised, seed_sd=args.seed_sd, seeds=args.seeds)
     controls = ex.controls(answer)
     print(
-        f"alpha {ALPHA} Holm over {len(answer)} observations, power {POWER}, "
+        f"{args.label_noise} label noise; alpha {ALPHA} Holm over {len(answer)} observations, power {POWER}, "
         f"noise {'of the smallest-effect learner' if args.noise_sd is None else f'SD {args.noise_sd}'}, "
         f"correlation {args.correlation}, planning {args.realised:.0%} of the modelled effect, "
         f"seed SD {args.seed_sd} x {args.seeds} seed(s) per policy"
