@@ -237,3 +237,16 @@ def test_shipped_measured_noise_table_names_its_source():
     assert any("rajpurkarlab/cheXpert-test-set-labels" in line and "a03eb34" in line for line in head)
     rates = mn.conditional_rates()
     assert all(abs(sum(r[t].values()) - 1) < 1e-12 for r in rates.values() for t in (0, 1))
+
+
+def test_a_version_3_sidecar_still_reads_but_its_phantom_is_not_reused(tmp_path):
+    """A phantom drawn before truth model 2 (sidecar version 3, no truth_model / label_noise in its
+    params): read_truth reads its own answer; generate_phantom refuses to reuse it as a current phantom."""
+    root = generate_phantom(tmp_path, workers=1, **TINY_PHANTOM)
+    record = json.loads((root / TRUTH_JSON).read_text())
+    params = {k: v for k, v in record["params"].items() if k not in ("truth_model", "label_noise")}
+    old = record | {"params": params, "sidecar_version": 3, "expected_better_policy": {"Atelectasis": "U-Ones"}}
+    (root / TRUTH_JSON).write_text(json.dumps(old))
+    assert read_truth(root).expected == {"Atelectasis": "U-Ones"}
+    with pytest.raises(DataError, match="'truth_model': 1.*'truth_model': 2"):
+        generate_phantom(tmp_path, workers=1, **TINY_PHANTOM)
