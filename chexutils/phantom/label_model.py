@@ -16,15 +16,15 @@ still reported as certain (right more often than not, with probability ``ZONE_RE
 so certain labels reach into the zone too. Report rates are calibrated so the
 positive / negative / uncertain / blank rates per observation follow the real train.csv. A parent
 positive only through faint children is blank: the report names the child's equivocal finding, and
-CheXpert's labeler labels each observation from its own mentions (stanfordmlgroup/chexpert-labeler,
-``stages/aggregate.py`` at 6dd0efa; the released train.csv has children positive with the parent blank).
+CheXpert's labeler labels each observation from its own mentions and propagates nothing up the
+hierarchy (stanfordmlgroup/chexpert-labeler, ``stages/aggregate.py`` at 6dd0efa).
 
 ``label_noise="measured"``: each study's report label is drawn given its truth (0/1) from CheXpert's
 measured P(report label | truth) on the 500 public test studies (``measured_noise``), whatever its kind.
 
 Either way No Finding follows CheXpert's labeler rule: "No Finding" is positive only when no
 pathology is labelled positive or uncertain (Support Devices excepted): Irvin et al., AAAI 2019,
-arXiv 1901.07031, "Mention aggregation"; ``stages/aggregate.py`` above (``category != SUPPORT_DEVICES
+arXiv 1901.07031, the labeler's mention-aggregation stage; ``stages/aggregate.py`` above (``category != SUPPORT_DEVICES
 and label in [-1, 1]`` means a finding). A No Finding drawn where a pathology is labelled 1 or -1 is blank.
 """
 
