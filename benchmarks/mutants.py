@@ -160,6 +160,27 @@ MUTANTS = (
         ("tests/test_decision_rules.py",),
     ),
     Mutant(
+        "phantom/expected.LEARNERS: the probability-scale learners only (no logit noise)",
+        "chexutils/phantom/expected.py",
+        'LEARNERS = tuple(Learner("probability", t) for t in NOISE_SDS) + tuple(Learner("logit", t) for t in LOGIT_NOISE_SDS)',
+        'LEARNERS = tuple(Learner("probability", t) for t in NOISE_SDS)',
+        ("tests/test_phantom_expected.py",),
+    ),
+    Mutant(
+        "phantom/label_model.sample_truth: a parent resting on faint children recorded clear",
+        "chexutils/phantom/label_model.py",
+        "cats[parent][gained[parent]] = np.where(child_clear[gained[parent]], CLEAR, FAINT)",
+        "cats[parent][gained[parent]] = CLEAR",
+        ("tests/test_phantom_labels.py",),
+    ),
+    Mutant(
+        "phantom/label_model.sample_reports: No Finding kept beside a reported pathology",
+        "chexutils/phantom/label_model.py",
+        "no_finding[reported_finding(out)] = np.nan",
+        "no_finding[reported_finding(out) & False] = np.nan",
+        ("tests/test_phantom_labels.py",),
+    ),
+    Mutant(
         "power.paired_delta_sd: correlated noise mixed without square roots",
         "chexutils/evaluation/power.py",
         "noise = np.sqrt(correlation) * shared + np.sqrt(1 - correlation) * own",

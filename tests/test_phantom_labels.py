@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
-from chexutils.core.labels import HIERARCHY, OBSERVATIONS
+from chexutils.core.labels import HIERARCHY, OBSERVATIONS, PATHOLOGIES
 from chexutils.data import real_stats
 from chexutils.phantom import label_model as lm
+from chexutils.phantom import measured_noise as mn
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +15,7 @@ def sample():
     models = lm.observation_models()
     rng = np.random.default_rng(7)
     cats, extra = lm.sample_truth(60_000, models, rng)
-    reports = lm.sample_reports(cats, models, lm.no_finding_mention_rate(models), rng)
+    reports = lm.sample_reports(cats, models, lm.no_finding_mention_rate(models), rng, extra["own"])
     return cats, extra, reports
 
 
@@ -74,3 +76,70 @@ def test_severities_separate_clear_faint_and_mimic(sample):
     assert sev[own == lm.CLEAR].min() >= 0.45
     assert sev[cats["Pleural Effusion"] == lm.FAINT].max() <= 0.3
     assert sev[cats["Pleural Effusion"] == lm.NONE].max() == 0
+
+
+@pytest.mark.parametrize("parent", sorted(HIERARCHY))
+def test_a_parent_resting_on_faint_children_only_is_faint_and_unreported(sample, parent):
+    cats, extra, reports = sample
+    own = extra["own"][parent]
+    children = HIERARCHY[parent]
+    child_clear = np.any([cats[c] == lm.CLEAR for c in children], axis=0)
+    child_faint = np.any([cats[c] == lm.FAINT for c in children], axis=0)
+    gained = (own == lm.NONE) & (child_clear | child_faint)
+    assert gained.sum() > 100
+    # its kind follows the strongest child sign, and its severity is that sign's
+    assert (cats[parent][gained & child_clear] == lm.CLEAR).all()
+    assert (cats[parent][gained & ~child_clear] == lm.FAINT).all()
+    assert (extra["severity"][parent][cats[parent] == lm.CLEAR] >= lm.SEVERITY_RANGES[lm.CLEAR][0]).all()
+    assert (lm.via_child(cats, extra["own"], parent) == (gained & ~child_clear)).all()
+    # the report names the child's equivocal finding, not the parent (the labeler does not propagate)
+    assert reports[parent][gained & ~child_clear].isna().all()
+
+
+def test_no_finding_is_never_reported_beside_a_reported_pathology(sample):
+    _, _, reports = sample
+    finding = (reports[list(PATHOLOGIES)].isin([1.0, -1.0])).any(axis=1)
+    assert reports["No Finding"].isin([1.0]).sum() > 1000
+    assert not (finding & (reports["No Finding"] == 1.0)).any()
+    assert lm.reported_finding(reports).tolist() == finding.tolist()
+    # Support Devices do not count as a finding
+    devices_only = (reports["Support Devices"] == 1.0) & ~finding
+    assert (reports["No Finding"][devices_only] == 1.0).any()
+
+
+@pytest.fixture(scope="module")
+def measured_sample():
+    models = lm.observation_models()
+    rng = np.random.default_rng(11)
+    cats, extra = lm.sample_truth(40_000, models, rng)
+    return cats, lm.sample_reports(cats, models, 1.0, rng, extra["own"], label_noise="measured")
+
+
+def test_measured_noise_phantom_report_rates_match_the_shipped_table(measured_sample):
+    """P(report label | truth) of a measured-noise phantom equals the shipped counts' rates within sampling error."""
+    cats, reports = measured_sample
+    truth = lm.truth_labels(cats)
+    rates = mn.conditional_rates()
+    z_scores = []
+    for obs in OBSERVATIONS[1:]:  # No Finding is cut by the labeler's rule (tested above)
+        for value in (1, 0):
+            labels = reports[obs][truth[obs] == value]
+            for label in mn.REPORT_LABELS:
+                p, n = rates[obs][value][label], len(labels)
+                hits = int(labels.isna().sum()) if label == "blank" else int((labels == mn.LABEL_VALUES[label]).sum())
+                if p == 0.0 or p == 1.0:
+                    assert hits == p * n, (obs, value, label)  # an unseen label is never drawn
+                    continue
+                z_scores.append((hits - n * p) / np.sqrt(n * p * (1 - p)))
+    z_scores = np.abs(z_scores)
+    # 4.5 SE over ~100 rates: a false alarm has probability about 100 x 7e-6
+    assert len(z_scores) > 80 and z_scores.max() < 4.5, z_scores.max()
+    assert (z_scores < norm.ppf(0.975)).mean() > 0.85  # about 95% within 1.96 SE
+
+
+def test_measured_noise_keeps_the_labeler_rule_and_rejects_unknown_noise(measured_sample):
+    cats, reports = measured_sample
+    assert not (lm.reported_finding(reports) & (reports["No Finding"] == 1.0)).any()
+    assert (reports["No Finding"] == 1.0).any()
+    with pytest.raises(ValueError, match="label_noise"):
+        lm.sample_reports(cats, lm.observation_models(), 1.0, np.random.default_rng(0), {}, label_noise="real")

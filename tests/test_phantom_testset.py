@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexutils.core.labels import OBSERVATIONS
+from chexutils.core.labels import HIERARCHY, OBSERVATIONS
 from chexutils.data import test_set_files as testset
 from chexutils.phantom import simulated_test as phantom_testset
 from chexutils.phantom.generate import generate_phantom
@@ -91,3 +91,19 @@ def test_test_set_leaves_train_and_valid_unchanged_and_can_be_added(tmp_path):
             tmp_path / "b" / testset.LABELS_REPO / name
         ).read_bytes()
     assert generate_phantom(tmp_path / "b", **PHANTOM) == fresh  # asking for no test set reuses the phantom
+
+
+def test_readers_read_a_parent_by_the_strength_of_the_sign_it_rests_on(phantom_with_test):
+    """A test-set parent resting only on faint child signs is recorded faint, so every simulated reader
+    reads it with its faint-sign probability, not its clear one."""
+    labels_dir = phantom_with_test / testset.LABELS_REPO
+    truth = pd.read_csv(labels_dir / TEST_TRUTH_CSV).set_index("study")
+    planted = json.loads((labels_dir / TEST_TRUTH_JSON).read_text())["p_read_positive"]
+    for parent, children in HIERARCHY.items():
+        category, severity = truth[f"{parent}|category"], truth[f"{parent}|severity"]
+        kinds = pd.concat([truth[f"{c}|category"] for c in children], axis=1)
+        faint_only = kinds.eq("faint").any(axis=1) & ~kinds.eq("clear").any(axis=1) & (severity <= 0.3)
+        assert (severity[category == "clear"] >= 0.45).all(), parent
+        assert (category[faint_only] == "faint").all() and faint_only.sum() >= 5, parent
+        for reader in planted.values():
+            assert reader[parent]["faint"] < reader[parent]["clear"]

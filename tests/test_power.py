@@ -38,8 +38,29 @@ def test_simulated_sd_matches_the_mann_whitney_null_variance():
     )
 
 
+def test_power_table_plans_for_the_smallest_effect_with_its_own_learner():
+    # a hand-made answer: the smallest |delta| is the sharp logit learner's, so k is simulated with it
+    targets = {
+        "U-Zeros": {"none": 0.0, "clear": 0.5, "faint": 0.02, "mimic": 0.02},
+        "U-Ones": {"none": 0.0, "clear": 0.5, "faint": 0.3, "mimic": 0.3},
+    }
+    names = [x.name for x in ex.LEARNERS]
+    deltas = dict(zip(names, [0.2, 0.2, 0.15, 0.03, 0.08, 0.1]))
+    answer = {"Edema": ex.Expected(SHARES, targets, deltas, ex.verdict(deltas.values()), "")}
+    row = power.power_table(answer, n_tests=1).loc["Edema"]
+    assert row["smallest-effect learner"] == "logit 0.5" and row["modelled delta (smallest)"] == 0.03
+    assert row["planned delta"] == pytest.approx(power.REALISED * 0.03)
+    k_logit = power.paired_delta_sd(SHARES, targets, 0.5, scale="logit") * math.sqrt(2000)
+    assert row["k = SD x sqrt(studies)"] == pytest.approx(k_logit)
+    k_probability = power.paired_delta_sd(SHARES, targets, 0.3) * math.sqrt(2000)
+    assert abs(k_logit - k_probability) > 0.01  # the learner matters to k, not only to the effect
+    forced = power.power_table(answer, noise_sd=0.3, n_tests=1).loc["Edema"]  # --noise-sd: probability noise
+    assert forced["k = SD x sqrt(studies)"] == pytest.approx(k_probability)
+
+
 def test_power_table_sizes_the_positive_control():
-    answer = ex.expected_answer()
+    # the probability-scale learners alone (where Atelectasis collapses under U-Zeros for every one)
+    answer = ex.expected_answer(learners=[x for x in ex.LEARNERS if x.scale == "probability"])
     table = power.power_table(answer, seed_sd=0.02, seeds=4)
     assert set(table.index) == {o for o, e in answer.items() if e.verdict in ex.COMPARED_POLICIES}
     row = table.loc["Atelectasis"]

@@ -652,8 +652,8 @@ def test_report_starts_with_what_was_run_and_has_no_raw_dicts(tmp_path):
     text = workbook.write_report(config, []).read_text()
     head = text.split("## Steps")[0]
     assert (
-        "generated phantom CheXpert (320 + 100 patients, 128 × 104 px, mimics drawn as faint-sign) in `data/phantom-demo`"
-        in head
+        "generated phantom CheXpert (320 + 100 patients, 128 × 104 px, mimics drawn as faint-sign, hand-set label noise) "
+        "in `data/phantom-demo`" in head
     )
     assert "64 px" in head and "2 epoch(s)" in head and "trained from scratch" in head and "lr 0.001" in head
     assert "**Runs:** 4 (policy: U-Zeros, U-Ones; backbone: densenet121; seed: 0, 1)" in head

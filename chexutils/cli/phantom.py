@@ -1,10 +1,11 @@
 """Command line: python -m chexutils phantom --out DIR [--patients N] [--valid-patients M] [--test-patients T]
-[--size W H] [--seed S] [--mimics faint-sign|look-alike]."""
+[--size W H] [--seed S] [--mimics faint-sign|look-alike] [--label-noise hand-set|measured]."""
 
 import argparse
 import time
 
-from chexutils.phantom.generate import DEFAULT_SIZE, generate_phantom
+from chexutils.phantom.generate import DEFAULT_LABEL_NOISE, DEFAULT_SIZE, generate_phantom
+from chexutils.phantom.label_model import LABEL_NOISES
 from chexutils.phantom.render import MIMIC_STYLES
 
 
@@ -35,6 +36,14 @@ def main(argv=None) -> None:
         help="how a truly negative equivocal study is drawn: the finding's own sign at faint strength "
         "(default; the expected answer's premise) or a hand-made look-alike a network may tell apart",
     )
+    parser.add_argument(
+        "--label-noise",
+        choices=LABEL_NOISES,
+        default=DEFAULT_LABEL_NOISE,
+        help="how report labels are drawn given the truth: hand-set (default; planted q and an equivocal zone, "
+        "rates like the real train.csv) or measured (CheXpert's measured P(report label | truth) from the "
+        "public test set)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes for rendering (default: all cores)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -47,6 +56,7 @@ def main(argv=None) -> None:
         args.workers,
         args.test_patients,
         mimics=args.mimics,
+        label_noise=args.label_noise,
     )
     print(f"phantom CheXpert in {root} ({time.perf_counter() - start:.1f} s)")
 

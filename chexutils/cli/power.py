@@ -8,6 +8,7 @@ from chexutils.cli.arguments import number, whole_number
 from chexutils.evaluation import power as library
 from chexutils.evaluation.power import ALPHA, CORRELATION, PLAN_NOISE_SD, POWER, REALISED, power_table
 from chexutils.phantom import expected as ex
+from chexutils.phantom.label_model import LABEL_NOISES
 
 
 def main(argv=None) -> None:
@@ -16,7 +17,12 @@ def main(argv=None) -> None:
         description=library.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--noise-sd", type=number(0), default=PLAN_NOISE_SD, help="score noise SD (> 0)")
+    parser.add_argument(
+        "--noise-sd",
+        type=number(0),
+        default=PLAN_NOISE_SD,
+        help="probability-scale noise SD for k (> 0; default: the learner with the smallest effect, per observation)",
+    )
     parser.add_argument(
         "--correlation",
         type=number(0, 1, low_inclusive=True),
@@ -33,12 +39,19 @@ def main(argv=None) -> None:
         help="SD of one run's AUROC across training seeds (>= 0)",
     )
     parser.add_argument("--seeds", type=whole_number(1), default=1, help="training seeds per policy (>= 1)")
+    parser.add_argument(
+        "--label-noise",
+        choices=LABEL_NOISES,
+        default="hand-set",
+        help="the phantom whose expected answer is sized: hand-set (default) or measured report-label noise",
+    )
     args = parser.parse_args(argv)
-    answer = ex.expected_answer()
+    answer = ex.expected_answer(label_noise=args.label_noise)
     table = power_table(answer, args.noise_sd, args.correlation, args.realised, seed_sd=args.seed_sd, seeds=args.seeds)
     controls = ex.controls(answer)
     print(
-        f"alpha {ALPHA} Holm over {len(answer)} observations, power {POWER}, noise SD {args.noise_sd}, "
+        f"{args.label_noise} label noise; alpha {ALPHA} Holm over {len(answer)} observations, power {POWER}, "
+        f"noise {'of the smallest-effect learner' if args.noise_sd is None else f'SD {args.noise_sd}'}, "
         f"correlation {args.correlation}, planning {args.realised:.0%} of the modelled effect, "
         f"seed SD {args.seed_sd} x {args.seeds} seed(s) per policy"
     )
@@ -47,6 +60,9 @@ def main(argv=None) -> None:
     for line in library.seeds_text(table, args.seed_sd, args.seeds, len(answer)):
         print(line)
     primary = controls["primary_positive_control"]
+    if primary is None or primary not in table.index:
+        print(f"no positive control: no observation's smallest effect over the learners reaches {ex.LARGE}")
+        return
     print(
         f"primary positive control: {primary}, needs {table.loc[primary, 'studies needed']} truth-labelled studies; "
         f"null controls: {', '.join(controls['null_controls'])}"

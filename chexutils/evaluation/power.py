@@ -1,8 +1,11 @@
 """How many studies a U-Zeros / U-Ones comparison needs: the SD of the paired AUROC difference,
 simulated from the phantom's expected answer, and the size for a given power after Holm.
 
-    python -m chexutils power [--noise-sd 0.3] [--correlation 0.9] [--realised 0.5]
+    python -m chexutils power [--noise-sd TAU] [--correlation 0.9] [--realised 0.5]
 
+Each observation is planned for the SMALLEST modelled effect over the expected answer's family of
+learners (noise on the probability scale and on the logit, ``expected.LEARNERS``), and its k is
+simulated with that same learner (``--noise-sd`` overrides it with probability-scale noise of SD TAU).
 The paired difference of two correlated models on n studies has SD ~ k / sqrt(n); k is measured
 here by simulating the phantom's kinds of study and scoring them as each policy's expected target
 plus correlated noise. Holm compares the smallest p-value with alpha / m, so sizing each effect at
@@ -23,7 +26,7 @@ from chexutils.phantom import expected as ex
 from chexutils.scoring.stats import seed_arm_power, smallest_detectable
 
 ALPHA, POWER = 0.05, 0.80
-PLAN_NOISE_SD = 0.30  # the blurry learner: the smallest large effect of the positive control (docs/statistics.md)
+PLAN_NOISE_SD = None  # None: the learner of the family with the smallest effect (docs/statistics.md)
 CORRELATION = 0.9  # the two policies' score noise: same images, same backbone
 REALISED = 0.5  # plan for half the modelled effect: a small CNN realises only part of it
 
@@ -36,13 +39,15 @@ def paired_delta_sd(
     n_studies: int = 2000,
     reps: int = 200,
     seed: int = 0,
+    scale: str = "probability",
 ) -> float:
-    """SD of AUROC(U-Ones) - AUROC(U-Zeros) against the truth on ``n_studies`` studies (Monte Carlo)."""
+    """SD of AUROC(U-Ones) - AUROC(U-Zeros) against the truth on ``n_studies`` studies (Monte Carlo);
+    the noise of SD ``noise_sd`` is added on ``scale`` ("probability" or "logit", ``expected.on_scale``)."""
     rng = np.random.default_rng(seed)
-    kinds = list(ex.KINDS)
+    kinds = [k for k in ex.KINDS if k in shares]
     p = np.array([shares[k] for k in kinds], float)
     positive = np.array([k in ex.POSITIVE_KINDS for k in kinds])
-    means = {pol: np.array([targets[pol][k] for k in kinds]) for pol in ex.COMPARED_POLICIES}
+    means = {pol: ex.on_scale(np.array([targets[pol][k] for k in kinds], float), scale) for pol in ex.COMPARED_POLICIES}
     deltas = []
     for _ in range(reps):
         kind = rng.choice(len(kinds), size=n_studies, p=p / p.sum())
@@ -155,7 +160,7 @@ def seeds_text(table: pd.DataFrame, seed_sd: float, seeds: int, n_tests: int) ->
 
 def power_table(
     answer: dict | None = None,
-    noise_sd: float = PLAN_NOISE_SD,
+    noise_sd: float | None = PLAN_NOISE_SD,
     correlation: float = CORRELATION,
     realised: float = REALISED,
     n_tests: int | None = None,
@@ -163,19 +168,23 @@ def power_table(
     seeds: int = 1,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Per observation with an expected better policy: the planned delta, k = SD * sqrt(n) and the studies needed."""
+    """Per observation with an expected better policy: the planned delta (``realised`` x the smallest modelled
+    effect over the family of learners), k = SD * sqrt(n) simulated with that learner (or probability-scale
+    noise of SD ``noise_sd`` when given) and the studies needed."""
     answer = ex.expected_answer() if answer is None else answer
     n_tests = len(answer) if n_tests is None else n_tests
     rows = {}
     for obs, e in answer.items():
         if e.verdict not in ex.COMPARED_POLICIES:
             continue
-        modelled = min(e.deltas.values(), key=abs)
-        k = paired_delta_sd(e.shares, e.targets, noise_sd, correlation, seed=seed) * math.sqrt(2000)
+        name, modelled = e.smallest
+        plan = ex.learner(name) if noise_sd is None else ex.Learner("probability", noise_sd)
+        k = paired_delta_sd(e.shares, e.targets, plan.tau, correlation, seed=seed, scale=plan.scale) * math.sqrt(2000)
         planned = realised * modelled
         rows[obs] = {
             "expected": e.verdict,
             "prevalence": e.prevalence,
+            "smallest-effect learner": name,
             "modelled delta (smallest)": modelled,
             "planned delta": planned,
             "k = SD x sqrt(studies)": k,

@@ -18,7 +18,7 @@ from chexutils.core.io import write_json, write_table
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.core.paths import SMALL_PREFIX
 from chexutils.data.chexpert import write_chexpert_csv
-from chexutils.phantom import expected
+from chexutils.phantom import expected, measured_noise
 from chexutils.phantom import label_model as lm
 from chexutils.phantom.layout import image_rows, sample_layout
 from chexutils.phantom.regions import REGIONS_JSON, encode_mask, write_regions
@@ -30,6 +30,11 @@ IN_PROGRESS = "phantom_incomplete"  # present while generating: a later call may
 JPEG_QUALITY = 92
 DEFAULT_SIZE = (128, 104)  # (W, H); the real small release is about 390x320
 BEFORE_MIMIC_OPTION = {"mimics": "look-alike"}  # how phantoms written before the option were drawn
+# The truth model: 2 = a parent positive only through faint children is faint (not clear), No Finding by
+# the labeler's rule (label_model); phantoms written before it (1) are refused, not silently reused.
+TRUTH_MODEL = 2
+BEFORE_TRUTH_MODEL = {"truth_model": 1, "label_noise": "hand-set"}
+DEFAULT_LABEL_NOISE = "hand-set"  # keeps the demo's and the phantom study's figures comparable with earlier runs
 
 
 def generate_phantom(
@@ -41,6 +46,7 @@ def generate_phantom(
     workers: int | None = None,
     test_patients: int = 0,
     mimics: str = "faint-sign",
+    label_noise: str = DEFAULT_LABEL_NOISE,
 ) -> Path:
     """Generate (or reuse, when already complete with the same parameters) a phantom CheXpert.
 
@@ -51,10 +57,16 @@ def generate_phantom(
     equivocal study is drawn (``render.MIMIC_STYLES``): "faint-sign" (the default: the finding's own sign
     at faint strength, so faint and mimic look alike by construction, as the expected answer assumes)
     or "look-alike" (a hand-made look-alike a network may learn to tell apart; phantoms before this
-    option were drawn so).
+    option were drawn so). ``label_noise`` is how train.csv's report labels are drawn given the truth
+    (``label_model.LABEL_NOISES``): "hand-set" (the default, so the demo's and the phantom study's figures
+    stay comparable with earlier runs: planted q, an equivocal zone, rates like the real train.csv) or
+    "measured" (CheXpert's measured P(report label | truth) from the public test set,
+    ``measured_noise``); the sidecar's expected answer is derived for the noise used.
     """
     if mimics not in MIMIC_STYLES:
         raise ValueError(f"mimics must be one of {MIMIC_STYLES}, got {mimics!r}")
+    if label_noise not in lm.LABEL_NOISES:
+        raise ValueError(f"label_noise must be one of {lm.LABEL_NOISES}, got {label_noise!r}")
     root = Path(out) / SMALL_PREFIX
     params = {
         "patients": int(patients),
@@ -62,6 +74,8 @@ def generate_phantom(
         "size": [int(size[0]), int(size[1])],
         "seed": int(seed),
         "mimics": mimics,
+        "label_noise": label_noise,
+        "truth_model": TRUTH_MODEL,
     }
     if test_patients:
         params["test_patients"] = int(test_patients)
@@ -96,7 +110,7 @@ def generate_phantom(
     valid_studies, valid_images = sample_layout(patients + 1, valid_patients, "valid", rng, one_study=True)
     train_cats, train_extra = lm.sample_truth(len(train_studies), models, rng)
     valid_cats, valid_extra = lm.sample_truth(len(valid_studies), models, rng)
-    train_labels = lm.sample_reports(train_cats, models, nf_rate, rng)
+    train_labels = lm.sample_reports(train_cats, models, nf_rate, rng, train_extra["own"], label_noise)
     valid_labels = lm.truth_labels(valid_cats)
 
     train = image_rows(train_studies, train_images, train_labels, f"{SMALL_PREFIX}/")
@@ -160,7 +174,7 @@ def _existing_params(root: Path):
     if not (path.is_file() and (root / "train.csv").is_file()) or (root / IN_PROGRESS).is_file():
         return None
     params = json.loads(path.read_text())["params"]
-    return BEFORE_MIMIC_OPTION | params
+    return BEFORE_MIMIC_OPTION | BEFORE_TRUTH_MODEL | params
 
 
 def _refresh_summary(root: Path) -> None:
@@ -168,7 +182,7 @@ def _refresh_summary(root: Path) -> None:
     record = json.loads((root / TRUTH_JSON).read_text())
     if record.get("sidecar_version", 1) < SIDECAR_VERSION:
         models = lm.observation_models()
-        params = BEFORE_MIMIC_OPTION | record["params"]
+        params = BEFORE_MIMIC_OPTION | BEFORE_TRUTH_MODEL | record["params"]
         write_json(root / TRUTH_JSON, _truth_summary(params, models, lm.no_finding_mention_rate(models)))
 
 
@@ -233,7 +247,7 @@ def _truth_summary(params: dict, models: dict, nf_rate: float) -> dict:
     return {
         "params": params,
         "sidecar_version": SIDECAR_VERSION,
-        **expected.summary(expected.expected_answer(models)),
+        **expected.summary(expected.expected_answer(models, label_noise=params.get("label_noise", "hand-set"))),
         "planted_q": lm.PLANTED_Q,
         "zone": {
             "uncertain": lm.ZONE_UNCERTAIN,
@@ -241,6 +255,10 @@ def _truth_summary(params: dict, models: dict, nf_rate: float) -> dict:
             "severity_ranges": {lm.CATEGORIES[k]: v for k, v in lm.SEVERITY_RANGES.items()},
         },
         "no_finding_mention_rate": nf_rate,
+        "label_noise": params.get("label_noise", "hand-set"),
+        "measured_noise": measured_noise.read_counts().to_dict("records")
+        if params.get("label_noise") == "measured"
+        else None,
         "observation_models": {o: vars(m) for o, m in models.items()},
         "truth_csv": TRUTH_CSV,
         "doc": "planted_q[obs] = P(an uncertain label is truly positive). Uncertain labels come only from "
@@ -251,5 +269,9 @@ def _truth_summary(params: dict, models: dict, nf_rate: float) -> dict:
         "'rule'), not from q: q > 0.5 does not decide which policy scores the higher AUROC. It assumes a "
         "learner that cannot tell faint from mimic: params.mimics 'faint-sign' draws a mimic as the finding's "
         "own sign at faint strength, so this holds by construction; with 'look-alike' it may not "
-        "(notebook 07's per-kind scores check it).",
+        "(notebook 07's per-kind scores check it). label_noise 'hand-set': report labels from planted q and the "
+        "equivocal zone; 'measured': each study's report label drawn given its truth from CheXpert's measured "
+        "rates (measured_noise: counts from the public test set, rajpurkarlab/cheXpert-test-set-labels a03eb34). "
+        "truth_model 2: a parent truly positive only through faint child signs is 'faint' (reported blank under "
+        "hand-set noise), No Finding = 1 only where no pathology is labelled positive or uncertain.",
     }

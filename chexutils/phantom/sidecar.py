@@ -18,7 +18,11 @@ TEST_TRUTH_CSV = "phantom_test_truth.csv"
 
 TRUTH_JSON = "phantom_truth.json"
 TRUTH_CSV = "phantom_truth.csv"
-SIDECAR_VERSION = 3  # 3: records how mimics are drawn; 2: the expected answer from the model (1: "q > 0.5")
+# 4: the expected answer over a family of learners (probability and logit noise), the label noise and the
+# truth model recorded (parents through faint children are faint, No Finding by the labeler's rule);
+# 3: records how mimics are drawn; 2: the expected answer from the model (1: "q > 0.5")
+SIDECAR_VERSION = 4
+READABLE_VERSION = 3  # the oldest sidecar read as it is: same keys, its own answer for its own data
 EXPECTED_KEYS = ("expected_better_policy", "positive_controls", "primary_positive_control", "null_controls")
 
 
@@ -47,7 +51,7 @@ def read_truth(chexpert_dir) -> PhantomTruth | None:
     except json.JSONDecodeError as err:
         raise DataError(f"{json_path} line {err.lineno}: not valid JSON ({err.msg})") from None
     missing = [k for k in EXPECTED_KEYS if k not in meta]
-    if missing or meta.get("sidecar_version", 1) < SIDECAR_VERSION:
+    if missing or meta.get("sidecar_version", 1) < READABLE_VERSION:
         raise DataError(
             f"{json_path}: an old phantom sidecar without {', '.join(missing) or 'the current version'}; "
             "expected the expected answer per observation — call generate_phantom on this folder again "

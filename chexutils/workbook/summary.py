@@ -26,6 +26,7 @@ def what_was_run(config, step_parameters) -> list[str]:
             "phantom_valid_patients",
             "phantom_size",
             "phantom_mimics",
+            "phantom_label_noise",
         ),
         **config.parameters,
     }
@@ -33,7 +34,8 @@ def what_was_run(config, step_parameters) -> list[str]:
         size = data.get("phantom_size")
         where = f" ({data.get('phantom_patients', '?')} + {data.get('phantom_valid_patients', '?')} patients"
         where += f", {size[0]} × {size[1]} px" if isinstance(size, (list, tuple)) and len(size) == 2 else ""
-        where += f", mimics drawn as {data['phantom_mimics']})" if data.get("phantom_mimics") else ")"
+        where += f", mimics drawn as {data['phantom_mimics']}" if data.get("phantom_mimics") else ""
+        where += f", {data['phantom_label_noise']} label noise)" if data.get("phantom_label_noise") else ")"
         lines.append(
             f"- **Data:** generated phantom CheXpert{where} in `{data.get('data_dir')}`; "
             "not real X-rays, so its AUROCs are not comparable with published ones"
