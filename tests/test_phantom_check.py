@@ -87,6 +87,18 @@ def test_check_fails_on_a_missed_control_or_a_null_not_shown_equivalent():
         pc.enforce(checks, strict=True)
 
 
+def test_a_phantom_without_a_positive_control_is_not_checkable_never_pass(tmp_path):
+    """Over the learner family the hand-set phantom has no positive control: the check says so, and strict fails."""
+    truth = PhantomTruth(pd.DataFrame(), TRUTH.expected, [], None, TRUTH.null_controls, {})
+    selected = _table({}, {})
+    table, checks = pc.check(truth, selected, selected, selected, "official valid")
+    text = pc.write_check(tmp_path, table, checks).read_text()
+    assert "NOT CHECKABLE: positive control" in text and "PASS: positive control" not in text
+    assert "FAIL: positive control" not in text
+    with pytest.raises(AssertionError, match="positive control \\(NOT CHECKABLE: this phantom has none\\)"):
+        pc.enforce(checks, strict=True)
+
+
 def test_null_controls_are_judged_by_equivalence_within_the_margin_and_not_checkable_below_the_floor(tmp_path):
     """Issue 19 item 9: small Δ with a tight CI passes; a wide CI is not shown equivalent even though no
     Holm-adjusted (or unadjusted) test flags it; below 30 in the smaller class: not checkable, never PASS."""
