@@ -3,6 +3,11 @@
 import torch
 
 
+def cuda_available() -> bool:
+    """Whether this machine has a CUDA device (what ``device: auto`` picks)."""
+    return torch.cuda.is_available()
+
+
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """``"auto"``: this process's CUDA device when there is one, else the CPU; otherwise as named."""
     if name == "auto":
