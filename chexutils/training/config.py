@@ -150,6 +150,7 @@ def fields_help_text(width: int = 100) -> str:
         lines += textwrap.wrap(meaning, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return "\n".join(lines)
 
+
 SELECT_METRICS = {"valid_auroc_tasks": 1.0, "valid_loss": -1.0}  # sign that makes higher better
 RESUME_MAY_CHANGE = {
     "epochs",
