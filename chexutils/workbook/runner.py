@@ -30,6 +30,7 @@ from chexutils.core.errors import DataError
 from chexutils.core.io import write_json
 from chexutils.training.config import FIELDS, check_train_values
 from chexutils.workbook.guards import (
+    changed_outputs,
     check_folder_name,
     check_inside,
     code_digest,
@@ -37,6 +38,7 @@ from chexutils.workbook.guards import (
     read_marker,
     sha,
     why_rerun,
+    written_since,
 )
 from chexutils.workbook.slurm import check_slurm
 from chexutils.workbook.summary import what_was_run
@@ -290,7 +292,8 @@ def execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     marker = config.output_dir / ".done" / f"{step.key}{'__' + run[0] if run else ''}.json"
     label = f"{step.key}.ipynb" + (f" [{run[0]}]" if run else "")
     previous = read_marker(marker) if output.is_file() else {}
-    if not force and previous.get("digest") == digest:
+    changed = changed_outputs(previous.get("outputs", {}), config.output_dir) if not force and previous else []
+    if not force and previous.get("digest") == digest and not changed:
         log(
             f"skip   {label} (notebook, parameters, input files and chexutils unchanged since it succeeded "
             f"{previous.get('finished', '')}; --force re-runs it)"
@@ -303,7 +306,11 @@ def execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
         os.replace(output, last_good)
     if "force" in _declared(step.notebook) and force:
         params = {**params, "force": True}  # e.g. 03 deletes the run's checkpoints and trains again
-    log(f"run    {label} ({why_rerun(previous, parts, force)})")
+    why = why_rerun(previous, parts, force)
+    if changed and previous.get("digest") == digest:
+        why = f"outputs changed since the last run: {', '.join(changed)}; re-running"
+    log(f"run    {label} ({why})")
+    start_ns = time.time_ns()  # files modified from now on under the step's folder are its outputs
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -328,11 +335,14 @@ def execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     # the files the parameters name, as this run left them (a file the step writes itself is then no change)
     parts["input files"] = _input_files_digest(params).hex()
     digest = sha(json.dumps(parts, sort_keys=True).encode())
+    outputs = written_since(config.output_dir / run[0] if run else config.output_dir, start_ns, config.output_dir)
+    _release_outputs(marker, outputs)
     write_json(
         marker,
         {
             "digest": digest,
             "parts": parts,
+            "outputs": outputs,
             "seconds": seconds,
             "parameters": params,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -340,6 +350,17 @@ def execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     )
     log(f"ok     {label} ({seconds:.1f} s)")
     return Outcome(step.notebook, run[0] if run else None, "ok", seconds, output)
+
+
+def _release_outputs(marker: Path, outputs: dict) -> None:
+    """Files this step just wrote are its outputs now: earlier steps' markers stop vouching for them.
+
+    (05 and 05_compare-2 both write comparison.md; the later writer owns it, so a resume skips both.)"""
+    for other in marker.parent.glob("*.json"):
+        record = read_marker(other) if other != marker else {}
+        if set(record.get("outputs", {})) & set(outputs):
+            record["outputs"] = {k: v for k, v in record["outputs"].items() if k not in outputs}
+            write_json(other, record)
 
 
 def _input_files_digest(params: dict) -> bytes:
