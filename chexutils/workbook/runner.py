@@ -41,7 +41,7 @@ from chexutils.workbook.guards import (
     written_since,
 )
 from chexutils.workbook.slurm import check_slurm
-from chexutils.workbook.summary import what_was_run
+from chexutils.workbook.summary import figure_lines, sweep_shows, what_was_run
 
 REPORT_SECTIONS = ("comparison.md", "phantom_check.md", "official_test.md")  # written by 05, 07, 06; in report.md
 # CurveZMQ keys for each kernel (its kernelspec declares support): the kernel's traffic is encrypted,
@@ -391,6 +391,7 @@ def write_report(config: Config, outcomes: list[Outcome]) -> Path:
         "",
         f"Config: `{config.path.name}`",
         "",
+        *sweep_shows(config),
         *what_was_run(config, step_parameters),
         "## Steps",
         "",
@@ -406,9 +407,7 @@ def write_report(config: Config, outcomes: list[Outcome]) -> Path:
     for section in REPORT_SECTIONS:
         if (root / section).is_file():
             lines += ["", (root / section).read_text()]
-    figures = sorted(p.relative_to(root) for p in root.rglob("*.png"))
-    if figures:
-        lines += ["", "## Figures", ""] + [f"- [{p}]({p})" for p in figures]
+    lines += figure_lines(root)
     report = root / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
