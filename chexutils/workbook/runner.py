@@ -23,6 +23,7 @@ from pathlib import Path
 
 import papermill
 import yaml
+from jupyter_client.manager import AsyncKernelManager
 from traitlets.config import Config as TraitletsConfig
 
 from chexutils.core import paths
@@ -47,6 +48,24 @@ REPORT_SECTIONS = ("comparison.md", "phantom_check.md", "official_test.md")  # w
 # CurveZMQ keys for each kernel (its kernelspec declares support): the kernel's traffic is encrypted,
 # so ipykernel has no "running over TCP without encryption" warning to print.
 KERNEL_CONFIG = TraitletsConfig({"KernelManager": {"transport_encryption": "auto"}})
+
+
+class FinishedKernelManager(AsyncKernelManager):
+    """Stops a kernel whose notebook has finished with the shutdown message alone, without a SIGINT first.
+
+    jupyter_client interrupts every kernel before asking it to shut down; ipykernel logs the SIGINT as
+    "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel." when it lands while a message handler
+    runs, so a sweep whose steps all succeeded printed an ERROR per step. The runner shuts a kernel down
+    only after its last cell (or a failed one) has returned, so there is nothing to interrupt; a kernel
+    that does not stop on the message still gets SIGTERM, then SIGKILL (``shutdown_wait_time``). An
+    explicit interrupt (nbclient's cell timeout) is unchanged."""
+
+    async def _async_interrupt_kernel(self) -> None:
+        if self.shutting_down:
+            return
+        await super()._async_interrupt_kernel()
+
+
 CONFIG_KEYS = {"name", "description", "parameters", "steps", "grid", "kernel", "slurm"}
 STEP_KEYS = {"notebook", "parameters", "per_run", "runs"}
 
@@ -322,6 +341,7 @@ def execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
             progress_bar=False,
             log_output=False,
             config=KERNEL_CONFIG,
+            kernel_manager_class=FinishedKernelManager,
         )
     except Exception as err:  # papermill keeps the executed notebook with its error cell
         seconds = time.perf_counter() - start
