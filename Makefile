@@ -39,9 +39,10 @@ format: setup ## ruff: fix what can be fixed and format the code
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-lab: setup ## open JupyterLab at the repository root (notebooks/, output/); ARGS=... go to jupyter lab; as root adds --allow-root; encrypted kernels
+lab: setup ## open JupyterLab at the repository root (notebooks/, output/); ARGS=... go to jupyter lab; as root adds --allow-root; encrypted kernels; no news pop-up or update check
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
-		--KernelManager.transport_encryption=auto $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
+		--KernelManager.transport_encryption=auto --LabApp.news_url=None \
+		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 clean-output: setup ## delete the sweep and run folders the workbook made under output/ (locked ones and anything else are kept and named)
 	$(PY) -m chexutils housekeeping clean-output

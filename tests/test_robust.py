@@ -652,11 +652,14 @@ def test_report_starts_with_what_was_run_and_has_no_raw_dicts(tmp_path):
     text = workbook.write_report(config, []).read_text()
     head = text.split("## Steps")[0]
     assert (
-        "generated phantom CheXpert (320 + 100 patients, 128 × 104 px, mimics drawn as faint-sign, hand-set label noise) "
-        "in `data/phantom-demo`" in head
+        "generated phantom CheXpert (320 train + 100 valid + 150 official test patients, 128 × 104 px, mimics drawn as "
+        "faint-sign, hand-set label noise) in `data/phantom-demo`" in head
     )
     assert "64 px" in head and "2 epoch(s)" in head and "trained from scratch" in head and "lr 0.001" in head
-    assert "**Runs:** 4 (policy: U-Zeros, U-Ones; backbone: densenet121; seed: 0, 1)" in head
+    assert (
+        "**Runs:** 5: 4 from the grid (policy: U-Zeros, U-Ones; backbone: densenet121; seed: 0, 1) + 1 named in a step (mixed-selected)"
+        in head
+    )
     assert "Official valid = official valid" in head
     assert "0.712 (95% CI 0.650–0.770); dropped: 0; tasks: Atelectasis, Edema\n" in text  # no empty left_out
     assert "{" not in text and "[" not in text and "0.7123" not in text

@@ -3,11 +3,12 @@
 import argparse
 import sys
 
+from chexutils.core.devices import cuda_available
 from chexutils.core.errors import DataError
 from chexutils.core.io import Terminated, parse_yaml, terminate_cleanly
 from chexutils.models.checkpoint import CheckpointError
 from chexutils.training import train as library
-from chexutils.training.config import make_config
+from chexutils.training.config import check_cpu_sized, fields_help_text, given_values, make_config
 from chexutils.training.train import TrainingDiverged, fit
 
 
@@ -15,6 +16,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m chexutils train",
         description=library.__doc__,
+        epilog=fields_help_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML file with TrainConfig keys (flat, or under 'train:')")
@@ -29,7 +31,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         with terminate_cleanly():  # SIGTERM (kill, a scheduler's cancel): finally blocks remove temp files
-            cfg = make_config(args.config, **set_overrides(args.set))
+            overrides = set_overrides(args.set)
+            cfg = make_config(args.config, **overrides)
+            check_cpu_sized(*_given(args.config, overrides))  # after make_config: names and types first
             run_dir = fit(cfg)
     except (DataError, CheckpointError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -52,6 +56,12 @@ def set_overrides(items: list[str]) -> dict:
             raise DataError(f"--set {item}: {key} is set twice; expected each key once")
         overrides[key] = parse_yaml(value, f"--set {item}")
     return overrides
+
+
+def _given(source, overrides) -> tuple[dict, bool, str]:
+    """What the config file and --set name (before defaults), whether CUDA is here, and where the values came from."""
+    values, where = given_values(source, overrides)
+    return values, cuda_available(), where if source else "python -m chexutils train"
 
 
 if __name__ == "__main__":

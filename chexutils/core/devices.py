@@ -9,6 +9,11 @@ from chexutils.core.errors import DataError
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"  # the device names a config or a command line may give
 
 
+def cuda_available() -> bool:
+    """Whether this machine has a CUDA device (what ``device: auto`` picks)."""
+    return torch.cuda.is_available()
+
+
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """``"auto"``: this process's CUDA device when there is one, else the CPU; otherwise as named.
 

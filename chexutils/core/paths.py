@@ -30,5 +30,6 @@ def find_chexpert(data_dir) -> Path:
             return data_dir / prefix
     raise DataError(
         f"{data_dir}: no {SMALL_PREFIX}/train.csv or {FULL_PREFIX}/train.csv here; "
-        "expected the unzipped CheXpert release (or run with phantom=True)"
+        f"expected the unzipped CheXpert release (docs/data.md), or generate the phantom CheXpert there: "
+        f"python -m chexutils phantom --out {data_dir}"
     )

@@ -7,9 +7,12 @@ so a bad value (type, range, unknown name, bad combination) is refused before an
 
 import dataclasses
 import inspect
+import io
 import math
 import os
 import re
+import textwrap
+import tokenize
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,17 +41,17 @@ class TrainConfig:
     policy_options: dict = field(default_factory=dict)  # e.g. {"teacher": run_dir} or {"mapping": {...}}
     blank: str = "negative"  # blank (not mentioned) as "negative" (the paper) or "ignore"
     # --- model ------------------------------------------------------------------------------
-    backbone: str = "densenet121"  # chexutils.models.backbones.BACKBONES
+    backbone: str = "densenet121"  # network, one of chexutils.models.backbones.BACKBONES
     pretrained: str | None = None  # "imagenet": real weights from the torch hub cache; None: random init
     image_size: int = 224  # square side in pixels (the original study: 224 or 320; xception >= 299)
     # --- optimisation (the original study's recipe) ---------------------------------------------------
-    epochs: int = 6
+    epochs: int = 6  # passes over the training CSV
     batch_size: int = 0  # 0 = the original study's choice: 32 at <= 224 px, 16 above
-    lr: float = 1e-4  # Adam
-    betas: tuple = (0.9, 0.999)
-    weight_decay: float = 0.0
+    lr: float = 1e-4  # learning rate (Adam)
+    betas: tuple = (0.9, 0.999)  # Adam's two moment decay rates
+    weight_decay: float = 0.0  # L2 penalty (Adam's weight_decay)
     lr_step_epochs: int = 2  # lr x lr_gamma every lr_step_epochs epochs
-    lr_gamma: float = 0.1
+    lr_gamma: float = 0.1  # the step decay's factor
     # --- loss and fine-tuning (docs/training.md, "Losses and fine-tuning") ---------------------
     loss: str = "bce"  # chexutils.training.losses.LOSSES: "bce" (the original study's), "weighted-bce"
     # (pos_weight = negatives / positives per observation), "auc-margin" (AUC-M + PESG, Yuan et al. 2021)
@@ -70,7 +73,7 @@ class TrainConfig:
     use_cache: bool = True  # read pre-resized uint8 batches from the image cache
     cache_dir: str = ""  # where caches live (one per image list x size x method);
     # "" = <data_dir>/cache, shared by every sweep and run on that data set
-    resize_method: str = "bilinear"
+    resize_method: str = "bilinear"  # how images are resized to image_size (chexutils.data.cache.RESIZE_METHODS)
     cache_check: str = "stat"  # how a changed image is noticed: "stat" (size + mtime) or "content" (hash)
     workers: int = 0  # loader worker processes (0 = main process + prefetch thread)
     device: str = "auto"  # "auto" = cuda if available, else cpu
@@ -126,6 +129,41 @@ def effective_lr(cfg: TrainConfig) -> float:
 
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def field_help() -> dict[str, str]:
+    """Each field's meaning: the comment beside it in ``TrainConfig`` (and the comment lines continuing it).
+
+    Read from the source, so the class stays the one home of every field's default and meaning."""
+    source = inspect.getsource(TrainConfig)
+    comments = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
+    out, current = {}, None
+    for number, line in enumerate(source.splitlines(), start=1):
+        match = re.match(r"    (\w+): ", line)
+        if match and match.group(1) in FIELDS:
+            current = match.group(1)
+            out[current] = comments.get(number, "")
+        elif current and line.strip().startswith("#") and not line.strip().startswith("# ---"):
+            out[current] = f"{out[current]} {comments[number]}".strip()  # a comment continued on the next line
+        else:
+            current = None
+    return out
+
+
+def fields_help_text(width: int = 100) -> str:
+    """Every field with its default and meaning, for ``python -m chexutils train --help``."""
+    defaults = dataclasses.asdict(TrainConfig())
+    lines = ["TrainConfig fields (--set KEY=VALUE, or keys of the --config YAML):"]
+    for name, meaning in field_help().items():
+        lines.append(f"  {name} (default: {defaults[name]!r})")
+        lines += textwrap.wrap(meaning, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
+
+
 SELECT_METRICS = {"valid_auroc_tasks": 1.0, "valid_loss": -1.0}  # sign that makes higher better
 RESUME_MAY_CHANGE = {
     "epochs",
@@ -146,6 +184,16 @@ RESUME_MAY_CHANGE = {
 
 def make_config(source=None, **overrides) -> TrainConfig:
     """Build a config from a YAML file (or a dict) plus keyword overrides; unknown keys fail loudly."""
+    values, where = given_values(source, overrides)
+    unknown = set(values) - FIELDS
+    if unknown:
+        raise DataError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(FIELDS))}")
+    check_train_values({**dataclasses.asdict(TrainConfig()), **values}, where)  # types, ranges, names: before any work
+    return TrainConfig(**values).resolved()
+
+
+def given_values(source=None, overrides=None) -> tuple[dict, str]:
+    """The values a YAML file (or a dict) and the overrides give, before defaults; and where they came from."""
     values = {}
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -157,12 +205,30 @@ def make_config(source=None, **overrides) -> TrainConfig:
         where = str(path)
     else:
         values, where = dict(source or {}), "training config"
-    values = numbers_as_floats({**values, **overrides})
-    unknown = set(values) - FIELDS
-    if unknown:
-        raise DataError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(FIELDS))}")
-    check_train_values({**dataclasses.asdict(TrainConfig()), **values}, where)  # types, ranges, names: before any work
-    return TrainConfig(**values).resolved()
+    values = numbers_as_floats({**values, **(overrides or {})})
+    return values, where
+
+
+CPU_SIZED = {"image_size": 64, "epochs": 2}  # what `make demo` trains on 2 CPU cores (configs/demo.yaml)
+
+
+def check_cpu_sized(given: dict, cuda_available: bool, where: str) -> None:
+    """On the CPU, refuse to start the GPU-sized defaults (224 px, 6 epochs) that nobody asked for.
+
+    A run that will be on the CPU (``device: cpu``, or ``auto`` without CUDA) must name ``image_size``
+    and ``epochs`` itself (the defaults too, if meant); otherwise one DataError says which to set."""
+    device = given.get("device", "auto")
+    on_cpu = device == "cpu" or (device == "auto" and not cuda_available)
+    missing = [key for key in CPU_SIZED if key not in given]
+    if on_cpu and missing:
+        defaults = dataclasses.asdict(TrainConfig())
+        shown = " ".join(f"{key}={defaults[key]}" for key in missing)
+        raise DataError(
+            f"{where}: no GPU here (device {device}) and {' and '.join(missing)} not given: the defaults "
+            f"({shown}) are sized for a GPU and take hours on a CPU; set them, e.g. "
+            f"--set {' '.join(f'{key}={value}' for key, value in CPU_SIZED.items())} (what make demo trains), "
+            f"or give {shown} to keep the defaults"
+        )
 
 
 FLOAT_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if f.type is float}

@@ -7,6 +7,7 @@ import ast
 import functools
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import papermill
 
 from chexutils.core import paths
 from chexutils.core.errors import DataError
+from chexutils.data.cache import MARKER as CACHE_MARKER
 
 
 @functools.cache
@@ -79,3 +81,47 @@ def why_rerun(previous: dict, parts: dict, force: bool) -> str:
         return "no successful run recorded"
     changed = [name for name, value in parts.items() if previous.get("parts", {}).get(name) != value]
     return f"{', '.join(changed) or 'record'} changed since it last succeeded"
+
+
+NOT_OUTPUTS = ("report.md",)  # written by the runner itself, after the steps
+
+
+def written_since(folder: Path, start_ns: int, root: Path) -> dict[str, str]:
+    """``{path relative to root: sha256}`` of the files under ``folder`` modified at or after ``start_ns``.
+
+    What a step wrote (its outputs), recorded in its success marker so that an output changed behind the
+    runner's back re-runs the step. Left out: hidden files and folders (markers, locks), executed
+    notebooks (checked on their own), image caches (their own key covers their inputs), the report."""
+    out = {}
+    for here, dirs, files in os.walk(folder):
+        if CACHE_MARKER in files:
+            dirs[:] = []
+            continue
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(here) / name
+            if name.startswith(".") or name.endswith(".ipynb") or name in NOT_OUTPUTS:
+                continue
+            try:
+                if path.stat().st_mtime_ns >= start_ns:
+                    out[path.relative_to(root).as_posix()] = file_sha(path)
+            except OSError:
+                continue
+    return out
+
+
+def file_sha(path: Path) -> str | None:
+    """sha256 of a file's bytes, or None when it cannot be read (gone)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def changed_outputs(recorded: dict, root: Path) -> list[str]:
+    """The recorded outputs (relative to ``root``) whose bytes differ now, or that are gone."""
+    return sorted(rel for rel, digest in recorded.items() if file_sha(root / rel) != digest)

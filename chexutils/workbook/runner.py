@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import papermill
+from jupyter_client.manager import AsyncKernelManager
 from traitlets.config import Config as TraitletsConfig
 
 from chexutils.core import paths
@@ -29,6 +30,7 @@ from chexutils.core.errors import DataError
 from chexutils.core.io import read_yaml, write_json
 from chexutils.training.config import FIELDS, check_train_values
 from chexutils.workbook.guards import (
+    changed_outputs,
     check_folder_name,
     check_inside,
     code_digest,
@@ -36,14 +38,33 @@ from chexutils.workbook.guards import (
     read_marker,
     sha,
     why_rerun,
+    written_since,
 )
 from chexutils.workbook.slurm import check_slurm
-from chexutils.workbook.summary import what_was_run
+from chexutils.workbook.summary import figure_lines, sweep_shows, what_was_run
 
 REPORT_SECTIONS = ("comparison.md", "phantom_check.md", "official_test.md")  # written by 05, 07, 06; in report.md
 # CurveZMQ keys for each kernel (its kernelspec declares support): the kernel's traffic is encrypted,
 # so ipykernel has no "running over TCP without encryption" warning to print.
 KERNEL_CONFIG = TraitletsConfig({"KernelManager": {"transport_encryption": "auto"}})
+
+
+class FinishedKernelManager(AsyncKernelManager):
+    """Stops a kernel whose notebook has finished with the shutdown message alone, without a SIGINT first.
+
+    jupyter_client interrupts every kernel before asking it to shut down; ipykernel logs the SIGINT as
+    "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel." when it lands while a message handler
+    runs, so a sweep whose steps all succeeded printed an ERROR per step. The runner shuts a kernel down
+    only after its last cell (or a failed one) has returned, so there is nothing to interrupt; a kernel
+    that does not stop on the message still gets SIGTERM, then SIGKILL (``shutdown_wait_time``). An
+    explicit interrupt (nbclient's cell timeout) is unchanged."""
+
+    async def _async_interrupt_kernel(self) -> None:
+        if self.shutting_down:
+            return
+        await super()._async_interrupt_kernel()
+
+
 CONFIG_KEYS = {"name", "description", "parameters", "steps", "grid", "kernel", "slurm"}
 STEP_KEYS = {"notebook", "parameters", "per_run", "runs"}
 
@@ -303,7 +324,8 @@ def execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     marker = config.output_dir / ".done" / f"{step.key}{'__' + run[0] if run else ''}.json"
     label = f"{step.key}.ipynb" + (f" [{run[0]}]" if run else "")
     previous = read_marker(marker) if output.is_file() else {}
-    if not force and previous.get("digest") == digest:
+    changed = changed_outputs(previous.get("outputs", {}), config.output_dir) if not force and previous else []
+    if not force and previous.get("digest") == digest and not changed:
         log(
             f"skip   {label} (notebook, parameters, input files and chexutils unchanged since it succeeded "
             f"{previous.get('finished', '')}; --force re-runs it)"
@@ -316,7 +338,11 @@ def execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
         os.replace(output, last_good)
     if "force" in _declared(step.notebook) and force:
         params = {**params, "force": True}  # e.g. 03 deletes the run's checkpoints and trains again
-    log(f"run    {label} ({why_rerun(previous, parts, force)})")
+    why = why_rerun(previous, parts, force)
+    if changed and previous.get("digest") == digest:
+        why = f"outputs changed since the last run: {', '.join(changed)}; re-running"
+    log(f"run    {label} ({why})")
+    start_ns = time.time_ns()  # files modified from now on under the step's folder are its outputs
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -328,6 +354,7 @@ def execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
             progress_bar=False,
             log_output=False,
             config=KERNEL_CONFIG,
+            kernel_manager_class=FinishedKernelManager,
         )
     except Exception as err:  # papermill keeps the executed notebook with its error cell
         seconds = time.perf_counter() - start
@@ -341,11 +368,14 @@ def execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     # the files the parameters name, as this run left them (a file the step writes itself is then no change)
     parts["input files"] = _input_files_digest(params).hex()
     digest = sha(json.dumps(parts, sort_keys=True).encode())
+    outputs = written_since(config.output_dir / run[0] if run else config.output_dir, start_ns, config.output_dir)
+    _release_outputs(marker, outputs)
     write_json(
         marker,
         {
             "digest": digest,
             "parts": parts,
+            "outputs": outputs,
             "seconds": seconds,
             "parameters": params,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -353,6 +383,17 @@ def execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     )
     log(f"ok     {label} ({seconds:.1f} s)")
     return Outcome(step.notebook, run[0] if run else None, "ok", seconds, output)
+
+
+def _release_outputs(marker: Path, outputs: dict) -> None:
+    """Files this step just wrote are its outputs now: earlier steps' markers stop vouching for them.
+
+    (05 and 05_compare-2 both write comparison.md; the later writer owns it, so a resume skips both.)"""
+    for other in marker.parent.glob("*.json"):
+        record = read_marker(other) if other != marker else {}
+        if set(record.get("outputs", {})) & set(outputs):
+            record["outputs"] = {k: v for k, v in record["outputs"].items() if k not in outputs}
+            write_json(other, record)
 
 
 def _input_files_digest(params: dict) -> bytes:
@@ -383,6 +424,7 @@ def write_report(config: Config, outcomes: list[Outcome]) -> Path:
         "",
         f"Config: `{config.path.name}`",
         "",
+        *sweep_shows(config),
         *what_was_run(config, step_parameters),
         "## Steps",
         "",
@@ -398,9 +440,7 @@ def write_report(config: Config, outcomes: list[Outcome]) -> Path:
     for section in REPORT_SECTIONS:
         if (root / section).is_file():
             lines += ["", (root / section).read_text()]
-    figures = sorted(p.relative_to(root) for p in root.rglob("*.png"))
-    if figures:
-        lines += ["", "## Figures", ""] + [f"- [{p}]({p})" for p in figures]
+    lines += figure_lines(root)
     report = root / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
