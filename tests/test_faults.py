@@ -28,6 +28,7 @@ from chexutils.core import locks, paths
 from chexutils.core.io import Terminated, atomic_path, terminate_cleanly
 from chexutils.core.rundir import RunDir
 from chexutils.models.checkpoint import load_checkpoint
+from chexutils.training import losses as losses_module
 from chexutils.training import train as train_module
 from chexutils.training.import_checkpoint import import_checkpoint
 from chexutils.workbook import runner as workbook
@@ -168,7 +169,7 @@ def test_lr_1e6_stops_in_epoch_one_with_one_error_line_and_no_best_checkpoint(ti
 def test_divergence_in_epoch_two_keeps_epoch_one_and_best_never_holds_it(
     tiny_phantom, tmp_path, monkeypatch, capsys, fault
 ):
-    real_score, real_loss = train_module.score_selection, train_module.masked_loss
+    real_score, real_loss = train_module.score_selection, losses_module.masked_loss  # what loss: bce calls
     epochs = []
 
     def score(model, head, split, device, cfg):
@@ -183,7 +184,7 @@ def test_divergence_in_epoch_two_keeps_epoch_one_and_best_never_holds_it(
         return value * 1e5 if len(epochs) == 1 and fault.startswith("training") and torch.is_grad_enabled() else value
 
     monkeypatch.setattr(train_module, "score_selection", score)
-    monkeypatch.setattr(train_module, "masked_loss", loss)
+    monkeypatch.setattr(losses_module, "masked_loss", loss)
     cfg = tiny_config(tiny_phantom, tmp_path / "run", epochs=3, select_metric="valid_loss")
     assert train_cli.main(["--config", str(_config_file(cfg, tmp_path / "t.yaml"))]) == 2
     errors = _error_lines(capsys.readouterr().err)
