@@ -84,7 +84,7 @@ def test_power_table_sizes_the_positive_control():
     floor, _ = power.best_detectable(two.loc["Atelectasis", "k = SD x sqrt(studies)"], 0.02, 2, 14)
     (line,) = power.seeds_text(two, 0.02, 2, 14)
     assert line.startswith(f"Atelectasis: with 2 seeds per arm no Δ below {floor:.3f} is detectable at 80% power")
-    assert line.endswith(f"use 4 seeds per arm ({row['studies needed']} studies)")
+    assert line.endswith(f"use 4 seeds per arm ({int(row['studies needed'])} studies)")
     for n in (300, 1000, 3000):  # the 2-seed test falls short at any of these study counts
         short = _simulated_power(
             row["planned delta"],
@@ -108,3 +108,11 @@ def _simulated_power(delta, se_study, seed_sd, k, level_each, reps, rng):
         auc_b = 0.7 + delta + se_study * rng.standard_normal() + seed_sd * rng.standard_normal(k)
         hits += stats.seed_arm_statistic(auc_a, auc_b, se_study**2)["p_value"] < level_each
     return hits / reps
+
+
+def test_power_table_of_an_answer_without_expected_policies_is_empty_with_its_columns():
+    """The hand-set phantom over the learner family has no expected policy: an empty table, same columns."""
+    answer = ex.expected_answer()
+    none = {o: e for o, e in answer.items() if e.verdict not in ex.COMPARED_POLICIES}
+    table = power.power_table(none, seed_sd=0.02, seeds=2)
+    assert table.empty and "studies needed" in table.columns

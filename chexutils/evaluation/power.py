@@ -190,4 +190,13 @@ def power_table(
             "k = SD x sqrt(studies)": k,
             "studies needed": studies_needed(planned, k, n_tests, seed_sd=seed_sd, seeds=seeds),
         }
-    return pd.DataFrame(rows).T.rename_axis("observation")
+    columns = [
+        "expected",
+        "prevalence",
+        "smallest-effect learner",
+        "modelled delta (smallest)",
+        "planned delta",
+        "k = SD x sqrt(studies)",
+        "studies needed",
+    ]  # also when no observation has an expected policy (the hand-set phantom over the learner family)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("observation")
