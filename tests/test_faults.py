@@ -268,7 +268,7 @@ import torch
 real_save = torch.save
 def slow_save(obj, f, *args, **kwargs):  # the first checkpoint write: its temp file exists, then a pause
     real_save(obj, f, *args, **kwargs)
-    pathlib.Path(sys.argv[1]).write_text(str(f))
+    pathlib.Path(sys.argv[1]).write_text(str(getattr(f, "name", f)))  # a path or an open file
     time.sleep(120)
 torch.save = slow_save
 from chexutils.__main__ import main
