@@ -221,6 +221,15 @@ def fit(cfg: TrainConfig, restart: bool = False) -> Path:
 
 
 def _fit(cfg: TrainConfig) -> Path:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)  # the recorded count, not whatever this process was started with
+    try:
+        return _fit_with_threads(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_with_threads(cfg: TrainConfig) -> Path:
     rank, world, local_rank = _setup_distributed()
     device = pick_device(cfg.device, local_rank)
     torch.backends.cudnn.benchmark = device.type == "cuda"
