@@ -12,16 +12,19 @@ notebook is kept with its error cell; shared steps stop the series, a failed run
 run, and the exit code is non-zero.
 """
 
+import contextlib
 import functools
 import hashlib
 import itertools
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import papermill
+import psutil
 from traitlets.config import Config as TraitletsConfig
 
 from chexutils.core import paths
@@ -267,10 +270,60 @@ def _fill_placeholders(value, fill: dict):
     return value
 
 
+def end_process_trees(pids, grace: float = 10.0) -> None:
+    """Terminate the processes ``pids`` and all their descendants (kernels, torchrun and its ranks, cache
+    workers), then kill what is left after ``grace`` seconds.
+
+    The descendants are gathered before anything is signalled (a parent that dies first would orphan
+    its own); SIGINT and SIGTERM are held meanwhile, so a second Ctrl-C does not cut the clean-up short."""
+    held = hasattr(signal, "pthread_sigmask")
+    if held:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        procs = []
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(pid)
+                procs += [root, *root.children(recursive=True)]
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=grace)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=grace)
+    finally:
+        if held:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def ending_children():
+    """On any exception (KeyboardInterrupt, ``Terminated`` from SIGTERM ...) inside the block: end the processes
+    this one started in it (notebook kernels) with their descendants, then re-raise. Without it a stopped
+    runner leaves its kernels training to the end (they run in their own session)."""
+    me = psutil.Process()
+    before = {child.pid for child in me.children()}
+    try:
+        yield
+    except BaseException:
+        end_process_trees([child.pid for child in me.children() if child.pid not in before])
+        raise
+
+
 def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:
-    """Execute every step (per-run steps once per grid point); return one outcome per execution."""
+    """Execute every step (per-run steps once per grid point); return one outcome per execution.
+
+    Stopped (Ctrl-C, SIGTERM turned into an exception by the command line), the running kernel and its
+    children are ended; steps that finished keep their markers, so a rerun does only the rest."""
     check_folder_name(config.name, f"{config.path}: key 'name'")  # also for a Config built in code
     config.output_dir.mkdir(parents=True, exist_ok=True)
+    with ending_children():
+        return _execute(config, force, log)
+
+
+def _execute(config: Config, force: bool, log) -> list[Outcome]:
     grid_runs = config.runs() or [("default", {})]
     failed_runs: set[str] = set()
     outcomes = []
