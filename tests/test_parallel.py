@@ -6,17 +6,21 @@ compared file by file; only the timing columns (seconds, images_per_s) and the e
 other thread settings (a run trains with its config's ``threads``).
 """
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import pandas as pd
+import psutil
 import pytest
 import torch
 
+from chexutils.core import locks
 from chexutils.core.errors import DataError
 from chexutils.models.checkpoint import load_checkpoint
 from chexutils.training import launch
@@ -146,6 +150,55 @@ def test_killed_parallel_sweep_resumes_only_unfinished_runs(data_root):
     outcomes = parallel.execute_parallel(load_config(path, data_root / "killed"), jobs=2, log=lines.append)
     assert [(o.run, o.status) for o in outcomes] == [("U-Ones_epochs1", "skipped"), ("U-Ones_epochs4", "ok")]
     assert any(line.startswith("start  [U-Ones_epochs4]") for line in lines)
+    assert len(pd.read_csv(long_history)) == 4
+
+
+@pytest.mark.parametrize("jobs", [2, 1])
+def test_sigterm_to_the_runner_ends_its_workers_and_kernels_and_a_rerun_resumes_only_unfinished_runs(
+    data_root, tmp_path, jobs
+):
+    """`make demo`'s command stopped by SIGTERM sent to the runner alone (not its process group)."""
+    name = f"stopped{jobs}"
+    path = _config(data_root, name=name, grid="{policy: [U-Ones], train.epochs: [1, 4]}")
+    root = data_root / name
+    command = [sys.executable, "-m", "chexutils", "workbook", "run", str(path), "--jobs", str(jobs)]
+    command += ["--output-root", str(root)]
+    sweep_dir = root / name
+    short_done = sweep_dir / ".done" / "03_train__U-Ones_epochs1.json"
+    long_history = sweep_dir / "U-Ones_epochs4" / "history.csv"
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        sweep = subprocess.Popen(command, start_new_session=True, stdout=out, stderr=err)
+    tree = []
+    try:
+        deadline = time.monotonic() + 900
+        while not (short_done.is_file() and long_history.is_file()) and sweep.poll() is None:
+            assert time.monotonic() < deadline, "the sweep did not get going"
+            time.sleep(0.2)
+        tree = psutil.Process(sweep.pid).children(recursive=True)  # workers, kernels (own session), ...
+        kernels = [p for p in tree if "ipykernel" in " ".join(p.cmdline())]
+        assert kernels, [p.cmdline() for p in tree]
+        assert len(pd.read_csv(long_history)) < 4, "the long run finished before the signal"
+        sweep.send_signal(signal.SIGTERM)  # the runner only; its group and the kernels' sessions get nothing
+        code = sweep.wait(timeout=60)
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        for process in [psutil.Process(sweep.pid)] if sweep.poll() is None else []:
+            process.kill()
+        for process in tree:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    err = (tmp_path / "err.txt").read_text()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in err and len(errors) == 1 and "stopped by SIGTERM" in errors[0], err[-3000:]
+    assert code == 128 + signal.SIGTERM
+    assert not locks.is_locked(sweep_dir / ".lock") and not locks.is_locked(sweep_dir / "U-Ones_epochs4" / ".lock")
+    assert len(pd.read_csv(long_history)) < 4, "a kernel went on training after the runner stopped"
+    assert not (sweep_dir / ".done" / "03_train__U-Ones_epochs4.json").exists()
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert re.search(r"skip +03_train\.ipynb \[U-Ones_epochs1\]", rerun.stdout), rerun.stdout
+    assert re.search(r"run +03_train\.ipynb \[U-Ones_epochs4\]", rerun.stdout), rerun.stdout
     assert len(pd.read_csv(long_history)) == 4
 
 
