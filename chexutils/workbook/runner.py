@@ -270,12 +270,17 @@ def _fill_placeholders(value, fill: dict):
     return value
 
 
-def end_process_trees(pids, grace: float = 10.0) -> None:
-    """Terminate the processes ``pids`` and all their descendants (kernels, torchrun and its ranks, cache
-    workers), then kill what is left after ``grace`` seconds.
+def end_process_trees(pids, grace: float = 10.0, interrupt_wait: float = 2.0) -> None:
+    """End the processes ``pids`` and all their descendants (pool workers, kernels, torchrun and its ranks,
+    cache workers).
 
     The descendants are gathered before anything is signalled (a parent that dies first would orphan
-    its own); SIGINT and SIGTERM are held meanwhile, so a second Ctrl-C does not cut the clean-up short."""
+    its own). Notebook kernels are interrupted first (SIGINT, as Jupyter's interrupt: the running cell
+    raises KeyboardInterrupt, so its ``finally`` blocks remove temp files, release the run's lock and
+    stop torchrun), then killed after ``interrupt_wait`` seconds (ipykernel's own SIGTERM shutdown
+    prints tracebacks of the cell it cuts off); everything else gets SIGTERM, and SIGKILL after
+    ``grace`` seconds. SIGINT and SIGTERM are held meanwhile, so a second Ctrl-C does not cut the
+    clean-up short."""
     held = hasattr(signal, "pthread_sigmask")
     if held:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -285,9 +290,15 @@ def end_process_trees(pids, grace: float = 10.0) -> None:
             with contextlib.suppress(psutil.Error):
                 root = psutil.Process(pid)
                 procs += [root, *root.children(recursive=True)]
+        kernels = [proc for proc in procs if _is_kernel(proc)]
+        for proc in kernels:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGINT)
+        if kernels:
+            time.sleep(interrupt_wait)
         for proc in procs:
             with contextlib.suppress(psutil.Error):
-                proc.terminate()
+                proc.kill() if proc in kernels else proc.terminate()
         _, alive = psutil.wait_procs(procs, timeout=grace)
         for proc in alive:
             with contextlib.suppress(psutil.Error):
@@ -296,6 +307,12 @@ def end_process_trees(pids, grace: float = 10.0) -> None:
     finally:
         if held:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _is_kernel(proc: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return any("ipykernel" in part for part in proc.cmdline())
+    return False
 
 
 @contextlib.contextmanager
