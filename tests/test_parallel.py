@@ -153,12 +153,13 @@ def test_killed_parallel_sweep_resumes_only_unfinished_runs(data_root):
     assert len(pd.read_csv(long_history)) == 4
 
 
-@pytest.mark.parametrize("jobs", [2, 1])
+@pytest.mark.parametrize(("jobs", "signum"), [(2, signal.SIGTERM), (1, signal.SIGTERM), (2, signal.SIGINT)])
 def test_sigterm_to_the_runner_ends_its_workers_and_kernels_and_a_rerun_resumes_only_unfinished_runs(
-    data_root, tmp_path, jobs
+    data_root, tmp_path, jobs, signum
 ):
-    """`make demo`'s command stopped by SIGTERM sent to the runner alone (not its process group)."""
-    name = f"stopped{jobs}"
+    """`make demo`'s command stopped by SIGTERM (or Ctrl-C's SIGINT) sent to the runner alone (not its
+    process group)."""
+    name = f"stopped{jobs}{signum.name}"
     path = _config(data_root, name=name, grid="{policy: [U-Ones], train.epochs: [1, 4]}")
     root = data_root / name
     command = [sys.executable, "-m", "chexutils", "workbook", "run", str(path), "--jobs", str(jobs)]
@@ -178,7 +179,7 @@ def test_sigterm_to_the_runner_ends_its_workers_and_kernels_and_a_rerun_resumes_
         kernels = [p for p in tree if "ipykernel" in " ".join(p.cmdline())]
         assert kernels, [p.cmdline() for p in tree]
         assert len(pd.read_csv(long_history)) < 4, "the long run finished before the signal"
-        sweep.send_signal(signal.SIGTERM)  # the runner only; its group and the kernels' sessions get nothing
+        sweep.send_signal(signum)  # the runner only; its group and the kernels' sessions get nothing
         code = sweep.wait(timeout=60)
         _, alive = psutil.wait_procs(tree, timeout=30)
         assert not alive, [p.cmdline() for p in alive]
@@ -190,8 +191,8 @@ def test_sigterm_to_the_runner_ends_its_workers_and_kernels_and_a_rerun_resumes_
                 process.kill()
     err = (tmp_path / "err.txt").read_text()
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert "Traceback" not in err and len(errors) == 1 and "stopped by SIGTERM" in errors[0], err[-3000:]
-    assert code == 128 + signal.SIGTERM
+    assert "Traceback" not in err and len(errors) == 1 and f"stopped by {signum.name}" in errors[0], err[-3000:]
+    assert code == 128 + signum
     assert not locks.is_locked(sweep_dir / ".lock") and not locks.is_locked(sweep_dir / "U-Ones_epochs4" / ".lock")
     assert len(pd.read_csv(long_history)) < 4, "a kernel went on training after the runner stopped"
     assert not (sweep_dir / ".done" / "03_train__U-Ones_epochs4.json").exists()

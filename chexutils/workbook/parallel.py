@@ -14,6 +14,7 @@ with their kernels and torchrun children, cancels submitted jobs and releases th
 import contextlib
 import multiprocessing
 import os
+import signal
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
@@ -117,7 +118,9 @@ def _run_local(config, names: list[str], indices: list[int], force: bool, jobs: 
     slots = slot_environments(min(jobs, len(names)) or 1)
     results: dict[str, list[dict]] = {}
     pending = list(names)
-    pool = ProcessPoolExecutor(len(slots), mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        len(slots), mp_context=multiprocessing.get_context("spawn"), initializer=_leave_ctrl_c_to_the_runner
+    )
     try:
         running = {}
         free = list(range(len(slots)))
@@ -138,6 +141,13 @@ def _run_local(config, names: list[str], indices: list[int], force: bool, jobs: 
         raise
     pool.shutdown(wait=True)
     return results
+
+
+def _leave_ctrl_c_to_the_runner() -> None:
+    """Worker set-up: Ctrl-C reaches the terminal's whole process group; the runner alone handles it (it ends
+    the workers and their kernels), so a worker prints no KeyboardInterrupt traceback of its own. A kernel
+    sets its own SIGINT handler while it executes a cell, so the runner's interrupt still reaches it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:
