@@ -106,10 +106,10 @@ def test_parallel_sweeps_equal_the_serial_sweep(sweeps, data_root):
             ("03_train.ipynb", "U-Ones_epochs1", "ok"),
         ], kind
     for run in ("U-Zeros_epochs1", "U-Ones_epochs1"):
-        config = json.loads((data_root / "serial" / "sweep" / run / "config.json").read_text())
-        assert config["threads"] == 1  # recorded: the count it trained with, whatever the launch
         for kind in ("jobs", "submitit"):
             _same_run(data_root / "serial" / "sweep" / run, data_root / kind / "sweep" / run)
+        config = json.loads((data_root / "serial" / "sweep" / run / "config.json").read_text())
+        assert config["threads"] == 1  # recorded: the count it trained with, whatever the launch
 
 
 def test_sweeps_on_one_data_set_share_one_cache(sweeps, data_root):
