@@ -196,6 +196,7 @@ def test_sigterm_to_the_runner_ends_its_workers_and_kernels_and_a_rerun_resumes_
     assert not locks.is_locked(sweep_dir / ".lock") and not locks.is_locked(sweep_dir / "U-Ones_epochs4" / ".lock")
     assert len(pd.read_csv(long_history)) < 4, "a kernel went on training after the runner stopped"
     assert not (sweep_dir / ".done" / "03_train__U-Ones_epochs4.json").exists()
+    assert not list(sweep_dir.rglob("*.tmp"))  # no half-written file outlives its killed writer
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert re.search(r"skip +03_train\.ipynb \[U-Ones_epochs1\]", rerun.stdout), rerun.stdout

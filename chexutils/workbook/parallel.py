@@ -94,7 +94,7 @@ def execute_parallel(config, jobs: int = 1, force: bool = False, log=print, slur
     outcomes = []
     for per_run, indices in blocks(config.steps):
         if not per_run:
-            with workbook.ending_children():  # stopped: this step's kernel ends too
+            with workbook.ending_children(config.output_dir):  # stopped: this step's kernel ends too
                 outcome = workbook.execute_step(config, config.steps[indices[0]], None, force, log)
             outcomes.append(outcome)
             if outcome.status == "failed":
@@ -137,7 +137,7 @@ def _run_local(config, names: list[str], indices: list[int], force: bool, jobs: 
                 free.append(slot)
                 results[name] = _result_or_failure(future.result, config, name, indices)
     except BaseException:  # stopped (Ctrl-C, SIGTERM): the workers, their kernels and torchrun go too
-        stop_pool(pool)
+        stop_pool(pool, config.output_dir)
         raise
     pool.shutdown(wait=True)
     return results
@@ -146,15 +146,16 @@ def _run_local(config, names: list[str], indices: list[int], force: bool, jobs: 
 def _leave_ctrl_c_to_the_runner() -> None:
     """Worker set-up: Ctrl-C reaches the terminal's whole process group; the runner alone handles it (it ends
     the workers and their kernels), so a worker prints no KeyboardInterrupt traceback of its own. A kernel
-    sets its own SIGINT handler while it executes a cell, so the runner's interrupt still reaches it."""
+    started by the worker runs in a session of its own and never sees Ctrl-C."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def stop_pool(pool: ProcessPoolExecutor) -> None:
+def stop_pool(pool: ProcessPoolExecutor, folder: Path) -> None:
     """End a pool's worker processes with everything they started (a kernel runs in its own session, so
-    it would not see its worker go), then shut the pool down without waiting for its tasks."""
+    it would not see its worker go) and remove their temp files under ``folder``, then shut the pool down
+    without waiting for its tasks."""
     workers = getattr(pool, "_processes", None) or {}  # ProcessPoolExecutor's worker processes, by pid
-    workbook.end_process_trees(list(workers))
+    workbook.remove_temp_files(folder, workbook.end_process_trees(list(workers)))
     pool.shutdown(wait=False, cancel_futures=True)
 
 

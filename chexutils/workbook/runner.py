@@ -270,17 +270,17 @@ def _fill_placeholders(value, fill: dict):
     return value
 
 
-def end_process_trees(pids, grace: float = 10.0, interrupt_wait: float = 2.0) -> None:
+def end_process_trees(pids, grace: float = 10.0) -> list[int]:
     """End the processes ``pids`` and all their descendants (pool workers, kernels, torchrun and its ranks,
-    cache workers).
+    cache workers); returns the pids ended.
 
     The descendants are gathered before anything is signalled (a parent that dies first would orphan
-    its own). Notebook kernels are interrupted first (SIGINT, as Jupyter's interrupt: the running cell
-    raises KeyboardInterrupt, so its ``finally`` blocks remove temp files, release the run's lock and
-    stop torchrun), then killed after ``interrupt_wait`` seconds (ipykernel's own SIGTERM shutdown
-    prints tracebacks of the cell it cuts off); everything else gets SIGTERM, and SIGKILL after
-    ``grace`` seconds. SIGINT and SIGTERM are held meanwhile, so a second Ctrl-C does not cut the
-    clean-up short."""
+    its own). Notebook kernels get SIGKILL: ipykernel's own shutdown (on SIGTERM, or a SIGINT caught
+    between cells) prints tracebacks of the request it cuts off onto the runner's stderr, and what a
+    killed kernel could leave (its ``<name>.<pid>.tmp`` files) ``remove_temp_files`` removes; the run's
+    lock goes with the process. Everything else gets SIGTERM (torchrun's ranks stop cleanly), and
+    SIGKILL after ``grace`` seconds. SIGINT and SIGTERM are held meanwhile, so a second Ctrl-C does not
+    cut the clean-up short."""
     held = hasattr(signal, "pthread_sigmask")
     if held:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -290,23 +290,26 @@ def end_process_trees(pids, grace: float = 10.0, interrupt_wait: float = 2.0) ->
             with contextlib.suppress(psutil.Error):
                 root = psutil.Process(pid)
                 procs += [root, *root.children(recursive=True)]
-        kernels = [proc for proc in procs if _is_kernel(proc)]
-        for proc in kernels:
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(signal.SIGINT)
-        if kernels:
-            time.sleep(interrupt_wait)
         for proc in procs:
             with contextlib.suppress(psutil.Error):
-                proc.kill() if proc in kernels else proc.terminate()
+                proc.kill() if _is_kernel(proc) else proc.terminate()
         _, alive = psutil.wait_procs(procs, timeout=grace)
         for proc in alive:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         psutil.wait_procs(alive, timeout=grace)
+        return [proc.pid for proc in procs]
     finally:
         if held:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def remove_temp_files(folder: Path, pids) -> None:
+    """The temp files (``<name>.<pid>.tmp``, ``chexutils.core.io.atomic_path``) that ended processes left under
+    ``folder``: a half-written checkpoint never outlives its writer."""
+    for pid in pids:
+        for temp in Path(folder).rglob(f"*.{pid}.tmp"):
+            temp.unlink(missing_ok=True)
 
 
 def _is_kernel(proc: psutil.Process) -> bool:
@@ -316,16 +319,18 @@ def _is_kernel(proc: psutil.Process) -> bool:
 
 
 @contextlib.contextmanager
-def ending_children():
+def ending_children(folder: Path):
     """On any exception (KeyboardInterrupt, ``Terminated`` from SIGTERM ...) inside the block: end the processes
-    this one started in it (notebook kernels) with their descendants, then re-raise. Without it a stopped
-    runner leaves its kernels training to the end (they run in their own session)."""
+    this one started in it (notebook kernels) with their descendants, remove their temp files under
+    ``folder``, then re-raise. Without it a stopped runner leaves its kernels training to the end (they run
+    in their own session)."""
     me = psutil.Process()
     before = {child.pid for child in me.children()}
     try:
         yield
     except BaseException:
-        end_process_trees([child.pid for child in me.children() if child.pid not in before])
+        ended = end_process_trees([child.pid for child in me.children() if child.pid not in before])
+        remove_temp_files(folder, ended)
         raise
 
 
@@ -336,7 +341,7 @@ def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:
     children are ended; steps that finished keep their markers, so a rerun does only the rest."""
     check_folder_name(config.name, f"{config.path}: key 'name'")  # also for a Config built in code
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    with ending_children():
+    with ending_children(config.output_dir):
         return _execute(config, force, log)
 
 
