@@ -1,6 +1,7 @@
 """`python -m chexutils workbook`: the command line of ``chexutils.workbook.runner`` (its docstring is the help)."""
 
 import argparse
+import functools
 import signal
 import sys
 import time
@@ -43,9 +44,11 @@ def main(argv=None) -> int:
         return 2
     start = time.perf_counter()
     try:
-        # SIGTERM (kill, a scheduler's cancel) and Ctrl-C raise Terminated: the executors end their workers,
-        # kernels and torchrun children, the lock is released, and a rerun resumes the unfinished steps
-        with terminate_cleanly((signal.SIGTERM, signal.SIGINT)):
+        # SIGTERM (kill, a scheduler's cancel) and Ctrl-C: the workers, kernels and torchrun children are ended
+        # at once (before papermill's clean-up could ask a kernel to shut down mid-cell), then Terminated
+        # unwinds: the lock is released, and a rerun resumes the unfinished steps
+        stop = functools.partial(library.end_children, config.output_dir)
+        with terminate_cleanly((signal.SIGTERM, signal.SIGINT), first=stop):
             with locks.exclusive(config.output_dir / ".lock", f"sweep folder {config.output_dir}"):
                 if args.jobs > 1 or args.slurm:
                     outcomes = parallel.execute_parallel(config, jobs=args.jobs, force=args.force, slurm=args.slurm)

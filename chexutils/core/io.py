@@ -71,17 +71,21 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextmanager
-def terminate_cleanly(signals=(signal.SIGTERM,)):
+def terminate_cleanly(signals=(signal.SIGTERM,), first=None):
     """For a command line's ``main``: ``signals`` raise Terminated instead of ending the process at once.
 
     Python's default for SIGTERM ends the process without running ``finally`` blocks, which leaves
-    ``<name>.<pid>.tmp`` files of ``atomic_path`` behind. Outside the main thread (where handlers
-    cannot be set) nothing changes; the previous handlers are restored on exit."""
+    ``<name>.<pid>.tmp`` files of ``atomic_path`` behind. ``first()``, when given, runs in the handler
+    before the exception unwinds anything (the workbook runner ends its kernels there, before the
+    kernel client's own clean-up can talk to them). Outside the main thread (where handlers cannot be
+    set) nothing changes; the previous handlers are restored on exit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
+        if first is not None:
+            first()
         raise Terminated(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in signals}

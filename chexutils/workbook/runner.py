@@ -318,6 +318,19 @@ def _is_kernel(proc: psutil.Process) -> bool:
     return False
 
 
+def end_children(folder: Path) -> None:
+    """End every process this one started, with their descendants (the multiprocessing resource tracker
+    excepted), and remove their temp files under ``folder``: the command line's first act when stopped."""
+    children = [child for child in psutil.Process().children() if not _is_resource_tracker(child)]
+    remove_temp_files(folder, end_process_trees([child.pid for child in children]))
+
+
+def _is_resource_tracker(proc: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return any("resource_tracker" in part for part in proc.cmdline())
+    return False
+
+
 @contextlib.contextmanager
 def ending_children(folder: Path):
     """On any exception (KeyboardInterrupt, ``Terminated`` from SIGTERM ...) inside the block: end the processes
