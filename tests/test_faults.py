@@ -1,6 +1,8 @@
 """Faults and misuse, part two (issue 20): each case driven through the command line a user types."""
 
+import errno
 import hashlib
+import json
 import os
 import re
 import signal
@@ -15,21 +17,25 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import chexpert_rows, write_chexpert
 from PIL import Image
 from test_import_checkpoint import xrv_reference, xrv_state
 from test_train import tiny_config
 
 from chexutils.cli import import_checkpoint as import_cli
+from chexutils.cli import phantom as phantom_cli
 from chexutils.cli import power as power_cli
 from chexutils.cli import predict as predict_cli
 from chexutils.cli import train as train_cli
 from chexutils.cli import workbook as workbook_cli
 from chexutils.core import locks, paths
 from chexutils.core.io import Terminated, atomic_path, terminate_cleanly
+from chexutils.core.labels import COMPETITION_TASKS
 from chexutils.core.rundir import RunDir
 from chexutils.models.checkpoint import load_checkpoint
 from chexutils.training import losses as losses_module
 from chexutils.training import train as train_module
+from chexutils.training.config import make_config
 from chexutils.training.import_checkpoint import import_checkpoint
 from chexutils.workbook import runner as workbook
 
@@ -269,7 +275,7 @@ import torch
 real_save = torch.save
 def slow_save(obj, f, *args, **kwargs):  # the first checkpoint write: its temp file exists, then a pause
     real_save(obj, f, *args, **kwargs)
-    pathlib.Path(sys.argv[1]).write_text(str(f))
+    pathlib.Path(sys.argv[1]).write_text(str(getattr(f, "name", f)))  # a path or an open file
     time.sleep(120)
 torch.save = slow_save
 from chexutils.__main__ import main
@@ -459,3 +465,138 @@ def test_other_writing_clis_stop_cleanly_on_sigterm(cli, tmp_path, monkeypatch, 
         code = import_cli.main(["chexnet", str(tmp_path / "x.pt"), str(tmp_path / "run")])
     errors = _error_lines(capsys.readouterr().err)
     assert code == 128 + signal.SIGTERM and len(errors) == 1 and "stopped by SIGTERM" in errors[0], errors
+
+
+# --- 8. a full disk, a read-only folder, unscoreable selection data, phantom misuse (issue 20) ---------
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_under_the_image_cache_is_one_error_naming_the_folder(tiny_phantom, tmp_path, monkeypatch, capsys):
+    cfg = tiny_config(tiny_phantom, tmp_path / "run", epochs=1, max_steps_per_epoch=1)
+    monkeypatch.setattr(os, "posix_fallocate", _no_space)  # reserving images.npy's blocks meets a full disk
+    code, errors = _train(["--config", str(_config_file(cfg, tmp_path / "t.yaml"))], capsys)
+    cache_root = tmp_path / "cache"
+    assert code == 2 and len(errors) == 1, errors
+    assert str(cache_root) in errors[0] and "no space left" in errors[0] and "MiB" in errors[0], errors
+    assert not list(cache_root.rglob("images.npy")) and not list(cache_root.rglob("meta.json"))
+    assert not RunDir(tmp_path / "run").checkpoint.exists()
+
+
+def test_full_disk_under_a_run_folder_is_one_error_and_leaves_no_temp_file(tiny_phantom, tmp_path, monkeypatch, capsys):
+    cfg = tiny_config(tiny_phantom, tmp_path / "run", epochs=1, max_steps_per_epoch=1)
+    real_save = torch.save
+
+    def half_then_full(obj, f, *args, **kwargs):
+        real_save({"part": torch.zeros(4)}, f)  # some bytes reach the temp file, then the disk is full
+        _no_space()
+
+    monkeypatch.setattr(torch, "save", half_then_full)
+    code, errors = _train(["--config", str(_config_file(cfg, tmp_path / "t.yaml"))], capsys)
+    run = RunDir(tmp_path / "run")
+    assert code == 2 and len(errors) == 1, errors
+    assert errors[0].startswith(f"error: {run.path}: no space left"), errors
+    assert not list(run.path.glob("*.tmp")) and not run.best.exists() and not run.checkpoint.exists()
+    assert not locks.is_locked(run.lock)
+
+
+def _read_only(folder: Path, monkeypatch) -> None:
+    """``folder`` read-only; as root (who may write anyway) creating or writing a file in it is refused by
+    patching os.open and open, as the kernel would refuse it to any other user."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    if os.geteuid() != 0:
+        return
+    real_os_open, real_open = os.open, open
+
+    def inside(path) -> bool:
+        return isinstance(path, (str, Path)) and Path(path).absolute().is_relative_to(folder)
+
+    def os_open(path, flags, *args, **kwargs):
+        if inside(path) and flags & os.O_CREAT and not os.path.exists(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def py_open(file, mode="r", *args, **kwargs):
+        if inside(file) and any(c in mode for c in "wax+"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr("builtins.open", py_open)
+    monkeypatch.setattr("io.open", py_open)
+
+
+@pytest.mark.parametrize("lock", ["no lock file yet", "an earlier run's lock file"])
+def test_read_only_run_folder_is_one_error_line(tiny_phantom, tmp_path, monkeypatch, capsys, lock):
+    run = tmp_path / "run"
+    cfg = tiny_config(tiny_phantom, run, epochs=1, max_steps_per_epoch=1)
+    config = _config_file(cfg, tmp_path / "t.yaml")
+    if lock != "no lock file yet":
+        run.mkdir()
+        (run / ".lock").write_text("")
+    _read_only(run, monkeypatch)
+    try:
+        code, errors = _train(["--config", str(config)], capsys)
+    finally:
+        run.chmod(0o755)
+    assert code == 2 and len(errors) == 1, errors
+    assert errors[0].startswith(f"error: {run}: cannot ") and "Permission denied" in errors[0], errors
+    assert not list(run.glob("*.tmp"))
+
+
+def test_lr_1e20_in_a_training_config_is_one_error_line(tiny_phantom, tmp_path, capsys):
+    cfg = tiny_config(tiny_phantom, tmp_path / "run", epochs=1, max_steps_per_epoch=2)
+    path = _config_file(cfg, tmp_path / "t.yaml")
+    path.write_text(re.sub(r"(?m)^lr: .*$", "lr: 1e20", path.read_text()))  # YAML reads 1e20 as text
+    code, errors = _train(["--config", str(path)], capsys)
+    assert code == 2 and len(errors) == 1 and "epoch 1" in errors[0] and "lower lr" in errors[0], errors
+
+
+def test_selection_csv_without_positives_is_refused_before_training(tiny_phantom, tmp_path, capsys):
+    frame = pd.read_csv(tiny_phantom / "valid.csv")
+    frame[list(COMPETITION_TASKS)] = 0.0
+    valid = tmp_path / "no_positives.csv"
+    frame.to_csv(valid, index=False)
+    cfg = tiny_config(tiny_phantom, tmp_path / "run", epochs=1, max_steps_per_epoch=1, valid_csv=str(valid))
+    code, errors = _train(["--config", str(_config_file(cfg, tmp_path / "t.yaml"))], capsys)
+    assert code == 2 and len(errors) == 1, errors
+    assert str(valid) in errors[0] and "select_metric: valid_loss" in errors[0], errors
+    assert not (tmp_path / "cache").exists()  # refused before any cache was built
+    code, errors = _train(["--config", str(tmp_path / "t.yaml"), "--set", "select_metric=valid_loss"], capsys)
+    assert code == 0 and errors == []
+
+
+PHANTOM_ARGS = ["--patients", "2", "--valid-patients", "1", "--test-patients", "0", "--size", "32", "32"]
+
+
+def test_phantom_out_onto_real_data_or_a_file_is_refused_with_one_line(tmp_path, capsys):
+    real = write_chexpert(tmp_path / "real", chexpert_rows())  # a train.csv the phantom did not write
+    before = _digest(real)
+    assert phantom_cli.main(["--out", str(tmp_path / "real"), *PHANTOM_ARGS, "--workers", "1"]) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "not a phantom" in errors[0] and str(real) in errors[0], errors
+    assert _digest(real) == before and not (real.parent / "phantom_truth.json").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert phantom_cli.main(["--out", str(afile), *PHANTOM_ARGS]) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "existing file" in errors[0] and afile.read_text() == "mine", errors
+
+
+def test_threads_is_recorded_and_used_however_the_process_was_started(tiny_phantom, tmp_path, monkeypatch):
+    seen = []
+    real_epoch = train_module.train_one_epoch
+
+    def counting(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", counting)
+    outside = torch.get_num_threads()
+    run = train_module.fit(tiny_config(tiny_phantom, tmp_path / "run", epochs=1, max_steps_per_epoch=1, threads=2))
+    assert seen == [2] and torch.get_num_threads() == outside
+    assert json.loads((run / "config.json").read_text())["threads"] == 2
+    assert make_config().threads == 1  # the default: one thread per run, serial or --jobs alike

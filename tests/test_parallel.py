@@ -2,20 +2,25 @@
 
 Each sweep trains the tiny phantom for 1 epoch at 32 px through notebook 03. Run folders are
 compared file by file; only the timing columns (seconds, images_per_s) and the executed notebook
-(timestamps) may differ from the serial sweep's.
+(timestamps) may differ from the serial sweep's, though the serial sweep's kernels start with
+other thread settings (a run trains with its config's ``threads``).
 """
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import pandas as pd
+import psutil
 import pytest
 import torch
 
+from chexutils.core import locks
 from chexutils.core.errors import DataError
 from chexutils.models.checkpoint import load_checkpoint
 from chexutils.training import launch
@@ -70,11 +75,14 @@ def _same_run(a, b) -> None:
 
 @pytest.fixture(scope="module")
 def sweeps(data_root):
-    """The same 2-point sweep run serially, with --jobs 2 and through submitit's local executor."""
-    slot = parallel.slot_environments(2, gpus=0)[0]
-    threads = slot["OMP_NUM_THREADS"]
-    saved = {k: os.environ.get(k) for k in slot}
-    os.environ.update(slot)  # the serial sweep's kernels use the threads a parallel job gets
+    """The same 2-point sweep run serially, with --jobs 2 and through submitit's local executor.
+
+    The serial sweep's kernels are started with other thread settings than a parallel job's (two
+    threads, as a serial sweep on 2 cores gets): the run's own ``threads`` (1) decides, so the
+    numbers agree however the sweep was launched."""
+    serial_env = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    saved = {k: os.environ.get(k) for k in serial_env}
+    os.environ.update(serial_env)
     out = data_root / "out"  # each sweep writes here (so paths in config.json agree), then moves aside
     try:
         serial = workbook.execute(load_config(_config(data_root), out), log=print)
@@ -85,7 +93,7 @@ def sweeps(data_root):
     cache_entries = sorted(p for p in (data_root / "data" / "cache").iterdir() if p.is_dir())
     jobs = parallel.execute_parallel(load_config(_config(data_root), out), jobs=2)
     out.rename(data_root / "jobs")
-    slurm = f"slurm: {{cluster: local, cpus_per_task: {threads}, timeout_min: 20}}"
+    slurm = "slurm: {cluster: local, cpus_per_task: 1, timeout_min: 20}"
     submitted = parallel.execute_parallel(load_config(_config(data_root, slurm=slurm), out), slurm=True)
     out.rename(data_root / "submitit")
     return {"serial": serial, "jobs": jobs, "submitit": submitted, "cache_entries": cache_entries}
@@ -100,6 +108,8 @@ def test_parallel_sweeps_equal_the_serial_sweep(sweeps, data_root):
     for run in ("U-Zeros_epochs1", "U-Ones_epochs1"):
         for kind in ("jobs", "submitit"):
             _same_run(data_root / "serial" / "sweep" / run, data_root / kind / "sweep" / run)
+        config = json.loads((data_root / "serial" / "sweep" / run / "config.json").read_text())
+        assert config["threads"] == 1  # recorded: the count it trained with, whatever the launch
 
 
 def test_sweeps_on_one_data_set_share_one_cache(sweeps, data_root):
@@ -140,6 +150,57 @@ def test_killed_parallel_sweep_resumes_only_unfinished_runs(data_root):
     outcomes = parallel.execute_parallel(load_config(path, data_root / "killed"), jobs=2, log=lines.append)
     assert [(o.run, o.status) for o in outcomes] == [("U-Ones_epochs1", "skipped"), ("U-Ones_epochs4", "ok")]
     assert any(line.startswith("start  [U-Ones_epochs4]") for line in lines)
+    assert len(pd.read_csv(long_history)) == 4
+
+
+@pytest.mark.parametrize(("jobs", "signum"), [(2, signal.SIGTERM), (1, signal.SIGTERM), (2, signal.SIGINT)])
+def test_sigterm_to_the_runner_ends_its_workers_and_kernels_and_a_rerun_resumes_only_unfinished_runs(
+    data_root, tmp_path, jobs, signum
+):
+    """`make demo`'s command stopped by SIGTERM (or Ctrl-C's SIGINT) sent to the runner alone (not its
+    process group)."""
+    name = f"stopped{jobs}{signum.name}"
+    path = _config(data_root, name=name, grid="{policy: [U-Ones], train.epochs: [1, 4]}")
+    root = data_root / name
+    command = [sys.executable, "-m", "chexutils", "workbook", "run", str(path), "--jobs", str(jobs)]
+    command += ["--output-root", str(root)]
+    sweep_dir = root / name
+    short_done = sweep_dir / ".done" / "03_train__U-Ones_epochs1.json"
+    long_history = sweep_dir / "U-Ones_epochs4" / "history.csv"
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        sweep = subprocess.Popen(command, start_new_session=True, stdout=out, stderr=err)
+    tree = []
+    try:
+        deadline = time.monotonic() + 900
+        while not (short_done.is_file() and long_history.is_file()) and sweep.poll() is None:
+            assert time.monotonic() < deadline, "the sweep did not get going"
+            time.sleep(0.2)
+        tree = psutil.Process(sweep.pid).children(recursive=True)  # workers, kernels (own session), ...
+        kernels = [p for p in tree if "ipykernel" in " ".join(p.cmdline())]
+        assert kernels, [p.cmdline() for p in tree]
+        assert len(pd.read_csv(long_history)) < 4, "the long run finished before the signal"
+        sweep.send_signal(signum)  # the runner only; its group and the kernels' sessions get nothing
+        code = sweep.wait(timeout=60)
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        for process in [psutil.Process(sweep.pid)] if sweep.poll() is None else []:
+            process.kill()
+        for process in tree:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    err = (tmp_path / "err.txt").read_text()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in err and len(errors) == 1 and f"stopped by {signum.name}" in errors[0], err[-3000:]
+    assert code == 128 + signum
+    assert not locks.is_locked(sweep_dir / ".lock") and not locks.is_locked(sweep_dir / "U-Ones_epochs4" / ".lock")
+    assert len(pd.read_csv(long_history)) < 4, "a kernel went on training after the runner stopped"
+    assert not (sweep_dir / ".done" / "03_train__U-Ones_epochs4.json").exists()
+    assert not list(sweep_dir.rglob("*.tmp"))  # no half-written file outlives its killed writer
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert re.search(r"skip +03_train\.ipynb \[U-Ones_epochs1\]", rerun.stdout), rerun.stdout
+    assert re.search(r"run +03_train\.ipynb \[U-Ones_epochs4\]", rerun.stdout), rerun.stdout
     assert len(pd.read_csv(long_history)) == 4
 
 

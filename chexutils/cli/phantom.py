@@ -2,27 +2,34 @@
 [--size W H] [--seed S] [--mimics faint-sign|look-alike] [--label-noise hand-set|measured]."""
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
+from chexutils.cli.arguments import whole_number
+from chexutils.core.errors import DataError
+from chexutils.core.io import write_error
 from chexutils.phantom.generate import DEFAULT_LABEL_NOISE, DEFAULT_SIZE, generate_phantom
 from chexutils.phantom.label_model import LABEL_NOISES
 from chexutils.phantom.render import MIMIC_STYLES
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chexutils phantom", description=__doc__)
     parser.add_argument("--out", required=True, help="folder that will hold CheXpert-v1.0-small/")
-    parser.add_argument("--patients", type=int, default=500, help="train patients (default 500)")
-    parser.add_argument("--valid-patients", type=int, default=100, help="valid patients, one study each (default 100)")
+    parser.add_argument("--patients", type=whole_number(1), default=500, help="train patients (default 500)")
+    parser.add_argument(
+        "--valid-patients", type=whole_number(1), default=100, help="valid patients, one study each (default 100)"
+    )
     parser.add_argument(
         "--test-patients",
-        type=int,
+        type=whole_number(0),
         default=100,
         help="official test set patients, one study each, read by 8 simulated radiologists (default 100; 0: none)",
     )
     parser.add_argument(
         "--size",
-        type=int,
+        type=whole_number(32),
         nargs=2,
         metavar=("W", "H"),
         default=list(DEFAULT_SIZE),
@@ -44,22 +51,35 @@ def main(argv=None) -> None:
         "rates like the real train.csv) or measured (CheXpert's measured P(report label | truth) from the "
         "public test set)",
     )
-    parser.add_argument("--workers", type=int, default=None, help="processes for rendering (default: all cores)")
+    parser.add_argument(
+        "--workers", type=whole_number(1), default=None, help="processes for rendering (default: all cores)"
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    root = generate_phantom(
-        args.out,
-        args.patients,
-        args.valid_patients,
-        tuple(args.size),
-        args.seed,
-        args.workers,
-        args.test_patients,
-        mimics=args.mimics,
-        label_noise=args.label_noise,
-    )
+    out = Path(args.out)
+    try:
+        if out.exists() and not out.is_dir():
+            raise DataError(f"{out}: --out names an existing file; expected a folder (new, or holding a phantom)")
+        root = generate_phantom(
+            out,
+            args.patients,
+            args.valid_patients,
+            tuple(args.size),
+            args.seed,
+            args.workers,
+            args.test_patients,
+            mimics=args.mimics,
+            label_noise=args.label_noise,
+        )
+    except DataError as err:  # real data or another phantom already there, a full disk, a read-only folder
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {write_error(err, out, 'the phantom')}", file=sys.stderr)
+        return 2
     print(f"phantom CheXpert in {root} ({time.perf_counter() - start:.1f} s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,11 +1,14 @@
 """`python -m chexutils workbook`: the command line of ``chexutils.workbook.runner`` (its docstring is the help)."""
 
 import argparse
+import functools
+import signal
 import sys
 import time
 
 from chexutils.core import locks
 from chexutils.core.errors import DataError
+from chexutils.core.io import Terminated, terminate_cleanly
 from chexutils.workbook import parallel
 from chexutils.workbook import runner as library
 from chexutils.workbook.runner import execute, load_config, write_report
@@ -41,14 +44,26 @@ def main(argv=None) -> int:
         return 2
     start = time.perf_counter()
     try:
-        with locks.exclusive(config.output_dir / ".lock", f"sweep folder {config.output_dir}"):  # one runner per sweep
-            if args.jobs > 1 or args.slurm:
-                outcomes = parallel.execute_parallel(config, jobs=args.jobs, force=args.force, slurm=args.slurm)
-            else:
-                outcomes = execute(config, force=args.force)
+        # SIGTERM (kill, a scheduler's cancel) and Ctrl-C: the workers, kernels and torchrun children are ended
+        # at once (before papermill's clean-up could ask a kernel to shut down mid-cell), then Terminated
+        # unwinds: the lock is released, and a rerun resumes the unfinished steps
+        stop = functools.partial(library.end_children, config.output_dir)
+        with terminate_cleanly((signal.SIGTERM, signal.SIGINT), first=stop):
+            with locks.exclusive(config.output_dir / ".lock", f"sweep folder {config.output_dir}"):
+                if args.jobs > 1 or args.slurm:
+                    outcomes = parallel.execute_parallel(config, jobs=args.jobs, force=args.force, slurm=args.slurm)
+                else:
+                    outcomes = execute(config, force=args.force)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Terminated as stop:
+        print(
+            f"error: stopped by {stop.name}; the workers and kernels of {config.output_dir} were ended, finished "
+            "steps are kept and a rerun does only the unfinished ones",
+            file=sys.stderr,
+        )
+        return 128 + stop.signum
     report = write_report(config, outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes)} step(s) in {time.perf_counter() - start:.1f} s; report: {report}")

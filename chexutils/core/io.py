@@ -1,9 +1,11 @@
 """Atomic writers (a per-process temp file, then rename), so an interrupted step never leaves a
 half-written file and two processes never write into the same temp file; JSON without NaN."""
 
+import errno
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 from contextlib import contextmanager
@@ -23,13 +25,39 @@ def atomic_path(path):
     On an exception the temp file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        raise write_error(err, path.parent, path.name) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}  # no space left on the device, disk quota exceeded
+READ_ONLY = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def write_error(err: OSError, folder, what: str) -> Exception:
+    """A full disk or a folder this process may not write, as one DataError naming ``folder``; other
+    OSErrors unchanged (``raise write_error(err, ...) from None``)."""
+    if err.errno in DISK_FULL:
+        try:
+            free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        return DataError(
+            f"{folder}: no space left on the device while writing {what} ({err.strerror}; {free}); "
+            "nothing half-written was kept — free some space or write elsewhere, then run again"
+        )
+    if err.errno in READ_ONLY:
+        return DataError(
+            f"{folder}: cannot write {what} here ({err.strerror}); expected a folder this user may write "
+            "— change its permissions or write elsewhere"
+        )
+    return err
 
 
 class Terminated(KeyboardInterrupt):
@@ -43,17 +71,21 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextmanager
-def terminate_cleanly(signals=(signal.SIGTERM,)):
+def terminate_cleanly(signals=(signal.SIGTERM,), first=None):
     """For a command line's ``main``: ``signals`` raise Terminated instead of ending the process at once.
 
     Python's default for SIGTERM ends the process without running ``finally`` blocks, which leaves
-    ``<name>.<pid>.tmp`` files of ``atomic_path`` behind. Outside the main thread (where handlers
-    cannot be set) nothing changes; the previous handlers are restored on exit."""
+    ``<name>.<pid>.tmp`` files of ``atomic_path`` behind. ``first()``, when given, runs in the handler
+    before the exception unwinds anything (the workbook runner ends its kernels there, before the
+    kernel client's own clean-up can talk to them). Outside the main thread (where handlers cannot be
+    set) nothing changes; the previous handlers are restored on exit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
+        if first is not None:
+            first()
         raise Terminated(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in signals}

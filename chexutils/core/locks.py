@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from chexutils.core.errors import DataError
+from chexutils.core.io import write_error
 
 
 class FolderLocked(DataError):
@@ -39,7 +40,10 @@ def exclusive(lock_file, what: str, wait: bool = False, on_wait=None):
     ``wait=True``: block until it is free, calling ``on_wait(holder)`` once first.
     """
     lock_file = Path(lock_file)
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(err, lock_file.parent.parent, f"the folder {lock_file.parent.name}") from None
     fd = _open_lock(lock_file, os.O_RDWR | os.O_CREAT)
     try:
         try:
@@ -89,7 +93,10 @@ def _open_lock(lock_file: Path, flags: int) -> int:
             ) from None
         if isinstance(err, FileNotFoundError):
             raise
-        raise DataError(f"{lock_file}: cannot open the lock file ({err.strerror})") from None
+        raise DataError(
+            f"{Path(lock_file).parent}: cannot open the lock file {Path(lock_file).name} ({err.strerror}); "
+            "expected a folder this user may write — change its permissions or write elsewhere"
+        ) from None
 
 
 def temp_name(path) -> Path:

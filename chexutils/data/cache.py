@@ -11,9 +11,11 @@ builds a cache (an OS lock on ``<folder>/.lock``); others wanting it wait, then 
 """
 
 import ctypes
+import errno
 import functools
 import hashlib
 import os
+import shutil
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from tqdm.auto import tqdm
 
 from chexutils.core import locks
 from chexutils.core.errors import DataError
-from chexutils.core.io import atomic_path, write_json
+from chexutils.core.io import DISK_FULL, atomic_path, write_json
 from chexutils.data.chexpert import read_image
 
 CACHE_VERSION = 2
@@ -162,10 +164,16 @@ def _build(
     (folder / MARKER).write_text(f"image cache version {CACHE_VERSION}, made by chexutils\n")
     store, filled_path = folder / "images.npy", folder / "filled.npy"
     if store.is_file() and filled_path.is_file():
+        _reserve(store, folder)
         images = np.load(store, mmap_mode="r+")
         filled = np.load(filled_path)
     else:
-        images = np.lib.format.open_memmap(store, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
+        try:
+            np.lib.format.open_memmap(store, mode="w+", dtype=np.uint8, shape=(len(paths), size, size)).flush()
+        except OSError as err:
+            raise _no_space(err, store, folder, len(paths) * size * size) from None
+        _reserve(store, folder)  # every block allocated before anything is written through the map
+        images = np.load(store, mmap_mode="r+")
         filled = _salvage(folder, images, stamps)
         np.save(folder / "stamps.npy", stamps)
         _save_filled(filled, filled_path)
@@ -193,6 +201,39 @@ def _build(
         {"version": CACHE_VERSION, "size": size, "method": method, "count": len(paths), "check": check},
     )
     filled_path.unlink(missing_ok=True)
+
+
+def _reserve(store: Path, folder: Path) -> None:
+    """Allocate every block of ``store`` now: a memory map over a sparse file meets a full disk as SIGBUS
+    (the process dies without a word) while writing; reserved up front, a full disk is one DataError here
+    naming the folder and the space needed, and the half-made file is removed."""
+    if not hasattr(os, "posix_fallocate"):  # not on macOS: the map is written as before
+        return
+    size = 0
+    try:
+        with open(store, "r+b") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate
+            return
+        raise _no_space(err, store, folder, size) from None
+
+
+def _no_space(err: OSError, store: Path, folder: Path, size: int) -> Exception:
+    """A full disk while making ``store``: the half-made file removed, one DataError with the space needed."""
+    if err.errno not in DISK_FULL:
+        return err
+    store.unlink(missing_ok=True)
+    (folder / "filled.npy").unlink(missing_ok=True)
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return DataError(
+        f"{folder}: no space left on the device for the image cache ({err.strerror}): {store.name} needs "
+        f"{size / 2**20:.1f} MiB, {free}; free some space or set cache_dir to a folder on a larger disk"
+    )
 
 
 def _fill_chunk(job) -> np.ndarray:

@@ -14,9 +14,12 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(state: dict, path) -> Path:
-    """torch.save to a temp file, then rename: a crash never leaves a half-written checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """torch.save to a temp file, then rename: a crash never leaves a half-written checkpoint.
+
+    Written through a Python file, so a full disk is an OSError (torch's own file writer would raise
+    a RuntimeError without the reason) and ``atomic_path`` makes it one DataError naming the folder."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
     return Path(path)
 
 

@@ -76,6 +76,8 @@ class TrainConfig:
     resize_method: str = "bilinear"  # how images are resized to image_size (chexutils.data.cache.RESIZE_METHODS)
     cache_check: str = "stat"  # how a changed image is noticed: "stat" (size + mtime) or "content" (hash)
     workers: int = 0  # loader worker processes (0 = main process + prefetch thread)
+    threads: int = 1  # torch CPU threads of each training process (torch.set_num_threads), the same however
+    # the run is launched (serial, --jobs N, Slurm), so a CPU run's numbers never depend on how a sweep ran
     device: str = "auto"  # "auto" = cuda if available, else cpu
     amp: bool = True  # bf16 autocast on CUDA; no-op on CPU
     channels_last: bool = True  # channels-last memory format on CUDA; no-op on CPU
@@ -289,6 +291,7 @@ LOWER_BOUNDS = {
     "seed": (0, True),
     "max_steps_per_epoch": (0, True),
     "workers": (0, True),
+    "threads": (1, True),
     "nproc_per_node": (1, True),
     "loss_sync_every": (1, True),
     "freeze_trunk_epochs": (0, True),

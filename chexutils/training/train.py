@@ -221,6 +221,15 @@ def fit(cfg: TrainConfig, restart: bool = False) -> Path:
 
 
 def _fit(cfg: TrainConfig) -> Path:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)  # the recorded count, not whatever this process was started with
+    try:
+        return _fit_with_threads(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_with_threads(cfg: TrainConfig) -> Path:
     rank, world, local_rank = _setup_distributed()
     device = pick_device(cfg.device, local_rank)
     torch.backends.cudnn.benchmark = device.type == "cuda"
@@ -231,7 +240,7 @@ def _fit(cfg: TrainConfig) -> Path:
         torch.manual_seed(cfg.seed)  # a run's own seed; the caller's RNG state is restored afterwards
         policy = get_policy(cfg.policy, blank=cfg.blank, **cfg.policy_options)
         chexpert_dir = paths.find_chexpert(cfg.data_dir)
-        _check_leakage(cfg, chexpert_dir)
+        _check_leakage(cfg, chexpert_dir, show=rank == 0)
         train_csv = _csv(cfg.train_csv, chexpert_dir / "train.csv")
         train = load_labelled_images(train_csv, chexpert_dir.parent, cfg, policy.targets, rank)
         valid = load_labelled_images(
@@ -382,19 +391,47 @@ def _config_record(cfg: TrainConfig, policy, n_train: int, n_valid: int, world: 
     }
 
 
-def _check_leakage(cfg: TrainConfig, chexpert_dir: Path) -> None:
-    """Before any cache is built: refuse a valid CSV sharing patients with the training CSV (unless allowed)."""
+def _check_leakage(cfg: TrainConfig, chexpert_dir: Path, show: bool = True) -> None:
+    """Before any cache is built: refuse a valid CSV sharing patients with the training CSV (unless allowed),
+    and one the selection metric cannot score (``check_selectable``)."""
     train_csv, valid_csv = (
         _csv(cfg.train_csv, chexpert_dir / "train.csv"),
         _csv(cfg.valid_csv, chexpert_dir / "valid.csv"),
     )
+    valid = read_chexpert(valid_csv, chexpert_dir.parent, check_files=False)
     check_patient_overlap(
         read_chexpert(train_csv, chexpert_dir.parent, check_files=False),
-        read_chexpert(valid_csv, chexpert_dir.parent, check_files=False),
+        valid,
         train_csv,
         valid_csv,
         cfg.allow_patient_overlap,
     )
+    check_selectable(cfg.select_metric, valid, valid_csv, show)
+
+
+def check_selectable(select_metric: str, valid: pd.DataFrame, valid_csv, show: bool = True) -> None:
+    """``valid_auroc_tasks`` needs a competition task whose selection studies hold a certain positive and a
+    certain negative: with none, AUROC is undefined every epoch and best.pt would silently be epoch 1 (a
+    DataError, before any work); tasks with one class only are named in one line and left out of the mean."""
+    if select_metric != "valid_auroc_tasks" or valid.empty:
+        return
+    tasks = list(COMPETITION_TASKS)
+    labels, scores = aggregate_studies(valid, np.zeros((len(valid), len(OBSERVATIONS))))
+    table = per_observation(labels[tasks], scores[tasks])
+    missing = [task for task in tasks if not math.isfinite(float(table.loc[task, "auroc"]))]
+    counts = ", ".join(f"{task} {int(table.loc[task, 'positives'])} of {int(table.loc[task, 'n'])}" for task in missing)
+    if len(missing) == len(tasks):
+        raise DataError(
+            f"{valid_csv}: select_metric valid_auroc_tasks cannot score these studies: no competition task has "
+            f"both a positive and a negative study (positives: {counts}); set select_metric: valid_loss "
+            "or select on a CSV with positives"
+        )
+    if missing and show:
+        print(
+            f"note: {valid_csv}: {', '.join(missing)} have one class only among the selection studies "
+            f"(positives: {counts}); valid_auroc_tasks averages the other {len(tasks) - len(missing)} task(s)",
+            flush=True,
+        )
 
 
 def _csv(given: str, default: Path) -> Path:

@@ -6,11 +6,15 @@ A chain runs in a worker whose environment pins it to its own GPU(s) (``CUDA_VIS
 without GPUs, to its share of the cores (``OMP_NUM_THREADS``); the notebook kernels inherit it.
 Each step is executed by the serial runner's own ``execute_step``, so skip markers, resume and
 failure handling are the serial sweep's: a killed parallel sweep, run again, redoes only the
-unfinished steps. Outcomes are reported in the serial order (step, then grid point).
+unfinished steps. Outcomes are reported in the serial order (step, then grid point). Stopped
+(Ctrl-C, or SIGTERM which the command line turns into an exception), the runner ends its workers
+with their kernels and torchrun children, cancels submitted jobs and releases the sweep's lock.
 """
 
+import contextlib
 import multiprocessing
 import os
+import signal
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
@@ -90,7 +94,8 @@ def execute_parallel(config, jobs: int = 1, force: bool = False, log=print, slur
     outcomes = []
     for per_run, indices in blocks(config.steps):
         if not per_run:
-            outcome = workbook.execute_step(config, config.steps[indices[0]], None, force, log)
+            with workbook.ending_children(config.output_dir):  # stopped: this step's kernel ends too
+                outcome = workbook.execute_step(config, config.steps[indices[0]], None, force, log)
             outcomes.append(outcome)
             if outcome.status == "failed":
                 log(f"stopping: shared step {outcome.step} failed")
@@ -113,7 +118,10 @@ def _run_local(config, names: list[str], indices: list[int], force: bool, jobs: 
     slots = slot_environments(min(jobs, len(names)) or 1)
     results: dict[str, list[dict]] = {}
     pending = list(names)
-    with ProcessPoolExecutor(len(slots), mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(
+        len(slots), mp_context=multiprocessing.get_context("spawn"), initializer=_leave_ctrl_c_to_the_runner
+    )
+    try:
         running = {}
         free = list(range(len(slots)))
         while pending or running:
@@ -128,7 +136,27 @@ def _run_local(config, names: list[str], indices: list[int], force: bool, jobs: 
                 name, slot = running.pop(future)
                 free.append(slot)
                 results[name] = _result_or_failure(future.result, config, name, indices)
+    except BaseException:  # stopped (Ctrl-C, SIGTERM): the workers, their kernels and torchrun go too
+        stop_pool(pool, config.output_dir)
+        raise
+    pool.shutdown(wait=True)
     return results
+
+
+def _leave_ctrl_c_to_the_runner() -> None:
+    """Worker set-up: Ctrl-C reaches the terminal's whole process group; the runner alone handles it (it ends
+    the workers and their kernels), so a worker prints no KeyboardInterrupt traceback of its own. A kernel
+    started by the worker runs in a session of its own and never sees Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stop_pool(pool: ProcessPoolExecutor, folder: Path) -> None:
+    """End a pool's worker processes with everything they started (a kernel runs in its own session, so
+    it would not see its worker go) and remove their temp files under ``folder``, then shut the pool down
+    without waiting for its tasks."""
+    workers = getattr(pool, "_processes", None) or {}  # ProcessPoolExecutor's worker processes, by pid
+    workbook.remove_temp_files(folder, workbook.end_process_trees(list(workers)))
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _submit_slurm(config, names: list[str], indices: list[int], force: bool, jobs: int, log) -> dict:
@@ -144,12 +172,18 @@ def _submit_slurm(config, names: list[str], indices: list[int], force: bool, job
     threads = str(section.get("cpus_per_task", 1))
     env = {} if section.get("gpus_per_node") else {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     submitted = {}
-    for name in names:
-        submitted[name] = executor.submit(
-            run_chain, str(config.path), str(config.output_root), name, indices, force, env
-        )
-        log(f"submit [{name}] as job {submitted[name].job_id}")
-    return {name: _result_or_failure(job.result, config, name, indices) for name, job in submitted.items()}
+    try:
+        for name in names:
+            submitted[name] = executor.submit(
+                run_chain, str(config.path), str(config.output_root), name, indices, force, env
+            )
+            log(f"submit [{name}] as job {submitted[name].job_id}")
+        return {name: _result_or_failure(job.result, config, name, indices) for name, job in submitted.items()}
+    except BaseException:  # stopped: cancel the jobs (scancel, or the local processes) rather than leave them
+        for job in submitted.values():
+            with contextlib.suppress(Exception):
+                job.cancel(check=False)
+        raise
 
 
 def _result_or_failure(get, config, name: str, indices: list[int]) -> list[dict]:

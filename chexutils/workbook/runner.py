@@ -12,17 +12,19 @@ notebook is kept with its error cell; shared steps stop the series, a failed run
 run, and the exit code is non-zero.
 """
 
+import contextlib
 import functools
 import hashlib
 import itertools
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import papermill
-from jupyter_client.manager import AsyncKernelManager
+import psutil
 from traitlets.config import Config as TraitletsConfig
 
 from chexutils.core import paths
@@ -288,10 +290,95 @@ def _fill_placeholders(value, fill: dict):
     return value
 
 
+def end_process_trees(pids, grace: float = 10.0) -> list[int]:
+    """End the processes ``pids`` and all their descendants (pool workers, kernels, torchrun and its ranks,
+    cache workers); returns the pids ended.
+
+    The descendants are gathered before anything is signalled (a parent that dies first would orphan
+    its own). Notebook kernels get SIGKILL: ipykernel's own shutdown (on SIGTERM, or a SIGINT caught
+    between cells) prints tracebacks of the request it cuts off onto the runner's stderr, and what a
+    killed kernel could leave (its ``<name>.<pid>.tmp`` files) ``remove_temp_files`` removes; the run's
+    lock goes with the process. Everything else gets SIGTERM (torchrun's ranks stop cleanly), and
+    SIGKILL after ``grace`` seconds. SIGINT and SIGTERM are held meanwhile, so a second Ctrl-C does not
+    cut the clean-up short."""
+    held = hasattr(signal, "pthread_sigmask")
+    if held:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        procs = []
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(pid)
+                procs += [root, *root.children(recursive=True)]
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.kill() if _is_kernel(proc) else proc.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=grace)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=grace)
+        return [proc.pid for proc in procs]
+    finally:
+        if held:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def remove_temp_files(folder: Path, pids) -> None:
+    """The temp files (``<name>.<pid>.tmp``, ``chexutils.core.io.atomic_path``) that ended processes left under
+    ``folder``: a half-written checkpoint never outlives its writer."""
+    for pid in pids:
+        for temp in Path(folder).rglob(f"*.{pid}.tmp"):
+            temp.unlink(missing_ok=True)
+
+
+def _is_kernel(proc: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return any("ipykernel" in part for part in proc.cmdline())
+    return False
+
+
+def end_children(folder: Path) -> None:
+    """End every process this one started, with their descendants (the multiprocessing resource tracker
+    excepted), and remove their temp files under ``folder``: the command line's first act when stopped."""
+    children = [child for child in psutil.Process().children() if not _is_resource_tracker(child)]
+    remove_temp_files(folder, end_process_trees([child.pid for child in children]))
+
+
+def _is_resource_tracker(proc: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return any("resource_tracker" in part for part in proc.cmdline())
+    return False
+
+
+@contextlib.contextmanager
+def ending_children(folder: Path):
+    """On any exception (KeyboardInterrupt, ``Terminated`` from SIGTERM ...) inside the block: end the processes
+    this one started in it (notebook kernels) with their descendants, remove their temp files under
+    ``folder``, then re-raise. Without it a stopped runner leaves its kernels training to the end (they run
+    in their own session)."""
+    me = psutil.Process()
+    before = {child.pid for child in me.children()}
+    try:
+        yield
+    except BaseException:
+        ended = end_process_trees([child.pid for child in me.children() if child.pid not in before])
+        remove_temp_files(folder, ended)
+        raise
+
+
 def execute(config: Config, force: bool = False, log=print) -> list[Outcome]:
-    """Execute every step (per-run steps once per grid point); return one outcome per execution."""
+    """Execute every step (per-run steps once per grid point); return one outcome per execution.
+
+    Stopped (Ctrl-C, SIGTERM turned into an exception by the command line), the running kernel and its
+    children are ended; steps that finished keep their markers, so a rerun does only the rest."""
     check_folder_name(config.name, f"{config.path}: key 'name'")  # also for a Config built in code
     config.output_dir.mkdir(parents=True, exist_ok=True)
+    with ending_children(config.output_dir):
+        return _execute(config, force, log)
+
+
+def _execute(config: Config, force: bool, log) -> list[Outcome]:
     grid_runs = config.runs() or [("default", {})]
     failed_runs: set[str] = set()
     outcomes = []
