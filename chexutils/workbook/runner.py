@@ -25,6 +25,7 @@ from pathlib import Path
 
 import papermill
 import psutil
+from jupyter_client.manager import AsyncKernelManager
 from traitlets.config import Config as TraitletsConfig
 
 from chexutils.core import paths
