@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from chexutils.core.errors import DataError
 from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS
 from chexutils.data import external_predictions as external
-from chexutils.evaluation import compare, official_test, policy_choice, policy_sweep
+from chexutils.evaluation import compare, official_test, paired_ranking, policy_choice, policy_sweep
 from chexutils.evaluation.evaluate import RunScores, load_run_scores
 from chexutils.report import plots
 from chexutils.scoring import stats
@@ -303,7 +303,7 @@ def test_ranking_holds_the_family_wise_error_under_the_null():
         for arm in "abc":
             own = shared + rng.normal(0, 0.3, (n, 5))
             arms[arm] = {k: own + rng.normal(0, 0.1, (n, 5)) for k in (0, 1)}
-        any_rejected.append((policy_choice.rank_pairs(labels, arms)["p_holm"] < 0.05).any())
+        any_rejected.append((paired_ranking.rank_pairs(labels, arms)["p_holm"] < 0.05).any())
     rate = float(np.mean(any_rejected))
     print(f"family-wise rejection rate under the null: {rate:.3f}")
     assert rate <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 200)

@@ -8,7 +8,7 @@ import pytest
 
 from chexutils.core import paths
 from chexutils.core.io import write_table
-from chexutils.evaluation import compare, official_test, policy_choice
+from chexutils.evaluation import compare, official_test, paired_ranking
 from chexutils.explain.localise import SCORE_COLUMNS
 from chexutils.workbook import runner as workbook
 
@@ -44,7 +44,7 @@ def _sweep(tmp_path, p_holm: float, positive_recovered: bool):
         sweep,
         {
             "AUROC on the official valid set (95% CI) [positives+ negatives−; patients], study level": auroc,
-            "Ranking of the runs": policy_choice.ranking_text(_pairs(p_holm), 0.05, "arms of runs"),
+            "Ranking of the runs": paired_ranking.ranking_text(_pairs(p_holm), 0.05, "arms of runs"),
             "Negative control: No Finding": "No Finding control (identical targets under both policies): "
             "Δ = +0.001 — not flagged, as it should be.",
         },

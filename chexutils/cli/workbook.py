@@ -9,7 +9,7 @@ import time
 from chexutils.core import locks
 from chexutils.core.errors import DataError
 from chexutils.core.io import Terminated, terminate_cleanly
-from chexutils.workbook import parallel
+from chexutils.workbook import parallel, processes
 from chexutils.workbook import runner as library
 from chexutils.workbook.runner import execute, load_config, write_report
 
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         # SIGTERM (kill, a scheduler's cancel) and Ctrl-C: the workers, kernels and torchrun children are ended
         # at once (before papermill's clean-up could ask a kernel to shut down mid-cell), then Terminated
         # unwinds: the lock is released, and a rerun resumes the unfinished steps
-        stop = functools.partial(library.end_children, config.output_dir)
+        stop = functools.partial(processes.end_children, config.output_dir)
         with terminate_cleanly((signal.SIGTERM, signal.SIGINT), first=stop):
             with locks.exclusive(config.output_dir / ".lock", f"sweep folder {config.output_dir}"):
                 if args.jobs > 1 or args.slurm:

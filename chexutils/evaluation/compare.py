@@ -13,7 +13,7 @@ from chexutils.core.errors import DataError
 from chexutils.core.io import write_json
 from chexutils.core.labels import COMPETITION_TASKS, OBSERVATIONS, UNCERTAIN
 from chexutils.core.rundir import OFFICIAL_VALID, RunDir
-from chexutils.evaluation import policy_choice
+from chexutils.evaluation import paired_ranking, policy_choice
 from chexutils.evaluation.evaluate import load_run_scores
 from chexutils.evaluation.references import reference_table
 from chexutils.phantom import TRUTH_JSON
@@ -131,7 +131,7 @@ def ranking(
     alpha: float = 0.05,
     tasks=COMPETITION_TASKS,
 ) -> tuple[pd.DataFrame, str]:
-    """(policy_choice.rank_pairs table, its sentence) for the task means of the sweep's arms (run_arms).
+    """(paired_ranking.rank_pairs table, its sentence) for the task means of the sweep's arms (run_arms).
 
     Scores are the runs' study-level predictions on ``eval_set`` joined to ``frame`` by Path; targets
     are scored as in the runs' metrics (blank negative, uncertain left out), clustered by patient.
@@ -149,8 +149,8 @@ def ranking(
     targets = study_labels.fillna(0.0).where(study_labels != UNCERTAIN)
     groups = frame.drop_duplicates("study").set_index("study")["patient"]
     scores = {name: {seed: run.study_scores for seed, run in arm.items()} for name, arm in loaded.items()}
-    pairs = policy_choice.rank_pairs(targets, scores, groups)
-    return pairs, policy_choice.ranking_text(pairs, alpha, "arms of runs (seeds of one policy, backbone and size)")
+    pairs = paired_ranking.rank_pairs(targets, scores, groups)
+    return pairs, paired_ranking.ranking_text(pairs, alpha, "arms of runs (seeds of one policy, backbone and size)")
 
 
 def mean_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> pd.DataFrame:

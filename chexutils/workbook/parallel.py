@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from chexutils.workbook import processes
 from chexutils.workbook import runner as workbook
 from chexutils.workbook.slurm import SLURM_KEYS
 
@@ -94,7 +95,7 @@ def execute_parallel(config, jobs: int = 1, force: bool = False, log=print, slur
     outcomes = []
     for per_run, indices in blocks(config.steps):
         if not per_run:
-            with workbook.ending_children(config.output_dir):  # stopped: this step's kernel ends too
+            with processes.ending_children(config.output_dir):  # stopped: this step's kernel ends too
                 outcome = workbook.execute_step(config, config.steps[indices[0]], None, force, log)
             outcomes.append(outcome)
             if outcome.status == "failed":
@@ -155,7 +156,7 @@ def stop_pool(pool: ProcessPoolExecutor, folder: Path) -> None:
     it would not see its worker go) and remove their temp files under ``folder``, then shut the pool down
     without waiting for its tasks."""
     workers = getattr(pool, "_processes", None) or {}  # ProcessPoolExecutor's worker processes, by pid
-    workbook.remove_temp_files(folder, workbook.end_process_trees(list(workers)))
+    processes.remove_temp_files(folder, processes.end_process_trees(list(workers)))
     pool.shutdown(wait=False, cancel_futures=True)
 
 

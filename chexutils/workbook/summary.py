@@ -117,7 +117,7 @@ def _named_runs(config) -> list[str]:
 # --- what this sweep shows: read from the files the steps wrote --------------------------------
 
 AUROC_SECTION = "## AUROC on the official valid set"  # 05's first table: one row per run
-RANKING_SECTION = "## Ranking of the runs"  # 05: chexutils.evaluation.policy_choice.ranking_text
+RANKING_SECTION = "## Ranking of the runs"  # 05: chexutils.evaluation.paired_ranking.ranking_text
 REPORTED = re.compile(r"^## Reported model: (?P<run>.+?) \((?P<how>chosen on [^)]*)\)", re.M)  # 06
 CONTROL_MEANINGS = {
     "positive control recovered": (
