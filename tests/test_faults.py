@@ -29,9 +29,11 @@ from chexutils.cli import predict as predict_cli
 from chexutils.cli import train as train_cli
 from chexutils.cli import workbook as workbook_cli
 from chexutils.core import locks, paths
+from chexutils.core.errors import DataError
 from chexutils.core.io import Terminated, atomic_path, terminate_cleanly
 from chexutils.core.labels import COMPETITION_TASKS
 from chexutils.core.rundir import RunDir
+from chexutils.data.chexpert import read_chexpert
 from chexutils.models.checkpoint import load_checkpoint
 from chexutils.training import losses as losses_module
 from chexutils.training import train as train_module
@@ -600,3 +602,15 @@ def test_threads_is_recorded_and_used_however_the_process_was_started(tiny_phant
     assert seen == [2] and torch.get_num_threads() == outside
     assert json.loads((run / "config.json").read_text())["threads"] == 2
     assert make_config().threads == 1  # the default: one thread per run, serial or --jobs alike
+
+
+def test_a_trailing_comma_on_every_data_row_is_one_error_naming_the_lines(tmp_path):
+    """Issue 20: a trailing comma shifted every column ("Path 'Female' does not match ..."); now the cause."""
+    csv_path = write_chexpert(tmp_path, chexpert_rows())
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([lines[0], *(line + "," for line in lines[1:])]) + "\n")
+    with pytest.raises(
+        DataError,
+        match=r"train.csv lines 2, 3, 4, 5: 20 field\(s\), expected 19 as in the header \(a trailing comma\?\)",
+    ):
+        read_chexpert(csv_path)

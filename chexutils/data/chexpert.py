@@ -182,18 +182,20 @@ def _check_header_unique(csv_path: Path) -> None:
 
 
 def _check_row_lengths(csv_path: Path, fields: int) -> None:
-    """A row with fewer fields than the header (e.g. a file cut off) is refused: pandas would fill blanks (negative)."""
+    """A row with another number of fields than the header is refused: fewer (a file cut off) would be
+    read as blanks (negative), more (a trailing comma) would shift every column by one."""
     with open(csv_path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         next(reader, None)
-        short = [(reader.line_num, len(row)) for row in reader if row and len(row) < fields]
-    if short:
-        lines = ", ".join(str(line) for line, _ in short[:5]) + (
-            f" and {len(short) - 5} more" if len(short) > 5 else ""
+        wrong = [(reader.line_num, len(row)) for row in reader if row and len(row) != fields]
+    if wrong:
+        lines = ", ".join(str(line) for line, _ in wrong[:5]) + (
+            f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
         )
+        why = "a trailing comma?" if wrong[0][1] > fields else "a cut-off or damaged file?"
         raise DataError(
-            f"{csv_path} line{'s' if len(short) > 1 else ''} {lines}: {short[0][1]} field(s), expected "
-            f"{fields} as in the header (a cut-off or damaged file?)"
+            f"{csv_path} line{'s' if len(wrong) > 1 else ''} {lines}: {wrong[0][1]} field(s), expected "
+            f"{fields} as in the header ({why})"
         )
 
 
