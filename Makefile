@@ -14,7 +14,7 @@ help: ## list the targets
 
 setup: $(STAMP) ## create .venv (Python 3.11) and install chexutils with its dev extras; a no-op when done
 $(STAMP): pyproject.toml
-	@echo "setup: installing chexutils and its pinned dependencies into $(VENV) (about 2 minutes the first time)"
+	@echo "setup: installing chexutils and its pinned dependencies into $(VENV) (about 3 minutes the first time: torch brings its CUDA libraries)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --progress-bar on --editable '.[dev]'
 	touch $(STAMP)
