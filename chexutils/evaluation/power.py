@@ -28,7 +28,7 @@ from chexutils.scoring.stats import seed_arm_power, smallest_detectable
 ALPHA, POWER = 0.05, 0.80
 PLAN_NOISE_SD = None  # None: the learner of the family with the smallest effect (docs/statistics.md)
 CORRELATION = 0.9  # the two policies' score noise: same images, same backbone
-REALISED = 0.5  # plan for half the modelled effect: a small CNN realises only part of it
+REALISED = 1.0  # plan for the smallest modelled effect of the learner family (the weakest learner it models)
 
 
 def paired_delta_sd(
