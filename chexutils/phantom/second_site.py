@@ -28,7 +28,7 @@ The other hospital differs from site 1 (``generate.generate_phantom``) in:
 A planted subgroup effect, OFF by default (``subgroup_effect=None``): ``{"age_above": 65, "fade": 0.5}``
 draws every sign of a study whose patient is older than ``age_above`` at ``fade`` times its severity
 (the truth is unchanged: the same disease, harder to see). It is recorded in the sidecar
-(``phantom_truth.json``'s ``subgroup_effect``; ``phantom_truth.csv``'s ``faded`` per study), so the
+(``phantom_truth.json``'s ``subgroup_effect``; ``phantom_truth.csv``'s ``age`` and ``faded`` per study), so the
 subgroup analysis (``evaluation/subgroups``) can be checked against it.
 """
 
@@ -212,7 +212,8 @@ def _site_tables(studies, images, cats, extra, reports, rng, effect):
         }
     )
     im["Path"] = [mimic.image_path(a, b, d) for a, b, d in zip(im["subject_id"], im["study_id"], im["dicom_id"])]
-    truth = {"study": st["study"].to_numpy(), "folder": st["split"].to_numpy(), "faded": faded.astype(int)}
+    truth = {"study": st["study"].to_numpy(), "folder": st["split"].to_numpy(), "age": st["Age"].to_numpy()}
+    truth["faded"] = faded.astype(int)
     true = lm.truth_labels(cats)
     for obs in OBSERVATIONS:
         truth[f"{obs}|truth"] = true[obs].to_numpy()
