@@ -37,7 +37,10 @@ def simulate(rng, fade: float = 1.0, patients: int = 160, separation: float = 1.
 def test_the_gap_is_the_difference_of_independently_computed_aurocs():
     labels, scores, pts, groups = simulate(np.random.default_rng(1), fade=0.5)
     gap = subgroups.subgroup_gaps(labels, scores, pts, groups, ["Edema"], reference="younger").iloc[0]
-    auc = {g: roc_auc_score(labels.loc[groups == g, "Edema"], scores.loc[groups == g, "Edema"]) for g in ("older", "younger")}
+    auc = {
+        g: roc_auc_score(labels.loc[groups == g, "Edema"], scores.loc[groups == g, "Edema"])
+        for g in ("older", "younger")
+    }
     assert gap["gap"] == pytest.approx(auc["older"] - auc["younger"], abs=1e-12)
     assert gap["ci_low"] < gap["gap"] < gap["ci_high"]
 
@@ -110,10 +113,19 @@ def test_small_groups_get_no_interval_and_tiny_ones_no_value():
     assert big["sensitivity"] == pytest.approx(called[y].mean())
     gaps = subgroups.subgroup_gaps(labels, scores, pts, groups, ["Edema"]).set_index("group")
     assert np.isnan(gaps.loc["rare", "gap"]) and "no test" in gaps.loc["rare", "note"]
+    assert gaps.loc["rare", "shown"] == FEW and gaps.loc["tiny", "shown"] == "n/a"  # the worse of the two groups
 
 
 def test_groups_by_age_band_sex_and_view():
-    assert list(subgroups.age_band([18, 40, 59.9, 60, 75, 90, np.nan])) == ["<40", "40-59", "40-59", "60-74", "75+", "75+", ""]
+    assert list(subgroups.age_band([18, 40, 59.9, 60, 75, 90, np.nan])) == [
+        "<40",
+        "40-59",
+        "40-59",
+        "60-74",
+        "75+",
+        "75+",
+        "",
+    ]
     frame = pd.DataFrame(
         {
             "study": ["a", "a", "b", "c"],

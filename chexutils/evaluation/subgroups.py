@@ -58,6 +58,11 @@ def study_groups(frame: pd.DataFrame, column: str, edges=AGE_EDGES) -> pd.Series
     return first[column].astype(str).rename(column)
 
 
+def _rank(how: str) -> int:
+    """Order of the small-sample labels, worst first: 'n/a', 'few positives' / 'few negatives', 'with CI'."""
+    return 0 if how == NA else (2 if how == "with CI" else 1)
+
+
 def _rate(hits: int, total: int) -> dict:
     how = NA if total < POINT_MIN_POSITIVES else ("with CI" if total >= CI_MIN_POSITIVES else "few")
     low, high = wilson_interval(hits, total, LEVEL) if how == "with CI" else (math.nan, math.nan)
@@ -142,7 +147,7 @@ def subgroup_gaps(labels, scores, patients, groups, observations=None, reference
         for group in sorted(set(grp) - {reference}):
             mask, ref = grp == group, grp == reference
             hows = [shown(int(y[k].sum()), int((~y[k]).sum()), *cluster_counts(y[k], pts[k])) for k in (mask, ref)]
-            row = {"observation": obs, "group": group, "reference": reference, "shown": min(hows, key=len)}
+            row = {"observation": obs, "group": group, "reference": reference, "shown": min(hows, key=_rank)}
             if all(h == "with CI" for h in hows):
                 row |= auroc_gap(y, s, pts, mask, ref)
             else:
