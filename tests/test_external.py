@@ -16,6 +16,8 @@ from sklearn.metrics import roc_auc_score
 
 import chexutils.data  # noqa: F401  registers the data sets
 from chexutils.core.errors import DataError
+from chexutils.core.labels import OBSERVATIONS as OBS_ALL
+from chexutils.core.rundir import RunDir, check_eval_set, external_set
 from chexutils.data import mimic
 from chexutils.data.datasets import get_dataset
 from chexutils.data.demographics import add_demographics
@@ -24,6 +26,7 @@ from chexutils.phantom import read_truth
 from chexutils.phantom.generate import generate_phantom
 from chexutils.phantom.render import render_image
 from chexutils.phantom.second_site import PATIENTS_CSV, SITE_FOLDER, apply_look, generate_second_site
+from chexutils.scoring.predict import write_predictions
 
 SIZE = (40, 40)
 FEATURES = 20
@@ -146,6 +149,20 @@ def test_the_policy_comparison_runs_at_both_sites_and_states_agreement(same_look
     k = int(table["compared at every site"].sum())
     assert f"Of {k} observation(s) compared at every site" in sentence
     assert f"agrees on {int(table.loc[table['compared at every site'], 'same choice'].sum())}" in sentence
+
+
+def test_a_run_is_evaluated_on_another_data_sets_evaluation_split(same_look, tmp_path):
+    site = same_look[0]["site 2"]
+    name = external_set("mimic-cxr-jpg")
+    assert name == "external_mimic_cxr_jpg" and check_eval_set(name) == name
+    rng = np.random.default_rng(0)
+    scores = site.evaluation[list(OBS_ALL)].fillna(0).abs().to_numpy() + rng.normal(0, 1, (len(site.evaluation), 14))
+    write_predictions(site.evaluation, scores, RunDir(tmp_path).predictions(name))
+    (tmp_path / "config.json").write_text("{}")
+    _, table, summary = external.evaluate_run_on(tmp_path, "mimic-cxr-jpg", site.root, n_resamples=50, predict=False)
+    assert summary["split"] == "test" and summary["studies"] == len(site.labels) and summary["resampled"] == "patients"
+    assert (tmp_path / "metrics_external_mimic_cxr_jpg.json").is_file()
+    assert table.loc["Edema", "auroc"] > 0.6  # the scores follow the report labels
 
 
 def test_a_patient_in_two_sites_is_refused():

@@ -98,11 +98,14 @@ def check_patients(frames: dict) -> None:
             seen.setdefault(patient, what)
 
 
-def evaluate_run_on(run_dir, dataset: str, root=None, views=None, n_resamples: int = 1000, seed: int = 0):
-    """Predict, score and write a finished run on ``dataset``'s evaluation split: (RunScores, table, summary)."""
+def evaluate_run_on(
+    run_dir, dataset: str, root=None, views=None, n_resamples: int = 1000, seed: int = 0, predict: bool = True
+):
+    """Predict (unless ``predict`` is False and the predictions exist), score and write a finished run on
+    ``dataset``'s evaluation split: (RunScores, table, summary); files ``*_external_<dataset>`` in the run folder."""
     spec = get_dataset(dataset)
     frame = read_dataset(dataset, root, split=spec.evaluation_split, views=views)
-    run, table, summary = evaluate_set(run_dir, frame, external_set(dataset), n_resamples, seed)
+    run, table, summary = evaluate_set(run_dir, frame, external_set(dataset), n_resamples, seed, predict=predict)
     summary["dataset"], summary["split"] = dataset, spec.evaluation_split
     return run, table, summary
 
