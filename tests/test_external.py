@@ -104,9 +104,12 @@ def test_same_look_same_auroc_within_sampling_error(same_look):
     table = same_look[3]
     transport = external.transport_drop(table, SOURCES)
     mine = transport[(transport["trained on"] == "site 1")].set_index("observation")
-    se = (mine["ci_high"] - mine["ci_low"]) / (2 * 1.96)
-    assert len(mine) == len(OBSERVATIONS) and (se > 0).all()
-    assert (mine["drop"].abs() < 3 * se).all(), mine[["drop", "ci_low", "ci_high"]]
+    assert len(mine) == len(OBSERVATIONS) and (mine["se"] > 0).all() and mine["ci_low"].notna().all()
+    assert (mine["drop"].abs() < 3 * mine["se"]).all(), mine[["drop", "se", "ci_low", "ci_high"]]
+    cells = same_look[3].set_index(["trained on", "evaluated on", "observation"])
+    for obs in OBSERVATIONS:  # the SE is the two cells' DeLong SEs combined (independent sites)
+        want = np.hypot(cells.loc[("site 1", "site 1", obs), "se"], cells.loc[("site 1", "site 2", obs), "se"])
+        assert mine.loc[obs, "se"] == pytest.approx(want)
 
 
 def test_a_large_shift_drops_auroc_and_pooled_training_recovers_most_of_it(same_look, shifted):

@@ -13,7 +13,7 @@ are the planted truth (its sidecar); on real data the data set's own labels, unc
   (cheap enough to fit the grid on 2 CPU cores); a run's scores can stand in for a cell.
 - ``drops``: per evaluation site and source, the gap to the site's own (local) model on the SAME
   studies, with a paired DeLong interval clustered by patient (``scoring.stats.delong_test``), and the
-  transport drop of each source from its home site (different studies: independent variances).
+  transport drop of each single-site source from its home site (different studies: the variances add).
   Intervals follow the floors of ``scoring.metrics.shown`` (no CI below 10 in the smaller class,
   counted in patients; "n/a" below 3).
 """
@@ -162,12 +162,13 @@ def cross_site(scores: dict, sites: dict, observations=COMPETITION_TASKS) -> pd.
             row = {"trained on": source, "evaluated on": name, "observation": obs, "positives": m, "negatives": n,
                    "positive patients": pos_pt, "negative patients": neg_pt, "labels": site.labels_from}  # fmt: skip
             how = shown(m, n, pos_pt, neg_pt)
-            auc = low = high = math.nan
+            auc = low = high = se = math.nan
             if min(m, n) >= 1:
                 ci = auroc_interval(y, s, groups, LEVEL)
+                se = ci["se"]
                 auc = ci["auroc"] if how != "n/a" else math.nan
                 low, high = (ci["ci_low"], ci["ci_high"]) if how == "with CI" else (math.nan, math.nan)
-            rows.append(row | {"auroc": auc, "ci_low": low, "ci_high": high, "shown": how,
+            rows.append(row | {"auroc": auc, "ci_low": low, "ci_high": high, "se": se, "shown": how,
                                "text": metric_text(auc, low, high, m, n, len(set(groups)), pos_pt, neg_pt)})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -235,8 +236,13 @@ def drops(scores: dict, sites: dict, sources: dict, observations=COMPETITION_TAS
 
 
 def transport_drop(table: pd.DataFrame, sources: dict) -> pd.DataFrame:
-    """Per single-site source and observation: AUROC at home minus AUROC at each other site (independent studies)."""
+    """Per single-site source and observation: AUROC at home minus AUROC at each other site.
+
+    Different studies and patients at the two sites, so the variances add: SE = hypot of the two clustered
+    DeLong SEs (``cross_site``'s ``se``), a normal interval; none unless both cells are shown with a CI.
+    """
     rows = []
+    z = norm.ppf((1 + LEVEL) / 2)
     for source, members in sources.items():
         if len(members) != 1:
             continue
@@ -245,12 +251,12 @@ def transport_drop(table: pd.DataFrame, sources: dict) -> pd.DataFrame:
             if name == members[0]:
                 continue
             home = mine.loc[(members[0], obs)]
-            se_home = (home["ci_high"] - home["ci_low"]) / (2 * norm.ppf((1 + LEVEL) / 2))
-            se_away = (row["ci_high"] - row["ci_low"]) / (2 * norm.ppf((1 + LEVEL) / 2))
             delta = float(home["auroc"] - row["auroc"])
-            se = math.hypot(se_home, se_away)  # the logit interval's width as an SE: approximate, stated
-            z = norm.ppf((1 + LEVEL) / 2)
+            se = math.hypot(home["se"], row["se"])
+            with_ci = home["shown"] == "with CI" and row["shown"] == "with CI"
             rows.append({"trained on": source, "home": members[0], "evaluated on": name, "observation": obs,
-                         "drop": delta, "ci_low": delta - z * se, "ci_high": delta + z * se,
-                         "note": "independent studies; SE from each logit interval's width"})  # fmt: skip
+                         "drop": delta, "se": se, "ci_low": delta - z * se if with_ci else math.nan,
+                         "ci_high": delta + z * se if with_ci else math.nan,
+                         "p_value": float(2 * norm.sf(abs(delta) / se)) if with_ci and se > 0 else math.nan,
+                         "note": "independent studies: the two clustered DeLong variances add"})  # fmt: skip
     return pd.DataFrame(rows)
