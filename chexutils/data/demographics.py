@@ -2,7 +2,9 @@
 
 CheXpert's CSVs carry ``Sex`` and ``Age`` per image. MIMIC-CXR-JPG does not: its patients' sex and age
 are in MIMIC-IV's ``hosp/patients.csv.gz`` (columns ``subject_id``, ``gender`` "M" / "F",
-``anchor_age``, ``anchor_year``, ``anchor_year_group``, ``dod``; credentialed access like the images).
+``anchor_age``, ``anchor_year``, ``anchor_year_group``, ``dod``; credentialed access like the images;
+columns as documented on MIT-LCP's MIMIC-IV page for ``hosp/patients``, where an ``anchor_age`` over
+89 is written as 91, so the oldest age band is "90 and over" in effect).
 ``add_demographics`` joins it by ``subject_id`` and adds ``Sex`` ("Male" / "Female", CheXpert's
 spelling) and ``Age`` (``anchor_age``: the age in the anchor year, not at the study — an
 approximation of up to the years between the two; the phantom's second site writes the age at the first study).
