@@ -246,6 +246,24 @@ def check_cpu_sized(given: dict, cuda_available: bool, where: str) -> None:
         )
 
 
+# TrainConfig fields a runner grid may name bare, as it names policy / backbone / seed (``loss: [bce,
+# auc-margin]``; ``train.loss`` works too): the runner puts them into notebook 03's ``train`` mapping, and a
+# run's folder name carries the value only where it is not the default, so sweeps that never vary them keep
+# their run names (U-Ones_densenet121_seed0; U-Ones_densenet121_auc-margin_seed0).
+NAMED_AXES = ("loss", "recipe", "init_from", "geometry", "augment_crop", "augment_flip", "augment_rotate")
+
+
+def run_name_part(field: str, value) -> str | None:
+    """A named axis's part of a run name ('' at the field's default); None when ``field`` is not a named axis."""
+    if field not in NAMED_AXES:
+        return None
+    if value == getattr(TrainConfig, field):
+        return ""
+    if field == "init_from":
+        return f"from-{Path(str(value)).name}"
+    return str(value) if isinstance(value, str) else f"{field.removeprefix('augment_')}{value:g}"
+
+
 FLOAT_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if f.type is float}
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
