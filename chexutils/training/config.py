@@ -59,16 +59,18 @@ class TrainConfig:
     auc_epoch_decay: float = 2e-3  # PESG's pull towards the stage's reference point (LibAUC's epoch_decay;
     # its CheXpert example's gamma = 500 = 1 / 2e-3); loss auc-margin only. PESG uses lr, weight_decay,
     # lr_step_epochs and lr_gamma (a new stage each decay); Adam's betas and adam_impl do not apply
+    auc_lr: float = 0.0  # PESG's own learning rate (SGD-like: LibAUC's CheXpert example 0.1); 0 = lr. Used by
+    # loss auc-margin only and ignored by the others, so one `train` mapping serves a loss axis
     init_from: str = ""  # a run folder (trained or imported) whose best.pt starts a FRESH run; "" = none
     reinit_head: bool = False  # with init_from: a new classifier even when the source's fits (DeepAUC stage 2)
     freeze_trunk_epochs: int = 0  # the trunk (features) frozen, BatchNorm statistics held, for this many epochs
     head_lr: float = 0.0  # the classifier's own learning rate; 0 = the same as lr
     # --- recipe (docs/training.md, "Recipes"; chexutils.training.recipes) ---------------------
     recipe: str = "single"  # "single": every epoch with `loss`; "deepauc": stage1_epochs of BCE + Adam, then
-    # the classifier re-initialised and `loss` (Yuan et al. 2021); "hierarchical": stage1_epochs on the studies
+    # the classifier re-initialised and `loss` (Yuan et al. 2021: BCE at lr with Adam, then auc-margin at auc_lr
+    # with PESG); "hierarchical": stage1_epochs on the studies
     # with a positive parent observation, then all, children conditional on their parent (Pham et al. 2020)
-    stage1_epochs: int = 0  # two-stage recipes: epochs of the first stage (1 .. epochs - 1); single: 0
-    stage1_lr: float = 0.0  # recipe deepauc: stage 1's Adam learning rate; 0 = lr
+    stage1_epochs: int = 0  # two-stage recipes: epochs of the first stage (1 .. epochs - 1); ignored by single
     # --- preprocessing and augmentation (docs/training.md, "Preprocessing and augmentation") ------
     geometry: str = "square"  # film -> square at cache time: "square" (stretched, the original study's), "pad"
     # (aspect kept, zero padding) or "crop" (aspect kept, centre crop) (chexutils.data.cache.GEOMETRIES)
@@ -330,7 +332,7 @@ LOWER_BOUNDS = {
     "auc_margin": (0, False),
     "auc_epoch_decay": (0, True),
     "stage1_epochs": (0, True),
-    "stage1_lr": (0, True),
+    "auc_lr": (0, True),
     "augment_crop": (0, False),
     "augment_flip": (0, True),
     "augment_rotate": (0, True),
@@ -419,19 +421,13 @@ def check_recipe(values: dict, where: str) -> None:
     """A two-stage recipe has 1 .. epochs - 1 first-stage epochs; its fields are refused elsewhere."""
     recipe, first = values.get("recipe", "single"), values.get("stage1_epochs", 0)
     epochs = values.get("epochs", TrainConfig.epochs)
-    if recipe == "single":
-        if first or values.get("stage1_lr"):
-            raise DataError(
-                f"{where}: stage1_epochs / stage1_lr set, but recipe is single; they need a two-stage recipe"
-            )
+    if recipe == "single":  # stage1_epochs is ignored, so one `train` mapping serves a recipe axis
         return
     if not 1 <= first < epochs:
         raise DataError(
             f"{where}: recipe {recipe} needs stage1_epochs between 1 and epochs - 1 ({epochs - 1}), got {first}"
         )
     if recipe == "hierarchical":
-        if values.get("stage1_lr"):
-            raise DataError(f"{where}: stage1_lr applies to recipe deepauc only (hierarchical keeps one optimiser)")
         policy = POLICIES.get(values.get("policy"))
         if policy is not None and policy.head != "binary":
             raise DataError(

@@ -7,8 +7,8 @@ across the boundary). best.pt is chosen among the last stage's epochs only, so i
 - ``single``: every epoch with ``loss`` (and its optimiser: Adam, or PESG for auc-margin).
 - ``deepauc`` (Yuan et al. 2021, ICCV, "Large-scale Robust Deep AUC Maximization", arXiv:2012.03173,
   section 5: pre-train with cross-entropy, then optimise the AUC-margin loss with the classifier
-  re-initialised): stage 1 is BCE with Adam at ``stage1_lr``; at the boundary the classifier is
-  re-initialised (seeded by ``seed``) and stage 2 trains with ``loss`` (e.g. auc-margin with PESG at ``lr``).
+  re-initialised): stage 1 is BCE with Adam at ``lr``; at the boundary the classifier is re-initialised
+  (seeded by ``seed``) and stage 2 trains with ``loss`` (auc-margin: PESG at ``auc_lr``).
 - ``hierarchical`` (Pham et al. 2020, arXiv:1911.06475, "Interpreting chest X-rays via CNNs that exploit
   hierarchical disease dependencies and uncertainty labels", section 3.2, conditional training): stage 1
   trains on the studies whose parent observation (``labels.HIERARCHY``) is positive, stage 2 on all
@@ -34,7 +34,7 @@ from chexutils.training.optim import build_optimizer
 
 RECIPES = {
     "single": "every epoch with `loss` (the original study's recipe when loss is bce)",
-    "deepauc": "stage 1 BCE + Adam at stage1_lr, then the classifier re-initialised and `loss` (Yuan et al. 2021)",
+    "deepauc": "stage 1 BCE + Adam at lr, then the classifier re-initialised and `loss` (Yuan et al. 2021)",
     "hierarchical": "stage 1 on studies with a positive parent, then all; children conditional (Pham et al. 2020)",
 }
 SEED_OFFSET = 7919  # the re-initialised classifier's generator: seed + this (apart from the model's own draws)
@@ -90,9 +90,12 @@ class Stage:
 
 
 def stage_config(cfg: TrainConfig, number: int) -> TrainConfig:
-    """The config a stage trains with: DeepAUC's stage 1 is BCE with Adam at ``stage1_lr`` (0: lr)."""
+    """The config a stage trains with: DeepAUC's stage 1 is BCE with Adam at ``lr``; a stage with loss
+    auc-margin trains with PESG at ``auc_lr`` (0: lr; a head_lr scales with it)."""
     if cfg.recipe == "deepauc" and number == 1:
-        return dataclasses.replace(cfg, loss="bce", lr=cfg.stage1_lr or cfg.lr, head_lr=0.0)
+        return dataclasses.replace(cfg, loss="bce")
+    if cfg.loss == "auc-margin" and cfg.auc_lr:
+        return dataclasses.replace(cfg, lr=cfg.auc_lr, head_lr=cfg.head_lr * cfg.auc_lr / cfg.lr)
     return cfg
 
 

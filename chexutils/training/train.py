@@ -260,6 +260,8 @@ def _fit_with_threads(cfg: TrainConfig) -> Path:
                     images, cfg.batch_size, shuffle=True, drop_last=cfg.drop_last, subset=stage.rows, **loader_args
                 )
             lr = stage.optimizer.param_groups[0]["lr"]
+            extras = {"mask": stage.mask} if cfg.recipe == "hierarchical" else {}  # the stage's own training mask
+            extras.update({"augment": augment} if augment.active else {})
             set_trunk_frozen(model, epoch < cfg.freeze_trunk_epochs)
             try:
                 stats = train_one_epoch(
@@ -272,8 +274,7 @@ def _fit_with_threads(cfg: TrainConfig) -> Path:
                     cfg,
                     epoch,
                     show=rank == 0,
-                    mask=stage.mask,
-                    augment=augment,
+                    **extras,
                 )
                 stage.scheduler.step()
                 if rank == 0:
