@@ -245,3 +245,12 @@ def test_verdicts_by_recipe_say_where_the_better_policy_changes():
     assert table.loc["Edema", "verdict changes"] and not table.loc["Atelectasis", "verdict changes"]
     assert table.loc["Edema", "bce"].startswith("U-Ones (Holm p 0.01) (Δ +0.050 [+0.010, +0.090])")
     assert policy_sweep.baseline_comparison(by_recipe) is by_recipe["bce"]
+
+
+def test_the_per_label_choice_never_pools_two_losses_seeds_into_one_arm():
+    runs = runs_frame()
+    arms = policy_sweep.policy_arms(runs)  # the bce recipe first
+    assert sorted(arms) == ["U-Ones", "U-Zeros"] and all(len(arm) == 2 for arm in arms.values())
+    assert all(str(path) == f"/x/{p}bce{s}" for p, arm in arms.items() for s, path in arm.items())
+    auc = policy_sweep.policy_arms(runs[runs["recipe"] == "auc-margin"])
+    assert all(str(path) == f"/x/{p}auc-margin{s}" for p, arm in auc.items() for s, path in arm.items())

@@ -44,8 +44,11 @@ CHOICE_COLUMNS = [
 
 
 def policy_arms(runs: pd.DataFrame, policies=COMPARED_POLICIES) -> dict[str, dict[int, Path]]:
-    """{policy: {seed: run folder}} for the first backbone and size that has every policy (seeds = one arm)."""
-    for (_, _), group in runs.groupby(["backbone", "image_size"], sort=False):
+    """{policy: {seed: run folder}} for the first backbone and size that has every policy (seeds = one arm);
+    with a recipe column, within one recipe (the bce recipe first), so two losses' seeds never share an arm."""
+    keys = ["recipe", "backbone", "image_size"] if "recipe" in runs else ["backbone", "image_size"]
+    groups = sorted(runs.groupby(keys, sort=False), key=lambda item: item[0][0] != BASELINE_RECIPE)
+    for _, group in groups if "recipe" in runs else runs.groupby(keys, sort=False):
         if set(policies) <= set(group["policy"]):
             return {
                 p: {int(r["seed"]): Path(r["path"]) for _, r in group[group["policy"] == p].iterrows()}
