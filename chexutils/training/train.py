@@ -6,7 +6,10 @@
 In the style of torchvision's references/classification: ``train_one_epoch`` / ``score_selection`` /
 ``fit``; the checkpoint is a dict with the resolved config; only rank 0 writes. A run whose
 ``checkpoint.pt`` exists resumes at the next epoch with model, optimiser, scheduler and RNG
-state, so a killed run ends with the same numbers as an uninterrupted one.
+state, so a killed run ends with the same numbers as an uninterrupted one. This module is the loop;
+the run's bookkeeping (its files, resume, the selection score, the checks before any work) is
+``chexutils.training.run_record``, a recipe's stages ``chexutils.training.recipes`` and the on-device
+augmentation ``chexutils.training.augment``.
 
 Divergence: every loss the run computes is checked, the training loss (at each host read, see
 ``loss_sync_every``) and the selection loss (every epoch), and the weights after every epoch. The
