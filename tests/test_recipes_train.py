@@ -11,6 +11,7 @@ import pytest
 
 from chexutils.core import paths
 from chexutils.core.labels import OBSERVATIONS, PARENT
+from chexutils.evaluation.evaluate import predict_run, read_labels_csv
 from chexutils.models.checkpoint import load_checkpoint
 from chexutils.training.config import make_config
 from chexutils.training.train import fit
@@ -96,3 +97,6 @@ def test_a_hierarchical_run_resumed_across_the_stage_boundary_ends_like_an_unint
     assert 0 < stage1["images"] < stage2["images"] == record["train_images"]
     for child, parent in PARENT.items():  # P(child) = P(child | parent) P(parent) <= P(parent)
         assert (a[child] <= a[parent] + 1e-6).all(), child
+    frame = read_labels_csv(tiny_phantom / "valid.csv", str(tiny_phantom.parent))
+    again = pd.read_csv(predict_run(whole, frame, "official_valid"))[list(OBSERVATIONS)]  # 04's path
+    np.testing.assert_allclose(again.to_numpy(float), a.to_numpy(float), rtol=1e-4, atol=1e-5)
