@@ -14,11 +14,13 @@
         heatmaps/                     overlay PNGs (+ heatmaps.csv)
         <name>.png                    figures: learning_curves, roc, pr, ...
 
-``<set>`` is one of the evaluation-set names of ``EVAL_SETS``. No other module spells these file
+``<set>`` is one of the evaluation-set names of ``EVAL_SETS``, or ``external_<dataset>`` (a registered data set's
+evaluation split, ``external_set``). No other module spells these file
 names: adding a file to the run folder is one property here.
 """
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +48,18 @@ LEGACY_NAMES = {
 }
 
 
+EXTERNAL_PREFIX = "external_"  # + a registered data set's name: its evaluation split (evaluation/external.py)
+
+
+def external_set(dataset: str) -> str:
+    """The evaluation-set name of a data set's evaluation split, e.g. ``external_mimic_cxr_jpg``."""
+    return EXTERNAL_PREFIX + re.sub(r"[^0-9a-z]+", "_", dataset.lower()).strip("_")
+
+
 def check_eval_set(name: str) -> str:
-    """``name`` if it is an evaluation-set name, else a DataError listing the names."""
-    if name not in EVAL_SETS:
-        raise DataError(f"unknown evaluation set {name!r}; known: {', '.join(EVAL_SETS)}")
+    """``name`` if it is an evaluation-set name (or an ``external_<dataset>`` one), else a DataError listing the names."""
+    if name not in EVAL_SETS and not re.fullmatch(EXTERNAL_PREFIX + r"[0-9a-z_]+", name):
+        raise DataError(f"unknown evaluation set {name!r}; known: {', '.join(EVAL_SETS)} or {EXTERNAL_PREFIX}<dataset>")
     return name
 
 

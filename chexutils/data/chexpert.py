@@ -281,5 +281,6 @@ register_dataset(
         description="CheXpert v1.0 (Stanford; the small or full release): train.csv and valid.csv, report-labeler labels",
         splits=SPLITS,
         default_root="data",
+        eval_split="valid",  # radiologist-labelled (the phantom: the truth)
     )
 )

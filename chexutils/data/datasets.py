@@ -33,6 +33,12 @@ class DatasetSpec:
     description: str  # one line: what it is and where it comes from
     splits: tuple[str, ...]  # the split names ``read`` accepts, as the release names them
     default_root: str  # the folder docs/data.md puts the release in, relative to the project root
+    train_split: str = "train"  # the split a model trains on (cross-site evaluation, evaluation/external.py)
+    eval_split: str = ""  # the split a model is evaluated on at another site ("": the last of ``splits``)
+
+    @property
+    def evaluation_split(self) -> str:
+        return self.eval_split or self.splits[-1]
 
 
 DATASETS: dict[str, DatasetSpec] = {}

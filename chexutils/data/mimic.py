@@ -403,5 +403,6 @@ register_dataset(
         description="MIMIC-CXR-JPG v2.0.0/v2.1.0 (Beth Israel Deaconess, Boston): CheXpert-labeler study labels, official split",
         splits=SPLITS,
         default_root=DEFAULT_ROOT,
+        eval_split="test",  # the official test split (report labels from the CheXpert labeler)
     )
 )

@@ -214,3 +214,38 @@ def share_heatmap(
     fig.tight_layout()
     save_figure(fig, path)
     return fig
+
+
+def cross_site_heatmap(grid: pd.DataFrame, path=None, title: str = "mean AUROC: trained on (rows) x evaluated on"):
+    """The trained-on x evaluated-on grid (evaluation/external.grid), annotated; chance (0.5) at the bottom of the scale."""
+    fig, ax = plt.subplots(figsize=(1.6 * grid.shape[1] + 3, 0.6 * grid.shape[0] + 1.8))
+    sns.heatmap(grid.astype(float), vmin=0.5, vmax=1.0, cmap="viridis", annot=True, fmt=".3f", ax=ax,
+                cbar_kws={"label": "AUROC"})  # fmt: skip
+    ax.set(xlabel="evaluated on", ylabel="trained on", title=title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def forest_plot(table: pd.DataFrame, value: str = "auroc", path=None, title: str = "AUROC by group"):
+    """One row per (observation, group) of evaluation/subgroups.subgroup_table: the point, its interval (none
+    below the floor: the point alone, hollow) and the counts as text."""
+    rows = table.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.5))
+    ypos = np.arange(len(rows))[::-1]
+    has_ci = rows["ci_low"].notna().to_numpy()
+    ax.errorbar(rows.loc[has_ci, value], ypos[has_ci],
+                xerr=[rows.loc[has_ci, value] - rows.loc[has_ci, "ci_low"], rows.loc[has_ci, "ci_high"] - rows.loc[has_ci, value]],
+                fmt="o", color="C0", capsize=2)  # fmt: skip
+    ax.plot(rows.loc[~has_ci, value], ypos[~has_ci], "o", mfc="none", color="C1", label="no CI (below the floor)")
+    ax.set_yticks(ypos, [f"{o} · {g}" for o, g in zip(rows["observation"], rows["group"], strict=True)], fontsize=7)
+    for y, text in zip(ypos, rows.get("text", [""] * len(rows)), strict=True):
+        ax.annotate(str(text), (1.0, y), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
+                    fontsize=6, va="center")  # fmt: skip
+    ax.axvline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel=value, title=title)
+    if (~has_ci).any():
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
