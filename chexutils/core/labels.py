@@ -85,3 +85,31 @@ def check_observation(name: str) -> str:
 
 
 COMPARED_POLICIES = ("U-Zeros", "U-Ones")  # the two arms of the per-label choice and of the phantom's expected answer
+
+
+def hierarchy_order(parent: dict[str, str] = PARENT, observations=OBSERVATIONS) -> list[str]:
+    """The observations that have a parent, each after its own parent (so a chain is resolved top-down)."""
+    depth = {}
+
+    def level(name: str, seen=()) -> int:
+        if name in seen:
+            raise ValueError(f"the hierarchy has a cycle through {name!r}")
+        if name not in depth:
+            depth[name] = 0 if name not in parent else 1 + level(parent[name], (*seen, name))
+        return depth[name]
+
+    return sorted((o for o in observations if o in parent), key=level)
+
+
+def marginal_from_conditional(probs, observations=OBSERVATIONS, parent: dict[str, str] = PARENT):
+    """P(child) = P(child | parent) · P(parent), down the hierarchy (Pham et al. 2020, arXiv:1911.06475,
+    "Interpreting chest X-rays via CNNs that exploit hierarchical disease dependencies and uncertainty
+    labels", section 3.2: a conditionally trained output is P(child | parent); the product rule makes it
+    unconditional). ``probs``: (..., len(observations)) array or tensor whose child columns are conditional
+    and whose root columns are unconditional; returns a copy with every column unconditional. A grandchild
+    uses its parent's already unconditional probability, so the product runs down the whole chain."""
+    out = probs.clone() if hasattr(probs, "clone") else np.array(probs, dtype=float, copy=True)
+    column = {name: i for i, name in enumerate(observations)}
+    for child in hierarchy_order(parent, observations):
+        out[..., column[child]] = probs[..., column[child]] * out[..., column[parent[child]]]
+    return out

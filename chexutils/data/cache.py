@@ -1,6 +1,6 @@
 """Pre-resized uint8 image cache: decode and resize every image once, then read whole batches.
 
-One cache per (image list, size, resize method, files' state), under ``<cache_root>/<key>-<stamp>/``:
+One cache per (image list, size, resize method, geometry, files' state), under ``<cache_root>/<key>-<stamp>/``:
 ``images.npy`` (N x S x S uint8, memory-mapped, one channel), ``index.csv`` (Path per row),
 ``stamps.npy`` (each file's size and mtime, or size and content hash, when it was read),
 ``filled.npy`` (rows already written, so an interrupted build resumes) and ``meta.json``
@@ -40,21 +40,43 @@ RESIZE_METHODS = {
     "bicubic": Image.Resampling.BICUBIC,
 }
 CHUNK = 256  # rows per work unit; progress is saved after each
+# How a (H, W) film becomes (size, size), the three the original study (Irvin et al. 2019) found to perform alike:
+# "square" stretches it (today's default), "pad" keeps the aspect ratio (longer side = size) and fills the
+# rest with zeros (black) around the centred image, "crop" keeps the aspect ratio (shorter side = size) and
+# keeps the centre square.
+GEOMETRIES = ("square", "pad", "crop")
 
 
-def resize_image(pixels: np.ndarray, size: int, method: str = "bilinear") -> np.ndarray:
-    """Resize an (H, W) uint8 image to (size, size) — the original study's square resize — with PIL."""
-    return np.array(Image.fromarray(pixels, mode="L").resize((size, size), RESIZE_METHODS[method]), dtype=np.uint8)
+def resize_image(pixels: np.ndarray, size: int, method: str = "bilinear", geometry: str = "square") -> np.ndarray:
+    """An (H, W) uint8 image as (size, size) uint8 by ``geometry`` (GEOMETRIES), resized with PIL's ``method``."""
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"unknown geometry {geometry!r}; known: {', '.join(GEOMETRIES)}")
+    image = Image.fromarray(pixels, mode="L")
+    if geometry == "square":
+        return np.array(image.resize((size, size), RESIZE_METHODS[method]), dtype=np.uint8)
+    height, width = pixels.shape
+    scale = size / (max(height, width) if geometry == "pad" else min(height, width))
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    scaled = np.array(image.resize((new_w, new_h), RESIZE_METHODS[method]), dtype=np.uint8)
+    if geometry == "crop":
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        return np.ascontiguousarray(scaled[top : top + size, left : left + size])
+    out = np.zeros((size, size), np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = scaled
+    return out
 
 
-def load_resized(path, size: int, method: str = "bilinear") -> np.ndarray:
+def load_resized(path, size: int, method: str = "bilinear", geometry: str = "square") -> np.ndarray:
     """Read one image and resize it: exactly what the cache stores for it."""
-    return resize_image(read_image(path), size, method)
+    return resize_image(read_image(path), size, method, geometry)
 
 
-def cache_key(image_paths, size: int, method: str) -> str:
-    """Hash of the image list, the size and the resize method."""
-    digest = hashlib.sha256(f"v{CACHE_VERSION}|{size}|{method}|".encode())
+def cache_key(image_paths, size: int, method: str, geometry: str = "square") -> str:
+    """Hash of the image list, the size, the resize method and the geometry (square: as before geometries
+    existed, so the caches already built keep their key; another geometry never shares a key with it)."""
+    shape = "" if geometry == "square" else f"geometry={geometry}|"
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|{size}|{method}|{shape}".encode())
     for p in image_paths:
         digest.update(str(p).encode() + b"\n")
     return digest.hexdigest()[:16]
@@ -81,10 +103,10 @@ def file_stamps(image_paths, check: str = "stat") -> np.ndarray:
     return stamps
 
 
-def cache_folder(cache_root, image_paths, size: int, method: str, stamps: np.ndarray) -> Path:
-    """``<cache_root>/<list key>-<stamp key>``: one folder per image list and state of its files."""
+def cache_folder(cache_root, image_paths, size: int, method: str, stamps: np.ndarray, geometry: str = "square") -> Path:
+    """``<cache_root>/<list key>-<stamp key>``: one folder per image list (size, method, geometry) and state of its files."""
     stamp_key = hashlib.sha256(np.ascontiguousarray(stamps).tobytes()).hexdigest()[:8]
-    return Path(cache_root) / f"{cache_key(image_paths, size, method)}-{stamp_key}"
+    return Path(cache_root) / f"{cache_key(image_paths, size, method, geometry)}-{stamp_key}"
 
 
 @dataclass
@@ -95,6 +117,7 @@ class ImageCache:
     images: np.ndarray  # memory map, (N, size, size) uint8
     size: int
     method: str
+    geometry: str = "square"
 
     def __len__(self) -> int:
         return len(self.images)
@@ -115,6 +138,7 @@ def open_cache(
     method: str = "bilinear",
     workers: int | None = None,
     check: str = "stat",
+    geometry: str = "square",
 ) -> ImageCache:
     """The cache for ``frame["image"]`` at ``size``: reused when complete, otherwise built (or resumed).
 
@@ -124,14 +148,23 @@ def open_cache(
         raise ValueError(f"unknown resize method {method!r}; known: {', '.join(RESIZE_METHODS)}")
     paths = frame["image"].astype(str).tolist()
     stamps = file_stamps(paths, check)
-    folder = cache_folder(cache_root, paths, size, method, stamps)
+    folder = cache_folder(cache_root, paths, size, method, stamps, geometry)
     if not (folder / "meta.json").is_file():
         with locks.exclusive(
             folder / ".lock", f"image cache {folder}", wait=True, on_wait=functools.partial(_say_waiting, folder)
         ):
             if not (folder / "meta.json").is_file():  # the other builder may have finished it meanwhile
-                _build(folder, paths, size, method, workers or os.cpu_count() or 1, frame.get("line"), stamps, check)
-    return ImageCache(folder, _open_images(folder, len(paths), size), size, method)
+                _build(
+                    folder,
+                    paths,
+                    size,
+                    (method, geometry),
+                    workers or os.cpu_count() or 1,
+                    frame.get("line"),
+                    stamps,
+                    check,
+                )
+    return ImageCache(folder, _open_images(folder, len(paths), size), size, method, geometry)
 
 
 def _say_waiting(folder: Path, who: str) -> None:
@@ -157,9 +190,11 @@ def _open_images(folder: Path, count: int, size: int) -> np.ndarray:
 
 
 def _build(
-    folder: Path, paths: list[str], size: int, method: str, workers: int, lines, stamps: np.ndarray, check: str
+    folder: Path, paths: list[str], size: int, how: tuple, workers: int, lines, stamps: np.ndarray, check: str
 ) -> None:
-    """Fill images.npy chunk by chunk; ``filled.npy`` records finished rows after each chunk is flushed."""
+    """Fill images.npy chunk by chunk; ``filled.npy`` records finished rows after each chunk is flushed.
+    ``how``: (resize method, geometry)."""
+    method, geometry = how
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text(f"image cache version {CACHE_VERSION}, made by chexutils\n")
     store, filled_path = folder / "images.npy", folder / "filled.npy"
@@ -181,7 +216,7 @@ def _build(
     todo = [np.arange(s, min(s + CHUNK, len(paths))) for s in range(0, len(paths), CHUNK)]
     todo = [rows[~filled[rows]] for rows in todo if not filled[rows].all()]  # only the rows still missing
     bar = tqdm(total=len(paths), initial=int(filled.sum()), desc=f"image cache {size}px", unit="img", mininterval=1)
-    jobs = [(str(store), rows, [paths[i] for i in rows], size, method) for rows in todo]
+    jobs = [(str(store), rows, [paths[i] for i in rows], size, method, geometry) for rows in todo]
     try:
         if workers == 1 or len(jobs) <= 1:
             results = map(_fill_chunk, jobs)
@@ -198,7 +233,14 @@ def _build(
     del images
     write_json(
         folder / "meta.json",
-        {"version": CACHE_VERSION, "size": size, "method": method, "count": len(paths), "check": check},
+        {
+            "version": CACHE_VERSION,
+            "size": size,
+            "method": method,
+            "geometry": geometry,
+            "count": len(paths),
+            "check": check,
+        },
     )
     filled_path.unlink(missing_ok=True)
 
@@ -238,10 +280,10 @@ def _no_space(err: OSError, store: Path, folder: Path, size: int) -> Exception:
 
 def _fill_chunk(job) -> np.ndarray:
     """Worker: decode, resize and write one chunk of rows straight into the memory map."""
-    store, rows, chunk_paths, size, method = job
+    store, rows, chunk_paths, size, method, geometry = job
     images = np.load(store, mmap_mode="r+")
     for row, path in zip(rows, chunk_paths):
-        images[row] = load_resized(path, size, method)
+        images[row] = load_resized(path, size, method, geometry)
     images.flush()
     return rows
 

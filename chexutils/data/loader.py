@@ -16,11 +16,13 @@ from chexutils.core.errors import DataError
 from chexutils.data.cache import ImageCache, load_resized, open_cache
 
 
-def image_source(frame, size: int, method: str, use_cache: bool, cache_dir, check: str = "stat"):
+def image_source(
+    frame, size: int, method: str, use_cache: bool, cache_dir, check: str = "stat", geometry: str = "square"
+):
     """Where a frame's resized images come from: the uint8 cache (built or reused) or the JPEGs per item."""
     if use_cache:
-        return open_cache(frame, size, cache_dir, method, check=check)
-    return ResizedImages(frame["image"], size, method, frame.get("line"))
+        return open_cache(frame, size, cache_dir, method, check=check, geometry=geometry)
+    return ResizedImages(frame["image"], size, method, frame.get("line"), geometry)
 
 
 def epoch_batches(
@@ -53,8 +55,8 @@ def epoch_batches(
 class ResizedImages(Dataset):
     """Per-image reads from the JPEGs (the path without a cache): decode, resize, uint8 (1, S, S)."""
 
-    def __init__(self, image_paths, size: int, method: str = "bilinear", lines=None):
-        self.paths, self.size, self.method = list(image_paths), size, method
+    def __init__(self, image_paths, size: int, method: str = "bilinear", lines=None, geometry: str = "square"):
+        self.paths, self.size, self.method, self.geometry = list(image_paths), size, method, geometry
         self.lines = None if lines is None else list(lines)  # CSV line per row, for error messages
 
     def __len__(self) -> int:
@@ -62,7 +64,7 @@ class ResizedImages(Dataset):
 
     def __getitem__(self, row: int):
         try:
-            return torch.from_numpy(load_resized(self.paths[row], self.size, self.method))[None], row
+            return torch.from_numpy(load_resized(self.paths[row], self.size, self.method, self.geometry))[None], row
         except DataError as err:
             if self.lines is None:
                 raise
@@ -74,6 +76,7 @@ class _CachedBatch(Dataset):
 
     def __init__(self, cache: ImageCache, batches: list[np.ndarray]):
         self.folder, self.size, self.method, self.batches = cache.folder, cache.size, cache.method, batches
+        self.geometry = cache.geometry
         self._cache = cache
 
     def __len__(self) -> int:
@@ -91,12 +94,15 @@ class _CachedBatch(Dataset):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._cache = ImageCache(
-            self.folder, np.load(self.folder / "images.npy", mmap_mode="r"), self.size, self.method
+            self.folder, np.load(self.folder / "images.npy", mmap_mode="r"), self.size, self.method, self.geometry
         )
 
 
 class BatchLoader:
-    """Iterate one epoch of ``(images, rows)`` batches; call ``set_epoch`` between epochs to reshuffle."""
+    """Iterate one epoch of ``(images, rows)`` batches; call ``set_epoch`` between epochs to reshuffle.
+
+    ``subset``: only these rows of ``source`` (e.g. a recipe stage's studies), batched and shuffled as if
+    they were the whole source; the rows yielded are still rows of ``source``."""
 
     def __init__(
         self,
@@ -109,7 +115,9 @@ class BatchLoader:
         drop_last: bool = False,
         rank: int = 0,
         world: int = 1,
+        subset=None,
     ):
+        self.subset = None if subset is None else np.asarray(subset, dtype=np.int64)
         self.source, self.batch_size, self.shuffle, self.seed = source, batch_size, shuffle, seed
         self.workers, self.pin_memory, self.drop_last, self.rank, self.world = (
             workers,
@@ -124,8 +132,8 @@ class BatchLoader:
         self.epoch = epoch
 
     def batches(self) -> list[np.ndarray]:
-        return epoch_batches(
-            len(self.source),
+        batches = epoch_batches(
+            len(self.source) if self.subset is None else len(self.subset),
             self.batch_size,
             self.shuffle,
             self.seed,
@@ -134,6 +142,7 @@ class BatchLoader:
             self.world,
             self.drop_last,
         )
+        return batches if self.subset is None else [self.subset[b] for b in batches]
 
     def __len__(self) -> int:
         return len(self.batches())

@@ -19,6 +19,7 @@ from chexutils.evaluation.references import reference_table
 from chexutils.phantom import TRUTH_JSON
 from chexutils.scoring.metrics import NA, metric_text, shown
 from chexutils.scoring.predict import write_predictions
+from chexutils.training.config import NAMED_AXES, TrainConfig, run_name_part
 
 MEAN = "mean of 5 competition tasks"
 CHOSE_IT = "chose it; not an estimate"  # beside a figure on the set that chose the model
@@ -52,8 +53,22 @@ def chosen_label(name: str, run_dir, eval_set: str, policy: str | None = None) -
     return f"{name} ({CHOSE_IT})" if chosen_on(run_dir, policy) == eval_set else name
 
 
+DEFAULT_RECIPE = TrainConfig.loss  # the recipe label of a run trained as the original study did ("bce")
+
+
+def recipe_label(config: dict) -> str:
+    """How a run trained, apart from its policy: its loss, then every other training axis
+    (``config.NAMED_AXES``: recipe, init_from, geometry, augmentation) not at its default
+    ("bce", "auc-margin", "deepauc auc-margin", "bce pad flip0.5")."""
+    parts = [run_name_part(axis, config.get(axis, getattr(TrainConfig, axis))) for axis in NAMED_AXES[1:]]
+    recipe = config.get("recipe", "single")
+    ordered = ([recipe] if recipe != "single" else []) + [config.get("loss", DEFAULT_RECIPE)]
+    return " ".join(ordered + [p for axis, p in zip(NAMED_AXES[1:], parts) if p and axis != "recipe"])
+
+
 def run_table(sweep_dir) -> pd.DataFrame:
-    """One row per finished run folder (config.json + best.pt) of a sweep: policy, backbone, size, path."""
+    """One row per finished run folder (config.json + best.pt) of a sweep: policy, recipe (``recipe_label``),
+    backbone, size, path."""
     rows = []
     for run in rundir.find_runs(sweep_dir):
         config = run.config()
@@ -61,13 +76,15 @@ def run_table(sweep_dir) -> pd.DataFrame:
             {
                 "run": run.name,
                 "policy": config["policy"],
+                "recipe": recipe_label(config),
                 "backbone": config["backbone"],
                 "image_size": config["image_size"],
                 "seed": config.get("seed", 0),
                 "path": run.path,
             }
         )
-    return pd.DataFrame(rows, columns=["run", "policy", "backbone", "image_size", "seed", "path"]).set_index("run")
+    columns = ["run", "policy", "recipe", "backbone", "image_size", "seed", "path"]
+    return pd.DataFrame(rows, columns=columns).set_index("run")
 
 
 def auroc_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -110,18 +127,41 @@ def auroc_table(runs: pd.DataFrame, eval_set: str = OFFICIAL_VALID) -> tuple[pd.
 
 
 def run_arms(runs: pd.DataFrame) -> dict[str, dict[int, Path]]:
-    """{arm: {seed: run folder}}: runs of one policy, backbone and image size are one arm, its seeds.
+    """{arm: {seed: run folder}}: runs of one policy, recipe, backbone and image size are one arm, its seeds.
 
-    An arm of one run is named by the run; one of several by 'policy backbone size px'. Where two
-    runs of a group share a seed (e.g. two mixed runs on different mappings), each run is its own arm.
+    An arm of one run is named by the run; one of several by 'policy [recipe] backbone size px' (the
+    recipe named when it is not bce). Where two runs of a group share a seed (e.g. two mixed runs on
+    different mappings), each run is its own arm.
     """
     arms = {}
-    for (policy, backbone, size), group in runs.groupby(["policy", "backbone", "image_size"], sort=False):
+    if "recipe" not in runs:
+        runs = runs.assign(recipe=DEFAULT_RECIPE)
+    for (policy, recipe, backbone, size), group in runs.groupby(
+        ["policy", "recipe", "backbone", "image_size"], sort=False
+    ):
         if len(group) == 1 or group["seed"].duplicated().any():
             arms.update({str(run): {int(row["seed"]): Path(row["path"])} for run, row in group.iterrows()})
         else:
-            arms[f"{policy} {backbone} {size}px"] = {int(row["seed"]): Path(row["path"]) for _, row in group.iterrows()}
+            shown = f" {recipe}" if recipe != DEFAULT_RECIPE else ""
+            arms[f"{policy}{shown} {backbone} {size}px"] = {
+                int(row["seed"]): Path(row["path"]) for _, row in group.iterrows()
+            }
     return arms
+
+
+def rankings_within(
+    runs: pd.DataFrame, frame: pd.DataFrame, by: str, eval_set: str = OFFICIAL_VALID, alpha: float = 0.05
+) -> dict[str, tuple[pd.DataFrame, str]]:
+    """``ranking`` inside each group of ``by``: ``by="recipe"`` ranks the policies within each recipe,
+    ``by="policy"`` the recipes (losses) within each policy; the same paired, seed-aware test and Holm
+    over each group's pairs. Groups with fewer than 2 arms are left out; {} when the sweep has one recipe."""
+    if "recipe" not in runs or runs["recipe"].nunique() < 2:
+        return {}
+    out = {}
+    for name, group in runs.groupby(by, sort=False):
+        if len(run_arms(group)) >= 2:
+            out[str(name)] = ranking(group, frame, eval_set, alpha)
+    return out
 
 
 def ranking(

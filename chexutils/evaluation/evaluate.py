@@ -14,7 +14,7 @@ from chexutils.core.labels import OBSERVATIONS
 from chexutils.core.rundir import OFFICIAL_VALID, RunDir, check_eval_set
 from chexutils.data.chexpert import read_chexpert
 from chexutils.data.loader import BatchLoader, image_source
-from chexutils.models.backbones import build_model, probabilities
+from chexutils.models.backbones import build_model, is_conditional, probabilities
 from chexutils.models.checkpoint import load_checkpoint
 from chexutils.scoring.aggregate import aggregate_studies
 from chexutils.scoring.metrics import bootstrap_auroc, mean_tasks_with_ci, write_metrics
@@ -56,11 +56,18 @@ def predict_run(run_dir, frame: pd.DataFrame, eval_set: str, device: str = "auto
     model.load_state_dict(load_checkpoint(run.best, require=("model", "config"))["model"])
     model.to(device)
     size, method = config["image_size"], config["resize_method"]
-    images = image_source(frame, size, method, config["use_cache"], paths.resolve(config["cache_dir"]))
+    images = image_source(
+        frame,
+        size,
+        method,
+        config["use_cache"],
+        paths.resolve(config["cache_dir"]),
+        geometry=config.get("geometry", "square"),
+    )
     loader = BatchLoader(images, config["batch_size"] * 2)
     logits = predict_logits(model, loader, len(frame), device, config["amp"])
     path = run.predictions(eval_set)
-    write_predictions(frame, probabilities(logits, config["head"]).numpy(), path)
+    write_predictions(frame, probabilities(logits, config["head"], is_conditional(config)).numpy(), path)
     return path
 
 

@@ -22,6 +22,7 @@ from chexutils.phantom import read_truth
 
 MAPPING_JSON, CHOICE_CSV = "mixed_mapping.json", "policy_choice.csv"
 MIN_SEEDS = 2  # per arm, for a mapping: with one seed the test cannot see training noise
+BASELINE_RECIPE = "bce"  # compare.DEFAULT_RECIPE: the recipe label of the original study's training
 
 CHOICE_COLUMNS = [
     "positives",
@@ -43,8 +44,11 @@ CHOICE_COLUMNS = [
 
 
 def policy_arms(runs: pd.DataFrame, policies=COMPARED_POLICIES) -> dict[str, dict[int, Path]]:
-    """{policy: {seed: run folder}} for the first backbone and size that has every policy (seeds = one arm)."""
-    for (_, _), group in runs.groupby(["backbone", "image_size"], sort=False):
+    """{policy: {seed: run folder}} for the first backbone and size that has every policy (seeds = one arm);
+    with a recipe column, within one recipe (the bce recipe first), so two losses' seeds never share an arm."""
+    keys = ["recipe", "backbone", "image_size"] if "recipe" in runs else ["backbone", "image_size"]
+    groups = sorted(runs.groupby(keys, sort=False), key=lambda item: item[0][0] != BASELINE_RECIPE)
+    for _, group in groups if "recipe" in runs else runs.groupby(keys, sort=False):
         if set(policies) <= set(group["policy"]):
             return {
                 p: {int(r["seed"]): Path(r["path"]) for _, r in group[group["policy"] == p].iterrows()}
@@ -301,3 +305,50 @@ def compare_policies(
     if comparison.exploratory:
         comparison.summary = f"**Exploratory** ({comparison.exploratory}). {comparison.summary}"
     return comparison
+
+
+def compare_policies_by_recipe(runs: pd.DataFrame, *args, **kwargs) -> dict[str, PolicyComparison]:
+    """``compare_policies`` within each recipe of the sweep (``compare.recipe_label``: loss, recipe and the
+    other training axes), the baseline (``bce``) first: the same seed-aware test, Holm over the labels of
+    each recipe's own comparison. A sweep without a recipe column is one recipe, ``bce``."""
+    if "recipe" not in runs:
+        runs = runs.assign(recipe=BASELINE_RECIPE)
+    order = sorted(runs["recipe"].unique(), key=lambda r: (r != BASELINE_RECIPE, r))
+    return {recipe: compare_policies(runs[runs["recipe"] == recipe], *args, **kwargs) for recipe in order}
+
+
+def baseline_comparison(by_recipe: dict[str, PolicyComparison]) -> PolicyComparison:
+    """The comparison whose verdicts feed ``mixed`` (mixed_mapping.json): the bce recipe's, else the first."""
+    return by_recipe.get(BASELINE_RECIPE) or next(iter(by_recipe.values()))
+
+
+def verdicts_by_recipe(by_recipe: dict[str, PolicyComparison]) -> pd.DataFrame:
+    """Per observation (rows) and recipe (columns): the verdict with Δ (U-Ones minus U-Zeros) and its CI,
+    and whether the verdict differs between recipes: the answer to "does the better policy per observation
+    change when the loss changes?" (a change needs a detected difference in at least one recipe; two
+    "no detectable difference" verdicts are no change)."""
+    columns = {}
+    verdicts = {}
+    for recipe, comparison in by_recipe.items():
+        choice = comparison.choice
+        if comparison.skipped or choice.empty:
+            continue
+        verdicts[recipe] = choice["verdict"].astype(str).map(_detected)
+        columns[recipe] = [
+            f"{row['verdict']} (Δ {row[policy_choice.DELTA]:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}])"
+            if np.isfinite(row.get(policy_choice.DELTA, np.nan))
+            else str(row["verdict"])
+            for _, row in choice.iterrows()
+        ]
+        columns[recipe] = pd.Series(columns[recipe], index=choice.index)
+    if not columns:
+        return pd.DataFrame()
+    table = pd.DataFrame(columns)
+    table["verdict changes"] = pd.DataFrame(verdicts).nunique(axis=1) > 1 if len(verdicts) > 1 else False
+    return table
+
+
+def _detected(verdict: str) -> str:
+    """The policy a verdict detected ('U-Ones', 'U-Zeros'), else 'none' (no difference, not compared)."""
+    first = verdict.split(" (")[0]
+    return first if first in COMPARED_POLICIES else "none"

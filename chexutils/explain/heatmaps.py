@@ -163,9 +163,10 @@ def _model_and_size(run_or_model, image_size: int | None):
     if isinstance(run_or_model, ChexpertNet):
         if image_size is None:
             raise ValueError("image_size is required when a model (not a run folder) is given")
-        return run_or_model, int(image_size), "bilinear"
+        return run_or_model, int(image_size), "bilinear", "square"
     model, config = load_run_model(run_or_model)
-    return model, int(image_size or config["image_size"]), config.get("resize_method", "bilinear")
+    size, method = int(image_size or config["image_size"]), config.get("resize_method", "bilinear")
+    return model, size, method, config.get("geometry", "square")
 
 
 def _image_files(images, root) -> list[Path]:
@@ -195,12 +196,12 @@ def heatmaps_for(
     batch_size: int = 16,
 ) -> np.ndarray:
     """Heatmaps (N, K, S, S) at the model's input size for image files (or Paths under ``root``)."""
-    model, size, method = _model_and_size(run_or_model, image_size)
+    model, size, method, geometry = _model_and_size(run_or_model, image_size)
     if method not in RESIZE_METHODS:
         raise ValueError(f"unknown resize method {method!r}")
     files = _image_files(images, root)
     batch = (
-        torch.from_numpy(np.stack([load_resized(f, size, method) for f in files]))[:, None]
+        torch.from_numpy(np.stack([load_resized(f, size, method, geometry) for f in files]))[:, None]
         if files
         else torch.zeros((0, 1, size, size), dtype=torch.uint8)
     )
@@ -253,11 +254,11 @@ def write_heatmaps(
     names = list(OBSERVATIONS) if observations is None else list(observations)
     keys = images["Path"].tolist() if isinstance(images, pd.DataFrame) else [str(p) for p in images]
     files = _image_files(images, root)
-    model, size, method = _model_and_size(run_or_model, image_size)
+    model, size, method, geometry = _model_and_size(run_or_model, image_size)
     rows = []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        batch = torch.from_numpy(np.stack([load_resized(f, size, method) for f in chunk]))[:, None]
+        batch = torch.from_numpy(np.stack([load_resized(f, size, method, geometry) for f in chunk]))[:, None]
         maps = grad_cam(model, batch, names, batch_size)
         for key, f, per_obs in zip(keys[start : start + batch_size], chunk, maps):
             image = read_image(f)

@@ -15,7 +15,14 @@ import torch
 from torch import nn
 from torchvision.models import DenseNet121_Weights, densenet121
 
-from chexutils.core.labels import BINARY, MULTICLASS, MULTICLASS_CLASSES, OBSERVATIONS, check_head
+from chexutils.core.labels import (
+    BINARY,
+    MULTICLASS,
+    MULTICLASS_CLASSES,
+    OBSERVATIONS,
+    check_head,
+    marginal_from_conditional,
+)
 from chexutils.models.fractalnet import FractalNet
 from chexutils.models.registry import BACKBONES, Backbone, get_backbone, register_backbone
 
@@ -308,14 +315,23 @@ def build_model(
     return ChexpertNet(spec, features, num_features, head=head, num_outputs=num_outputs)
 
 
-def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:
-    """(B, 14) probability of each finding: sigmoid (binary) or p1 / (p0 + p1) of the softmax (multiclass)."""
+def probabilities(logits: torch.Tensor, head: str, conditional: bool = False) -> torch.Tensor:
+    """(B, 14) probability of each finding: sigmoid (binary) or p1 / (p0 + p1) of the softmax (multiclass).
+
+    ``conditional``: the model was trained hierarchy-aware (``recipe: hierarchical``), so a child's output
+    is P(child | parent); the product rule (``labels.marginal_from_conditional``) makes it P(child)."""
     check_head(head)
     if head == BINARY:
-        return torch.sigmoid(logits)
+        probs = torch.sigmoid(logits)
+        return marginal_from_conditional(probs) if conditional else probs
     if logits.shape[-1] != len(MULTICLASS_CLASSES):
         raise ValueError(
             f"multiclass logits need a last dimension of {len(MULTICLASS_CLASSES)}, got shape {tuple(logits.shape)}"
         )
     # exp(l1) / (exp(l0) + exp(l1)) == sigmoid(l1 - l0): no overflow, and the class-2 logit cancels.
     return torch.sigmoid(logits[..., 1] - logits[..., 0])
+
+
+def is_conditional(config: dict) -> bool:
+    """Whether a run's outputs are conditional on the parent observation (config.json's ``recipe``)."""
+    return config.get("recipe") == "hierarchical"

@@ -27,7 +27,7 @@ from chexutils.core.labels import OBSERVATIONS
 from chexutils.core.rundir import RunDir
 from chexutils.data.cache import load_resized
 from chexutils.data.pixels import is_dicom
-from chexutils.models.backbones import build_model, probabilities
+from chexutils.models.backbones import build_model, is_conditional, probabilities
 from chexutils.models.checkpoint import load_checkpoint
 
 FOLDER_SUFFIXES = (".jpg", ".jpeg", ".png", ".dcm")  # what a folder search picks up (plus extension-less DICOM)
@@ -73,15 +73,15 @@ def find_images(paths) -> tuple[list[Path], list[str]]:
 class NewImages(Dataset):
     """Item i = (uint8 (1, S, S) image, i, "") as the run's cache would store it, or (zeros, i, reason)."""
 
-    def __init__(self, paths, size: int, method: str):
-        self.paths, self.size, self.method = list(paths), size, method
+    def __init__(self, paths, size: int, method: str, geometry: str = "square"):
+        self.paths, self.size, self.method, self.geometry = list(paths), size, method, geometry
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, row: int):
         try:
-            return torch.from_numpy(load_resized(self.paths[row], self.size, self.method))[None], row, ""
+            return torch.from_numpy(load_resized(self.paths[row], self.size, self.method, self.geometry))[None], row, ""
         except DataError as err:
             return torch.zeros((1, self.size, self.size), dtype=torch.uint8), row, str(err)
 
@@ -105,7 +105,7 @@ def predict_images(
     files, failures = find_images(paths)
     torch_device = pick_device(device)
     model, config = load_run_model(run_dir, torch_device)
-    dataset = NewImages(files, config["image_size"], config["resize_method"])
+    dataset = NewImages(files, config["image_size"], config["resize_method"], config.get("geometry", "square"))
     loader = DataLoader(dataset, batch_size=batch_size or 2 * config["batch_size"], num_workers=workers)
     start = time.perf_counter()
     errors = {}
@@ -124,7 +124,9 @@ def predict_images(
     failures += [errors[i] for i in sorted(errors)]
     kept = [i for i in range(len(dataset)) if i not in errors]
     probs = (
-        probabilities(logits[kept], config["head"]).numpy() if logits is not None else np.empty((0, len(OBSERVATIONS)))
+        probabilities(logits[kept], config["head"], is_conditional(config)).numpy()
+        if logits is not None
+        else np.empty((0, len(OBSERVATIONS)))
     )
     table = pd.DataFrame(probs, columns=list(OBSERVATIONS))
     table.insert(0, "path", [str(files[i]) for i in kept])

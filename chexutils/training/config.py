@@ -23,7 +23,7 @@ from chexutils.core import paths
 from chexutils.core.devices import DEVICE_PATTERN
 from chexutils.core.errors import DataError
 from chexutils.core.io import read_yaml
-from chexutils.data.cache import CHECKS, RESIZE_METHODS
+from chexutils.data.cache import CHECKS, GEOMETRIES, RESIZE_METHODS
 from chexutils.models.backbones import PRETRAINED_CHOICES
 from chexutils.models.registry import BACKBONES
 from chexutils.training.losses import LOSSES, loss_refusal
@@ -59,10 +59,25 @@ class TrainConfig:
     auc_epoch_decay: float = 2e-3  # PESG's pull towards the stage's reference point (LibAUC's epoch_decay;
     # its CheXpert example's gamma = 500 = 1 / 2e-3); loss auc-margin only. PESG uses lr, weight_decay,
     # lr_step_epochs and lr_gamma (a new stage each decay); Adam's betas and adam_impl do not apply
+    auc_lr: float = 0.0  # PESG's own learning rate (SGD-like: LibAUC's CheXpert example 0.1); 0 = lr. Used by
+    # loss auc-margin only and ignored by the others, so one `train` mapping serves a loss axis
     init_from: str = ""  # a run folder (trained or imported) whose best.pt starts a FRESH run; "" = none
     reinit_head: bool = False  # with init_from: a new classifier even when the source's fits (DeepAUC stage 2)
     freeze_trunk_epochs: int = 0  # the trunk (features) frozen, BatchNorm statistics held, for this many epochs
     head_lr: float = 0.0  # the classifier's own learning rate; 0 = the same as lr
+    # --- recipe (docs/training.md, "Recipes"; chexutils.training.recipes) ---------------------
+    recipe: str = "single"  # "single": every epoch with `loss`; "deepauc": stage1_epochs of BCE + Adam, then
+    # the classifier re-initialised and `loss` (Yuan et al. 2021: BCE at lr with Adam, then auc-margin at auc_lr
+    # with PESG); "hierarchical": stage1_epochs on the studies
+    # with a positive parent observation, then all, children conditional on their parent (Pham et al. 2020)
+    stage1_epochs: int = 0  # two-stage recipes: epochs of the first stage (1 .. epochs - 1); ignored by single
+    # --- preprocessing and augmentation (docs/training.md, "Preprocessing and augmentation") ------
+    geometry: str = "square"  # film -> square at cache time: "square" (stretched, the original study's), "pad"
+    # (aspect kept, zero padding) or "crop" (aspect kept, centre crop) (chexutils.data.cache.GEOMETRIES)
+    augment_crop: float = 1.0  # random crop on the device: side a uniform share in [augment_crop, 1], resized
+    # back; 1 = off (chexutils.training.augment)
+    augment_flip: float = 0.0  # probability of a random horizontal flip per training image; 0 = off
+    augment_rotate: float = 0.0  # random rotation, uniform in [-augment_rotate, augment_rotate] degrees; 0 = off
     # --- run ---------------------------------------------------------------------------------
     run_dir: str = "output/scratch/run"  # config.json, history.csv, checkpoint.pt, best.pt land here
     seed: int = 0  # model init, shuffling, label smoothing
@@ -233,6 +248,24 @@ def check_cpu_sized(given: dict, cuda_available: bool, where: str) -> None:
         )
 
 
+# TrainConfig fields a runner grid may name bare, as it names policy / backbone / seed (``loss: [bce,
+# auc-margin]``; ``train.loss`` works too): the runner puts them into notebook 03's ``train`` mapping, and a
+# run's folder name carries the value only where it is not the default, so sweeps that never vary them keep
+# their run names (U-Ones_densenet121_seed0; U-Ones_densenet121_auc-margin_seed0).
+NAMED_AXES = ("loss", "recipe", "init_from", "geometry", "augment_crop", "augment_flip", "augment_rotate")
+
+
+def run_name_part(field: str, value) -> str | None:
+    """A named axis's part of a run name ('' at the field's default); None when ``field`` is not a named axis."""
+    if field not in NAMED_AXES:
+        return None
+    if value == getattr(TrainConfig, field):
+        return ""
+    if field == "init_from":
+        return f"from-{Path(str(value)).name}"
+    return str(value) if isinstance(value, str) else f"{field.removeprefix('augment_')}{value:g}"
+
+
 FLOAT_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if f.type is float}
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -298,7 +331,14 @@ LOWER_BOUNDS = {
     "head_lr": (0, True),
     "auc_margin": (0, False),
     "auc_epoch_decay": (0, True),
+    "stage1_epochs": (0, True),
+    "auc_lr": (0, True),
+    "augment_crop": (0, False),
+    "augment_flip": (0, True),
+    "augment_rotate": (0, True),
 }
+UPPER_BOUNDS = {"augment_crop": 1.0, "augment_flip": 1.0, "augment_rotate": 45.0}  # highest allowed (inclusive)
+RECIPE_NAMES = ("single", "deepauc", "hierarchical")  # chexutils.training.recipes.RECIPES describes each
 AUC_ONLY = ("auc_margin", "auc_epoch_decay")  # fields that mean something under loss auc-margin only
 
 
@@ -315,6 +355,9 @@ def check_train_values(values: dict, where: str) -> None:
         value = values.get(key)
         if value is not None and (value < low if inclusive else value <= low):
             raise DataError(f"{where}: {key} is {value!r}; expected a number {'>=' if inclusive else '>'} {low}")
+    for key, high in UPPER_BOUNDS.items():
+        if values.get(key) is not None and values[key] > high:
+            raise DataError(f"{where}: {key} is {values[key]!r}; expected a number <= {high:g}")
     if "betas" in values:
         betas = values["betas"]
         if len(betas) != 2 or not all(
@@ -353,6 +396,8 @@ def _check_names(values: dict, where: str) -> None:
         "resize_method": tuple(RESIZE_METHODS),
         "cache_check": CHECKS,
         "backbone": tuple(sorted(BACKBONES)),
+        "recipe": RECIPE_NAMES,
+        "geometry": GEOMETRIES,
     }
     for key, known in choices.items():
         if key in values and values[key] not in known:
@@ -369,6 +414,28 @@ def _check_names(values: dict, where: str) -> None:
     if "policy" in values:
         check_policy(values["policy"], values.get("policy_options") or {}, values.get("blank", "negative"), where)
     check_loss_and_start(values, where)
+    check_recipe(values, where)
+
+
+def check_recipe(values: dict, where: str) -> None:
+    """A two-stage recipe has 1 .. epochs - 1 first-stage epochs; its fields are refused elsewhere."""
+    recipe, first = values.get("recipe", "single"), values.get("stage1_epochs", 0)
+    epochs = values.get("epochs", TrainConfig.epochs)
+    if recipe == "single":  # stage1_epochs is ignored, so one `train` mapping serves a recipe axis
+        return
+    if not 1 <= first < epochs:
+        raise DataError(
+            f"{where}: recipe {recipe} needs stage1_epochs between 1 and epochs - 1 ({epochs - 1}), got {first}"
+        )
+    if recipe == "hierarchical":
+        policy = POLICIES.get(values.get("policy"))
+        if policy is not None and policy.head != "binary":
+            raise DataError(
+                f"{where}: recipe hierarchical needs a binary-head policy (P(child | parent) is one sigmoid); "
+                f"{values['policy']} has a {policy.head} head"
+            )
+    if recipe == "deepauc" and values.get("loss", "bce") == "bce":
+        raise DataError(f"{where}: recipe deepauc trains BCE first, then `loss`; set loss (e.g. auc-margin)")
 
 
 def check_loss_and_start(values: dict, where: str) -> None:

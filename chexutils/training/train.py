@@ -6,7 +6,10 @@
 In the style of torchvision's references/classification: ``train_one_epoch`` / ``score_selection`` /
 ``fit``; the checkpoint is a dict with the resolved config; only rank 0 writes. A run whose
 ``checkpoint.pt`` exists resumes at the next epoch with model, optimiser, scheduler and RNG
-state, so a killed run ends with the same numbers as an uninterrupted one.
+state, so a killed run ends with the same numbers as an uninterrupted one. This module is the loop;
+the run's bookkeeping (its files, resume, the selection score, the checks before any work) is
+``chexutils.training.run_record``, a recipe's stages ``chexutils.training.recipes`` and the on-device
+augmentation ``chexutils.training.augment``.
 
 Divergence: every loss the run computes is checked, the training loss (at each host read, see
 ``loss_sync_every``) and the selection loss (every epoch), and the weights after every epoch. The
@@ -18,49 +21,50 @@ TrainingDiverged naming the epoch, before that epoch's checkpoint.pt / best.pt a
 good checkpoint is kept, and best.pt never holds a diverged model (the CLI: one ``error:`` line, exit 2).
 """
 
-import dataclasses
 import math
 import os
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
-import torchvision
 from tqdm.auto import tqdm
 
-from chexutils import __version__
 from chexutils.core import locks, paths
 from chexutils.core.devices import autocast, pick_device
 from chexutils.core.errors import DataError
-from chexutils.core.io import write_json, write_table
-from chexutils.core.labels import COMPETITION_TASKS, MULTICLASS, OBSERVATIONS, certain_only
+from chexutils.core.io import write_json
 from chexutils.core.rundir import SELECT, TRAIN, RunDir
-from chexutils.data.chexpert import read_chexpert
 from chexutils.data.device_cache import maybe_on_device
-from chexutils.data.loader import BatchLoader, image_source
-from chexutils.models.backbones import build_model, probabilities
-from chexutils.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from chexutils.scoring.aggregate import aggregate_studies
-from chexutils.scoring.metrics import per_observation
-from chexutils.scoring.predict import predict_logits, write_predictions
-from chexutils.training.config import (
-    SELECT_METRICS,
-    TrainConfig,
-    check_patient_overlap,
-    config_differences,
-    effective_lr,
-)
+from chexutils.data.loader import BatchLoader
+from chexutils.models.backbones import build_model
+from chexutils.training import recipes
+from chexutils.training.augment import Augmentation
+from chexutils.training.config import TrainConfig
 from chexutils.training.init_from import set_trunk_frozen, start_record
-from chexutils.training.losses import build_loss, chance_loss, masked_loss
-from chexutils.training.optim import build_optimizer
-from chexutils.training.policies import Targets, get_policy
+from chexutils.training.losses import chance_loss
+from chexutils.training.policies import get_policy
+from chexutils.training.run_record import (  # noqa: F401  (HISTORY_COLUMNS, LabelledImages: imported from here too)
+    HISTORY_COLUMNS,
+    LabelledImages,
+    adam_impl,
+    all_ranks_mean,
+    barrier,
+    certain_targets,
+    check_leakage,
+    config_record,
+    csv_or_default,
+    kept,
+    load_labelled_images,
+    resume,
+    save_epoch,
+    saved_epoch,
+    score_selection,
+    setup_distributed,
+    write_best_predictions,
+)
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_auroc_tasks", "lr", "seconds", "images_per_s"]
+_adam_impl = adam_impl  # the name benchmarks/gpu_step.py imports
 
 
 EXPLODE_FACTOR = 1e3  # a loss above this many times the chance-level loss has exploded (module docstring)
@@ -76,44 +80,18 @@ def explode_limit(head: str) -> float:
     return EXPLODE_FACTOR * chance_loss(head)
 
 
-@dataclass
-class LabelledImages:
-    """One CSV's rows, their images (cache or JPEGs) and the training targets for them."""
-
-    frame: pd.DataFrame
-    images: object
-    values: torch.Tensor
-    mask: torch.Tensor
-
-
-def load_labelled_images(csv_path: Path, root: Path, cfg: TrainConfig, targets, rank: int) -> LabelledImages:
-    """Read and validate a CSV, open its image cache (rank 0 builds it), compute ``targets(frame)``."""
-    frame = read_chexpert(csv_path, root=root)
-    source = lambda: image_source(
-        frame, cfg.image_size, cfg.resize_method, cfg.use_cache, paths.resolve(cfg.cache_dir), cfg.cache_check
-    )
-    if rank == 0:
-        images = source()
-    _barrier()  # other ranks reuse the cache rank 0 built
-    if rank != 0:
-        images = source()
-    made = targets(frame)
-    return LabelledImages(frame, images, torch.as_tensor(made.values), torch.as_tensor(made.mask, dtype=torch.float32))
-
-
-def certain_targets(head: str):
-    """Policy-independent targets for the selection loss: certain labels only (blank negative, -1 left out)."""
-
-    def targets(frame):
-        labels, keep = certain_only(frame[list(OBSERVATIONS)].to_numpy())
-        values = labels.astype(np.int64) if head == MULTICLASS else labels.astype(np.float32)
-        return Targets(values, keep.astype(np.float32))
-
-    return targets
-
-
 def train_one_epoch(
-    model, criterion, optimizer, loader, split: LabelledImages, device, cfg: TrainConfig, epoch: int, show: bool
+    model,
+    criterion,
+    optimizer,
+    loader,
+    split: LabelledImages,
+    device,
+    cfg: TrainConfig,
+    epoch: int,
+    show: bool,
+    mask=None,
+    augment: Augmentation | None = None,
 ):
     """One pass over the training batches with ``criterion(logits, values, mask)`` (losses.LOSSES); returns
     mean loss, seconds and images/s.
@@ -122,10 +100,17 @@ def train_one_epoch(
     and at the epoch's end, so the GPU is never stalled waiting for a step's loss. The divergence check
     runs at those reads: a NaN, infinite or exploded loss (``explode_limit``) since the previous read
     stops the run there, before the epoch's checkpoint is written, so the last good checkpoint is kept.
+    ``mask``: the stage's training mask (default ``split.mask``); ``augment``: on-device augmentation of
+    the uint8 batch (chexutils.training.augment), re-seeded for this epoch.
     """
     model.train()
     loader.set_epoch(epoch)
-    values, mask = split.values.to(device), split.mask.to(device)  # targets on the device once per epoch
+    mask = split.mask if mask is None else mask
+    values, mask = split.values.to(device), mask.to(device)  # targets on the device once per epoch
+    if augment is not None and augment.active:
+        augment.start_epoch(epoch)
+    else:
+        augment = None
     total_loss = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
     total_images, start, checked = 0, time.perf_counter(), 0
     bar = tqdm(loader, total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, mininterval=2)
@@ -135,6 +120,8 @@ def train_one_epoch(
             step -= 1
             break
         images = images.to(device, non_blocking=True)
+        if augment is not None:
+            images = augment(images)
         rows = rows.to(device, non_blocking=True)
         with autocast(device, cfg.amp):
             logits = model(images)
@@ -152,7 +139,7 @@ def train_one_epoch(
             )
     _check_loss(total_loss, total_images, criterion.head, epoch, checked, step)
     seconds = time.perf_counter() - start
-    mean_loss = _all_ranks_mean(total_loss.item() / max(total_images, 1), device)
+    mean_loss = all_ranks_mean(total_loss.item() / max(total_images, 1), device)
     return {"train_loss": mean_loss, "seconds": seconds, "images_per_s": total_images / seconds}
 
 
@@ -191,20 +178,6 @@ def check_epoch(model, head: str, scores: dict, epoch: int) -> None:
         )
 
 
-def score_selection(model, head, split: LabelledImages, device, cfg: TrainConfig) -> tuple[dict, np.ndarray]:
-    """Loss on certain labels and study-level (max over views) mean AUROC over the 5 tasks, for choosing best.pt.
-
-    The history columns keep their names ``valid_loss`` / ``valid_auroc_tasks`` (``select_metric`` values).
-    """
-    loader = BatchLoader(split.images, cfg.batch_size * 2, workers=cfg.workers)
-    logits = predict_logits(model, loader, len(split.frame), device, cfg.amp)
-    loss = masked_loss(logits, split.values, split.mask, head).item()
-    probs = probabilities(logits, head).numpy()
-    labels, study_probs = aggregate_studies(split.frame, probs)
-    auroc = per_observation(labels, study_probs).loc[list(COMPETITION_TASKS), "auroc"].astype(float)
-    return {"valid_loss": loss, "valid_auroc_tasks": float(auroc.mean()) if auroc.notna().any() else math.nan}, probs
-
-
 def fit(cfg: TrainConfig, restart: bool = False) -> Path:
     """Train (or resume) the run ``cfg.run_dir``, holding its lock; returns the run directory.
 
@@ -230,7 +203,7 @@ def _fit(cfg: TrainConfig) -> Path:
 
 
 def _fit_with_threads(cfg: TrainConfig) -> Path:
-    rank, world, local_rank = _setup_distributed()
+    rank, world, local_rank = setup_distributed()
     device = pick_device(cfg.device, local_rank)
     torch.backends.cudnn.benchmark = device.type == "cuda"
     run = RunDir(paths.resolve(cfg.run_dir))
@@ -240,11 +213,11 @@ def _fit_with_threads(cfg: TrainConfig) -> Path:
         torch.manual_seed(cfg.seed)  # a run's own seed; the caller's RNG state is restored afterwards
         policy = get_policy(cfg.policy, blank=cfg.blank, **cfg.policy_options)
         chexpert_dir = paths.find_chexpert(cfg.data_dir)
-        _check_leakage(cfg, chexpert_dir, show=rank == 0)
-        train_csv = _csv(cfg.train_csv, chexpert_dir / "train.csv")
+        check_leakage(cfg, chexpert_dir, show=rank == 0)
+        train_csv = csv_or_default(cfg.train_csv, chexpert_dir / "train.csv")
         train = load_labelled_images(train_csv, chexpert_dir.parent, cfg, policy.targets, rank)
         valid = load_labelled_images(
-            _csv(cfg.valid_csv, chexpert_dir / "valid.csv"),
+            csv_or_default(cfg.valid_csv, chexpert_dir / "valid.csv"),
             chexpert_dir.parent,
             cfg,
             certain_targets(policy.head),
@@ -255,205 +228,74 @@ def _fit_with_threads(cfg: TrainConfig) -> Path:
         model = model.to(device)
         if cfg.channels_last and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        criterion = build_loss(cfg.loss, policy.head, train.values, train.mask, cfg.auc_margin).to(device)
-        optimizer, scheduler = build_optimizer(cfg, model, criterion, _adam_impl(cfg.adam_impl, device))
-        start_epoch, history, best = _resume(run.checkpoint, cfg, model, optimizer, scheduler)
+        adam = adam_impl(cfg.adam_impl, device)
+        stage_args = (model, policy.head, train.values, train.mask, device, adam)
+        stage = recipes.build_stage(cfg, recipes.stage_of(cfg, max(saved_epoch(run.checkpoint), 0)), *stage_args)
+        start_epoch, history, best = resume(run.checkpoint, cfg, model, stage.optimizer, stage.scheduler)
+        augment = Augmentation.from_config(cfg, device)
         if rank == 0:
-            record = _config_record(cfg, policy, len(train.frame), len(valid.frame), world)
-            write_json(run.config_file, {**record, "loss_resolved": criterion.describe(), "init": init})
+            record = config_record(cfg, policy, len(train.frame), len(valid.frame), world)
+            extra = {
+                "recipe_resolved": recipes.describe(cfg, policy.head, train.values, train.mask),
+                "augment_resolved": augment.describe(),
+            }
+            write_json(run.config_file, {**record, "loss_resolved": stage.criterion.describe(), "init": init, **extra})
         trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
         if cfg.compile:
             trained = torch.compile(trained)
+        images = maybe_on_device(train.images, device, cfg.cache_on_device)
+        loader_args = dict(seed=cfg.seed, workers=cfg.workers, pin_memory=device.type == "cuda", rank=rank, world=world)
         loader = BatchLoader(
-            maybe_on_device(train.images, device, cfg.cache_on_device),
-            cfg.batch_size,
-            shuffle=True,
-            seed=cfg.seed,
-            workers=cfg.workers,
-            pin_memory=device.type == "cuda",
-            rank=rank,
-            world=world,
-            drop_last=cfg.drop_last,
+            images, cfg.batch_size, shuffle=True, drop_last=cfg.drop_last, subset=stage.rows, **loader_args
         )
         if len(loader) == 0:
             raise DataError(
-                f"{train_csv}: {len(train.frame)} images give no "
+                f"{train_csv}: {len(train.frame) if stage.rows is None else len(stage.rows)} images give no "
                 f"full batch of {cfg.batch_size} (drop_last); lower batch_size or set drop_last false"
             )
         for epoch in range(start_epoch, cfg.epochs):
-            lr = optimizer.param_groups[0]["lr"]
+            first_of_stage = recipes.stage_of(cfg, epoch) != stage.number
+            if first_of_stage:  # a recipe's second stage starts: its own loss, optimiser, rows (and head)
+                if cfg.recipe == "deepauc":
+                    recipes.reinit_classifier(model, cfg.seed)
+                stage = recipes.build_stage(cfg, recipes.stage_of(cfg, epoch), *stage_args)
+                loader = BatchLoader(
+                    images, cfg.batch_size, shuffle=True, drop_last=cfg.drop_last, subset=stage.rows, **loader_args
+                )
+            lr = stage.optimizer.param_groups[0]["lr"]
+            extras = {"mask": stage.mask} if cfg.recipe == "hierarchical" else {}  # the stage's own training mask
+            extras.update({"augment": augment} if augment.active else {})
             set_trunk_frozen(model, epoch < cfg.freeze_trunk_epochs)
             try:
                 stats = train_one_epoch(
-                    trained, criterion, optimizer, loader, train, device, cfg, epoch, show=rank == 0
+                    trained,
+                    stage.criterion,
+                    stage.optimizer,
+                    loader,
+                    train,
+                    device,
+                    cfg,
+                    epoch,
+                    show=rank == 0,
+                    **extras,
                 )
-                scheduler.step()
+                stage.scheduler.step()
                 if rank == 0:
                     scores, _ = score_selection(model, policy.head, valid, device, cfg)
                     check_epoch(model, policy.head, scores, epoch)  # before anything of this epoch is saved
             except TrainingDiverged as err:
                 raise TrainingDiverged(
-                    f"{run.path}: {err}; stopped, {_kept(run, history)} (try a lower lr, in a new run_dir)"
+                    f"{run.path}: {err}; stopped, {kept(run, history)} (try a lower lr, in a new run_dir)"
                 ) from None
             if rank == 0:
                 history.append({"epoch": epoch + 1, **stats, **scores, "lr": lr})
-                best = _save_epoch(run, cfg, model, optimizer, scheduler, epoch, history, best)
-            _barrier()
+                best = save_epoch(
+                    run, cfg, model, stage.optimizer, stage.scheduler, epoch, history, best, first_of_stage
+                )
+            barrier()
         if rank == 0:
             sets = {SELECT: valid, **({TRAIN: train} if cfg.predict_train else {})}
-            _write_predictions(run, cfg, model, policy.head, sets, device)
+            write_best_predictions(run, cfg, model, policy.head, sets, device)
     if world > 1:
         dist.destroy_process_group()
     return run.path
-
-
-def _kept(run: RunDir, history: list) -> str:
-    """What a diverged run leaves: its last good checkpoint, or nothing when the first epoch diverged."""
-    if not history:
-        return "nothing saved (it diverged in its first epoch)"
-    return f"the last good {run.checkpoint.name} (epoch {history[-1]['epoch']}) and {run.best.name} are kept"
-
-
-def _save_epoch(run: RunDir, cfg, model, optimizer, scheduler, epoch: int, history: list, best: float) -> float:
-    """history.csv, best.pt when the selection metric improved, then checkpoint.pt (all atomic)."""
-    write_table(pd.DataFrame(history)[HISTORY_COLUMNS], run.history, index=False)
-    metric = SELECT_METRICS[cfg.select_metric] * history[-1][cfg.select_metric]  # higher is better
-    config = dataclasses.asdict(cfg)
-    if metric > best or not run.best.is_file():
-        best = metric if math.isfinite(metric) else best
-        save_checkpoint({"model": model.state_dict(), "epoch": epoch, "metric": metric, "config": config}, run.best)
-    save_checkpoint(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "best": best,
-            "history": history,
-            "rng": torch.get_rng_state(),
-            "config": config,
-        },
-        run.checkpoint,
-    )
-    return best
-
-
-def _resume(path: Path, cfg: TrainConfig, model, optimizer, scheduler) -> tuple[int, list, float]:
-    """Restore a run from checkpoint.pt (same config required); (0, [], -inf) for a new run."""
-    if not path.is_file():
-        return 0, [], -math.inf
-    state = load_checkpoint(
-        path, require=("model", "optimizer", "scheduler", "epoch", "best", "history", "rng", "config")
-    )
-    changed = config_differences(state["config"], cfg)
-    if changed:
-        raise CheckpointError(
-            f"{path}: was trained with other settings ({', '.join(changed)}); "
-            "use another run_dir or delete the run to start over"
-        )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    return state["epoch"] + 1, list(state["history"]), state["best"]
-
-
-def _write_predictions(run: RunDir, cfg, model, head, sets: dict, device) -> None:
-    """predictions_<set>.csv from the best checkpoint's weights."""
-    model.load_state_dict(load_checkpoint(run.best, map_location=device, require=("model",))["model"])
-    for name, images in sets.items():
-        _, probs = score_selection(model, head, images, device, cfg)
-        write_predictions(images.frame, probs, run.predictions(name))
-
-
-def _adam_impl(name: str, device) -> dict:
-    """Adam keyword for the implementation: fused kernels on CUDA by default, torch's choice elsewhere."""
-    if name == "auto":
-        return {"fused": True} if device.type == "cuda" else {}
-    return {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[name]
-
-
-def _config_record(cfg: TrainConfig, policy, n_train: int, n_valid: int, world: int) -> dict:
-    return {
-        **dataclasses.asdict(cfg),
-        "lr_effective": effective_lr(cfg),
-        "policy_resolved": policy.describe(),
-        "head": policy.head,
-        "train_images": n_train,
-        "valid_images": n_valid,
-        "world_size": world,
-        "versions": {
-            "chexutils": __version__,
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-            "python": sys.version.split()[0],
-        },
-    }
-
-
-def _check_leakage(cfg: TrainConfig, chexpert_dir: Path, show: bool = True) -> None:
-    """Before any cache is built: refuse a valid CSV sharing patients with the training CSV (unless allowed),
-    and one the selection metric cannot score (``check_selectable``)."""
-    train_csv, valid_csv = (
-        _csv(cfg.train_csv, chexpert_dir / "train.csv"),
-        _csv(cfg.valid_csv, chexpert_dir / "valid.csv"),
-    )
-    valid = read_chexpert(valid_csv, chexpert_dir.parent, check_files=False)
-    check_patient_overlap(
-        read_chexpert(train_csv, chexpert_dir.parent, check_files=False),
-        valid,
-        train_csv,
-        valid_csv,
-        cfg.allow_patient_overlap,
-    )
-    check_selectable(cfg.select_metric, valid, valid_csv, show)
-
-
-def check_selectable(select_metric: str, valid: pd.DataFrame, valid_csv, show: bool = True) -> None:
-    """``valid_auroc_tasks`` needs a competition task whose selection studies hold a certain positive and a
-    certain negative: with none, AUROC is undefined every epoch and best.pt would silently be epoch 1 (a
-    DataError, before any work); tasks with one class only are named in one line and left out of the mean."""
-    if select_metric != "valid_auroc_tasks" or valid.empty:
-        return
-    tasks = list(COMPETITION_TASKS)
-    labels, scores = aggregate_studies(valid, np.zeros((len(valid), len(OBSERVATIONS))))
-    table = per_observation(labels[tasks], scores[tasks])
-    missing = [task for task in tasks if not math.isfinite(float(table.loc[task, "auroc"]))]
-    counts = ", ".join(f"{task} {int(table.loc[task, 'positives'])} of {int(table.loc[task, 'n'])}" for task in missing)
-    if len(missing) == len(tasks):
-        raise DataError(
-            f"{valid_csv}: select_metric valid_auroc_tasks cannot score these studies: no competition task has "
-            f"both a positive and a negative study (positives: {counts}); set select_metric: valid_loss "
-            "or select on a CSV with positives"
-        )
-    if missing and show:
-        print(
-            f"note: {valid_csv}: {', '.join(missing)} have one class only among the selection studies "
-            f"(positives: {counts}); valid_auroc_tasks averages the other {len(tasks) - len(missing)} task(s)",
-            flush=True,
-        )
-
-
-def _csv(given: str, default: Path) -> Path:
-    return paths.resolve(given) if given else default
-
-
-def _setup_distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; initialises the process group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def _all_ranks_mean(value: float, device) -> float:
-    if not dist.is_initialized():
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.item() / dist.get_world_size()

@@ -26,7 +26,7 @@ import papermill
 from chexutils.core import paths
 from chexutils.core.errors import DataError
 from chexutils.core.io import read_yaml, write_json
-from chexutils.training.config import FIELDS, check_train_values
+from chexutils.training.config import FIELDS, NAMED_AXES, check_train_values, run_name_part
 from chexutils.workbook.guards import (
     changed_outputs,
     check_folder_name,
@@ -77,17 +77,21 @@ class Config:
     def runs(self) -> list[tuple[str, dict]]:
         """(run name, grid values) for every grid point; an empty list when the config has no grid.
 
-        A name joins the values; numbers carry their key (``U-Zeros_densenet121_seed0``)."""
+        A name joins the values; numbers carry their key (``U-Zeros_densenet121_seed0``); a training axis
+        (``config.NAMED_AXES``: loss, recipe, ...) shows only where it is not the default."""
         if not self.grid:
             return []
         keys = list(self.grid)
         return [
-            ("_".join(_name_part(k, v) for k, v in zip(keys, values)), dict(zip(keys, values)))
+            ("_".join(p for p in (_name_part(k, v) for k, v in zip(keys, values)) if p), dict(zip(keys, values)))
             for values in itertools.product(*(self.grid[k] for k in keys))
         ]
 
 
 def _name_part(key: str, value) -> str:
+    named = run_name_part(key.rpartition(".")[2], value) if key in NAMED_AXES or key.startswith("train.") else None
+    if named is not None:
+        return named
     return str(value) if isinstance(value, str) else f"{key.rpartition('.')[2]}{value}"
 
 
@@ -225,7 +229,11 @@ def _check_parameters_declared(config: Config) -> None:
             for j, (_, values) in enumerate(s.runs or [])
         ]
     ):
-        unknown = {name for name in names if name.partition(".")[0] not in declared}
+        unknown = {
+            name
+            for name in names
+            if name.partition(".")[0] not in declared and not (name in NAMED_AXES and "train" in declared)
+        }
         if unknown:
             raise DataError(
                 f"{config.path}: {where} has {', '.join(sorted(unknown))}, which no step's notebook "
@@ -244,12 +252,14 @@ def step_parameters(config: Config, step: Step, run: tuple[str, dict] | None) ->
     if run is not None:
         params.update(run[1])
         params.update(run_name=run[0], run_dir=str(config.output_dir / run[0]))
+    declared = _declared(step.notebook)
+    for name in [n for n in NAMED_AXES if n in params and n not in declared and "train" in declared]:
+        params[f"train.{name}"] = params.pop(name)  # a bare training axis goes into notebook 03's train mapping
     for name in [n for n in params if "." in n]:
         outer, _, inner = name.partition(".")
         params[outer] = {**(params.get(outer) or {}), inner: params.pop(name)}
     fill = {"{output_dir}": str(config.output_dir), "{run_name}": run[0] if run else ""}
     params = {key: _fill_placeholders(value, fill) for key, value in params.items()}
-    declared = _declared(step.notebook)
     return {k: v for k, v in params.items() if k in declared}
 
 
