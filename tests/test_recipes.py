@@ -18,8 +18,9 @@ from chexutils.data.chexpert import read_chexpert
 from chexutils.evaluation import compare, policy_sweep
 from chexutils.models.backbones import probabilities
 from chexutils.training.augment import Augmentation
-from chexutils.training.config import make_config, run_name_part
+from chexutils.training.config import make_config
 from chexutils.training.recipes import conditional_mask, parent_positive_rows, stage_of
+from chexutils.training.run_identity import run_name_part
 from chexutils.workbook.runner import Config, Step
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,8 @@ import pytest
 
 from chexutils.cli import phantom as phantom_cli
 from chexutils.cli import train as train_cli
-from chexutils.training.config import CPU_SIZED, FIELDS, TrainConfig, field_help, make_config
+from chexutils.cli.train import field_help
+from chexutils.training.config import CPU_SIZED, FIELDS, TrainConfig, make_config
 
 
 def _error_line(capsys) -> str:

@@ -1,15 +1,56 @@
 """`python -m chexutils train`: the command line of ``chexutils.training.train`` (its docstring is the help)."""
 
 import argparse
+import dataclasses
+import inspect
+import io
+import re
 import sys
+import textwrap
+import tokenize
 
 from chexutils.core.devices import cuda_available
 from chexutils.core.errors import DataError
 from chexutils.core.io import Terminated, parse_yaml, terminate_cleanly
 from chexutils.models.checkpoint import CheckpointError
 from chexutils.training import train as library
-from chexutils.training.config import check_cpu_sized, fields_help_text, given_values, make_config
+from chexutils.training.config import FIELDS, TrainConfig, check_cpu_sized, given_values, make_config
 from chexutils.training.train import TrainingDiverged, fit
+
+
+def field_help() -> dict[str, str]:
+    """Each field's meaning: the comment beside it in ``TrainConfig`` (and the comment lines continuing it).
+
+    Read from the source, so the class stays the one home of every field's default and meaning."""
+    source = inspect.getsource(TrainConfig)
+    comments = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
+    out, current = {}, None
+    for number, line in enumerate(source.splitlines(), start=1):
+        match = re.match(r"    (\w+): ", line)
+        if match and match.group(1) in FIELDS:
+            current = match.group(1)
+            out[current] = comments.get(number, "")
+        elif current and line.strip().startswith("#") and not line.strip().startswith("# ---"):
+            out[current] = f"{out[current]} {comments[number]}".strip()  # a comment continued on the next line
+        else:
+            current = None
+    return out
+
+
+def fields_help_text(width: int = 100) -> str:
+    """Every field with its default and meaning, for ``python -m chexutils train --help``."""
+    defaults = dataclasses.asdict(TrainConfig())
+    lines = ["TrainConfig fields (--set KEY=VALUE, or keys of the --config YAML):"]
+    for name, meaning in field_help().items():
+        lines.append(f"  {name} (default: {defaults[name]!r})")
+        lines += textwrap.wrap(
+            meaning, width, initial_indent=" " * 6, subsequent_indent=" " * 6, break_on_hyphens=False
+        )
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,8 @@ from chexutils.evaluation.references import reference_table
 from chexutils.phantom import TRUTH_JSON
 from chexutils.scoring.metrics import NA, metric_text, shown
 from chexutils.scoring.predict import write_predictions
-from chexutils.training.config import NAMED_AXES, TrainConfig, run_name_part
+from chexutils.training.config import TrainConfig
+from chexutils.training.run_identity import NAMED_AXES, run_name_part
 
 MEAN = "mean of 5 competition tasks"
 CHOSE_IT = "chose it; not an estimate"  # beside a figure on the set that chose the model

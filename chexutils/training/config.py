@@ -7,19 +7,14 @@ so a bad value (type, range, unknown name, bad combination) is refused before an
 
 import dataclasses
 import inspect
-import io
 import math
-import os
 import re
-import textwrap
-import tokenize
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from chexutils.core import paths
 from chexutils.core.devices import DEVICE_PATTERN
 from chexutils.core.errors import DataError
 from chexutils.core.io import read_yaml
@@ -148,55 +143,7 @@ def effective_lr(cfg: TrainConfig) -> float:
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-def field_help() -> dict[str, str]:
-    """Each field's meaning: the comment beside it in ``TrainConfig`` (and the comment lines continuing it).
-
-    Read from the source, so the class stays the one home of every field's default and meaning."""
-    source = inspect.getsource(TrainConfig)
-    comments = {
-        tok.start[0]: tok.string.lstrip("#").strip()
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
-        if tok.type == tokenize.COMMENT
-    }
-    out, current = {}, None
-    for number, line in enumerate(source.splitlines(), start=1):
-        match = re.match(r"    (\w+): ", line)
-        if match and match.group(1) in FIELDS:
-            current = match.group(1)
-            out[current] = comments.get(number, "")
-        elif current and line.strip().startswith("#") and not line.strip().startswith("# ---"):
-            out[current] = f"{out[current]} {comments[number]}".strip()  # a comment continued on the next line
-        else:
-            current = None
-    return out
-
-
-def fields_help_text(width: int = 100) -> str:
-    """Every field with its default and meaning, for ``python -m chexutils train --help``."""
-    defaults = dataclasses.asdict(TrainConfig())
-    lines = ["TrainConfig fields (--set KEY=VALUE, or keys of the --config YAML):"]
-    for name, meaning in field_help().items():
-        lines.append(f"  {name} (default: {defaults[name]!r})")
-        lines += textwrap.wrap(meaning, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
-    return "\n".join(lines)
-
-
 SELECT_METRICS = {"valid_auroc_tasks": 1.0, "valid_loss": -1.0}  # sign that makes higher better
-RESUME_MAY_CHANGE = {
-    "epochs",
-    "workers",
-    "device",
-    "cache_dir",
-    "use_cache",
-    "predict_train",
-    "cache_check",
-    "allow_patient_overlap",
-    "loss_sync_every",
-    "adam_impl",
-    "compile",
-    "cache_on_device",
-    "run_dir",
-}  # run_dir: a moved or copied run folder resumes; everything else must match
 
 
 def make_config(source=None, **overrides) -> TrainConfig:
@@ -248,24 +195,6 @@ def check_cpu_sized(given: dict, cuda_available: bool, where: str) -> None:
         )
 
 
-# TrainConfig fields a runner grid may name bare, as it names policy / backbone / seed (``loss: [bce,
-# auc-margin]``; ``train.loss`` works too): the runner puts them into notebook 03's ``train`` mapping, and a
-# run's folder name carries the value only where it is not the default, so sweeps that never vary them keep
-# their run names (U-Ones_densenet121_seed0; U-Ones_densenet121_auc-margin_seed0).
-NAMED_AXES = ("loss", "recipe", "init_from", "geometry", "augment_crop", "augment_flip", "augment_rotate")
-
-
-def run_name_part(field: str, value) -> str | None:
-    """A named axis's part of a run name ('' at the field's default); None when ``field`` is not a named axis."""
-    if field not in NAMED_AXES:
-        return None
-    if value == getattr(TrainConfig, field):
-        return ""
-    if field == "init_from":
-        return f"from-{Path(str(value)).name}"
-    return str(value) if isinstance(value, str) else f"{field.removeprefix('augment_')}{value:g}"
-
-
 FLOAT_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if f.type is float}
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -283,31 +212,6 @@ def numbers_as_floats(values: dict) -> dict:
     if isinstance(out.get("betas"), (list, tuple)):
         out["betas"] = type(out["betas"])(number(b) for b in out["betas"])
     return out
-
-
-PATH_FIELDS = {"data_dir", "train_csv", "valid_csv", "init_from"}  # compared as resolved paths on resume
-
-
-def config_differences(saved: dict, current: TrainConfig) -> list[str]:
-    """Keys whose values differ between a checkpoint's config and this one (resume must match).
-
-    The run's identity: not its own folder (a moved or copied run resumes), paths compared once
-    resolved (``data/x/`` = ``data/x`` = its absolute form), a key the checkpoint predates = its default."""
-    now = dataclasses.asdict(current)
-    defaults = dataclasses.asdict(TrainConfig())
-    return sorted(
-        k for k in now if k not in RESUME_MAY_CHANGE and _identity(k, saved.get(k, defaults[k])) != _identity(k, now[k])
-    )
-
-
-def _identity(key: str, value):
-    if key in PATH_FIELDS and isinstance(value, str) and value:
-        return os.path.normpath(paths.resolve(value))
-    return _plain(value)
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
 
 
 # --- checks: types, ranges, names, combinations, leakage -------------------------------------

@@ -33,11 +33,11 @@ from chexutils.training.config import (
     SELECT_METRICS,
     TrainConfig,
     check_patient_overlap,
-    config_differences,
     effective_lr,
 )
 from chexutils.training.losses import masked_loss
 from chexutils.training.policies import Targets
+from chexutils.training.run_identity import config_differences
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_auroc_tasks", "lr", "seconds", "images_per_s"]
 

@@ -26,7 +26,8 @@ import papermill
 from chexutils.core import paths
 from chexutils.core.errors import DataError
 from chexutils.core.io import read_yaml, write_json
-from chexutils.training.config import FIELDS, NAMED_AXES, check_train_values, run_name_part
+from chexutils.training.config import FIELDS, check_train_values
+from chexutils.training.run_identity import NAMED_AXES, run_name_part
 from chexutils.workbook.guards import (
     changed_outputs,
     check_folder_name,
