@@ -179,3 +179,26 @@ def test_a_network_trains_on_site_two_and_on_pooled_sites_and_is_evaluated_at_th
         assert predictions[list(OBSERVATIONS)].stack().between(0, 1).all()
         scored = metrics["auroc"].dropna()
         assert len(scored) and all(0 <= a <= 1 and not math.isnan(a) for a in scored)
+
+
+def test_notebook_twos_site_step_writes_site_two_and_pooled_csvs_without_shared_patients(two_sites, tmp_path):
+    data, site2, rows = two_sites
+    site1 = patient_split(read_chexpert(data / "CheXpert-v1.0-small" / "train.csv"), (0.7, 0.3, 0.0), seed=0)
+    written, table = site_csv.write_site_split("mimic-cxr-jpg", site2, site1, tmp_path, data)
+    assert sorted(written) == sorted(["site2_train", "site2_select", "site2_test", "pooled_train", "pooled_select"])
+    read = {name: read_chexpert(path, root=data) for name, path in written.items()}
+    for train, other in (
+        ("site2_train", "site2_select"),
+        ("site2_train", "site2_test"),
+        ("pooled_train", "pooled_select"),
+        ("pooled_train", "site2_test"),
+    ):
+        assert not set(read[train]["patient"]) & set(read[other]["patient"]), (train, other)
+    assert set(read["pooled_train"]["patient"]) == set(site1["train"]["patient"]) | set(read["site2_train"]["patient"])
+    assert (
+        table.loc["pooled_select", "patients"]
+        == site1["select"]["patient"].nunique() + read["site2_select"]["patient"].nunique()
+    )
+    assert site_csv.selection_split("mimic-cxr-jpg") == "validate"
+    with pytest.raises(DataError, match="chexpert: splits train, valid leave none"):
+        site_csv.selection_split("chexpert")

@@ -131,6 +131,38 @@ def write_training_csvs(parts: dict, out_dir, data_dir, check_files: bool = True
     return written
 
 
+def selection_split(dataset: str) -> str:
+    """The split that chooses a run's best epoch: the data set's split that is neither its training nor its
+    evaluation split (MIMIC-CXR-JPG: ``validate``)."""
+    spec = get_dataset(dataset)
+    rest = [s for s in spec.splits if s not in (spec.train_split, spec.evaluation_split)]
+    if not rest:
+        raise DataError(
+            f"{dataset}: splits {', '.join(spec.splits)} leave none between training and evaluation; expected one "
+            "to choose the best epoch on (re-split its training patients with data/split.patient_split)"
+        )
+    return rest[0]
+
+
+def write_site_split(
+    dataset: str, root, site1: dict, out_dir, data_dir, views=None, patients_csv=None, name: str = "site2"
+) -> tuple[dict[str, Path], pd.DataFrame]:
+    """Notebook 02's second-site step: ``<name>_train`` / ``_select`` / ``_test`` (the data set's training,
+    selection and evaluation splits) and ``pooled_train`` / ``pooled_select`` (site 1's ``train`` / ``select``
+    frames from ``data/split`` pooled with site 2's) as CSVs under ``out_dir``; returns the paths and `summary`.
+    No patient is in two splits of one site, nor in a pooled split and site 2's test split."""
+    spec = get_dataset(dataset)
+    splits = {"train": spec.train_split, "select": selection_split(dataset), "test": spec.evaluation_split}
+    site = {part: site_rows(dataset, root, split, data_dir, views, patients_csv) for part, split in splits.items()}
+    first = {part: schema_rows(site1[part], "chexpert", data_dir) for part in ("train", "select")}
+    pooled = {f"pooled_{part}": pool(first[part], site[part]) for part in ("train", "select")}
+    check_disjoint({**pooled, f"{name}_test": site["test"]})
+    ours = {f"{name}_{part}": rows for part, rows in site.items()}
+    written = write_training_csvs(ours, out_dir, data_dir)
+    written.update(write_training_csvs(pooled, out_dir, data_dir))
+    return written, summary({**ours, **pooled})
+
+
 def summary(parts: dict) -> pd.DataFrame:
     """Per part: patients, images, images per site (``chexpert`` or the namespace) and positive rate per observation."""
     rows = {}
