@@ -170,6 +170,7 @@ def summary(parts: dict) -> pd.DataFrame:
         site = part["patient"].str.rsplit("/", n=1).str[0].where(part["patient"].str.contains("/"), "chexpert")
         row = {"patients": part["patient"].nunique(), "images": len(part)}
         row.update({f"images {s}": int(n) for s, n in site.value_counts().sort_index().items()})
-        row.update({obs: float((part[obs] == 1.0).mean()) for obs in OBSERVATIONS})
         rows[name] = row
-    return pd.DataFrame(rows).T
+    counts = pd.DataFrame.from_dict(rows, orient="index").fillna(0).astype(int)
+    rates = pd.DataFrame({name: (part[list(OBSERVATIONS)] == 1.0).mean() for name, part in parts.items()}).T
+    return counts.join(rates)
