@@ -202,3 +202,15 @@ def test_notebook_twos_site_step_writes_site_two_and_pooled_csvs_without_shared_
     assert site_csv.selection_split("mimic-cxr-jpg") == "validate"
     with pytest.raises(DataError, match="chexpert: splits train, valid leave none"):
         site_csv.selection_split("chexpert")
+
+
+def test_training_refuses_a_hand_made_select_csv_sharing_a_second_site_patient(two_sites, tmp_path):
+    data, _, rows = two_sites
+    train = write_chexpert_csv(site_csv.pool(rows["site1_train"], rows["site2_train"]), tmp_path / "train.csv")
+    leaked = rows["site2_train"].head(1)  # written without write_training_csvs' check
+    select = write_chexpert_csv(site_csv.pool(rows["site1_select"], leaked), tmp_path / "select.csv")
+    with pytest.raises(
+        DataError, match=r"select\.csv: 1 patient\(s\) also in .*train\.csv \(first mimic-cxr-jpg/p\d+\)"
+    ):
+        _train(data, train, select, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
