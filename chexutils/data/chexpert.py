@@ -17,7 +17,7 @@ from chexutils.core.errors import DataError, csv_lines
 from chexutils.core.io import write_table
 from chexutils.core.labels import OBSERVATIONS
 from chexutils.core.paths import find_chexpert
-from chexutils.data.datasets import DatasetSpec, register_dataset
+from chexutils.data.datasets import DATASETS, DatasetSpec, register_dataset
 from chexutils.data.pixels import is_dicom, read_dicom, to_uint8
 
 META_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
@@ -58,7 +58,8 @@ def read_chexpert(csv_path, root=None, check_files: bool = True) -> pd.DataFrame
     out["frontal"] = frame["Frontal/Lateral"].eq("Frontal")
     out["folder"] = parts["folder"]
     out["line"] = np.arange(2, len(frame) + 2)
-    out["image"] = str(root.resolve()) + os.sep + frame["Path"]
+    absolute = frame["Path"].map(os.path.isabs)  # another site's images (data/site_csv) may live elsewhere
+    out["image"] = frame["Path"].where(absolute, str(root.resolve()) + os.sep + frame["Path"])
     if check_files:
         _check_files_exist(out, csv_path)
     return out
@@ -214,13 +215,26 @@ def _check_columns(frame: pd.DataFrame, csv_path: Path) -> None:
 
 
 def _parse_paths(frame: pd.DataFrame, csv_path: Path) -> pd.DataFrame:
+    """CheXpert Paths, or another registered data set's image Paths (its ``path_pattern``; data/site_csv writes
+    them): those rows' patient is namespaced ``<data set>/<patient>`` (never equal to a CheXpert ``patientNNNNN``)
+    and their folder is the data set's name."""
     parts = frame["Path"].str.extract(PATH_PATTERN)
+    for spec in DATASETS.values():
+        missed = parts["patient"].isna()
+        if spec.path_pattern and missed.any():
+            other = frame["Path"][missed].str.extract(spec.path_pattern)
+            found = other.index[other["patient"].notna()]
+            parts.loc[found, "patient"] = spec.name + "/" + other.loc[found, "patient"]
+            parts.loc[found, ["study", "view"]] = other.loc[found, ["study", "view"]]
+            parts.loc[found, "folder"] = spec.name
     bad = parts["patient"].isna().to_numpy()
     if bad.any():
         first = frame["Path"].iloc[int(np.argmax(bad))]
+        others = [f"{s.name} ({s.path_pattern})" for s in DATASETS.values() if s.path_pattern]
         raise DataError(
             f"{csv_path} {csv_lines(np.flatnonzero(bad))}: Path {first!r} does not match the CheXpert pattern "
             "CheXpert-v1.0[-small]/{train|valid|test}/patientNNNNN/studyN/viewN_{frontal|lateral}.jpg"
+            + (f" nor another data set's image layout: {'; '.join(others)}" if others else "")
         )
     dup = frame["Path"].duplicated(keep=False).to_numpy()
     if dup.any():

@@ -9,7 +9,9 @@ and its tiny release writer in the registry test (``tests/test_mimic.py::RELEASE
 Every reader returns one row per image in the CheXpert reader's shape — ``image`` (absolute path),
 ``patient``, ``study``, ``view`` (the data set's own view label), ``frontal`` (bool), ``folder``,
 ``split`` (the data set's split name), ``line`` (CSV line of the image) and the 14 observations as
-float 1.0 / 0.0 / -1.0 / NaN — so the loaders, policies and evaluation apply unchanged.
+float 1.0 / 0.0 / -1.0 / NaN — so the loaders, policies and evaluation apply unchanged. Training on a
+data set goes through a CheXpert-schema CSV of its split (``data/site_csv``), readable by the CheXpert
+reader thanks to the entry's ``path_pattern``.
 
     from chexutils.data.datasets import read_dataset
     frame = read_dataset("mimic-cxr-jpg", "data/mimic-cxr-jpg", split="validate", views="frontal")
@@ -35,6 +37,10 @@ class DatasetSpec:
     default_root: str  # the folder docs/data.md puts the release in, relative to the project root
     train_split: str = "train"  # the split a model trains on (cross-site evaluation, evaluation/external.py)
     eval_split: str = ""  # the split a model is evaluated on at another site ("": the last of ``splits``)
+    # The image layout, for CheXpert-schema training CSVs of this data set (``data/site_csv``): a regex on the
+    # CSV's Path with groups ``patient``, ``study``, ``view``; the CheXpert reader accepts such Paths and names
+    # their patients ``<name>/<patient>`` ("" : the data set's images cannot go into a training CSV).
+    path_pattern: str = ""
 
     @property
     def evaluation_split(self) -> str:

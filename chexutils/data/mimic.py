@@ -99,21 +99,8 @@ ALLOWED_LABELS = "1.0, 0.0, -1.0 or blank"
 LABEL_TEXT = {"1.0": 1.0, "0.0": 0.0, "-1.0": -1.0, "": np.nan}  # the released spelling of the label values
 DICOM_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z-]*$"  # e.g. 02aa804e-bde0afdd-112c0b34-7bc16630-4e384014
 
-FRAME_COLUMNS = (  # the frame's first columns, in order; the metadata's other columns follow
-    "Path",
-    *OBSERVATIONS,
-    "image",
-    "patient",
-    "study",
-    "view",
-    "frontal",
-    "split",
-    "folder",
-    "line",
-    "subject_id",
-    "study_id",
-    "dicom_id",
-)
+FRAME_COLUMNS = ("Path", *OBSERVATIONS, "image", "patient", "study", "view", "frontal", "split", "folder", "line")
+FRAME_COLUMNS += ("subject_id", "study_id", "dicom_id")  # the frame's first columns; the metadata's others follow
 
 
 def read_mimic(root=DEFAULT_ROOT, split=None, views=None, check_files: bool = True) -> pd.DataFrame:
@@ -404,5 +391,6 @@ register_dataset(
         splits=SPLITS,
         default_root=DEFAULT_ROOT,
         eval_split="test",  # the official test split (report labels from the CheXpert labeler)
+        path_pattern=r"^(?:.+/)?files/p\d{2}/(?P<patient>p\d+)/(?P<study>s\d+)/(?P<view>[^/]+)\.jpg$",
     )
 )
