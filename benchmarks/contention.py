@@ -8,7 +8,9 @@ Each setting times ``--steps`` training steps (forward, BCE loss, backward, Adam
 ``--busy`` pure-Python busy loops (one core each), alternated ``--rounds`` times. Printed: the median
 step time of each and their ratio (issue 22's goal: at most 1.5x slower beside one competing process on
 an otherwise idle machine). The load average is printed too: on a shared box the idle figure is not
-idle. Figures and conditions: docs/performance.md. A benchmark: it prints figures and asserts nothing.
+idle. OpenMP reads ``OMP_WAIT_POLICY`` once, at start: compare ``OMP_WAIT_POLICY=PASSIVE python
+benchmarks/contention.py ...`` with the default. Figures and conditions: docs/performance.md. A
+benchmark: it prints figures and asserts nothing.
 """
 
 import argparse
@@ -85,7 +87,8 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"cores {os.cpu_count()}, load average before {os.getloadavg()[0]:.2f}; densenet121 {args.size} px, "
-        f"batch {args.batch}, median of {args.steps} steps; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}"
+        f"batch {args.batch}, median of {args.steps} steps; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')}"
     )
     print("threads | idle s/step | beside busy s/step | ratio")
     for threads in args.threads:
