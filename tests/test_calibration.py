@@ -191,3 +191,22 @@ def test_calibrate_run_writes_its_files_and_the_sweep_summary(tmp_path):
     assert summary.loc["U-Ones", "mean ECE (5 tasks)"] == pytest.approx(official.loc[tasks, "ece"].mean())
     with pytest.raises(DataError, match="calibration.csv: file does not exist"):
         sweep_calibration(runs.assign(path=[tmp_path]))
+
+
+def test_reliability_legends_sit_under_their_panels_outside_every_curve(tmp_path):
+    # issue 22: a legend inside a panel covered the curves
+    valid = synthetic_run("r", "valid", 120, seed=1, temperature=2.0)
+    held_out = synthetic_run("r", "train", 120, seed=2, temperature=2.0, first_patient=500)
+    _, fig = calibrate_run(tmp_path / "run", valid, "official valid", held_out, "held-out")
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        panels = [ax for ax in fig.axes if ax.get_legend() is not None]
+        assert len(panels) == len(OBSERVATIONS)
+        boxes = [ax.get_window_extent(renderer) for ax in fig.axes if ax.axison]
+        for ax in panels:
+            legend = ax.get_legend().get_window_extent(renderer)
+            assert not any(legend.overlaps(box) for box in boxes), ax.get_title()
+            assert legend.y1 < ax.get_window_extent(renderer).y0  # under its own panel
+    finally:
+        plt.close(fig)

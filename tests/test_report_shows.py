@@ -11,6 +11,7 @@ from chexutils.core.io import write_table
 from chexutils.evaluation import compare, official_test, paired_ranking
 from chexutils.explain.localise import SCORE_COLUMNS
 from chexutils.workbook import runner as workbook
+from chexutils.workbook.report import write_report
 
 RUNS = ["U-Zeros_densenet121_seed0", "U-Zeros_densenet121_seed1", "U-Ones_densenet121_seed0"]
 RUNS += ["U-Ones_densenet121_seed1", "mixed-selected"]
@@ -79,7 +80,7 @@ def _sweep(tmp_path, p_holm: float, positive_recovered: bool):
 
 
 def _shows(config) -> str:
-    text = workbook.write_report(config, []).read_text()
+    text = write_report(config, []).read_text()
     assert text.index("## What this sweep shows") < text.index("## What was run")
     return text.split("## What this sweep shows")[1].split("## What was run")[0], text
 

@@ -34,6 +34,7 @@ from chexutils.training.config import make_config
 from chexutils.training.train import fit
 from chexutils.workbook import guards as runner_guards
 from chexutils.workbook import runner as workbook
+from chexutils.workbook.report import write_report
 
 
 def tiny_config(tiny_phantom, run_dir, **overrides):
@@ -649,7 +650,7 @@ def test_report_starts_with_what_was_run_and_has_no_raw_dicts(tmp_path):
             )
         },
     )
-    text = workbook.write_report(config, []).read_text()
+    text = write_report(config, []).read_text()
     head = text.split("## Steps")[0]
     assert (
         "generated phantom CheXpert (320 train + 100 valid + 150 official test patients, 128 × 104 px, mimics drawn as "

@@ -343,3 +343,63 @@ def test_gallery_counts_every_case_of_each_kind(runs):
     cases = gallery_cases(runs[1], "Edema", "image", 0.25, k=1)  # b: 3 positive images >= .25, 2 negatives, 1 miss
     assert list(cases["kind"]) == ["true positive", "false positive", "false negative"]
     assert cases.attrs["totals"] == {"true positive": 3, "false positive": 2, "false negative": 1}
+
+
+# ----------------------------------------------------------------------------------------------
+# Readable at a glance (issue 22): short gallery titles, a caption that follows a typed threshold,
+# legends outside the curves
+
+
+def test_gallery_titles_name_patient_study_view_and_fit_their_image(runs):
+    from chexutils.explain.gallery import gallery_cases, gallery_figure, short_title
+
+    assert short_title(_path(VIEWS[1])) == "p00001 s1 view2_lateral"
+    assert short_title("patient00002/study1") == "p00002 s1"
+    cases = gallery_cases(runs[1], "Edema", "image", 0.25, k=2)  # image level: the keys are full Paths
+    images = [np.zeros((20, 16, 3), np.uint8)] * len(cases)
+    fig = gallery_figure(cases, images, 2, "b: Edema")
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        titled = [ax for ax in fig.axes if ax.get_title()]
+        assert len(titled) == len(cases)
+        for ax in titled:
+            assert ax.get_title().splitlines()[0] in {short_title(p) for p in cases["path"]}
+            title, image = ax.title.get_window_extent(renderer), ax.get_window_extent(renderer)
+            assert title.width <= image.width, ax.get_title()  # so neighbouring titles never run into each other
+    finally:
+        plt.close(fig)
+
+
+def test_the_caption_follows_a_typed_threshold_and_returns_with_the_rule(runs):
+    browser = RocBrowser(runs)
+    browser.observation_select.value = "Edema"
+    rule = browser.threshold_slider.value
+    assert browser.caption.value.startswith(f"Threshold set to {rule:.3f} by Youden")
+    browser.threshold_slider.value = 0.3  # typed into the slider's box
+    assert browser.caption.value.startswith("Threshold 0.300, set by hand (score >= 0.300 is positive")
+    assert f"youden gives {rule:.3f}" in browser.caption.value and "Threshold set to" not in browser.caption.value
+    browser.rule_button.click()
+    assert browser.caption.value.startswith(f"Threshold set to {rule:.3f} by Youden")
+    browser.observation_select.value = "Fracture"  # no rule threshold: the reason, until a value is typed
+    assert "not set" in browser.caption.value
+    browser.threshold_slider.value = 0.7
+    assert (
+        browser.caption.value.startswith("Threshold 0.700, set by hand")
+        and "no rule threshold" in browser.caption.value
+    )
+
+
+def test_the_roc_and_calibration_legends_sit_outside_the_curves(runs):
+    browser = RocBrowser(runs)
+    view, _ = browser.figures()
+    try:
+        view.canvas.draw()
+        renderer = view.canvas.get_renderer()
+        assert len(view.axes) == 2  # ROC and reliability
+        for ax in view.axes:
+            legend = ax.get_legend()
+            assert legend is not None and len(legend.get_texts()) >= 2
+            assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer)), ax.get_title()
+    finally:
+        plt.close(view)

@@ -14,7 +14,8 @@ from chexutils.cli.workbook import main
 from chexutils.core import paths
 from chexutils.core.errors import DataError
 from chexutils.workbook import runner as workbook
-from chexutils.workbook.runner import execute, load_config, write_report
+from chexutils.workbook.report import write_report
+from chexutils.workbook.runner import execute, load_config
 
 pytestmark = pytest.mark.notebooks  # executes notebooks: make test-fast leaves these out
 

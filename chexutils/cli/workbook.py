@@ -11,7 +11,8 @@ from chexutils.core.errors import DataError
 from chexutils.core.io import Terminated, terminate_cleanly
 from chexutils.workbook import parallel, processes
 from chexutils.workbook import runner as library
-from chexutils.workbook.runner import execute, load_config, write_report
+from chexutils.workbook.report import write_report
+from chexutils.workbook.runner import execute, load_config
 
 
 def main(argv=None) -> int:

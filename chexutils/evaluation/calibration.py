@@ -229,8 +229,9 @@ def fit_scaling(run: RunScores, name: str, method: str = "temperature", observat
 
 def reliability_grid(sets: dict, path=None, title: str = "", observations=OBSERVATIONS):
     """4x4 reliability diagrams (scikit-learn's CalibrationDisplay, uniform bins), one panel per observation;
-    ``sets`` maps a legend name to (labels, scores) tables; the legend gives each curve's ECE and n."""
-    fig, axes = plt.subplots(4, 4, figsize=(13, 12.5))
+    ``sets`` maps a legend name to (labels, scores) tables; the legend, under each panel (outside its
+    curves), gives each curve's ECE and n."""
+    fig, axes = plt.subplots(4, 4, figsize=(13, 15))
     for ax, obs in zip(axes.ravel(), observations):
         ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=0.8)
         for name, (labels, scores) in sets.items():
@@ -245,14 +246,14 @@ def reliability_grid(sets: dict, path=None, title: str = "", observations=OBSERV
         ax.title.set_fontsize(9)
         ax.tick_params(labelsize=7)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6.5, loc="upper left")
+            ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     for ax in axes.ravel()[len(observations) :]:
         ax.axis("off")
     fig.supxlabel("mean predicted probability (per bin)")
     fig.supylabel("fraction of positives (per bin)")
     fig.suptitle(title)
     fig.subplots_adjust(
-        left=0.06, right=0.98, bottom=0.05, top=0.92, wspace=0.2, hspace=0.3
+        left=0.06, right=0.98, bottom=0.07, top=0.92, wspace=0.2, hspace=0.62
     )  # tight_layout: 1-2 s more
     save_figure(fig, path)
     return fig

@@ -28,6 +28,21 @@ def study_of(path: str) -> str:
     return "/".join(Path(path).parts[-3:-1])
 
 
+def short_title(key: str) -> str:
+    """A gallery title that fits one image's width: ``p00001 s1 view1_frontal`` for an image Path,
+    ``p00001 s1`` for a study key (never the full path, whose neighbours' titles would run into it)."""
+    parts = Path(key).parts
+    words = []
+    for part in parts:
+        if part.startswith("patient") and part[7:].isdigit():
+            words = [f"p{part[7:]}"]
+        elif part.startswith("study") and part[5:].isdigit() and words:
+            words.append(f"s{part[5:]}")
+        elif len(words) == 2 and part == parts[-1]:
+            words.append(Path(part).stem)
+    return " ".join(words) if words else Path(key).name
+
+
 def gallery_cases(run: RunScores, observation: str, level: str, threshold: float, k: int = 4) -> pd.DataFrame:
     """Up to ``k`` cases of each kind at ``threshold`` (score >= threshold is positive), certain labels only.
 
@@ -83,7 +98,8 @@ def load_images(paths, observation: str, overlay=None) -> list[np.ndarray]:
 
 
 def gallery_figure(cases: pd.DataFrame, images: list, k: int, title: str = ""):
-    """Rows: true positives, false positives, false negatives; up to ``k`` images each with key and score."""
+    """Rows: true positives, false positives, false negatives; up to ``k`` images each with a short title
+    (patient, study, view: ``short_title``) and score."""
     fig, axes = plt.subplots(len(KINDS), k, figsize=(2.6 * k, 2.9 * len(KINDS)), squeeze=False)
     by_kind = {kind: [] for kind in KINDS}
     for (_, case), image in zip(cases.iterrows(), images):
@@ -96,7 +112,7 @@ def gallery_figure(cases: pd.DataFrame, images: list, k: int, title: str = ""):
             if col < len(by_kind[kind]):
                 case, image = by_kind[kind][col]
                 ax.imshow(image)
-                ax.set_title(f"{case['key']}\nscore {case['score']:.3f}", fontsize=8)
+                ax.set_title(f"{short_title(case['key'])}\nscore {case['score']:.3f}", fontsize=8)
             else:
                 ax.text(0.5, 0.5, "none" if col == 0 else "", ha="center", va="center", fontsize=10)
                 ax.axis("off")

@@ -114,7 +114,7 @@ def plot_rocs(curves: dict, state: pd.DataFrame, title: str, calibration: dict |
         ax.plot(1 - row["specificity"], row["sensitivity"], "o", color=line.get_color(), markersize=9, clip_on=False)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (FPR)", ylabel="sensitivity (TPR)", title=title)
     if curves:
-        ax.legend(loc="lower right", fontsize=10)
+        _legend_below(ax)
     if calibration is not None:
         ax = axes[0, 1]
         ax.plot([0, 1], [0, 1], color="0.75", linestyle="--", linewidth=1)
@@ -137,9 +137,14 @@ def plot_rocs(curves: dict, state: pd.DataFrame, title: str, calibration: dict |
             title="calibration (reliability)",
         )
         if calibration:
-            ax.legend(loc="upper left", fontsize=10)
+            _legend_below(ax)
     fig.tight_layout()
     return fig
+
+
+def _legend_below(ax) -> None:
+    """The legend under the axes (outside the curves, which a legend inside would cover)."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), fontsize=10, frameon=False)
 
 
 def figure_png(fig) -> str:
@@ -162,7 +167,8 @@ class RocBrowser:
     reliability plot, the operating-point table and a gallery of the first selected run's images.
 
     The threshold starts at (and resets to, whenever the observation or level changes) the one chosen
-    by ``rule`` (default Youden's J) on the shown set for the first selected run; the caption says so.
+    by ``rule`` (default Youden's J) on the shown set for the first selected run; the caption says so,
+    and says the typed value instead once the threshold is moved by hand.
     ``image_root`` is the folder holding ``CheXpert-v1.0-small/`` (no gallery without it);
     ``overlay(paths, observation) -> list of HxWx3 uint8 arrays`` draws the gallery images (default grayscale).
     """
@@ -184,6 +190,7 @@ class RocBrowser:
         self.image_root, self.overlay, self.rule = image_root, overlay, rule
         self.gallery_size, self.set_name = gallery_size, set_name
         self._holding = False
+        self._rule = (float("nan"), float("nan"), "")  # (slider value at the last reset, the rule's threshold, caption)
         self.runs_select = W.SelectMultiple(
             options=names,
             value=tuple(names),
@@ -252,14 +259,27 @@ class RocBrowser:
 
     def reset_threshold(self, change=None) -> None:
         """Move the threshold to the rule's (when defined) and redraw once."""
-        threshold, self.caption.value = self.rule_threshold()
+        threshold, caption = self.rule_threshold()
         self._holding = True
         try:
             if np.isfinite(threshold):
                 self.threshold_slider.value = float(np.clip(threshold, 0.0, 1.0))
         finally:
             self._holding = False
+        self._rule = (self.threshold_slider.value, float(threshold), caption)
         self.refresh()
+
+    def caption_text(self) -> str:
+        """The rule's caption while the threshold is the rule's; once typed or dragged, the typed value."""
+        at_reset, threshold, caption = self._rule
+        value = self.threshold_slider.value
+        if value == at_reset:
+            return caption
+        rule = f"{self.rule} gives {threshold:.3f}" if np.isfinite(threshold) else "no rule threshold here"
+        return (
+            f"Threshold {value:.3f}, set by hand (score >= {value:.3f} is positive; {rule} on {self.set_name}; "
+            f"'reset to {self.rule}' goes back to it)."
+        )
 
     def state(self) -> pd.DataFrame:
         """The operating-point table (one row per selected run) for the current widget values."""
@@ -320,6 +340,7 @@ class RocBrowser:
             self.gallery.outputs = ({"output_type": "display_data", "metadata": {}, "data": {"text/plain": text}},)
         else:
             self.gallery.outputs = _png_output(figure_png(gallery), f"<gallery: {title}>")
+        self.caption.value = self.caption_text()
         self.table.value = state_html(self.state())  # last: once the table shows a change, plot and gallery have it
 
     def display(self) -> W.VBox:

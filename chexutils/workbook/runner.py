@@ -13,7 +13,6 @@ run, and the exit code is non-zero.
 """
 
 import functools
-import hashlib
 import itertools
 import json
 import os
@@ -39,11 +38,11 @@ from chexutils.workbook.guards import (
     why_rerun,
     written_since,
 )
+from chexutils.workbook.markers import input_files_digest as _input_files_digest
+from chexutils.workbook.markers import release_outputs as _release_outputs
 from chexutils.workbook.processes import KERNEL_CONFIG, FinishedKernelManager, ending_children
 from chexutils.workbook.slurm import check_slurm
-from chexutils.workbook.summary import figure_lines, sweep_shows, what_was_run
 
-REPORT_SECTIONS = ("comparison.md", "phantom_check.md", "official_test.md")  # written by 05, 07, 06; in report.md
 CONFIG_KEYS = {"name", "description", "parameters", "steps", "grid", "kernel", "slurm"}
 STEP_KEYS = {"notebook", "parameters", "per_run", "runs"}
 
@@ -380,64 +379,3 @@ def execute_step(config: Config, step: Step, run, force: bool, log) -> Outcome:
     )
     log(f"ok     {label} ({seconds:.1f} s)")
     return Outcome(step.notebook, run[0] if run else None, "ok", seconds, output)
-
-
-def _release_outputs(marker: Path, outputs: dict) -> None:
-    """Files this step just wrote are its outputs now: earlier steps' markers stop vouching for them.
-
-    (05 and 05_compare-2 both write comparison.md; the later writer owns it, so a resume skips both.)"""
-    for other in marker.parent.glob("*.json"):
-        record = read_marker(other) if other != marker else {}
-        if set(record.get("outputs", {})) & set(outputs):
-            record["outputs"] = {k: v for k, v in record["outputs"].items() if k not in outputs}
-            write_json(other, record)
-
-
-def _input_files_digest(params: dict) -> bytes:
-    """Hash of the files the parameters name (e.g. a split CSV, a mapping JSON): a changed input reruns the step."""
-    digest = hashlib.sha256()
-    stack = list(params.values())
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-        elif isinstance(value, str) and value and len(value) < 4096:
-            try:
-                path = paths.resolve(value)
-                if path.is_file():
-                    digest.update(value.encode() + hashlib.sha256(path.read_bytes()).digest())
-            except (OSError, ValueError):
-                continue
-    return digest.digest()
-
-
-def write_report(config: Config, outcomes: list[Outcome]) -> Path:
-    """``output/<name>/report.md``: each step's status and time, links to notebooks and figures."""
-    root = config.output_dir
-    lines = [
-        f"# Workbook report: {config.name}",
-        "",
-        f"Config: `{config.path.name}`",
-        "",
-        *sweep_shows(config),
-        *what_was_run(config, step_parameters),
-        "## Steps",
-        "",
-        "| step | run | status | seconds | notebook |",
-        "|---|---|---|---:|---|",
-    ]
-    for o in outcomes:
-        rel = o.output.relative_to(root) if o.output.is_relative_to(root) else o.output
-        lines.append(
-            f"| {o.step} | {o.run or ''} | {o.status}{': ' + o.error if o.error else ''} | "
-            f"{o.seconds:.1f} | [{rel}]({rel}) |"
-        )
-    for section in REPORT_SECTIONS:
-        if (root / section).is_file():
-            lines += ["", (root / section).read_text()]
-    lines += figure_lines(root)
-    report = root / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    return report
