@@ -5,6 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 JOBS   ?= 2
+# OpenMP threads waiting for work sleep instead of spinning (more threads than free cores otherwise
+# collapse: docs/performance.md); every recipe (Lab's kernels included) inherits it; a value you set is kept
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test test-fast test-browser lint format lab clean-output clean-cache public-labels

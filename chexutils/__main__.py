@@ -4,7 +4,14 @@ Each command is a module of ``chexutils.cli``; ``python -m chexutils COMMAND --h
 """
 
 import importlib
+import os
 import sys
+
+# OpenMP threads waiting for work sleep instead of spinning: with more threads than free cores, spinning
+# makes training collapse (docs/performance.md, benchmarks/contention.py). OpenMP reads this once, when
+# torch loads it, so it is set here before any command imports torch; the runner's notebook kernels inherit
+# it. A value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 COMMANDS = {
     "workbook": "run a sweep config: notebooks executed by papermill, report.md (`make demo`)",

@@ -1,10 +1,12 @@
 """`make lab` without the news pop-up and update check, and the conda route's documented commands are the
 Makefile's own (issue 22): read through `make -n`, so a renamed target or a changed recipe fails here."""
 
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 
 import pytest
 from jupyterlab.handlers.announcements import NeverCheckForUpdate
@@ -34,6 +36,23 @@ def test_make_lab_turns_off_the_news_and_the_update_check():
     app = LabApp()
     app.parse_command_line([w for w in lab[2:] if w.startswith("--LabApp.")])  # JupyterLab accepts them
     assert app.news_url is None and app.check_for_updates_class is NeverCheckForUpdate
+
+
+@pytest.mark.parametrize("given", [None, "ACTIVE"])
+def test_commands_start_openmp_with_passive_waiting_unless_told_otherwise(given):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | (
+        {"OMP_WAIT_POLICY": given} if given else {}
+    )
+    expected = given or "PASSIVE"
+    # every make recipe (jupyter lab's kernels included) sees it ...
+    probe = ["make", "-s", "--no-print-directory", "--eval", "probe-env: ; @echo $$OMP_WAIT_POLICY", "probe-env"]
+    assert (
+        subprocess.run(probe, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip() == expected
+    )
+    # ... and so does every `python -m chexutils` command (set before any command imports torch)
+    code = "import os, chexutils.__main__, sys; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [expected, "False"]
 
 
 def conda_commands() -> list[tuple[str, list[str]]]:
