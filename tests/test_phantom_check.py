@@ -73,6 +73,19 @@ def test_check_passes_when_the_control_is_found_and_nulls_are_quiet(tmp_path):
     assert "1 of 1 = 1.00" in text  # agreement only over the observations with an expected effect (Atelectasis)
     assert json.loads((tmp_path / pc.CHECK_JSON).read_text())["positive control recovered"] is True
     assert "control needs 80 for 80% power" in text
+    assert "seed SD" not in text  # no seed columns in this table: nothing measured is claimed
+    # the seed SDs the runs measured for the positive control, beside the sizing's guess
+    measured = selected.assign(**{"U-Zeros seed SD": 0.004, "U-Ones seed SD": 0.01, "smallest detectable": 0.05})
+    _, close = pc.check(TRUTH, measured, measured, labels, "official valid", sizing=sizing, plan_seed_sd=0.01)
+    text = pc.write_check(tmp_path, table, close).read_text()
+    assert close["positive control seed SD (measured)"] == {"U-Zeros": 0.004, "U-Ones": 0.01}
+    assert "assumed a seed SD of 0.01; the runs measured U-Zeros 0.004 / U-Ones 0.010 for Atelectasis" in text
+    assert "smallest Δ detectable at 80% power is 0.050" in text and "guess was too small" not in text
+    wide = measured.assign(**{"U-Ones seed SD": 0.067, "smallest detectable": 0.246})
+    text = pc.write_check(
+        tmp_path, *pc.check(TRUTH, wide, wide, labels, "official valid", plan_seed_sd=0.01)
+    ).read_text()
+    assert "U-Ones 0.067" in text and "is 0.246 (the sizing's guess was too small" in text
     unsized = pc.check(TRUTH, selected, selected, labels, "official valid", sizing=sizing * math.inf)
     text = pc.write_check(tmp_path, *unsized).read_text()  # 2 seeds per policy: no study count suffices
     assert "control needs more than any study count gives with these seeds per policy" in text

@@ -156,12 +156,15 @@ def check(
     alpha: float = 0.05,
     sizing: pd.DataFrame | None = None,
     kinds: pd.DataFrame | None = None,
+    plan_seed_sd: float | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Per-observation table and the checks: positive control recovered on ``selected`` (the selection set),
     null controls not flagged there, agreement of certain-label and truth choices (signs).
 
     ``sizing`` (`chexutils.evaluation.power.power_table`) adds the studies each expected effect needs beside the
-    studies the selection set has; ``kinds`` (kind_scores) adds where the expected answer's premise failed."""
+    studies the selection set has; ``kinds`` (kind_scores) adds where the expected answer's premise failed;
+    ``plan_seed_sd`` (the seed SD the sizing assumed) is reported beside the seed SDs the runs measured for the
+    positive control and the smallest Δ detectable at them, so a sizing built on a wrong guess shows as such."""
     table = pd.DataFrame(
         {
             "expected": pd.Series(truth.expected),
@@ -187,6 +190,13 @@ def check(
             float(sizing.loc[primary, "studies needed"]) if sizing is not None and primary in sizing.index else None
         ),
         "correction": HOLM_FAMILY,
+        "planned seed SD": plan_seed_sd,
+        "positive control seed SD (measured)": _measured_seed_sd(selected, primary),
+        "positive control smallest detectable delta (measured seed SD)": (
+            float(selected.loc[primary, "smallest detectable"])
+            if primary is not None and "smallest detectable" in selected
+            else None
+        ),
         "positive control": primary,
         "positive control recovered": bool(recovered),
         "positive controls recovered": {
@@ -264,7 +274,7 @@ def write_check(output_dir, table: pd.DataFrame, checks: dict) -> Path:
         "",
         f"Selection set: {checks['selection set']} ({checks['studies in the selection set']} studies; the positive "
         f"control needs {_studies(checks['studies needed for the positive control'])} for 80% power); "
-        f"{checks['correction']}, alpha {checks['alpha']}.",
+        f"{checks['correction']}, alpha {checks['alpha']}.{_measured_text(checks)}",
         "",
         _positive_control_line(checks),
         f"- {checks['null controls equivalent']}: null controls {', '.join(checks['null controls'])} shown "
@@ -332,6 +342,32 @@ def enforce(checks: dict, strict: bool) -> None:
         failed.append(f"null controls equivalent ({checks['null controls equivalent']})")
     if strict and failed:
         raise AssertionError(f"phantom check failed: {', '.join(failed)} (see {CHECK_MD})")
+
+
+def _measured_seed_sd(selected: pd.DataFrame, primary: str | None) -> dict | None:
+    """Each arm's seed SD of the positive control's AUROC on the selection set (None without the columns)."""
+    columns = {policy: f"{policy} seed SD" for policy in ("U-Zeros", "U-Ones")}
+    if primary is None or not set(columns.values()) <= set(selected.columns):
+        return None
+    return {policy: float(selected.loc[primary, column]) for policy, column in columns.items()}
+
+
+def _measured_text(checks: dict) -> str:
+    """The sizing's seed SD beside what the runs measured, and the smallest Δ those measurements can detect."""
+    measured, planned = checks.get("positive control seed SD (measured)"), checks.get("planned seed SD")
+    if not measured:
+        return ""
+    arms = " / ".join(f"{policy} {sd:.3f}" for policy, sd in measured.items())
+    text = (
+        f" The sizing assumed a seed SD of {planned:g}" if planned is not None else " The sizing's seed SD is not given"
+    )
+    text += f"; the runs measured {arms} for {checks['positive control']}"
+    detectable = checks.get("positive control smallest detectable delta (measured seed SD)")
+    if detectable is not None and np.isfinite(detectable):
+        text += f", at which the smallest Δ detectable at 80% power is {detectable:.3f}"
+    if planned is not None and max(measured.values()) > 1.5 * planned:
+        text += " (the sizing's guess was too small: the study had less power than planned)"
+    return text + "."
 
 
 def _studies(needed) -> str:
