@@ -162,9 +162,11 @@ def test_partial_caches_are_listed_and_removed_but_complete_ones_kept(small_set,
 
 
 def make_clean_cache(root):
-    """`make clean-cache CACHE=root` with the Makefile's own command lines."""
+    """`make clean-cache CACHE=root` with the Makefile's own command lines. ``-o .venv/.installed``: never
+    the set-up step, which with ``PY`` = this interpreter would pip-install this checkout into it (a checkout
+    without its own .venv, e.g. a git worktree, has no set-up stamp)."""
     done = subprocess.run(
-        ["make", "-s", "clean-cache", f"CACHE={root}", f"PY={sys.executable}"],
+        ["make", "-s", "-o", ".venv/.installed", "clean-cache", f"CACHE={root}", f"PY={sys.executable}"],
         cwd=paths.PROJECT_ROOT,
         capture_output=True,
         text=True,
