@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from chexutils.core.io import write_json
+from chexutils.core.labels import COMPARED_POLICIES
 from chexutils.evaluation import policy_choice
 from chexutils.evaluation.compare import markdown
 from chexutils.evaluation.evaluate import load_run_scores
@@ -346,7 +347,7 @@ def enforce(checks: dict, strict: bool) -> None:
 
 def _measured_seed_sd(selected: pd.DataFrame, primary: str | None) -> dict | None:
     """Each arm's seed SD of the positive control's AUROC on the selection set (None without the columns)."""
-    columns = {policy: f"{policy} seed SD" for policy in ("U-Zeros", "U-Ones")}
+    columns = {policy: f"{policy} seed SD" for policy in COMPARED_POLICIES}
     if primary is None or not set(columns.values()) <= set(selected.columns):
         return None
     return {policy: float(selected.loc[primary, column]) for policy, column in columns.items()}

@@ -25,7 +25,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from chexutils.core.labels import OBSERVATIONS
-from chexutils.phantom.render_signs import MIMICS, SIGNS, Canvas, Lung, ramp, smooth_field
+from chexutils.phantom.canvas import Canvas, Lung, ramp, smooth_field
+from chexutils.phantom.render_signs import MIMICS, SIGNS
 
 FINDINGS: tuple[str, ...] = tuple(o for o in OBSERVATIONS if o != "No Finding")  # the 13 that can be drawn
 _RIB_WIDTH = 0.17  # rib half-profile width, as a fraction of the rib spacing
