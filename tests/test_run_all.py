@@ -9,6 +9,7 @@ test to minutes. The copy keeps the real output/ and data/ untouched: the kernel
 (PYTHONPATH), whose PROJECT_ROOT is the copy."""
 
 import copy
+import json
 import os
 import shlex
 import shutil
@@ -21,6 +22,7 @@ import yaml
 
 from chexutils.cli import public_labels
 from chexutils.core import paths
+from chexutils.workbook import headline
 from chexutils.workbook.guards import notebook_defaults
 
 pytestmark = pytest.mark.notebooks  # executes notebooks: make test-fast leaves these out
@@ -85,6 +87,12 @@ def demo_copy(tmp_path_factory):
     for folder in ("chexutils", "notebooks", "configs"):
         shutil.copytree(paths.PROJECT_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "tiny-demo.yaml").write_text(yaml.safe_dump(tiny_demo_config(), sort_keys=False))
+    # the demo's recorded figure names with values so far apart that any run is inside: the plumbing is checked
+    names = headline.read_spread(paths.CONFIG_DIR / "demo.yaml")["figures"]
+    wide = [
+        (f"repeat{i}", {"figures": {n: v * 10.0**5 for n in names}, "machine": "m"}) for i, v in enumerate([-1, 0, 1])
+    ]
+    (root / "tiny-demo.spread.json").write_text(json.dumps(headline.spread_of(wide)))
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         make_demo("CONFIG=tiny-demo.yaml", "JOBS=1"),
@@ -95,6 +103,7 @@ def demo_copy(tmp_path_factory):
         timeout=1800,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (root / "demo-stdout.txt").write_text(run.stdout)
     assert (root / "output" / "demo" / "report.md").is_file() and not (paths.OUTPUT_DIR / "tiny-demo").exists()
     return root, env
 
@@ -149,3 +158,17 @@ def test_run_all_works_in_every_notebook_straight_after_the_demo(demo_copy, monk
             failed[notebook] = f"{err.ename}: {err.evalue}"[:400]
     assert failed == {}
     assert (root / "output" / "demo" / "phantom_check.md").is_file()  # 07, which make demo does not run
+
+
+def test_the_demo_writes_its_headline_figures_and_judges_them_against_the_recorded_spread(demo_copy):
+    root, _ = demo_copy
+    figures = json.loads((root / "output" / "demo" / headline.HEADLINE_JSON).read_text())["figures"]
+    recorded = headline.read_spread(paths.CONFIG_DIR / "demo.yaml")["figures"]
+    # the tiny demo (stage 1, one seed) writes the recorded figures of its stage: the names the spread was made with
+    assert set(figures) == {n for n in recorded if "mixed" not in n}
+    assert 0.0 <= figures["official valid mean AUROC, U-Ones (mean of its runs)"] <= 1.0
+    report = (root / "output" / "demo" / "report.md").read_text()
+    table = report.split("## This run against the recorded spread")[1].split("## Steps")[0]
+    assert table.count("| yes |") == len(figures)
+    stdout = (root / "demo-stdout.txt").read_text()
+    assert f"{len(figures)} of {len(figures)} headline figures inside the 95% prediction intervals" in stdout

@@ -2,14 +2,16 @@
 
 import argparse
 import functools
+import json
 import signal
 import sys
 import time
+from pathlib import Path
 
 from chexutils.core import locks
 from chexutils.core.errors import DataError
 from chexutils.core.io import Terminated, terminate_cleanly
-from chexutils.workbook import parallel, processes
+from chexutils.workbook import headline, parallel, processes
 from chexutils.workbook import runner as library
 from chexutils.workbook.report import write_report
 from chexutils.workbook.runner import execute, load_config
@@ -37,7 +39,16 @@ def main(argv=None) -> int:
         action="store_true",
         help="submit each grid point as a job through submitit, with the config's slurm: section",
     )
+    spread = sub.add_parser(
+        "spread",
+        help="record a config's spread of headline figures from several finished seeded sweeps "
+        "(chexutils.workbook.headline)",
+    )
+    spread.add_argument("out", help="the spread file to write, e.g. configs/demo.spread.json (beside its config)")
+    spread.add_argument("sweeps", nargs="+", help="finished sweep folders, e.g. output/demo-seed0 output/demo-seed1")
     args = parser.parse_args(argv)
+    if args.command == "spread":
+        return record_spread(args.out, args.sweeps)
     try:
         config = load_config(args.config, args.output_root)
     except DataError as err:
@@ -55,6 +66,7 @@ def main(argv=None) -> int:
                     outcomes = parallel.execute_parallel(config, jobs=args.jobs, force=args.force, slurm=args.slurm)
                 else:
                     outcomes = execute(config, force=args.force)
+                report = write_report(config, outcomes)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -65,12 +77,31 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 128 + stop.signum
-    report = write_report(config, outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes)} step(s) in {time.perf_counter() - start:.1f} s; report: {report}")
+    typical = headline.spread_summary(
+        json.loads((config.output_dir / headline.HEADLINE_JSON).read_text())["figures"],
+        headline.read_spread(config.path),
+        headline.spread_path(config.path),
+    )
+    if typical:
+        print(typical)
     for o in failed:
         print(f"failed: {o.step}{' [' + o.run + ']' if o.run else ''}: {o.error} -> {o.output}")
     return 1 if failed else 0
+
+
+def record_spread(out, sweeps) -> int:
+    """Write the spread file under its folder's lock and print the README's lines generated from it."""
+    try:
+        with locks.exclusive(Path(f"{out}.lock"), f"spread file {out}"):
+            path = headline.write_spread(out, sweeps)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}; the README's lines for it:")
+    print("\n".join(headline.readme_lines(json.loads(path.read_text()))))
+    return 0
 
 
 if __name__ == "__main__":

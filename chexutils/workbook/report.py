@@ -3,6 +3,7 @@ and 06 wrote, and the figures (the runner's command line writes it after every `
 
 from pathlib import Path
 
+from chexutils.workbook.headline import headline_figures, read_spread, spread_lines, write_headline
 from chexutils.workbook.runner import Config, Outcome, step_parameters
 from chexutils.workbook.summary import figure_lines, sweep_shows, what_was_run
 
@@ -10,8 +11,11 @@ REPORT_SECTIONS = ("comparison.md", "phantom_check.md", "official_test.md")  # w
 
 
 def write_report(config: Config, outcomes: list[Outcome]) -> Path:
-    """``output/<name>/report.md``: each step's status and time, links to notebooks and figures."""
+    """``output/<name>/report.md`` (and ``headline.json``): what the sweep shows, this run against the
+    config's recorded spread, each step's status and time, links to notebooks and figures."""
     root = config.output_dir
+    figures = headline_figures(root, outcomes)
+    write_headline(root, figures)
     lines = [
         f"# Workbook report: {config.name}",
         "",
@@ -19,6 +23,7 @@ def write_report(config: Config, outcomes: list[Outcome]) -> Path:
         "",
         *sweep_shows(config),
         *what_was_run(config, step_parameters),
+        *spread_lines(figures, read_spread(config.path)),
         "## Steps",
         "",
         "| step | run | status | seconds | notebook |",
