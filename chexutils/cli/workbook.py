@@ -66,7 +66,7 @@ def main(argv=None) -> int:
                     outcomes = parallel.execute_parallel(config, jobs=args.jobs, force=args.force, slurm=args.slurm)
                 else:
                     outcomes = execute(config, force=args.force)
-                report = write_report(config, outcomes)
+                report = write_report(config, outcomes, time.perf_counter() - start)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
 The figures a researcher compares first after a run: per arm (policy and recipe), the mean over its runs
 of the 5-task mean AUROC on the official valid set; the ensemble of all runs on the official test set; and
-the seconds the steps took. They move with the seeds and the machine, so "is my result right?" needs a
+the wall-clock seconds of a run that executed every step. They move with the seeds and the machine, so "is my result right?" needs a
 reference: a config may carry a recorded spread beside it (``configs/demo.yaml`` ->
 ``configs/demo.spread.json``), made from several seeded repeats by
 
@@ -27,13 +27,13 @@ from scipy import stats
 from chexutils.core.errors import DataError
 from chexutils.core.io import write_json
 from chexutils.core.rundir import OFFICIAL_TEST, OFFICIAL_VALID, RunDir
-from chexutils.evaluation.compare import DEFAULT_RECIPE, chosen_label, run_table
+from chexutils.evaluation.compare import CHOSE_IT, DEFAULT_RECIPE, chosen_on, run_table
 from chexutils.evaluation.official_test import ENSEMBLE
 
 HEADLINE_JSON = "headline.json"  # in the sweep folder, written by the runner with report.md
 MADE_BY = "python -m chexutils workbook spread"  # the mark of a spread file this command may replace
 LEVEL = 0.95
-SECONDS = "seconds for the executed steps"
+SECONDS = "seconds, wall clock, every step executed"
 
 
 def spread_path(config_path) -> Path:
@@ -49,11 +49,11 @@ def _task_mean(metrics_json: Path) -> float | None:
     return None if mean.get("mean") is None else float(mean["mean"])
 
 
-def headline_figures(sweep_dir, outcomes=()) -> dict[str, float]:
+def headline_figures(sweep_dir, outcomes=(), seconds: float | None = None) -> dict[str, float]:
     """The sweep's headline figures, name -> value (figures a sweep did not produce are left out).
 
-    ``outcomes``: the runner's step outcomes; their seconds are a figure only when every step executed
-    (a rerun that skipped finished steps took less time for a reason that is not the machine).
+    ``outcomes``: the runner's step outcomes, ``seconds`` its wall-clock time; the time is a figure only when
+    every step executed (a rerun that skipped finished steps took less time for a reason that is not the machine).
     """
     sweep_dir = Path(sweep_dir)
     figures: dict[str, float] = {}
@@ -64,16 +64,16 @@ def headline_figures(sweep_dir, outcomes=()) -> dict[str, float]:
         if value is None:
             continue
         arm = str(row["policy"]) + ("" if row["recipe"] == DEFAULT_RECIPE else f" {row['recipe']}")
-        arm = chosen_label(arm, row["path"], OFFICIAL_VALID, row["policy"])
-        arms.setdefault(arm, []).append(value)
+        chose = chosen_on(row["path"], row["policy"]) == OFFICIAL_VALID
+        arms.setdefault(f"{arm} (mean of its runs{'; ' + CHOSE_IT if chose else ''})", []).append(value)
     for arm, values in sorted(arms.items()):
-        figures[f"official valid mean AUROC, {arm} (mean of its runs)"] = float(np.mean(values))
+        figures[f"official valid mean AUROC, {arm}"] = float(np.mean(values))
     ensemble = _task_mean(RunDir(sweep_dir / ENSEMBLE).metrics(OFFICIAL_TEST))
     if ensemble is not None:
         figures[f"official test mean AUROC, {ENSEMBLE}"] = ensemble
     outcomes = list(outcomes)
-    if outcomes and all(o.status == "ok" for o in outcomes):
-        figures[SECONDS] = float(sum(o.seconds for o in outcomes))
+    if seconds is not None and outcomes and all(o.status == "ok" for o in outcomes):
+        figures[SECONDS] = float(seconds)
     return figures
 
 

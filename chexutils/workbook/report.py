@@ -10,11 +10,12 @@ from chexutils.workbook.summary import figure_lines, sweep_shows, what_was_run
 REPORT_SECTIONS = ("comparison.md", "phantom_check.md", "official_test.md")  # written by 05, 07, 06; in report.md
 
 
-def write_report(config: Config, outcomes: list[Outcome]) -> Path:
+def write_report(config: Config, outcomes: list[Outcome], seconds: float | None = None) -> Path:
     """``output/<name>/report.md`` (and ``headline.json``): what the sweep shows, this run against the
-    config's recorded spread, each step's status and time, links to notebooks and figures."""
+    config's recorded spread, each step's status and time, links to notebooks and figures; ``seconds``: the
+    run's wall-clock time (a headline figure when every step executed)."""
     root = config.output_dir
-    figures = headline_figures(root, outcomes)
+    figures = headline_figures(root, outcomes, seconds)
     write_headline(root, figures)
     lines = [
         f"# Workbook report: {config.name}",
