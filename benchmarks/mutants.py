@@ -244,6 +244,21 @@ MUTANTS = (
         "if math.isnan(value):",
         ("tests/test_run_safeguards.py::test_an_infinite_or_nan_loss_stops_training",),
     ),
+    # --- the demo's headline figures against their recorded spread
+    Mutant(
+        "headline.prediction_interval: the mean's interval (no new-run term), not a prediction interval",
+        "chexutils/workbook/headline.py",
+        "math.sqrt(1 + 1 / len(x))",
+        "math.sqrt(1 / len(x))",
+        ("tests/test_headline.py::test_printed_verdicts_cover_one_more_run_95_percent_of_the_time",),
+    ),
+    Mutant(
+        "headline.prediction_interval: normal quantile instead of Student's t",
+        "chexutils/workbook/headline.py",
+        "stats.t.ppf(1 - (1 - level) / 2, len(x) - 1)",
+        "stats.norm.ppf(1 - (1 - level) / 2)",
+        ("tests/test_headline.py::test_interval_half_width_matches_a_monte_carlo_of_the_pivot",),
+    ),
 )
 
 
