@@ -121,7 +121,9 @@ def test_spread_command_records_the_sweeps_and_refuses_a_file_it_did_not_make(tm
     spread = json.loads(out.read_text())
     assert spread["sweeps"] == ["demo-seed0", "demo-seed1", "demo-seed2"]
     assert spread["figures"][FIGURE]["values"] == pytest.approx([0.70, 0.71, 0.69])
-    assert "U-Ones (mean of its runs): 0.690–0.710" in capsys.readouterr().out  # the README's line, printed
+    assert (
+        "- official valid mean AUROC, U-Ones (mean of its runs): 0.690 to 0.710" in capsys.readouterr().out
+    )  # the README's line, printed
     assert main(["spread", str(out), *sweeps]) == 0  # its own file: replaced
     foreign = tmp_path / "notes.json"
     foreign.write_text('{"mine": 1}')

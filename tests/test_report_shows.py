@@ -103,5 +103,5 @@ def test_the_report_opens_with_what_the_sweep_shows_from_the_steps_files(tmp_pat
 @pytest.mark.parametrize("p_holm", [0.01])
 def test_a_ranking_appears_only_where_the_paired_test_says_so(tmp_path, p_holm):
     shows, _ = _shows(_sweep(tmp_path, p_holm=p_holm, positive_recovered=True))
-    assert "**Ranking:** U-Ones > U-Zeros (Δ 0.050, Holm p 0.01)" in shows
+    assert "**Ranking:** U-Ones > U-Zeros (Δ 0.050, Holm p 0.01) (paired, seed-aware test, Holm);" in shows
     assert "Controls that failed" not in shows and "positive and null controls passed" in shows

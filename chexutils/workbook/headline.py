@@ -160,8 +160,9 @@ def spread_lines(figures: dict[str, float], spread: dict | None) -> list[str]:
         "## This run against the recorded spread",
         "",
         f"The {n} seeded repeats recorded for this config ({', '.join(spread['machines'])}) give each figure a "
-        f"{level:.0%} prediction interval for one more run; a figure outside it on the same kind of machine "
-        "means something changed (code, data, environment), on another machine the seconds may simply differ.",
+        f"{level:.0%} prediction interval for one more run. By chance alone about {1 - level:.0%} of figures fall "
+        "outside; several outside on the same kind of machine suggest something changed (code, data, library "
+        "versions); on another machine the seconds may simply differ.",
         "",
         f"| figure | this run | {level:.0%} prediction interval | range of the {n} repeats | inside |",
         "|---|---:|---|---|---|",
@@ -192,12 +193,13 @@ def spread_summary(figures: dict[str, float], spread: dict | None, spread_file) 
 
 def readme_lines(spread: dict) -> list[str]:
     """The README's figures of the demo, generated from its recorded spread (tests compare the two)."""
-    n = len(spread["sweeps"])
-    parts = []
+    lines = [
+        f"Over {len(spread['sweeps'])} seeded repeats ({', '.join(spread['machines'])}), each headline figure's range:"
+    ]
     for name, recorded in spread["figures"].items():
         low, high = recorded["range"]
-        parts.append(f"{name}: {_fmt(name, low)}–{_fmt(name, high)}")
-    return [f"Over {n} seeded repeats ({', '.join(spread['machines'])}): " + "; ".join(parts) + "."]
+        lines.append(f"- {name}: {_fmt(name, low)} to {_fmt(name, high)}")
+    return lines
 
 
 def _fmt(name: str, value: float) -> str:

@@ -189,7 +189,7 @@ def _ranking_verdict(text: str) -> str:
             "none: the paired, seed-aware test (Holm) finds no difference between any two arms of runs, "
             "so no run is ranked above another, whatever their means."
         )
-    return f"{verdict} (paired, seed-aware test, Holm); every other pair is not ranked."
+    return f"{verdict.rstrip('.')} (paired, seed-aware test, Holm); every other pair is not ranked."
 
 
 def _controls(root: Path, comparison: str) -> list[str]:
