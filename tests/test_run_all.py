@@ -168,6 +168,11 @@ def test_the_demo_writes_its_headline_figures_and_judges_them_against_the_record
     assert set(figures) == {n for n in recorded if "mixed" not in n}
     assert 0.0 <= figures["official valid mean AUROC, U-Ones (mean of its runs)"] <= 1.0
     report = (root / "output" / "demo" / "report.md").read_text()
+    # the report's summary, on the demo's own steps: what ran, the model reported and where, 08's scores
+    shows = report.split("## What this sweep shows")[1].split("## What was run")[0]
+    assert "**Runs:** 2 compared" in shows and "U-Ones_densenet121_seed0" in shows
+    assert "**Ranking:**" in shows and "**Reported model:**" in shows and "on the official test set" in shows
+    assert "**Localisation** (notebook 08" in shows
     table = report.split("## This run against the recorded spread")[1].split("## Steps")[0]
     assert table.count("| yes |") == len(figures)
     stdout = (root / "demo-stdout.txt").read_text()
