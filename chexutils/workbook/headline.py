@@ -83,8 +83,15 @@ def write_headline(sweep_dir, figures: dict[str, float]) -> Path:
 
 
 def machine() -> str:
-    """A short description of where figures were measured (cores and processor)."""
-    return f"{os.cpu_count()} cores, {platform.machine()}, {platform.system()}"
+    """A short description of where figures were measured: cores, processor model (Linux), system."""
+    cpuinfo = Path("/proc/cpuinfo")
+    model = platform.machine()
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        model = names[0] if names else model
+    return f"{os.cpu_count()} cores, {model}, {platform.system()}"
 
 
 def prediction_interval(values, level: float = LEVEL) -> tuple[float, float] | None:
