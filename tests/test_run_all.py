@@ -22,6 +22,7 @@ import yaml
 
 from chexutils.cli import public_labels
 from chexutils.core import paths
+from chexutils.evaluation.official_test import ENSEMBLE
 from chexutils.workbook import headline
 from chexutils.workbook.guards import notebook_defaults
 
@@ -164,9 +165,11 @@ def test_the_demo_writes_its_headline_figures_and_judges_them_against_the_record
     root, _ = demo_copy
     figures = json.loads((root / "output" / "demo" / headline.HEADLINE_JSON).read_text())["figures"]
     recorded = headline.read_spread(paths.CONFIG_DIR / "demo.yaml")["figures"]
-    # the tiny demo (stage 1, one seed) writes the recorded figures of its stage: the names the spread was made with
-    assert set(figures) == {n for n in recorded if "mixed" not in n}
-    assert 0.0 <= figures["official valid mean AUROC, U-Ones (mean of its runs)"] <= 1.0
+    # the tiny demo writes figures by the names the spread was recorded with (its 12 valid patients give no
+    # 5-task mean on official valid, so its arms have no figure; the ensemble's 30 test studies do)
+    assert set(figures) <= set(recorded)
+    assert {f"official test mean AUROC, {ENSEMBLE}", headline.SECONDS} <= set(figures)
+    assert 0.0 <= figures[f"official test mean AUROC, {ENSEMBLE}"] <= 1.0
     report = (root / "output" / "demo" / "report.md").read_text()
     # the report's summary, on the demo's own steps: what ran, the model reported and where, 08's scores
     shows = report.split("## What this sweep shows")[1].split("## What was run")[0]
