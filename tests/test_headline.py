@@ -144,3 +144,16 @@ def test_the_readme_gives_the_demo_figures_of_the_recorded_spread():
     readme = (paths.PROJECT_ROOT / "README.md").read_text()
     for line in headline.readme_lines(spread):
         assert line in readme
+
+
+@pytest.mark.parametrize("text", ['{"sweeps": [', '{"made_by": "someone"}', "[1, 2]"])
+def test_a_broken_spread_file_is_one_error_line_naming_it(tmp_path, capsys, text):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("name: tiny\nsteps:\n  - notebook: 00_data.ipynb\n")
+    headline.spread_path(config).write_text(text)
+    with pytest.raises(DataError, match=r"tiny\.spread\.json.*expected a spread file"):
+        headline.read_spread(config)
+    assert main(["run", str(config), "--output-root", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "tiny.spread.json" in err[0]
+    assert not (tmp_path / "out" / "tiny" / "notebooks").exists()  # refused before any step ran

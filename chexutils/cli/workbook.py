@@ -51,6 +51,7 @@ def main(argv=None) -> int:
         return record_spread(args.out, args.sweeps)
     try:
         config = load_config(args.config, args.output_root)
+        headline.read_spread(config.path)  # a broken spread file is refused before any step runs
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -67,6 +68,11 @@ def main(argv=None) -> int:
                 else:
                     outcomes = execute(config, force=args.force)
                 report = write_report(config, outcomes, time.perf_counter() - start)
+                typical = headline.spread_summary(
+                    json.loads((config.output_dir / headline.HEADLINE_JSON).read_text())["figures"],
+                    headline.read_spread(config.path),
+                    headline.spread_path(config.path),
+                )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -79,11 +85,6 @@ def main(argv=None) -> int:
         return 128 + stop.signum
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes)} step(s) in {time.perf_counter() - start:.1f} s; report: {report}")
-    typical = headline.spread_summary(
-        json.loads((config.output_dir / headline.HEADLINE_JSON).read_text())["figures"],
-        headline.read_spread(config.path),
-        headline.spread_path(config.path),
-    )
     if typical:
         print(typical)
     for o in failed:

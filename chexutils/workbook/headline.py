@@ -153,9 +153,22 @@ def write_spread(path, sweep_dirs) -> Path:
 
 
 def read_spread(config_path) -> dict | None:
-    """The config's recorded spread, or None when it has none."""
+    """The config's recorded spread, or None when it has none; a DataError when the file is not one."""
     path = spread_path(config_path)
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        spread = json.loads(path.read_text())
+        ok = isinstance(spread, dict) and {"sweeps", "machines", "level", "figures"} <= set(spread)
+    except ValueError as err:
+        raise DataError(
+            f"{path}, line {getattr(err, 'lineno', 1)}: not JSON; expected a spread file written by `{MADE_BY}`"
+        ) from None
+    if not ok:
+        raise DataError(
+            f"{path}: expected a spread file written by `{MADE_BY}` (keys sweeps, machines, level, figures)"
+        )
+    return spread
 
 
 def spread_lines(figures: dict[str, float], spread: dict | None) -> list[str]:
